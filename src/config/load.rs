@@ -1,0 +1,699 @@
+//! Walks the YAML tree into a [`Config`], collecting every error with its position.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobBuilder};
+use regex::Regex;
+
+use super::yaml::{self, Node, Pos, Value};
+use super::*;
+
+/// How strict loading is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// `run --dry-run` needs no credentials: an unset `${VAR}` or a missing secret file in a
+    /// secret field is a warning, not an error.
+    pub dry_run: bool,
+}
+
+const TOP_KEYS: &[&str] = &["state_dir", "defaults", "targets", "rules", "shutdown_timeout"];
+const TUNING_KEYS: &[&str] = &[
+    "debounce",
+    "max_delay",
+    "retry_attempts",
+    "retry_backoff",
+    "retry_backoff_max",
+    "rate_limit",
+    "max_pattern_bytes",
+    "widen_threshold",
+    "purge_all_threshold",
+];
+const SITEHOST_KEYS: &[&str] = &["type", "api_url", "api_key", "api_key_file", "client_id", "server", "stack"];
+const VIMS_KEYS: &[&str] = &["type", "api_url", "token", "token_file", "cdn_id", "host"];
+const RULE_KEYS: &[&str] =
+    &["name", "watch", "targets", "include", "exclude", "match", "url_prefix", "index_files", "purge"];
+
+/// Reads and validates the rules file at `path`.
+pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    load_str(path, &text, opts, &|k| std::env::var(k).ok())
+}
+
+/// Validates rules `text` as if read from `path`, with `env` for `${VAR}`.
+pub fn load_str(
+    path: &Path,
+    text: &str,
+    opts: LoadOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let mut cx = Cx { file: path.to_path_buf(), base: base_dir(path), env, opts, errors: vec![], warnings: vec![] };
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            cx.error(e.pos, format!("YAML syntax error: {}", e.message));
+            return Err(ConfigError::Invalid(cx.errors));
+        }
+    };
+    let config = cx.config(&root);
+    match config {
+        Some(config) if cx.errors.is_empty() => Ok(Loaded { config, warnings: cx.warnings }),
+        _ => Err(ConfigError::Invalid(cx.errors)),
+    }
+}
+
+/// Settings every target inherits unless it sets its own.
+#[derive(Clone)]
+struct Tuning {
+    debounce: Duration,
+    max_delay: Duration,
+    retry: RetryPolicy,
+    rate_limit: f64,
+    patterns: PatternSettings,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            debounce: Duration::from_secs(2),
+            max_delay: Duration::from_secs(30),
+            retry: RetryPolicy { attempts: 8, backoff: Duration::from_secs(1), backoff_max: Duration::from_secs(60) },
+            rate_limit: 10.0,
+            patterns: PatternSettings { max_bytes: 4096, widen_threshold: 0.8, all_threshold: 0.5 },
+        }
+    }
+}
+
+struct Cx<'a> {
+    file: PathBuf,
+    base: PathBuf,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    opts: LoadOptions,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+type Entries<'n> = &'n [(Node, Node)];
+
+impl Cx<'_> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.errors.push(Diagnostic { file: self.file.clone(), pos: Some(pos), message: message.into() });
+    }
+
+    fn warn(&mut self, pos: Pos, message: impl Into<String>) {
+        self.warnings.push(Diagnostic { file: self.file.clone(), pos: Some(pos), message: message.into() });
+    }
+
+    /// A secret problem: an error, or a warning under `--dry-run`.
+    fn secret_problem(&mut self, pos: Pos, message: String) {
+        if self.opts.dry_run {
+            self.warn(pos, format!("{message} (ignored: --dry-run sends nothing)"));
+        } else {
+            self.error(pos, message);
+        }
+    }
+
+    fn mapping<'n>(&mut self, node: &'n Node, what: &str) -> Option<Entries<'n>> {
+        match &node.value {
+            Value::Map(items) => Some(items),
+            _ if node.is_null() => Some(&[]),
+            _ => {
+                self.error(node.pos, format!("{what} must be a mapping of keys to values, found {}", node.kind_name()));
+                None
+            }
+        }
+    }
+
+    /// Reports unknown and duplicate keys; returns the known ones in order.
+    fn keys<'n>(&mut self, entries: Entries<'n>, allowed: &[&str], what: &str) -> Vec<(&'n str, &'n Node, &'n Node)> {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            let Some(key) = k.as_scalar() else {
+                self.error(k.pos, format!("{what}: keys must be plain names"));
+                continue;
+            };
+            if !allowed.contains(&key) {
+                let hint = did_you_mean(key, allowed.iter().copied());
+                self.error(k.pos, format!("{what}: unknown key `{key}`{hint}"));
+                continue;
+            }
+            if !seen.insert(key) {
+                self.error(k.pos, format!("{what}: `{key}` is set twice (remove one)"));
+                continue;
+            }
+            out.push((key, k, v));
+        }
+        out
+    }
+
+    /// A scalar string with `${VAR}` replaced. `secret` makes an unset variable tolerable in
+    /// dry-run mode (the value is then empty).
+    fn string(&mut self, node: &Node, what: &str, secret: bool) -> Option<String> {
+        let Some(text) = node.as_scalar().filter(|_| !node.is_null()) else {
+            self.error(node.pos, format!("{what} must be a single value, found {}", node.kind_name()));
+            return None;
+        };
+        match interpolate(text, self.env) {
+            Ok(s) => Some(s),
+            Err(var) => {
+                let msg = format!("{what}: environment variable `{var}` is not set (export it before starting purgewatch)");
+                if secret {
+                    self.secret_problem(node.pos, msg);
+                    if self.opts.dry_run { Some(String::new()) } else { None }
+                } else {
+                    self.error(node.pos, msg);
+                    None
+                }
+            }
+        }
+    }
+
+    fn strings(&mut self, node: &Node, what: &str) -> Vec<(String, Pos)> {
+        match &node.value {
+            Value::Seq(items) => items
+                .iter()
+                .filter_map(|n| self.string(n, what, false).map(|s| (s, n.pos)))
+                .collect(),
+            Value::Scalar { .. } if !node.is_null() => self.string(node, what, false).map(|s| (s, node.pos)).into_iter().collect(),
+            _ if node.is_null() => vec![],
+            _ => {
+                self.error(node.pos, format!("{what} must be a list, like [\"**/*.html\"]"));
+                vec![]
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, what: &str) -> Option<Duration> {
+        let s = self.string(node, what, false)?;
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let hint = if s.trim().chars().all(|c| c.is_ascii_digit()) {
+                    format!(" (add a unit: `{}s` or `{}ms`)", s.trim(), s.trim())
+                } else {
+                    " (write it like `500ms`, `2s` or `1m30s`)".into()
+                };
+                self.error(node.pos, format!("{what}: `{s}` is not a duration: {e}{hint}"));
+                None
+            }
+        }
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, node: &Node, what: &str, expect: &str) -> Option<T> {
+        let s = self.string(node, what, false)?;
+        match s.trim().parse::<T>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.error(node.pos, format!("{what}: `{s}` is not {expect}"));
+                None
+            }
+        }
+    }
+
+    fn share(&mut self, node: &Node, what: &str) -> Option<f64> {
+        let v: f64 = self.number(node, what, "a number between 0 and 1")?;
+        if (0.0..=1.0).contains(&v) {
+            Some(v)
+        } else {
+            self.error(node.pos, format!("{what}: {v} is not between 0 and 1 (0.8 means 80%)"));
+            None
+        }
+    }
+
+    fn path(&mut self, node: &Node, what: &str, secret: bool) -> Option<PathBuf> {
+        let s = self.string(node, what, secret)?;
+        Some(self.resolve(&s))
+    }
+
+    fn resolve(&self, s: &str) -> PathBuf {
+        let expanded = match (s.strip_prefix("~/"), std::env::var_os("HOME")) {
+            (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+            _ => PathBuf::from(s),
+        };
+        if expanded.is_absolute() { expanded } else { self.base.join(expanded) }
+    }
+
+    fn tuning(&mut self, key: &str, v: &Node, t: &mut Tuning, what: &str) {
+        let what = format!("{what}: {key}");
+        match key {
+            "debounce" => {
+                if let Some(d) = self.duration(v, &what) {
+                    t.debounce = d
+                }
+            }
+            "max_delay" => {
+                if let Some(d) = self.duration(v, &what) {
+                    t.max_delay = d
+                }
+            }
+            "retry_attempts" => match self.number::<u32>(v, &what, "a whole number of attempts") {
+                Some(0) => self.error(v.pos, format!("{what}: must be at least 1 (1 means no retry)")),
+                Some(n) => t.retry.attempts = n,
+                None => {}
+            },
+            "retry_backoff" => {
+                if let Some(d) = self.duration(v, &what) {
+                    t.retry.backoff = d
+                }
+            }
+            "retry_backoff_max" => {
+                if let Some(d) = self.duration(v, &what) {
+                    t.retry.backoff_max = d
+                }
+            }
+            "rate_limit" => match self.number::<f64>(v, &what, "a number of requests per second") {
+                Some(r) if r > 0.0 && r.is_finite() => t.rate_limit = r,
+                Some(_) => self.error(v.pos, format!("{what}: must be more than 0 requests per second")),
+                None => {}
+            },
+            "max_pattern_bytes" => match self.number::<usize>(v, &what, "a number of bytes") {
+                Some(n) if n >= 64 => t.patterns.max_bytes = n,
+                Some(_) => self.error(v.pos, format!("{what}: must be at least 64 bytes")),
+                None => {}
+            },
+            "widen_threshold" => {
+                if let Some(x) = self.share(v, &what) {
+                    t.patterns.widen_threshold = x
+                }
+            }
+            "purge_all_threshold" => {
+                if let Some(x) = self.share(v, &what) {
+                    t.patterns.all_threshold = x
+                }
+            }
+            _ => unreachable!("tuning key {key} listed but not handled"),
+        }
+    }
+
+    fn config(&mut self, root: &Node) -> Option<Config> {
+        if root.is_null() {
+            self.error(root.pos, "the rules file is empty: it needs `targets:` and `rules:` (see rules.example.yaml)");
+            return None;
+        }
+        let top = self.mapping(root, "the rules file")?;
+        let top = self.keys(top, TOP_KEYS, "top level");
+        let mut defaults = Tuning::default();
+        let mut state_dir = None;
+        let mut shutdown_timeout = Duration::from_secs(10);
+        let (mut targets_node, mut rules_node) = (None, None);
+        for (key, _k, v) in &top {
+            match *key {
+                "state_dir" => state_dir = self.path(v, "state_dir", false),
+                "shutdown_timeout" => {
+                    if let Some(d) = self.duration(v, "shutdown_timeout") {
+                        shutdown_timeout = d
+                    }
+                }
+                "defaults" => {
+                    if let Some(entries) = self.mapping(v, "defaults") {
+                        for (key, _, v) in self.keys(entries, TUNING_KEYS, "defaults") {
+                            self.tuning(key, v, &mut defaults, "defaults");
+                        }
+                    }
+                }
+                "targets" => targets_node = Some(*v),
+                "rules" => rules_node = Some(*v),
+                _ => {}
+            }
+        }
+        let targets = match targets_node {
+            Some(node) => self.targets(node, &defaults),
+            None => {
+                self.error(root.pos, "no `targets:` section: name at least one sitehost or vims target");
+                vec![]
+            }
+        };
+        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        let rules = match rules_node {
+            Some(node) => self.rules(node, &names),
+            None => {
+                self.error(root.pos, "no `rules:` section: add a rule that watches a directory");
+                vec![]
+            }
+        };
+        let state_dir = state_dir.or_else(|| default_state_dir(self.env));
+        let Some(state_dir) = state_dir else {
+            self.error(root.pos, "no state directory: set `state_dir:`, or $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME");
+            return None;
+        };
+        Some(Config { source: self.file.clone(), state_dir, shutdown_timeout, targets, rules })
+    }
+
+    fn targets(&mut self, node: &Node, defaults: &Tuning) -> Vec<Target> {
+        let Some(entries) = self.mapping(node, "targets") else { return vec![] };
+        let mut out: Vec<Target> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for (k, v) in entries {
+            let Some(name) = k.as_scalar().filter(|s| !s.is_empty()) else {
+                self.error(k.pos, "targets: each target needs a name as its key");
+                continue;
+            };
+            if !seen.insert(name.to_string()) {
+                self.error(k.pos, format!("target \"{name}\" is defined twice (rename or remove one)"));
+                continue;
+            }
+            if let Some(t) = self.target(name, k.pos, v, defaults) {
+                out.push(t);
+            }
+        }
+        if out.is_empty() && self.errors.is_empty() {
+            self.error(node.pos, "targets: no target defined");
+        }
+        out
+    }
+
+    fn target(&mut self, name: &str, pos: Pos, node: &Node, defaults: &Tuning) -> Option<Target> {
+        let what = format!("target \"{name}\"");
+        let entries = self.mapping(node, &what)?;
+        let ty_node = entries.iter().find(|(k, _)| k.as_scalar() == Some("type")).map(|(_, v)| v);
+        let Some(ty_node) = ty_node else {
+            self.error(pos, format!("{what}: missing `type:` (sitehost or vims)"));
+            return None;
+        };
+        let ty = ty_node.as_scalar().unwrap_or_default().to_string();
+        let kind_keys = match ty.as_str() {
+            "sitehost" => SITEHOST_KEYS,
+            "vims" => VIMS_KEYS,
+            other => {
+                let hint = did_you_mean(other, ["sitehost", "vims"].into_iter());
+                self.error(ty_node.pos, format!("{what}: unknown type `{other}`{hint} (sitehost or vims)"));
+                return None;
+            }
+        };
+        let allowed: Vec<&str> = kind_keys.iter().chain(TUNING_KEYS).copied().collect();
+        let mut tuning = defaults.clone();
+        let mut fields: Vec<(&str, &Node)> = Vec::new();
+        for (key, _, v) in self.keys(entries, &allowed, &what) {
+            if TUNING_KEYS.contains(&key) {
+                self.tuning(key, v, &mut tuning, &what);
+            } else {
+                fields.push((key, v));
+            }
+        }
+        let field = |k: &str| fields.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        let n_errors = self.errors.len();
+        let mut required = |cx: &mut Self, k: &str, example: &str| -> Option<String> {
+            match field(k) {
+                Some(v) => cx.string(v, &format!("{what}: {k}"), false),
+                None => {
+                    cx.error(pos, format!("{what}: missing `{k}:` ({example})"));
+                    None
+                }
+            }
+        };
+        let kind = match ty.as_str() {
+            "sitehost" => {
+                let api_url = field("api_url").and_then(|v| self.string(v, &format!("{what}: api_url"), false));
+                let api_key = self.secret(&what, pos, field("api_key"), field("api_key_file"), "api_key");
+                let client_id = required(self, "client_id", "your SiteHost client id, like 12345");
+                let server = required(self, "server", "the server the stack is on, like ch-server1");
+                let stack = required(self, "stack", "the stack name");
+                TargetKind::SiteHost(SiteHost {
+                    api_url: trim_url(api_url.unwrap_or_else(|| SITEHOST_API_URL.into())),
+                    api_key: api_key.unwrap_or_default(),
+                    client_id: client_id.unwrap_or_default(),
+                    server: server.unwrap_or_default(),
+                    stack: stack.unwrap_or_default(),
+                })
+            }
+            _ => {
+                let api_url = field("api_url").and_then(|v| self.string(v, &format!("{what}: api_url"), false));
+                let token = self.secret(&what, pos, field("token"), field("token_file"), "token");
+                let cdn_id = required(self, "cdn_id", "the CDN service id from VIMS, like 7");
+                let host = match field("host") {
+                    Some(v) => self.string(v, &format!("{what}: host"), false),
+                    None => Some("all".into()),
+                };
+                TargetKind::Vims(Vims {
+                    api_url: trim_url(api_url.unwrap_or_else(|| VIMS_API_URL.into())),
+                    token: token.unwrap_or_default(),
+                    cdn_id: cdn_id.unwrap_or_default(),
+                    host: host.unwrap_or_default(),
+                    patterns: tuning.patterns.clone(),
+                })
+            }
+        };
+        if self.errors.len() != n_errors {
+            return None;
+        }
+        Some(Target {
+            name: name.to_string(),
+            debounce: tuning.debounce,
+            max_delay: tuning.max_delay,
+            retry: tuning.retry,
+            rate_limit: tuning.rate_limit,
+            kind,
+        })
+    }
+
+    /// A secret given inline (`api_key:`) or in a file (`api_key_file:`).
+    fn secret(&mut self, what: &str, pos: Pos, inline: Option<&Node>, file: Option<&Node>, key: &str) -> Option<Secret> {
+        match (inline, file) {
+            (Some(a), Some(_)) => {
+                self.error(a.pos, format!("{what}: set either `{key}` or `{key}_file`, not both"));
+                None
+            }
+            (Some(v), None) => {
+                let s = self.string(v, &format!("{what}: {key}"), true)?;
+                if s.trim().is_empty() && !self.opts.dry_run {
+                    self.error(v.pos, format!("{what}: {key} is empty"));
+                    return None;
+                }
+                Some(Secret::new(s.trim()))
+            }
+            (None, Some(v)) => {
+                let path = self.path(v, &format!("{what}: {key}_file"), true)?;
+                match std::fs::read_to_string(&path) {
+                    Ok(s) if !s.trim().is_empty() => Some(Secret::new(s.trim())),
+                    Ok(_) => {
+                        self.secret_problem(v.pos, format!("{what}: {key}_file {} is empty", path.display()));
+                        Some(Secret::default())
+                    }
+                    Err(e) => {
+                        self.secret_problem(
+                            v.pos,
+                            format!("{what}: cannot read {key}_file {}: {e} (check the path and that purgewatch may read it)", path.display()),
+                        );
+                        Some(Secret::default())
+                    }
+                }
+            }
+            (None, None) => {
+                self.secret_problem(pos, format!("{what}: missing `{key}:` or `{key}_file:`"));
+                Some(Secret::default())
+            }
+        }
+    }
+
+    fn rules(&mut self, node: &Node, targets: &[&str]) -> Vec<Rule> {
+        let items: &[Node] = match &node.value {
+            Value::Seq(items) => items,
+            _ if node.is_null() => &[],
+            _ => {
+                self.error(node.pos, "rules must be a list (each item starts with `- name:`)");
+                return vec![];
+            }
+        };
+        let mut out = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for (i, item) in items.iter().enumerate() {
+            if let Some(rule) = self.rule(i, item, targets) {
+                if !seen.insert(rule.name.clone()) {
+                    let pos = name_pos(item).unwrap_or(item.pos);
+                    self.error(pos, format!("rule \"{}\" is defined twice (rule names must be unique)", rule.name));
+                    continue;
+                }
+                out.push(rule);
+            }
+        }
+        if items.is_empty() {
+            self.error(node.pos, "rules: no rule defined");
+        }
+        out
+    }
+
+    fn rule(&mut self, index: usize, node: &Node, targets: &[&str]) -> Option<Rule> {
+        let entries = self.mapping(node, &format!("rule #{}", index + 1))?;
+        let name = entries
+            .iter()
+            .find(|(k, _)| k.as_scalar() == Some("name"))
+            .and_then(|(_, v)| v.as_scalar().map(str::to_string));
+        let what = match &name {
+            Some(n) => format!("rule \"{n}\""),
+            None => {
+                self.error(node.pos, format!("rule #{}: missing `name:`", index + 1));
+                format!("rule #{}", index + 1)
+            }
+        };
+        let n_errors = self.errors.len();
+        let mut rule = Rule {
+            name: name.unwrap_or_default(),
+            watch: PathBuf::new(),
+            targets: vec![],
+            include: vec![],
+            exclude: vec![],
+            matches: vec![],
+            url_prefix: "/".into(),
+            index_files: vec!["index.html".into()],
+            purge: PurgeMode::Changed,
+        };
+        let mut has_watch = false;
+        let mut has_targets = false;
+        for (key, _, v) in self.keys(entries, RULE_KEYS, &what) {
+            let kw = format!("{what}: {key}");
+            match key {
+                "name" => {}
+                "watch" => {
+                    has_watch = true;
+                    if let Some(p) = self.path(v, &kw, false) {
+                        match std::fs::metadata(&p) {
+                            Ok(m) if m.is_dir() => {}
+                            Ok(_) => self.error(v.pos, format!("{kw}: {} is not a directory", p.display())),
+                            Err(e) => self.error(
+                                v.pos,
+                                format!("{kw}: directory {} does not exist ({e}); create it or fix the path (relative paths are relative to the rules file)", p.display()),
+                            ),
+                        }
+                        rule.watch = p;
+                    }
+                }
+                "targets" => {
+                    has_targets = true;
+                    let list = match &v.value {
+                        Value::Seq(_) => self.strings(v, &kw),
+                        _ => self.string(v, &kw, false).map(|s| vec![(s, v.pos)]).unwrap_or_default(),
+                    };
+                    for (t, pos) in list {
+                        if targets.contains(&t.as_str()) {
+                            if !rule.targets.contains(&t) {
+                                rule.targets.push(t);
+                            }
+                        } else {
+                            let hint = did_you_mean(&t, targets.iter().copied());
+                            self.error(pos, format!("{what}: unknown target \"{t}\"{hint}"));
+                        }
+                    }
+                }
+                "include" | "exclude" => {
+                    for (g, pos) in self.strings(v, &kw) {
+                        match GlobBuilder::new(&g).literal_separator(true).build() {
+                            Ok(glob) if key == "include" => rule.include.push(glob),
+                            Ok(glob) => rule.exclude.push(glob),
+                            Err(e) => self.error(pos, format!("{kw}: bad glob `{g}`: {}", glob_reason(&e))),
+                        }
+                    }
+                }
+                "match" => {
+                    for (r, pos) in self.strings(v, &kw) {
+                        match Regex::new(&r) {
+                            Ok(re) => rule.matches.push(re),
+                            Err(e) => {
+                                let reason = e.to_string().lines().last().unwrap_or_default().trim().to_string();
+                                self.error(pos, format!("{kw}: bad regex `{r}`: {reason}"));
+                            }
+                        }
+                    }
+                }
+                "url_prefix" => {
+                    if let Some(p) = self.string(v, &kw, false) {
+                        if p.contains("://") || p.contains('?') || p.contains('#') {
+                            self.error(v.pos, format!("{kw}: `{p}` must be a URL path like /blog/, without host or query"));
+                        }
+                        let p = p.trim_matches('/');
+                        rule.url_prefix = if p.is_empty() { "/".into() } else { format!("/{p}/") };
+                    }
+                }
+                "index_files" => rule.index_files = self.strings(v, &kw).into_iter().map(|(s, _)| s).collect(),
+                "purge" => match self.string(v, &kw, false).as_deref() {
+                    Some("changed") => rule.purge = PurgeMode::Changed,
+                    Some("all") => rule.purge = PurgeMode::All,
+                    Some(other) => {
+                        let hint = did_you_mean(other, ["changed", "all"].into_iter());
+                        self.error(v.pos, format!("{kw}: `{other}` must be `changed` or `all`{hint}"));
+                    }
+                    None => {}
+                },
+                _ => {}
+            }
+        }
+        if !has_watch {
+            self.error(node.pos, format!("{what}: missing `watch:` (the directory to watch)"));
+        }
+        if !has_targets {
+            self.error(node.pos, format!("{what}: missing `targets:` (a list of target names)"));
+        }
+        if self.errors.len() != n_errors { None } else { Some(rule) }
+    }
+}
+
+fn name_pos(item: &Node) -> Option<Pos> {
+    match &item.value {
+        Value::Map(entries) => entries.iter().find(|(k, _)| k.as_scalar() == Some("name")).map(|(_, v)| v.pos),
+        _ => None,
+    }
+}
+
+fn trim_url(url: String) -> String {
+    url.trim().trim_end_matches('/').to_string()
+}
+
+fn glob_reason(e: &globset::Error) -> String {
+    e.kind().to_string()
+}
+
+/// Replaces `${VAR}` with the variable's value. `$$` is a literal `$`. Returns the first unset name.
+fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(after_dollar) = after.strip_prefix('$') {
+            out.push('$');
+            rest = after_dollar;
+        } else if let Some(body) = after.strip_prefix('{')
+            && let Some(end) = body.find('}')
+        {
+            let name = &body[..end];
+            match env(name) {
+                Some(v) => out.push_str(&v),
+                None => return Err(name.to_string()),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `$STATE_DIRECTORY` (the first of its colon-separated list), else `$XDG_STATE_HOME/purgewatch`,
+/// else `~/.local/state/purgewatch`.
+fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(dir) = env("STATE_DIRECTORY").and_then(|s| s.split(':').next().map(str::to_string)).filter(|s| !s.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(x) = env("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return Some(Path::new(&x).join("purgewatch"));
+    }
+    env("HOME").filter(|s| !s.is_empty()).map(|h| Path::new(&h).join(".local/state/purgewatch"))
+}
+
+/// ` (did you mean "x"?)` when a candidate is close enough to `word`, else an empty string.
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    let best = candidates
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, c)) => format!(" (did you mean \"{c}\"?)"),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+//! The rules file: its typed form ([`Config`]), loading and validation.
+//!
+//! `yaml` turns the text into a tree with positions, `load` walks the tree into a [`Config`],
+//! collecting every error as a [`Diagnostic`] that names `file:line:col`.
+
+mod load;
+pub mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::Glob;
+use regex::Regex;
+
+use crate::secret::Secret;
+pub use load::{LoadOptions, load, load_str};
+pub use yaml::Pos;
+
+pub const SITEHOST_API_URL: &str = "https://api.sitehost.nz/1.3";
+pub const VIMS_API_URL: &str = "https://vims.planisys.net/api";
+
+/// A validated rules file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The rules file as it was named on the command line.
+    pub source: PathBuf,
+    pub state_dir: PathBuf,
+    /// How long SIGTERM waits for pending purges to go out.
+    pub shutdown_timeout: Duration,
+    pub targets: Vec<Target>,
+    pub rules: Vec<Rule>,
+}
+
+impl Config {
+    pub fn target(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included.
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+}
+
+/// How the VIMS planner builds patterns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatternSettings {
+    /// Longest pattern sent in one call; longer sets are split across calls.
+    pub max_bytes: usize,
+    /// When at least this share of a directory's files changed, purge the whole directory.
+    pub widen_threshold: f64,
+    /// When at least this share of the rule's files changed, purge everything (`"*"`).
+    pub all_threshold: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub debounce: Duration,
+    pub max_delay: Duration,
+    pub retry: RetryPolicy,
+    /// Requests per second allowed per provider account.
+    pub rate_limit: f64,
+    pub kind: TargetKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetKind {
+    SiteHost(SiteHost),
+    Vims(Vims),
+}
+
+impl TargetKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TargetKind::SiteHost(_) => "sitehost",
+            TargetKind::Vims(_) => "vims",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteHost {
+    pub api_url: String,
+    pub api_key: Secret,
+    pub client_id: String,
+    pub server: String,
+    pub stack: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vims {
+    pub api_url: String,
+    pub token: Secret,
+    pub cdn_id: String,
+    /// `all`, or one host (vm) id.
+    pub host: String,
+    pub patterns: PatternSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeMode {
+    Changed,
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    /// The watched directory, absolute, as configured (a symlink is kept as a symlink).
+    pub watch: PathBuf,
+    pub targets: Vec<String>,
+    pub include: Vec<Glob>,
+    pub exclude: Vec<Glob>,
+    pub matches: Vec<Regex>,
+    /// Always starts and ends with `/`.
+    pub url_prefix: String,
+    pub index_files: Vec<String>,
+    pub purge: PurgeMode,
+}
+
+/// One problem in a rules file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub pos: Option<Pos>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Some(p) => write!(f, "{}:{}:{}: {}", self.file.display(), p.line, p.col, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read the rules file: {source} (pass another with -c FILE or set PURGEWATCH_CONFIG)", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// A loaded rules file and the warnings it gave (problems that `--dry-run` tolerates).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The directory a relative path in the rules file is relative to.
+pub fn base_dir(rules_file: &Path) -> PathBuf {
+    let parent = rules_file.parent().unwrap_or(Path::new(""));
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
+}

@@ -1,0 +1,194 @@
+//! A YAML document as a tree that remembers where every node starts.
+//!
+//! `check` must report every problem in a rules file at once, each with its `line:col`. A serde
+//! deserializer stops at the first error, so the rules are read in two steps: `saphyr-parser`
+//! (the maintained successor of yaml-rust) turns the text into events with spans, this module
+//! folds them into a [`Node`] tree that keeps duplicate keys and positions, and
+//! [`super::load`] walks that tree, collecting every error it finds.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+
+/// A 1-based line and column in the rules file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Pos {
+    fn from_span(span: &Span) -> Pos {
+        Pos { line: span.start.line(), col: span.start.col() + 1 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A scalar as written, with whether it was quoted (a quoted `"12"` is never a number).
+    Scalar { text: String, quoted: bool },
+    Seq(Vec<Node>),
+    /// Keys in document order; duplicates are kept so that they can be reported.
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub pos: Pos,
+}
+
+impl Node {
+    /// True for `~`, `null`, an empty value, or an absent document.
+    pub fn is_null(&self) -> bool {
+        matches!(&self.value, Value::Scalar { text, quoted: false } if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match &self.value {
+            Value::Scalar { .. } if self.is_null() => "nothing",
+            Value::Scalar { .. } => "a scalar",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+
+    pub fn as_scalar(&self) -> Option<&str> {
+        match &self.value {
+            Value::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// A syntax error from the YAML parser.
+#[derive(Debug, Clone)]
+pub struct SyntaxError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+enum Frame {
+    Seq(Pos, usize, Vec<Node>),
+    Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
+}
+
+/// Parses the first document of `text`. An empty document gives a null node at 1:1.
+pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    let mut parser = Parser::new_from_str(text);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut root: Option<Node> = None;
+    loop {
+        let (event, span) = match parser.next_event() {
+            None => break,
+            Some(Ok(ev)) => ev,
+            Some(Err(e)) => {
+                let m = e.marker();
+                return Err(SyntaxError {
+                    pos: Pos { line: m.line(), col: m.col() + 1 },
+                    message: e.info().to_string(),
+                });
+            }
+        };
+        let pos = Pos::from_span(&span);
+        let finished: Option<(Node, usize)> = match event {
+            Event::StreamEnd | Event::DocumentEnd => {
+                if root.is_some() {
+                    break;
+                }
+                None
+            }
+            Event::Scalar(text, style, anchor, _tag) => Some((
+                Node {
+                    value: Value::Scalar {
+                        text: text.into_owned(),
+                        quoted: !matches!(style, ScalarStyle::Plain),
+                    },
+                    pos,
+                },
+                anchor,
+            )),
+            Event::Alias(id) => {
+                let node = anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                    pos,
+                    message: "alias to an unknown anchor".into(),
+                })?;
+                Some((Node { pos, ..node }, 0))
+            }
+            Event::SequenceStart(anchor, _) => {
+                stack.push(Frame::Seq(pos, anchor, Vec::new()));
+                None
+            }
+            Event::MappingStart(anchor, _) => {
+                stack.push(Frame::Map(pos, anchor, Vec::new(), None));
+                None
+            }
+            Event::SequenceEnd => match stack.pop() {
+                Some(Frame::Seq(p, anchor, items)) => Some((Node { value: Value::Seq(items), pos: p }, anchor)),
+                _ => return Err(SyntaxError { pos, message: "unbalanced sequence".into() }),
+            },
+            Event::MappingEnd => match stack.pop() {
+                Some(Frame::Map(p, anchor, items, _)) => Some((Node { value: Value::Map(items), pos: p }, anchor)),
+                _ => return Err(SyntaxError { pos, message: "unbalanced mapping".into() }),
+            },
+            _ => None,
+        };
+        if let Some((node, anchor)) = finished {
+            if anchor != 0 {
+                anchors.insert(anchor, node.clone());
+            }
+            match stack.last_mut() {
+                None => root = Some(node),
+                Some(Frame::Seq(_, _, items)) => items.push(node),
+                Some(Frame::Map(_, _, items, key)) => match key.take() {
+                    None => *key = Some(node),
+                    Some(k) => items.push((k, node)),
+                },
+            }
+        }
+    }
+    Ok(root.unwrap_or(Node {
+        value: Value::Scalar { text: String::new(), quoted: false },
+        pos: Pos { line: 1, col: 1 },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based_and_duplicates_kept() {
+        let doc = parse("a: 1\nb:\n  - x\n  - \"y\"\na: 2\n").unwrap();
+        let Value::Map(items) = &doc.value else { panic!("not a map") };
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].0.pos, Pos { line: 1, col: 1 });
+        assert_eq!(items[2].0.as_scalar(), Some("a"));
+        assert_eq!(items[2].0.pos, Pos { line: 5, col: 1 });
+        let Value::Seq(seq) = &items[1].1.value else { panic!("not a seq") };
+        assert_eq!(seq[1].pos, Pos { line: 4, col: 5 });
+        assert_eq!(seq[1].value, Value::Scalar { text: "y".into(), quoted: true });
+    }
+
+    #[test]
+    fn flow_sequences_and_aliases() {
+        let doc = parse("x: &a [p, q]\ny: *a\n").unwrap();
+        let Value::Map(items) = &doc.value else { panic!() };
+        assert_eq!(items[1].1.pos, Pos { line: 2, col: 4 });
+        let Value::Seq(seq) = &items[1].1.value else { panic!() };
+        assert_eq!(seq.len(), 2);
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.pos.line >= 1, "{err:?}");
+    }
+
+    #[test]
+    fn empty_document_is_null() {
+        assert!(parse("").unwrap().is_null());
+        assert!(parse("# only a comment\n").unwrap().is_null());
+    }
+}

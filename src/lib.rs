@@ -1,0 +1,45 @@
+//! purgewatch: watch a static site's deploy directories and send each cache target the smallest
+//! purge that covers what really changed.
+//!
+//! # Layout
+//!
+//! The daemon is a pipeline; each stage is one module:
+//!
+//! ```text
+//!  watch ──▶ route ──▶ batch ──▶ manifest ──▶ plan ──▶ deliver ──▶ providers::{sitehost, vims}
+//!  (inotify)  (rules)  (debounce) (content)  (URLs,    (retries,
+//!                                             patterns)  pacing)
+//! ```
+//!
+//! * [`watch`]: a `notify` watcher that feeds filesystem events into a channel; it also watches
+//!   the parent of every watched directory (to see a `mv` or symlink-swap deploy) and the rules file.
+//! * [`route`]: maps an event's path to the rules that watch it and applies include/exclude/match.
+//! * [`batch`]: per-target debounce (`debounce` after the last change, at most `max_delay` after
+//!   the first).
+//! * [`manifest`]: what each rule's tree looked like at the last purge (size, mtime, BLAKE3); a
+//!   path is purged only when its content really changed, and start-up catch-up diffs against it.
+//! * [`plan`]: turns changed files into URLs and the fewest provider requests (one SiteHost stack
+//!   purge; VIMS regex patterns).
+//! * [`deliver`]: sends a request with classification of failures, capped jittered backoff and
+//!   per-account pacing.
+//! * [`providers`]: the SiteHost and VIMS HTTP APIs.
+//! * [`state`]: the durable store (manifests, pending purges, results) in the state directory.
+//! * [`daemon`]: `daemon::run(config, shutdown)` ties it together; [`cli`] is the command line.
+//!
+//! [`config`] loads and validates the rules file.
+
+pub mod batch;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod deliver;
+pub mod logging;
+pub mod manifest;
+pub mod plan;
+pub mod providers;
+pub mod route;
+pub mod secret;
+pub mod state;
+pub mod systemd;
+pub mod watch;

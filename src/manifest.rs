@@ -1,0 +1,413 @@
+//! What a rule's tree looked like when it was last purged, and what differs now.
+//!
+//! A [`Manifest`] maps each kept file (relative path) to its size, mtime and BLAKE3 hash. Events
+//! only say *where* to look; a file is purged when its bytes differ from the manifest, so a `touch`
+//! or an identical rewrite by a site generator sends nothing, while a deletion or a rename is
+//! always purged (the old URL changed too).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::route::{Filter, Verdict};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub hash: [u8; 32],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    Created,
+    Modified,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+/// Why a path that was looked at is not purged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Same bytes as at the last purge (an identical rewrite or a `touch`).
+    Identical,
+    Filtered(Verdict),
+    /// Could not be read; the last known state is kept.
+    Unreadable(String),
+}
+
+impl Skip {
+    pub fn describe(&self) -> String {
+        match self {
+            Skip::Identical => "identical content".into(),
+            Skip::Filtered(v) => v.describe(),
+            Skip::Unreadable(e) => format!("unreadable: {e}"),
+        }
+    }
+}
+
+/// How much to trust size and mtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// A file with the recorded size and mtime is unchanged (start-up catch-up), unless its mtime
+    /// is within [`RACY_WINDOW`] of now: a rewrite in the same timestamp tick keeps the mtime.
+    Metadata,
+    /// Hash every candidate (it produced an event).
+    Content,
+}
+
+/// Files modified this recently are hashed even when size and mtime match.
+pub const RACY_WINDOW: Duration = Duration::from_secs(10);
+
+/// The result of comparing candidates with the manifest.
+#[derive(Debug, Default)]
+pub struct Diff {
+    pub changes: Vec<Change>,
+    pub skipped: Vec<(String, Skip)>,
+    /// New manifest entries (`None` removes one), to apply once the changes are queued.
+    pub updates: Vec<(String, Option<FileMeta>)>,
+    /// Files hashed to reach the verdict.
+    pub hashed: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Manifest {
+    files: BTreeMap<String, FileMeta>,
+}
+
+impl Manifest {
+    pub fn from_entries(entries: impl IntoIterator<Item = (String, FileMeta)>) -> Manifest {
+        Manifest { files: entries.into_iter().collect() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    pub fn get(&self, path: &str) -> Option<&FileMeta> {
+        self.files.get(path)
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &String> {
+        self.files.keys()
+    }
+
+    /// Recorded paths below directory `dir` (not `dir` itself).
+    pub fn under<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a String> + 'a {
+        let prefix = format!("{dir}/");
+        self.files.range(prefix.clone()..).map(|(k, _)| k).take_while(move |k| k.starts_with(&prefix))
+    }
+
+    pub fn apply(&mut self, updates: &[(String, Option<FileMeta>)]) {
+        for (path, meta) in updates {
+            match meta {
+                Some(m) => {
+                    self.files.insert(path.clone(), *m);
+                }
+                None => {
+                    self.files.remove(path);
+                }
+            }
+        }
+    }
+
+    /// The paths to compare after events on `dirty` paths: a file stands for itself; a directory
+    /// (new, renamed in, or gone) for every file below it, on disk and in the manifest.
+    pub fn expand(&self, root: &Path, dirty: &BTreeSet<String>, filter: &Filter) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for rel in dirty {
+            let abs = root.join(rel);
+            match std::fs::metadata(&abs) {
+                Ok(m) if m.is_dir() => {
+                    if !filter.excludes_dir(rel) {
+                        for f in walk(&abs, filter, Some(rel)).files {
+                            out.insert(f);
+                        }
+                    }
+                    out.extend(self.under(rel).cloned());
+                }
+                Ok(_) => {
+                    out.insert(rel.clone());
+                }
+                Err(_) => {
+                    out.insert(rel.clone());
+                    out.extend(self.under(rel).cloned());
+                }
+            }
+        }
+        out
+    }
+
+    /// Every path on disk and in the manifest: a full rescan.
+    pub fn everything(&self, root: &Path, filter: &Filter) -> (BTreeSet<String>, Vec<(String, Verdict)>) {
+        let walked = walk(root, filter, None);
+        let mut out: BTreeSet<String> = walked.files.into_iter().collect();
+        out.extend(self.files.keys().cloned());
+        (out, walked.filtered)
+    }
+
+    /// Compares `candidates` (relative paths) under `root` with the manifest.
+    pub fn diff(&self, root: &Path, candidates: &BTreeSet<String>, filter: &Filter, trust: Trust) -> Diff {
+        let mut diff = Diff::default();
+        let now_ns = now_ns();
+        for rel in candidates {
+            let old = self.files.get(rel);
+            let verdict = filter.verdict(rel);
+            if !verdict.is_keep() {
+                if old.is_some() {
+                    // The rules changed: forget the file without purging it.
+                    diff.updates.push((rel.clone(), None));
+                }
+                diff.skipped.push((rel.clone(), Skip::Filtered(verdict)));
+                continue;
+            }
+            let abs = root.join(rel);
+            let meta = match std::fs::metadata(&abs) {
+                Ok(m) if m.is_file() => m,
+                Ok(_) | Err(_) => {
+                    if old.is_some() {
+                        diff.changes.push(Change { path: rel.clone(), kind: ChangeKind::Deleted });
+                        diff.updates.push((rel.clone(), None));
+                    }
+                    continue;
+                }
+            };
+            let (size, mtime_ns) = (meta.len(), mtime_ns(&meta));
+            if let Some(old) = old
+                && trust == Trust::Metadata
+                && old.size == size
+                && old.mtime_ns == mtime_ns
+                && now_ns.saturating_sub(mtime_ns) > RACY_WINDOW.as_nanos() as i64
+            {
+                continue;
+            }
+            let hash = match hash_file(&abs) {
+                Ok(h) => h,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if old.is_some() {
+                        diff.changes.push(Change { path: rel.clone(), kind: ChangeKind::Deleted });
+                        diff.updates.push((rel.clone(), None));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    diff.skipped.push((rel.clone(), Skip::Unreadable(e.to_string())));
+                    continue;
+                }
+            };
+            diff.hashed += 1;
+            let new = FileMeta { size, mtime_ns, hash };
+            match old {
+                Some(o) if o.hash == hash => {
+                    if *o != new {
+                        diff.updates.push((rel.clone(), Some(new)));
+                    }
+                    diff.skipped.push((rel.clone(), Skip::Identical));
+                }
+                Some(_) => {
+                    diff.changes.push(Change { path: rel.clone(), kind: ChangeKind::Modified });
+                    diff.updates.push((rel.clone(), Some(new)));
+                }
+                None => {
+                    diff.changes.push(Change { path: rel.clone(), kind: ChangeKind::Created });
+                    diff.updates.push((rel.clone(), Some(new)));
+                }
+            }
+        }
+        diff
+    }
+
+    /// Takes the tree under `root` as it is now (a first start).
+    pub fn baseline(root: &Path, filter: &Filter) -> Manifest {
+        let (candidates, _) = Manifest::default().everything(root, filter);
+        let diff = Manifest::default().diff(root, &candidates, filter, Trust::Content);
+        let mut m = Manifest::default();
+        m.apply(&diff.updates);
+        m
+    }
+
+    /// How many recorded files are below each directory (recursively), keyed by directory
+    /// (`""` for the root).
+    pub fn dir_counts(&self) -> BTreeMap<String, usize> {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for path in self.files.keys() {
+            for dir in ancestors(path) {
+                *counts.entry(dir.to_string()).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// The directories that contain `path`, from the root (`""`) down.
+pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::once("").chain(path.match_indices('/').map(move |(i, _)| &path[..i]))
+}
+
+/// Files under a directory, split into kept and filtered.
+#[derive(Debug, Default)]
+pub struct Walk {
+    pub files: Vec<String>,
+    pub filtered: Vec<(String, Verdict)>,
+}
+
+/// Walks `dir` following symlinks; `prefix` is `dir`'s path relative to the watched root.
+pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
+    let mut out = Walk::default();
+    let join = |rel: String| match prefix {
+        Some(p) => format!("{p}/{rel}"),
+        None => rel,
+    };
+    let mut it = walkdir::WalkDir::new(dir).follow_links(true).into_iter();
+    while let Some(entry) = it.next() {
+        let Ok(entry) = entry else { continue };
+        let Some(rel) = crate::route::relative(dir, entry.path()) else { continue };
+        let rel = join(rel);
+        if entry.file_type().is_dir() {
+            if filter.excludes_dir(&rel) {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        match filter.verdict(&rel) {
+            Verdict::Keep => out.files.push(rel),
+            v => out.filtered.push((rel, v)),
+        }
+    }
+    out
+}
+
+pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let file = std::fs::File::open(path)?;
+    hasher.update_reader(file)?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PurgeMode, Rule};
+    use std::fs;
+
+    fn filter(exclude: &[&str]) -> Filter {
+        let g = |s: &&str| globset::GlobBuilder::new(s).literal_separator(true).build().unwrap();
+        Filter::new(&Rule {
+            name: "r".into(),
+            watch: "/".into(),
+            targets: vec![],
+            include: vec![],
+            exclude: exclude.iter().map(g).collect(),
+            matches: vec![],
+            url_prefix: "/".into(),
+            index_files: vec![],
+            purge: PurgeMode::Changed,
+        })
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn identical_rewrite_is_not_a_change_but_an_edit_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("blog")).unwrap();
+        fs::write(root.join("a.html"), "a").unwrap();
+        fs::write(root.join("blog/b.html"), "b").unwrap();
+        fs::write(root.join(".hidden"), "h").unwrap();
+        let f = filter(&["**/.*"]);
+        let mut m = Manifest::baseline(root, &f);
+        assert_eq!(m.len(), 2);
+
+        fs::write(root.join("a.html"), "a").unwrap(); // identical rewrite
+        fs::write(root.join("blog/b.html"), "B").unwrap(); // real edit
+        fs::write(root.join("blog/c.html"), "c").unwrap(); // new
+        let d = m.diff(root, &set(&["a.html", "blog/b.html", "blog/c.html", ".hidden"]), &f, Trust::Content);
+        assert_eq!(
+            d.changes,
+            vec![
+                Change { path: "blog/b.html".into(), kind: ChangeKind::Modified },
+                Change { path: "blog/c.html".into(), kind: ChangeKind::Created },
+            ]
+        );
+        assert!(d.skipped.contains(&("a.html".into(), Skip::Identical)));
+        assert!(d.skipped.iter().any(|(p, s)| p == ".hidden" && matches!(s, Skip::Filtered(_))));
+        m.apply(&d.updates);
+
+        fs::remove_dir_all(root.join("blog")).unwrap();
+        let cands = m.expand(root, &set(&["blog"]), &f);
+        assert_eq!(cands, set(&["blog", "blog/b.html", "blog/c.html"]));
+        let d = m.diff(root, &cands, &f, Trust::Content);
+        assert_eq!(d.changes.len(), 2);
+        assert!(d.changes.iter().all(|c| c.kind == ChangeKind::Deleted));
+    }
+
+    #[test]
+    fn new_directory_expands_to_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let f = filter(&[]);
+        let m = Manifest::baseline(root, &f);
+        fs::create_dir_all(root.join("a/b/c")).unwrap();
+        fs::write(root.join("a/b/c/x.html"), "x").unwrap();
+        fs::write(root.join("a/y.html"), "y").unwrap();
+        assert_eq!(m.expand(root, &set(&["a"]), &f), set(&["a/b/c/x.html", "a/y.html"]));
+    }
+
+    #[test]
+    fn metadata_trust_skips_old_unchanged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("a.html"), "a").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::options().write(true).open(root.join("a.html")).unwrap().set_modified(old).unwrap();
+        let f = filter(&[]);
+        let m = Manifest::baseline(root, &f);
+        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Metadata);
+        assert_eq!(d.hashed, 0);
+        assert!(d.changes.is_empty());
+    }
+
+    #[test]
+    fn dir_counts_and_ancestors() {
+        assert_eq!(ancestors("a/b/c.html").collect::<Vec<_>>(), vec!["", "a", "a/b"]);
+        let meta = FileMeta { size: 0, mtime_ns: 0, hash: [0; 32] };
+        let m = Manifest::from_entries(["a/x", "a/b/y", "z"].map(|p| (p.to_string(), meta)));
+        let c = m.dir_counts();
+        assert_eq!(c[""], 3);
+        assert_eq!(c["a"], 2);
+        assert_eq!(c["a/b"], 1);
+        assert_eq!(m.under("a").count(), 2);
+    }
+}

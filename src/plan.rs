@@ -1,0 +1,297 @@
+//! From changed files to provider requests: URLs, index aliases and VIMS regex patterns.
+//!
+//! A SiteHost target can only purge a whole stack, so any change is one request. A VIMS target
+//! purges by regex, matched against each cached URL, which may be a path (`/blog/a.html?v=2`) or
+//! a full URL (`https://host/blog/a.html`), so patterns are **never anchored at the start**. Each
+//! URL ends in `(?:$|\?)`: it matches the URL itself and with a query string, but not a longer
+//! sibling (`/a.html.bak`, `/blog2`). Paths are escaped, shared prefixes and suffixes are factored
+//! into one alternation, and a set too long for `max_bytes` is split across calls. Only syntax that
+//! Rust's `regex`, RE2, PCRE and Python share is used: literals, `\`-escaped punctuation,
+//! `(?:…)`, `|`, `?` and `$`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use crate::config::{PatternSettings, PurgeMode, Rule, Target, TargetKind};
+use crate::manifest::{ChangeKind, Manifest, ancestors};
+
+/// At most this many VIMS calls for one batch; past it, purging everything is both fewer
+/// requests and safer.
+pub const MAX_VIMS_CALLS: usize = 10;
+/// "Everything" is only chosen by share for batches at least this large.
+pub const MIN_FILES_FOR_ALL: usize = 50;
+/// The end of one URL: end of the cache key, or a query string.
+pub const URL_END: &str = "(?:$|\\?)";
+
+/// A file waiting to be purged for a target.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PendingFile {
+    pub rule: String,
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+/// What a VIMS pattern must cover.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Item {
+    /// Exactly this URL (with or without a query string).
+    Url(String),
+    /// Every URL that starts with this path (a widened directory).
+    Prefix(String),
+    /// Everything.
+    All,
+}
+
+/// One request to a provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// SiteHost: purge the whole stack.
+    Stack,
+    /// VIMS: purge the URLs that match this pattern (`*` for everything).
+    Pattern(String),
+}
+
+impl Request {
+    pub fn describe(&self) -> String {
+        match self {
+            Request::Stack => "whole stack".into(),
+            Request::Pattern(p) => format!("pattern {p:?}"),
+        }
+    }
+}
+
+/// The URL a file is served at, and the URLs of its directory when it is an index file.
+pub fn urls_for(rule: &Rule, rel: &str) -> Vec<String> {
+    let mut out = vec![format!("{}{}", rule.url_prefix, rel)];
+    let (dir, name) = match rel.rfind('/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => ("", rel),
+    };
+    if rule.index_files.iter().any(|f| f == name) {
+        let slash = if dir.is_empty() { rule.url_prefix.clone() } else { format!("{}{}/", rule.url_prefix, dir) };
+        let bare = slash.trim_end_matches('/').to_string();
+        out.push(slash);
+        if !bare.is_empty() {
+            out.push(bare);
+        }
+    }
+    out
+}
+
+/// The items that cover a target's pending files.
+pub fn items(files: &[PendingFile], rules: &[Rule], manifests: &BTreeMap<String, Manifest>, s: &PatternSettings) -> BTreeSet<Item> {
+    let mut by_rule: BTreeMap<&str, Vec<&PendingFile>> = BTreeMap::new();
+    for f in files {
+        by_rule.entry(f.rule.as_str()).or_default().push(f);
+    }
+    let mut out = BTreeSet::new();
+    for (name, files) in by_rule {
+        let Some(rule) = rules.iter().find(|r| r.name == name) else {
+            // The rule is gone (reloaded away): its URLs are unknown, so purge everything.
+            out.insert(Item::All);
+            continue;
+        };
+        if rule.purge == PurgeMode::All {
+            out.insert(Item::All);
+            continue;
+        }
+        let empty = Manifest::default();
+        let manifest = manifests.get(name).unwrap_or(&empty);
+        rule_items(rule, &files, manifest, s, &mut out);
+    }
+    if out.contains(&Item::All) {
+        return BTreeSet::from([Item::All]);
+    }
+    out
+}
+
+fn rule_items(rule: &Rule, files: &[&PendingFile], manifest: &Manifest, s: &PatternSettings, out: &mut BTreeSet<Item>) {
+    // Totals per directory: the files there now plus the ones just deleted.
+    let mut total = manifest.dir_counts();
+    let mut changed: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in files {
+        for dir in ancestors(&f.path) {
+            *changed.entry(dir).or_default() += 1;
+            if f.kind == ChangeKind::Deleted {
+                *total.entry(dir.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let whole = |dir: &str, min: usize, share: f64| {
+        let c = changed.get(dir).copied().unwrap_or(0);
+        let t = total.get(dir).copied().unwrap_or(0).max(c);
+        c >= min && c as f64 >= share * t as f64
+    };
+    if whole("", MIN_FILES_FOR_ALL, s.all_threshold) {
+        out.insert(Item::All);
+        return;
+    }
+    for f in files {
+        let widened = ancestors(&f.path).skip(1).find(|d| whole(d, 2, s.widen_threshold));
+        match widened {
+            Some(dir) => {
+                out.insert(Item::Prefix(format!("{}{}/", rule.url_prefix, dir)));
+                let index = f.path.rsplit('/').next().is_some_and(|n| rule.index_files.iter().any(|i| i == n));
+                if index && f.path.rfind('/').map(|i| &f.path[..i]) == Some(dir) {
+                    out.insert(Item::Url(format!("{}{}", rule.url_prefix, dir)));
+                }
+            }
+            None => out.extend(urls_for(rule, &f.path).into_iter().map(Item::Url)),
+        }
+    }
+}
+
+/// The requests for a target's pending files.
+pub fn plan(target: &Target, files: &[PendingFile], rules: &[Rule], manifests: &BTreeMap<String, Manifest>) -> Vec<Request> {
+    if files.is_empty() {
+        return vec![];
+    }
+    match &target.kind {
+        TargetKind::SiteHost(_) => vec![Request::Stack],
+        TargetKind::Vims(v) => {
+            let items = items(files, rules, manifests, &v.patterns);
+            patterns(&items, v.patterns.max_bytes).into_iter().map(Request::Pattern).collect()
+        }
+    }
+}
+
+/// Characters that a URL path carries percent-encoded.
+const PATH: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'%');
+
+/// The fewest patterns, each at most `max_bytes` long where one URL allows, that cover `items`.
+pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
+    if items.is_empty() {
+        return vec![];
+    }
+    if items.contains(&Item::All) {
+        return vec!["*".into()];
+    }
+    let prefixes: Vec<&String> = items.iter().filter_map(|i| if let Item::Prefix(p) = i { Some(p) } else { None }).collect();
+    let covered = |u: &str| prefixes.iter().any(|p| u.starts_with(p.as_str()));
+    // Each item as characters; exact URLs end in a sentinel that escapes to URL_END.
+    let mut keys: Vec<Vec<char>> = Vec::new();
+    for item in items {
+        let (s, exact) = match item {
+            Item::Url(u) if covered(u) => continue,
+            Item::Url(u) => (u, true),
+            Item::Prefix(p) => (p, false),
+            Item::All => unreachable!(),
+        };
+        let encoded = utf8_percent_encode(s, PATH).to_string();
+        for form in [s.clone(), encoded] {
+            let mut k: Vec<char> = form.chars().collect();
+            if exact {
+                k.push(END);
+            }
+            keys.push(k);
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    let refs: Vec<&[char]> = keys.iter().map(|k| k.as_slice()).collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < refs.len() {
+        // The longest run from `start` whose pattern fits: grow by doubling, then bisect.
+        let fits = |end: usize| build(&refs[start..end]).len() <= max_bytes;
+        let mut good = start + 1;
+        let mut step = 1;
+        while good + step <= refs.len() && fits(good + step) {
+            good += step;
+            step *= 2;
+        }
+        let (mut lo, mut hi) = (good, (good + step).min(refs.len() + 1));
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if mid <= refs.len() && fits(mid) { lo = mid } else { hi = mid }
+        }
+        out.push(build(&refs[start..lo]));
+        start = lo;
+    }
+    if out.len() > MAX_VIMS_CALLS {
+        return vec!["*".into()];
+    }
+    out
+}
+
+const END: char = '\0';
+
+fn escape_into(out: &mut String, chars: &[char]) {
+    for &c in chars {
+        match c {
+            END => out.push_str(URL_END),
+            '\\' | '.' | '+' | '*' | '?' | '(' | ')' | '|' | '[' | ']' | '{' | '}' | '^' | '$' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// A regex for a sorted, deduplicated set of strings: shared prefixes and suffixes are written
+/// once, the rest is an alternation.
+fn build(strs: &[&[char]]) -> String {
+    let mut out = String::new();
+    build_into(&mut out, strs);
+    out
+}
+
+fn build_into(out: &mut String, strs: &[&[char]]) {
+    if strs.len() == 1 {
+        escape_into(out, strs[0]);
+        return;
+    }
+    let lcp = strs.iter().skip(1).fold(strs[0].len(), |n, s| n.min(common_prefix(strs[0], s)));
+    if lcp > 0 {
+        escape_into(out, &strs[0][..lcp]);
+        let rest: Vec<&[char]> = strs.iter().map(|s| &s[lcp..]).collect();
+        return build_into(out, &rest);
+    }
+    // No shared prefix; sorted input puts the empty string (if any) first.
+    let optional = strs[0].is_empty();
+    let rest = if optional { &strs[1..] } else { strs };
+    if optional {
+        out.push_str("(?:");
+    }
+    let lcs = rest.iter().skip(1).fold(rest[0].len(), |n, s| n.min(common_suffix(rest[0], s)));
+    if rest.len() > 1 && lcs > 0 {
+        let mut stripped: Vec<&[char]> = rest.iter().map(|s| &s[..s.len() - lcs]).collect();
+        stripped.sort();
+        stripped.dedup();
+        build_into(out, &stripped);
+        escape_into(out, &rest[0][rest[0].len() - lcs..]);
+    } else if rest.len() == 1 {
+        escape_into(out, rest[0]);
+    } else {
+        out.push_str("(?:");
+        let mut i = 0;
+        let mut first = true;
+        while i < rest.len() {
+            let c = rest[i][0];
+            let j = i + rest[i..].iter().take_while(|s| s[0] == c).count();
+            if !first {
+                out.push('|');
+            }
+            first = false;
+            build_into(out, &rest[i..j]);
+            i = j;
+        }
+        out.push(')');
+    }
+    if optional {
+        out.push_str(")?");
+    }
+}
+
+fn common_prefix(a: &[char], b: &[char]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn common_suffix(a: &[char], b: &[char]) -> usize {
+    a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests;

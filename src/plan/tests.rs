@@ -1,0 +1,185 @@
+use super::*;
+use crate::config::{PurgeMode, RetryPolicy, Vims};
+use crate::manifest::FileMeta;
+use proptest::prelude::*;
+use regex::Regex;
+use std::time::Duration;
+
+fn rule(prefix: &str) -> Rule {
+    Rule {
+        name: "site".into(),
+        watch: "/w".into(),
+        targets: vec!["cdn".into()],
+        include: vec![],
+        exclude: vec![],
+        matches: vec![],
+        url_prefix: prefix.into(),
+        index_files: vec!["index.html".into()],
+        purge: PurgeMode::Changed,
+    }
+}
+
+fn settings() -> PatternSettings {
+    PatternSettings { max_bytes: 4096, widen_threshold: 1.0, all_threshold: 0.5 }
+}
+
+fn vims() -> Target {
+    Target {
+        name: "cdn".into(),
+        debounce: Duration::from_secs(1),
+        max_delay: Duration::from_secs(10),
+        retry: RetryPolicy { attempts: 1, backoff: Duration::from_secs(1), backoff_max: Duration::from_secs(1) },
+        rate_limit: 10.0,
+        kind: TargetKind::Vims(Vims {
+            api_url: "http://x".into(),
+            token: Default::default(),
+            cdn_id: "7".into(),
+            host: "all".into(),
+            patterns: settings(),
+        }),
+    }
+}
+
+fn manifest(paths: &[&str]) -> Manifest {
+    let meta = FileMeta { size: 1, mtime_ns: 1, hash: [0; 32] };
+    Manifest::from_entries(paths.iter().map(|p| (p.to_string(), meta)))
+}
+
+fn pending(paths: &[&str]) -> Vec<PendingFile> {
+    paths.iter().map(|p| PendingFile { rule: "site".into(), path: p.to_string(), kind: ChangeKind::Modified }).collect()
+}
+
+/// Every form a CDN may key a URL by.
+fn forms(url: &str) -> Vec<String> {
+    vec![url.to_string(), format!("{url}?v=2"), format!("https://example.com{url}"), format!("https://example.com{url}?a=b")]
+}
+
+fn matches_any(patterns: &[String], s: &str) -> bool {
+    Compiled::new(patterns).is_match(s)
+}
+
+/// Patterns compiled once (`*` matches everything).
+struct Compiled(Vec<Option<Regex>>);
+
+impl Compiled {
+    fn new(patterns: &[String]) -> Compiled {
+        Compiled(patterns.iter().map(|p| (p != "*").then(|| Regex::new(p).unwrap())).collect())
+    }
+    fn is_match(&self, s: &str) -> bool {
+        self.0.iter().any(|r| r.as_ref().is_none_or(|r| r.is_match(s)))
+    }
+}
+
+#[test]
+fn index_aliases() {
+    assert_eq!(urls_for(&rule("/"), "blog/index.html"), vec!["/blog/index.html", "/blog/", "/blog"]);
+    assert_eq!(urls_for(&rule("/"), "index.html"), vec!["/index.html", "/"]);
+    assert_eq!(urls_for(&rule("/docs/"), "index.html"), vec!["/docs/index.html", "/docs/", "/docs"]);
+    assert_eq!(urls_for(&rule("/"), "blog/a.html"), vec!["/blog/a.html"]);
+}
+
+#[test]
+fn shared_prefix_and_suffix_are_factored() {
+    let items: BTreeSet<Item> = ["/blog/a.html", "/blog/b.html"].iter().map(|u| Item::Url(u.to_string())).collect();
+    assert_eq!(patterns(&items, 4096), vec!["/blog/(?:a|b)\\.html(?:$|\\?)".to_string()]);
+}
+
+#[test]
+fn changed_urls_match_in_every_form_and_siblings_do_not() {
+    let site = manifest(&["blog/index.html", "blog/post.html", "blog/post2.html", "blog/post.html.bak", "blogroll.html", "about.html", "index.html"]);
+    let changed = pending(&["blog/index.html", "blog/post.html"]);
+    let m = BTreeMap::from([("site".to_string(), site)]);
+    let reqs = plan(&vims(), &changed, &[rule("/")], &m);
+    let pats: Vec<String> = reqs.iter().map(|r| match r { Request::Pattern(p) => p.clone(), _ => panic!() }).collect();
+    assert_eq!(pats.len(), 1, "{pats:?}");
+    for url in ["/blog/index.html", "/blog/", "/blog", "/blog/post.html"] {
+        for f in forms(url) {
+            assert!(matches_any(&pats, &f), "{f} not matched by {pats:?}");
+        }
+    }
+    for url in ["/blog/post2.html", "/blog/post.html.bak", "/blogroll.html", "/about.html", "/index.html", "/blog/other/"] {
+        assert!(!matches_any(&pats, url), "{url} matched by {pats:?}");
+    }
+}
+
+#[test]
+fn a_whole_directory_is_widened_and_most_of_the_site_is_everything() {
+    let site = manifest(&["a/1.html", "a/2.html", "a/index.html", "b.html", "c.html"]);
+    let m = BTreeMap::from([("site".to_string(), site)]);
+    let it = items(&pending(&["a/1.html", "a/2.html", "a/index.html"]), &[rule("/")], &m, &settings());
+    assert_eq!(it, BTreeSet::from([Item::Prefix("/a/".into()), Item::Url("/a".into())]));
+    let many: Vec<String> = (0..100).map(|i| format!("p{i}.html")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let m = BTreeMap::from([("site".to_string(), manifest(&refs))]);
+    let it = items(&pending(&refs[..60]), &[rule("/")], &m, &settings());
+    assert_eq!(it, BTreeSet::from([Item::All]));
+}
+
+#[test]
+fn sitehost_is_one_stack_purge_and_purge_all_is_star() {
+    let mut r = rule("/");
+    r.purge = PurgeMode::All;
+    let m = BTreeMap::new();
+    assert_eq!(plan(&vims(), &pending(&["a.html"]), &[r], &m), vec![Request::Pattern("*".into())]);
+}
+
+#[test]
+fn special_characters_are_escaped_and_encoded() {
+    let items = BTreeSet::from([Item::Url("/a (1)+[x].html".into()), Item::Url("/caf\u{e9} menu.html".into())]);
+    let pats = patterns(&items, 4096);
+    for u in ["/a (1)+[x].html", "/a%20(1)+[x].html", "/caf\u{e9} menu.html", "/caf%C3%A9%20menu.html"] {
+        assert!(matches_any(&pats, u), "{u} {pats:?}");
+    }
+    assert!(!matches_any(&pats, "/a (1)+[x]xhtml"));
+}
+
+#[test]
+fn long_sets_split_at_the_limit() {
+    let items: BTreeSet<Item> = (0..400).map(|i| Item::Url(format!("/section-{}/page-{i}-with-a-long-name.html", i % 7))).collect();
+    let pats = patterns(&items, 1024);
+    assert!(pats.len() >= 2, "{}", pats.len());
+    assert!(pats.iter().all(|p| p.len() <= 1024));
+    for it in &items {
+        let Item::Url(u) = it else { panic!() };
+        assert!(matches_any(&pats, u));
+    }
+}
+
+fn segment() -> impl Strategy<Value = String> {
+    prop::string::string_regex("[a-z0-9._()+ -]{1,8}").unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    #[test]
+    fn every_changed_url_matches_and_no_other_site_url_does(
+        site in prop::collection::btree_set(prop::collection::vec(segment(), 1..4).prop_map(|v| v.join("/")), 2..80),
+        pick in prop::collection::vec(any::<bool>(), 80),
+        max in 200usize..4096,
+    ) {
+        let site: Vec<String> = site.into_iter().collect();
+        let changed: Vec<&String> = site.iter().zip(&pick).filter(|(_, p)| **p).map(|(s, _)| s).collect();
+        let items: BTreeSet<Item> = changed.iter().map(|p| Item::Url(format!("/{p}"))).collect();
+        let pats = patterns(&items, max);
+        for p in &pats {
+            prop_assert!(p == "*" || regex::RegexBuilder::new(p).build().is_ok(), "{} does not compile", p);
+        }
+        if pats.iter().any(|p| p == "*") {
+            return Ok(());
+        }
+        let compiled = Compiled::new(&pats);
+        for c in &changed {
+            for f in forms(&format!("/{c}")) {
+                prop_assert!(compiled.is_match(&f), "{} not matched by {:?}", f, pats);
+            }
+        }
+        for s in &site {
+            let url = format!("/{s}");
+            if changed.iter().any(|c| url.ends_with(&format!("/{c}"))) {
+                continue; // a changed file's URL is a suffix of this one: unanchored start, by design
+            }
+            prop_assert!(!compiled.is_match(&url), "unchanged {} matched by {:?}", url, pats);
+        }
+    }
+}

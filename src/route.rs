@@ -1,0 +1,160 @@
+//! Which rule a path belongs to, and whether the rule keeps it.
+
+use std::path::Path;
+
+use globset::{GlobSet, GlobSetBuilder};
+use regex::Regex;
+
+use crate::config::Rule;
+
+/// Why a rule keeps or skips a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    /// Matched this exclude glob.
+    Excluded(String),
+    /// Matched none of the include globs.
+    NotIncluded,
+    /// Matched none of the `match` regexes.
+    NotMatched,
+}
+
+impl Verdict {
+    pub fn is_keep(&self) -> bool {
+        matches!(self, Verdict::Keep)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::Keep => "kept".into(),
+            Verdict::Excluded(g) => format!("excluded by \"{g}\""),
+            Verdict::NotIncluded => "not included".into(),
+            Verdict::NotMatched => "not matched".into(),
+        }
+    }
+}
+
+/// A rule's include, exclude and match filters, compiled.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+    exclude_globs: Vec<String>,
+    matches: Vec<Regex>,
+}
+
+impl Filter {
+    pub fn new(rule: &Rule) -> Filter {
+        let set = |globs: &[globset::Glob]| {
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                b.add(g.clone());
+            }
+            // Every glob compiled on its own when the rules were loaded; a set of valid globs builds.
+            b.build().unwrap_or_else(|_| GlobSet::empty())
+        };
+        Filter {
+            include: (!rule.include.is_empty()).then(|| set(&rule.include)),
+            exclude: set(&rule.exclude),
+            exclude_globs: rule.exclude.iter().map(|g| g.glob().to_string()).collect(),
+            matches: rule.matches.clone(),
+        }
+    }
+
+    /// Applies the filters to `rel`, a path relative to the watched directory with `/` separators.
+    pub fn verdict(&self, rel: &str) -> Verdict {
+        if let Some(i) = self.exclude.matches(rel).first() {
+            return Verdict::Excluded(self.exclude_globs[*i].clone());
+        }
+        if let Some(inc) = &self.include
+            && !inc.is_match(rel)
+        {
+            return Verdict::NotIncluded;
+        }
+        if !self.matches.is_empty() && !self.matches.iter().any(|re| re.is_match(rel)) {
+            return Verdict::NotMatched;
+        }
+        Verdict::Keep
+    }
+
+    /// True when `rel` names a directory whose whole subtree is excluded (`.git/**` and `.git`).
+    pub fn excludes_dir(&self, rel: &str) -> bool {
+        self.exclude.is_match(format!("{rel}/x"))
+            && self.exclude.is_match(format!("{rel}/x/y.html"))
+            && self.exclude.is_match(format!("{rel}/.x"))
+    }
+}
+
+/// `path` relative to `root`, with `/` separators; `None` when it is outside `root` or is `root`.
+pub fn relative(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    if rel.as_os_str().is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for (i, c) in rel.components().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(&c.as_os_str().to_string_lossy());
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PurgeMode;
+    use globset::GlobBuilder;
+
+    fn rule(include: &[&str], exclude: &[&str], matches: &[&str]) -> Rule {
+        let g = |s: &&str| GlobBuilder::new(s).literal_separator(true).build().unwrap();
+        Rule {
+            name: "r".into(),
+            watch: "/w".into(),
+            targets: vec![],
+            include: include.iter().map(g).collect(),
+            exclude: exclude.iter().map(g).collect(),
+            matches: matches.iter().map(|m| Regex::new(m).unwrap()).collect(),
+            url_prefix: "/".into(),
+            index_files: vec![],
+            purge: PurgeMode::Changed,
+        }
+    }
+
+    #[test]
+    fn include_exclude_match() {
+        let f = Filter::new(&rule(&["**/*.html", "**/*.css"], &["**/*.tmp", "**/.*", ".git/**"], &["^blog/", "^news/"]));
+        assert_eq!(f.verdict("blog/a.html"), Verdict::Keep);
+        assert_eq!(f.verdict("news/x/y.css"), Verdict::Keep);
+        assert_eq!(f.verdict("blog/a.js"), Verdict::NotIncluded);
+        assert_eq!(f.verdict("about.html"), Verdict::NotMatched);
+        assert_eq!(f.verdict("blog/.a.html"), Verdict::Excluded("**/.*".into()));
+        assert_eq!(f.verdict("x.tmp"), Verdict::Excluded("**/*.tmp".into()));
+        assert_eq!(f.verdict(".git/HEAD"), Verdict::Excluded(".git/**".into()));
+    }
+
+    #[test]
+    fn star_stays_within_a_directory() {
+        let f = Filter::new(&rule(&["*.html"], &[], &[]));
+        assert!(f.verdict("a.html").is_keep());
+        assert_eq!(f.verdict("blog/a.html"), Verdict::NotIncluded);
+    }
+
+    #[test]
+    fn no_filters_keeps_everything() {
+        let f = Filter::new(&rule(&[], &[], &[]));
+        assert!(f.verdict("any/thing.bin").is_keep());
+        assert!(!f.excludes_dir("any"));
+        let f = Filter::new(&rule(&[], &[".git/**", "**/.*"], &[]));
+        assert!(f.excludes_dir(".git"));
+        assert!(!f.excludes_dir("blog"));
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(relative(Path::new("/w"), Path::new("/w/a/b.html")).as_deref(), Some("a/b.html"));
+        assert_eq!(relative(Path::new("/w"), Path::new("/w")), None);
+        assert_eq!(relative(Path::new("/w"), Path::new("/x/a")), None);
+    }
+}
