@@ -1,0 +1,226 @@
+//! Sending a request until it is accepted, refused for good, or out of retries.
+//!
+//! Transient failures are retried with capped exponential backoff and "equal jitter" (half the
+//! delay fixed, half random), never sooner than a `Retry-After` asked for. Requests to one provider
+//! account are paced (SiteHost allows about 10 a second and answers bursts with HTTP 500).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::RetryPolicy;
+use crate::plan::Request;
+use crate::providers::{Accepted, JobState, Provider, ProviderError};
+
+/// The delay before retry number `attempt` (1 for the first retry).
+pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = policy.backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
+    let capped = exp.min(policy.backoff_max);
+    let half = capped / 2;
+    let jittered = half + half.mul_f64(fastrand::f64());
+    match retry_after {
+        Some(ra) => jittered.max(ra),
+        None => jittered,
+    }
+}
+
+/// A request that failed for good.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{error} (after {attempts} attempt{})", if *attempts == 1 { "" } else { "s" })]
+pub struct Failed {
+    pub error: ProviderError,
+    pub attempts: u32,
+}
+
+/// Runs `op` until it succeeds, fails permanently, or `policy.attempts` are used.
+/// `on_retry(attempt, error, delay)` is told about each retry before its delay.
+pub async fn retry<T, F, Fut>(policy: &RetryPolicy, mut op: F, mut on_retry: impl FnMut(u32, &ProviderError, Duration)) -> Result<T, Failed>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op(attempt).await {
+            Ok(v) => return Ok(v),
+            Err(error) if !error.is_transient() || attempt >= policy.attempts => {
+                return Err(Failed { error, attempts: attempt });
+            }
+            Err(error) => {
+                let delay = backoff(policy, attempt, error.retry_after());
+                on_retry(attempt, &error, delay);
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Spaces requests to each account at least `1 / rate` seconds apart.
+#[derive(Debug, Default)]
+pub struct Pacer {
+    next: Mutex<HashMap<String, Instant>>,
+}
+
+impl Pacer {
+    pub async fn wait(&self, account: &str, rate: f64) {
+        let gap = Duration::from_secs_f64(1.0 / rate.max(0.001));
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let slot = next.get(account).copied().unwrap_or(now).max(now);
+            next.insert(account.to_string(), slot + gap);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// Sends `req` through `provider` with pacing and retries.
+pub async fn send(provider: &Provider, pacer: &Pacer, policy: &RetryPolicy, rate: f64, req: &Request) -> Result<Accepted, Failed> {
+    let account = provider.account();
+    retry(
+        policy,
+        |_| async {
+            pacer.wait(&account, rate).await;
+            provider.purge(req).await
+        },
+        |attempt, error, delay| {
+            tracing::warn!(target: "purgewatch", target_name = %provider.target, attempt, retry_in = ?delay, "purge failed, will retry: {error}");
+        },
+    )
+    .await
+}
+
+/// How a followed job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Done(String),
+    Failed(String),
+    /// Still running when we stopped asking, or the provider could not say.
+    Unknown(String),
+}
+
+impl JobOutcome {
+    pub fn state(&self) -> &str {
+        match self {
+            JobOutcome::Done(s) | JobOutcome::Failed(s) | JobOutcome::Unknown(s) => s,
+        }
+    }
+}
+
+/// Polls a provider job until it ends or `max_wait` passes (intervals grow from 0.5 s to 10 s).
+pub async fn follow_job(provider: &Provider, pacer: &Pacer, rate: f64, id: &str, max_wait: Duration) -> JobOutcome {
+    let deadline = Instant::now() + max_wait;
+    let mut interval = Duration::from_millis(500);
+    let mut errors = 0;
+    let account = provider.account();
+    loop {
+        pacer.wait(&account, rate).await;
+        match provider.job(id).await {
+            Ok(JobState::Done(s)) => return JobOutcome::Done(s),
+            Ok(JobState::Failed(s)) => return JobOutcome::Failed(s),
+            Ok(JobState::Running(_)) => errors = 0,
+            Err(e) if !e.is_transient() => return JobOutcome::Unknown(e.to_string()),
+            Err(e) => {
+                errors += 1;
+                if errors >= 5 {
+                    return JobOutcome::Unknown(e.to_string());
+                }
+            }
+        }
+        if Instant::now() + interval > deadline {
+            return JobOutcome::Unknown(format!("still running after {}", humantime::format_duration(max_wait)));
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 3 / 2).min(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(attempts: u32) -> RetryPolicy {
+        RetryPolicy { attempts, backoff: Duration::from_secs(1), backoff_max: Duration::from_secs(8) }
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let p = policy(10);
+        for _ in 0..100 {
+            let d1 = backoff(&p, 1, None);
+            assert!(d1 >= Duration::from_millis(500) && d1 <= Duration::from_secs(1), "{d1:?}");
+            let d3 = backoff(&p, 3, None);
+            assert!(d3 >= Duration::from_secs(2) && d3 <= Duration::from_secs(4), "{d3:?}");
+            let d9 = backoff(&p, 9, None);
+            assert!(d9 >= Duration::from_secs(4) && d9 <= Duration::from_secs(8), "{d9:?}");
+            assert!(backoff(&p, 1, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_until_success() {
+        let start = Instant::now();
+        let mut retries = vec![];
+        let out = retry(
+            &policy(8),
+            |attempt| async move { if attempt <= 3 { Err(ProviderError::transient("HTTP 500")) } else { Ok(attempt) } },
+            |a, _, d| retries.push((a, d)),
+        )
+        .await;
+        assert_eq!(out, Ok(4));
+        assert_eq!(retries.len(), 3);
+        let waited: Duration = retries.iter().map(|(_, d)| *d).sum();
+        let slept = Instant::now() - start;
+        assert!(slept >= waited && slept <= waited + Duration::from_millis(5), "slept the backoff: {slept:?} vs {waited:?}");
+        assert!(waited >= Duration::from_millis(3500) && waited <= Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured() {
+        let start = Instant::now();
+        let out = retry(
+            &policy(3),
+            |attempt| async move {
+                if attempt == 1 {
+                    Err(ProviderError::Transient { message: "429".into(), retry_after: Some(Duration::from_secs(2)) })
+                } else {
+                    Ok(())
+                }
+            },
+            |_, _, _| {},
+        )
+        .await;
+        assert!(out.is_ok());
+        assert!(Instant::now() - start >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_and_exhausted_budgets_stop() {
+        let mut calls = 0;
+        let out: Result<(), _> = retry(&policy(5), |_| { calls += 1; async { Err(ProviderError::permanent("HTTP 401")) } }, |_, _, _| {}).await;
+        assert_eq!(out.unwrap_err().attempts, 1);
+        assert_eq!(calls, 1);
+        let out: Result<(), _> = retry(&policy(3), |_| async { Err(ProviderError::transient("HTTP 503")) }, |_, _, _| {}).await;
+        let err = out.unwrap_err();
+        assert_eq!(err.attempts, 3);
+        assert_eq!(err.to_string(), "HTTP 503 (after 3 attempts)");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacer_spaces_requests_per_account() {
+        let pacer = Pacer::default();
+        let start = Instant::now();
+        for _ in 0..5 {
+            pacer.wait("a", 10.0).await;
+        }
+        assert_eq!(Instant::now() - start, Duration::from_millis(400));
+        let t = Instant::now();
+        pacer.wait("b", 10.0).await;
+        assert_eq!(Instant::now(), t, "another account is not held back");
+    }
+}

@@ -1,0 +1,375 @@
+//! The state directory: manifests, pending purges and purge results, in one SQLite database.
+//!
+//! SQLite (bundled, WAL mode, `synchronous=FULL`) rather than redb: `purgewatch status` and
+//! `purgewatch plan` read the state while the daemon writes it, and redb takes an exclusive lock
+//! per process. Every write that matters is one transaction: the files a settle found changed go
+//! into `pending` for each target *and* the manifest moves forward, or neither happens, so a
+//! crash at any point either replays the change from `pending` or finds it again by diffing the
+//! tree against the old manifest. Nothing secret is stored.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::manifest::{ChangeKind, FileMeta, Manifest};
+use crate::plan::PendingFile;
+
+/// Bumped on every incompatible schema change.
+pub const SCHEMA_VERSION: i64 = 1;
+pub const DB_FILE: &str = "state.sqlite3";
+/// Purge results kept per target.
+const HISTORY: i64 = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {}: cannot create it: {source} (set `state_dir:` in the rules file, or StateDirectory= in the unit)", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("state file {}: {source}", path.display())]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "state file {} was written by a newer purgewatch (schema {found}, this one reads {SCHEMA_VERSION}): upgrade purgewatch, or move the file away to start over with a new baseline",
+        path.display()
+    )]
+    Newer { path: PathBuf, found: i64 },
+    #[error(
+        "state file {} is not a purgewatch state file or is damaged ({reason}): move it away to start over with a new baseline",
+        path.display()
+    )]
+    Broken { path: PathBuf, reason: String },
+    #[error("state file: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// A pending file with the order it was queued in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRow {
+    pub target: String,
+    pub file: PendingFile,
+    pub first_seen_ms: i64,
+    pub seq: i64,
+}
+
+/// One purge sent (or given up on) for a target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PurgeRecord {
+    pub id: i64,
+    pub target: String,
+    pub at_ms: i64,
+    pub files: i64,
+    pub request: String,
+    /// `accepted`, `failed` or `dry-run`.
+    pub result: String,
+    pub job_id: Option<String>,
+    /// The provider job's state once known (`Completed`, `SUCCESS`, `FAILURE`, ...).
+    pub job_state: Option<String>,
+    pub message: Option<String>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    next_seq: i64,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE rules (rule TEXT PRIMARY KEY, root TEXT NOT NULL, baseline_ms INTEGER NOT NULL);
+CREATE TABLE manifest (
+    rule TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY (rule, path)) WITHOUT ROWID;
+CREATE TABLE pending (
+    target TEXT NOT NULL, rule TEXT NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (target, rule, path)) WITHOUT ROWID;
+CREATE TABLE purges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, at_ms INTEGER NOT NULL, files INTEGER NOT NULL,
+    request TEXT NOT NULL, result TEXT NOT NULL, job_id TEXT, job_state TEXT, message TEXT);
+CREATE INDEX purges_by_target ON purges (target, id);
+";
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir { path: dir.to_path_buf(), source })?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|source| StateError::Open { path: path.clone(), source })?;
+        Store::init(conn, path, true)
+    }
+
+    /// Opens an existing store without writing to it; `None` when there is none yet.
+    pub fn open_read_only(dir: &Path) -> Result<Option<Store>, StateError> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|source| StateError::Open { path: path.clone(), source })?;
+        Store::init(conn, path, false).map(Some)
+    }
+
+    fn init(conn: Connection, path: PathBuf, writable: bool) -> Result<Store, StateError> {
+        let broken = |e: rusqlite::Error| StateError::Broken { path: path.clone(), reason: e.to_string() };
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(broken)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(broken)?;
+        if version > SCHEMA_VERSION {
+            return Err(StateError::Newer { path, found: version });
+        }
+        if writable {
+            conn.pragma_update(None, "journal_mode", "WAL").map_err(broken)?;
+            conn.pragma_update(None, "synchronous", "FULL").map_err(broken)?;
+            if version == 0 {
+                let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(broken)?;
+                if tables > 0 {
+                    return Err(StateError::Broken { path, reason: "it has tables but no purgewatch schema version".into() });
+                }
+                conn.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")).map_err(broken)?;
+            }
+        } else if version == 0 {
+            return Err(StateError::Broken { path, reason: "no purgewatch schema version".into() });
+        }
+        let next_seq: i64 =
+            conn.query_row("SELECT coalesce(max(seq), 0) + 1 FROM pending", [], |r| r.get(0)).map_err(broken)?;
+        Ok(Store { conn, path, next_seq })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The watched root recorded for `rule`, if it has a baseline.
+    pub fn rule_root(&self, rule: &str) -> Result<Option<String>, StateError> {
+        Ok(self.conn.query_row("SELECT root FROM rules WHERE rule = ?1", [rule], |r| r.get(0)).optional()?)
+    }
+
+    pub fn load_manifest(&self, rule: &str) -> Result<Manifest, StateError> {
+        let mut stmt = self.conn.prepare("SELECT path, size, mtime_ns, hash FROM manifest WHERE rule = ?1")?;
+        let rows = stmt.query_map([rule], |r| {
+            let hash: Vec<u8> = r.get(3)?;
+            let mut h = [0u8; 32];
+            if hash.len() == 32 {
+                h.copy_from_slice(&hash);
+            }
+            Ok((r.get::<_, String>(0)?, FileMeta { size: r.get::<_, i64>(1)? as u64, mtime_ns: r.get(2)?, hash: h }))
+        })?;
+        let entries: Result<Vec<_>, _> = rows.collect();
+        Ok(Manifest::from_entries(entries?))
+    }
+
+    /// Replaces `rule`'s manifest with `manifest` (a new baseline).
+    pub fn set_baseline(&mut self, rule: &str, root: &str, manifest: &Manifest) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM manifest WHERE rule = ?1", [rule])?;
+        tx.execute(
+            "INSERT INTO rules (rule, root, baseline_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (rule) DO UPDATE SET root = excluded.root, baseline_ms = excluded.baseline_ms",
+            params![rule, root, now_ms()],
+        )?;
+        {
+            let mut ins = tx.prepare("INSERT INTO manifest (rule, path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for path in manifest.paths() {
+                let m = manifest.get(path).expect("listed path");
+                ins.execute(params![rule, path, m.size as i64, m.mtime_ns, &m.hash[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// In one transaction: queue `files` for `targets` and move `rule`'s manifest forward.
+    pub fn commit_changes(
+        &mut self,
+        rule: &str,
+        updates: &[(String, Option<FileMeta>)],
+        targets: &[String],
+        files: &[PendingFile],
+        now_ms: i64,
+    ) -> Result<Vec<PendingRow>, StateError> {
+        let tx = self.conn.transaction()?;
+        let mut rows = Vec::new();
+        {
+            let mut up = tx.prepare(
+                "INSERT INTO manifest (rule, path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (rule, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, hash = excluded.hash",
+            )?;
+            let mut del = tx.prepare("DELETE FROM manifest WHERE rule = ?1 AND path = ?2")?;
+            for (path, meta) in updates {
+                match meta {
+                    Some(m) => up.execute(params![rule, path, m.size as i64, m.mtime_ns, &m.hash[..]])?,
+                    None => del.execute(params![rule, path])?,
+                };
+            }
+            let mut pend = tx.prepare(
+                "INSERT INTO pending (target, rule, path, kind, first_seen_ms, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (target, rule, path) DO UPDATE SET kind = excluded.kind, seq = excluded.seq
+                 RETURNING first_seen_ms",
+            )?;
+            for target in targets {
+                for f in files {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    let first: i64 =
+                        pend.query_row(params![target, f.rule, f.path, f.kind.as_str(), now_ms, seq], |r| r.get(0))?;
+                    rows.push(PendingRow { target: target.clone(), file: f.clone(), first_seen_ms: first, seq });
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(rows)
+    }
+
+    pub fn pending(&self) -> Result<Vec<PendingRow>, StateError> {
+        let mut stmt =
+            self.conn.prepare("SELECT target, rule, path, kind, first_seen_ms, seq FROM pending ORDER BY target, seq")?;
+        let rows = stmt.query_map([], |r| {
+            let kind: String = r.get(3)?;
+            Ok(PendingRow {
+                target: r.get(0)?,
+                file: PendingFile { rule: r.get(1)?, path: r.get(2)?, kind: parse_kind(&kind) },
+                first_seen_ms: r.get(4)?,
+                seq: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes `target`'s pending rows queued at or before `seq` (a newer change stays).
+    pub fn clear_pending(&mut self, target: &str, seq: i64) -> Result<usize, StateError> {
+        Ok(self.conn.execute("DELETE FROM pending WHERE target = ?1 AND seq <= ?2", params![target, seq])?)
+    }
+
+    pub fn record_purge(&mut self, rec: &PurgeRecord) -> Result<i64, StateError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO purges (target, at_ms, files, request, result, job_id, job_state, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![rec.target, rec.at_ms, rec.files, rec.request, rec.result, rec.job_id, rec.job_state, rec.message],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "DELETE FROM purges WHERE target = ?1 AND id <= (SELECT id FROM purges WHERE target = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![rec.target, HISTORY],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    pub fn update_job(&mut self, id: i64, state: &str, message: Option<&str>) -> Result<(), StateError> {
+        self.conn.execute(
+            "UPDATE purges SET job_state = ?2, message = coalesce(?3, message) WHERE id = ?1",
+            params![id, state, message],
+        )?;
+        Ok(())
+    }
+
+    /// The last purge of each target.
+    pub fn last_purges(&self) -> Result<BTreeMap<String, PurgeRecord>, StateError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, target, at_ms, files, request, result, job_id, job_state, message FROM purges
+             WHERE id IN (SELECT max(id) FROM purges GROUP BY target)",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PurgeRecord {
+                id: r.get(0)?,
+                target: r.get(1)?,
+                at_ms: r.get(2)?,
+                files: r.get(3)?,
+                request: r.get(4)?,
+                result: r.get(5)?,
+                job_id: r.get(6)?,
+                job_state: r.get(7)?,
+                message: r.get(8)?,
+            })
+        })?;
+        let mut out = BTreeMap::new();
+        for rec in rows {
+            let rec = rec?;
+            out.insert(rec.target.clone(), rec);
+        }
+        Ok(out)
+    }
+}
+
+fn parse_kind(s: &str) -> ChangeKind {
+    match s {
+        "created" => ChangeKind::Created,
+        "deleted" => ChangeKind::Deleted,
+        _ => ChangeKind::Modified,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str) -> PendingFile {
+        PendingFile { rule: "site".into(), path: path.into(), kind: ChangeKind::Modified }
+    }
+
+    #[test]
+    fn changes_and_manifest_move_together_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = FileMeta { size: 3, mtime_ns: 7, hash: [1; 32] };
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            s.set_baseline("site", "/w", &Manifest::from_entries([("a.html".to_string(), meta)])).unwrap();
+            let rows = s
+                .commit_changes("site", &[("b.html".into(), Some(meta))], &["cdn".into(), "www".into()], &[file("b.html")], 1000)
+                .unwrap();
+            assert_eq!(rows.len(), 2);
+            // A second change to the same file keeps its first-seen time and gets a newer seq.
+            let again = s.commit_changes("site", &[], &["cdn".into()], &[file("b.html")], 2000).unwrap();
+            assert_eq!(again[0].first_seen_ms, 1000);
+            assert!(again[0].seq > rows[0].seq);
+            assert_eq!(s.clear_pending("cdn", rows[0].seq).unwrap(), 0, "newer change must stay");
+        }
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.rule_root("site").unwrap().as_deref(), Some("/w"));
+        assert_eq!(s.load_manifest("site").unwrap().len(), 2);
+        assert_eq!(s.pending().unwrap().len(), 2);
+        let max = s.pending().unwrap().iter().map(|r| r.seq).max().unwrap();
+        s.clear_pending("cdn", max).unwrap();
+        assert_eq!(s.pending().unwrap().len(), 1);
+        let ro = Store::open_read_only(dir.path()).unwrap().unwrap();
+        assert_eq!(ro.pending().unwrap()[0].target, "www");
+    }
+
+    #[test]
+    fn purge_history_is_bounded_and_last_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        for i in 0..(HISTORY + 10) {
+            let id = s
+                .record_purge(&PurgeRecord { target: "cdn".into(), at_ms: i, files: 1, request: "p".into(), result: "accepted".into(), ..Default::default() })
+                .unwrap();
+            s.update_job(id, "SUCCESS", None).unwrap();
+        }
+        let last = s.last_purges().unwrap();
+        assert_eq!(last["cdn"].at_ms, HISTORY + 9);
+        assert_eq!(last["cdn"].job_state.as_deref(), Some("SUCCESS"));
+        let n: i64 = s.conn.query_row("SELECT count(*) FROM purges", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, HISTORY);
+    }
+
+    #[test]
+    fn newer_or_broken_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("newer purgewatch"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), "this is not a database, just some text that is long enough").unwrap();
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("not a purgewatch state file or is damaged"), "{err}");
+        // The file is left alone.
+        assert!(std::fs::read_to_string(dir.path().join(DB_FILE)).unwrap().starts_with("this is not"));
+    }
+}

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globset::{Glob, GlobBuilder};
+use globset::GlobBuilder;
 use regex::Regex;
 
 use super::yaml::{self, Node, Pos, Value};
@@ -394,7 +394,7 @@ impl Cx<'_> {
         }
         let field = |k: &str| fields.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
         let n_errors = self.errors.len();
-        let mut required = |cx: &mut Self, k: &str, example: &str| -> Option<String> {
+        let required = |cx: &mut Self, k: &str, example: &str| -> Option<String> {
             match field(k) {
                 Some(v) => cx.string(v, &format!("{what}: {k}"), false),
                 None => {

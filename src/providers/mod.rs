@@ -1,0 +1,290 @@
+//! The provider HTTP APIs, and how their replies are classified.
+//!
+//! Every reply becomes `Ok`, a [`ProviderError::Transient`] (worth retrying: network errors,
+//! timeouts, 408, 429, 5xx, an HTML error page, SiteHost `"status": false`, VIMS `"status":
+//! "error"` with HTTP 200) or a [`ProviderError::Permanent`] (other 4xx: bad credentials, an
+//! unknown id, VIMS 400 "failed creation"). Messages name the request and quote what the provider
+//! said, with any secret scrubbed out.
+
+pub mod sitehost;
+pub mod vims;
+
+use std::time::Duration;
+
+use reqwest::{RequestBuilder, StatusCode};
+use serde_json::Value;
+
+use crate::config::{Target, TargetKind};
+use crate::plan::Request;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{message}")]
+    Transient { message: String, retry_after: Option<Duration> },
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl ProviderError {
+    pub fn transient(message: impl Into<String>) -> ProviderError {
+        ProviderError::Transient { message: message.into(), retry_after: None }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> ProviderError {
+        ProviderError::Permanent { message: message.into() }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ProviderError::Transient { .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Transient { retry_after, .. } => *retry_after,
+            ProviderError::Permanent { .. } => None,
+        }
+    }
+}
+
+/// A purge the provider took on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The SiteHost job id or VIMS task id, when the reply had one.
+    pub job_id: Option<String>,
+    pub message: String,
+}
+
+/// Where a provider job stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Still queued or running; the provider's word for it.
+    Running(String),
+    Done(String),
+    /// Failed; the provider's state and message.
+    Failed(String),
+}
+
+/// A client for one target.
+#[derive(Debug)]
+pub struct Provider {
+    pub target: String,
+    kind: TargetKind,
+    http: reqwest::Client,
+    vims: vims::TaskPath,
+}
+
+/// The HTTP client every provider shares: rustls, connect and total timeouts.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("purgewatch/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the TLS backend initialises")
+}
+
+impl Provider {
+    pub fn new(target: &Target, http: reqwest::Client) -> Provider {
+        Provider { target: target.name.clone(), kind: target.kind.clone(), http, vims: vims::TaskPath::default() }
+    }
+
+    /// Requests to one account share a rate limit: the API URL and a hash of the credential.
+    pub fn account(&self) -> String {
+        let (url, secret) = match &self.kind {
+            TargetKind::SiteHost(s) => (&s.api_url, &s.api_key),
+            TargetKind::Vims(v) => (&v.api_url, &v.token),
+        };
+        format!("{url}#{}", &blake3::hash(secret.expose().as_bytes()).to_hex()[..16])
+    }
+
+    pub fn secret(&self) -> &Secret {
+        match &self.kind {
+            TargetKind::SiteHost(s) => &s.api_key,
+            TargetKind::Vims(v) => &v.token,
+        }
+    }
+
+    /// What a request will do, in words, for logs and `--dry-run`.
+    pub fn describe(&self, req: &Request) -> String {
+        match (&self.kind, req) {
+            (TargetKind::SiteHost(s), _) => format!("purge stack {} on {}", s.stack, s.server),
+            (TargetKind::Vims(v), Request::Pattern(p)) => format!("purge cdn {} host {} pattern {p:?}", v.cdn_id, v.host),
+            (TargetKind::Vims(v), Request::Stack) => format!("purge cdn {} host {} pattern \"*\"", v.cdn_id, v.host),
+        }
+    }
+
+    pub async fn purge(&self, req: &Request) -> Result<Accepted, ProviderError> {
+        match &self.kind {
+            TargetKind::SiteHost(s) => sitehost::purge(&self.http, s).await,
+            TargetKind::Vims(v) => {
+                let pattern = match req {
+                    Request::Pattern(p) => p.as_str(),
+                    Request::Stack => "*",
+                };
+                vims::purge(&self.http, v, pattern).await
+            }
+        }
+    }
+
+    pub async fn job(&self, id: &str) -> Result<JobState, ProviderError> {
+        match &self.kind {
+            TargetKind::SiteHost(s) => sitehost::job(&self.http, s, id).await,
+            TargetKind::Vims(v) => vims::task(&self.http, v, id, &self.vims).await,
+        }
+    }
+
+    /// `check --remote`: do the credentials and ids work?
+    pub async fn check(&self) -> Result<String, ProviderError> {
+        match &self.kind {
+            TargetKind::SiteHost(s) => sitehost::check(&self.http, s).await,
+            TargetKind::Vims(v) => vims::check(&self.http, v).await,
+        }
+    }
+}
+
+/// A reply, read whole (up to a limit).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub json: Option<Value>,
+    pub excerpt: String,
+    pub html: bool,
+    pub retry_after: Option<Duration>,
+}
+
+const BODY_LIMIT: usize = 256 * 1024;
+
+/// Sends a request; a network error or timeout is transient. `what` names the request.
+pub(crate) async fn send(rb: RequestBuilder, what: &str, secret: &Secret) -> Result<Reply, ProviderError> {
+    let resp = rb.send().await.map_err(|e| {
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "could not connect"
+        } else {
+            "failed"
+        };
+        ProviderError::transient(secret.scrub(&format!("{what}: {kind}: {}", error_chain(&e.without_url()))))
+    })?;
+    let status = resp.status();
+    let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let is_html_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("html"));
+    let bytes = resp.bytes().await.map_err(|e| {
+        ProviderError::transient(format!("{what}: reading the reply failed: {}", error_chain(&e.without_url())))
+    })?;
+    let body = &bytes[..bytes.len().min(BODY_LIMIT)];
+    let text = String::from_utf8_lossy(body);
+    let json = serde_json::from_slice::<Value>(body).ok();
+    let html = json.is_none() && (is_html_type || text.trim_start().starts_with('<'));
+    Ok(Reply { status, json, excerpt: secret.scrub(&excerpt(&text)), html, retry_after })
+}
+
+/// The error for a reply whose HTTP status is not a success.
+pub(crate) fn http_error(what: &str, reply: &Reply) -> ProviderError {
+    let said = provider_message(reply);
+    let message = format!("{what}: HTTP {}{said}", reply.status);
+    let s = reply.status.as_u16();
+    if s == 408 || s == 429 || reply.status.is_server_error() {
+        ProviderError::Transient { message, retry_after: reply.retry_after }
+    } else {
+        ProviderError::Permanent { message }
+    }
+}
+
+/// `: "<message>"` from a JSON reply's `msg`/`message`, or an excerpt of the body.
+pub(crate) fn provider_message(reply: &Reply) -> String {
+    let msg = reply.json.as_ref().and_then(|j| j.get("msg").or_else(|| j.get("message"))).and_then(Value::as_str);
+    match msg {
+        Some(m) => format!(": provider said {m:?}"),
+        None if reply.html => format!(": an HTML page instead of JSON ({})", reply.excerpt),
+        None if reply.excerpt.is_empty() => ": empty reply".into(),
+        None => format!(": {}", reply.excerpt),
+    }
+}
+
+/// A string or a number as text (`job_id` and `task_id` come as either).
+pub(crate) fn id_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    let collapsed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.chars().count() > 200 {
+        format!("{}…", collapsed.chars().take(200).collect::<String>())
+    } else {
+        collapsed
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at an hour.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = httpdate_parse(v)?;
+        when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO)
+    };
+    Some(d.min(Duration::from_secs(3600)))
+}
+
+fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(v).ok().or_else(|| {
+        // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
+        let parts: Vec<&str> = v.split_whitespace().collect();
+        if parts.len() != 6 {
+            return None;
+        }
+        let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+            .iter()
+            .position(|m| *m == parts[2])?
+            + 1;
+        let iso = format!("{}-{:02}-{:0>2}T{}Z", parts[3], month, parts[1], parts[4]);
+        humantime::parse_rfc3339(&iso).ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        let future = httpdate_parse("Fri, 01 Jan 2100 00:00:00 GMT").unwrap();
+        assert!(future > std::time::SystemTime::now());
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("999999"), Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn ids_are_strings_or_numbers() {
+        assert_eq!(id_text(Some(&serde_json::json!("3433562"))).as_deref(), Some("3433562"));
+        assert_eq!(id_text(Some(&serde_json::json!(42))).as_deref(), Some("42"));
+        assert_eq!(id_text(Some(&serde_json::json!(null))), None);
+    }
+}
