@@ -1,0 +1,71 @@
+//! The command line (clap derive). Usage errors exit with status 2.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "purgewatch", version, about = "Watch static-site deploy directories and purge exactly what changed from SiteHost and VIMS CDN caches")]
+pub struct Cli {
+    /// The rules file.
+    #[arg(short = 'c', long = "config", global = true, env = "PURGEWATCH_CONFIG", default_value = "/etc/purgewatch/rules.yaml", value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Log format (logs go to stderr; the level comes from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch the directories and purge what changes (the daemon).
+    Run(RunArgs),
+    /// Validate the rules file and print every error.
+    Check(CheckArgs),
+    /// Purge a target now.
+    Purge(PurgeArgs),
+    /// Show pending purges and the last purge of each target.
+    Status,
+    /// Compare each watched tree with the last purge and show what would be purged.
+    Plan,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Watch and plan as usual, but send nothing and write no state: log each purge instead.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also ask each provider whether the credentials and ids work.
+    #[arg(long)]
+    pub remote: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// The target to purge, as named in the rules file.
+    pub target: String,
+    /// Purge everything the target caches.
+    #[arg(long, conflicts_with_all = ["url", "pattern"])]
+    pub all: bool,
+    /// A URL path to purge (repeatable), like /blog/post.html.
+    #[arg(long = "url", value_name = "PATH", conflicts_with = "pattern")]
+    pub url: Vec<String>,
+    /// A regex pattern to purge (VIMS).
+    #[arg(long, value_name = "REGEX")]
+    pub pattern: Option<String>,
+    /// Wait for the provider's job or task to finish; exit 1 if it failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// Show the request, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,759 @@
+//! `daemon::run(config, options, shutdown)`: the long-running process.
+//!
+//! One task owns all state and reacts to: filesystem events, a batch falling due, a send or job
+//! finishing, SIGHUP or a save of the rules file, the watchdog tick, and `shutdown`. Sends and job
+//! polls run as their own tasks and report back. Durability comes from [`crate::state`]: a change
+//! is queued for every target of its rule in the same transaction that moves the rule's manifest
+//! forward; before that, the change is still visible as a difference between the tree and the
+//! manifest, which start-up catch-up finds after any crash.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use crate::batch::Batcher;
+use crate::config::{self, Config, LoadOptions, Rule, Target};
+use crate::deliver::{self, Failed, JobOutcome, Pacer};
+use crate::manifest::{Change, Manifest, Skip, Trust};
+use crate::plan::{self, PendingFile, Request};
+use crate::providers::{self, Accepted, Provider};
+use crate::route::{Filter, relative};
+use crate::state::{PendingRow, PurgeRecord, StateError, Store, now_ms};
+use crate::systemd;
+use crate::watch::{WatchError, WatchMsg, Watcher};
+
+/// How long a provider job is followed after a purge was accepted.
+const JOB_FOLLOW: Duration = Duration::from_secs(600);
+/// A save of the rules file is read this long after the last event (editors write in steps).
+const RELOAD_SETTLE: Duration = Duration::from_millis(300);
+/// Rules whose tree could not be fully watched are rescanned this often.
+const POLL_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Plan and log, send nothing, write no state.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("rule \"{rule}\": {}: {source}", path.display())]
+    Root { rule: String, path: PathBuf, source: std::io::Error },
+}
+
+/// A rule at run time.
+struct RuleRt {
+    rule: Rule,
+    filter: Filter,
+    /// The directory actually watched: `rule.watch` with symlinks resolved.
+    root: PathBuf,
+    root_id: (u64, u64),
+    dirty: BTreeSet<String>,
+    rescan: bool,
+    /// Not fully watched (inotify limit): rescanned every [`POLL_EVERY`].
+    poll: bool,
+}
+
+struct Sent {
+    target: String,
+    files: usize,
+    max_seq: i64,
+    first_seen_ms: i64,
+    results: Vec<(Request, String, Result<Accepted, Failed>)>,
+}
+
+struct JobDone {
+    target: String,
+    record: Option<i64>,
+    job_id: String,
+    outcome: JobOutcome,
+}
+
+struct Daemon {
+    config: Config,
+    opts: Options,
+    rules_file: PathBuf,
+    store: Option<Store>,
+    seed: Option<Store>,
+    rules: Vec<RuleRt>,
+    manifests: BTreeMap<String, Manifest>,
+    /// target → (rule, path) → row
+    pending: BTreeMap<String, BTreeMap<(String, String), PendingRow>>,
+    next_seq: i64,
+    batcher: Batcher,
+    providers: BTreeMap<String, Arc<Provider>>,
+    pacer: Arc<Pacer>,
+    http: reqwest::Client,
+    watcher: Option<Watcher>,
+    sends: JoinSet<Sent>,
+    jobs: JoinSet<JobDone>,
+    reload_at: Option<Instant>,
+}
+
+/// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
+pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let (tx, mut rx) = mpsc::channel::<WatchMsg>(4096);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| DaemonError::Watch(WatchError::Runtime(format!("cannot handle SIGHUP: {e}"))))?;
+    let mut d = Daemon::start(config, opts, tx)?;
+    let status = d.summary();
+    tracing::info!("ready: {status}");
+    systemd::ready(&status);
+
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.reset();
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = d.batcher.next_deadline();
+        let reload_at = d.reload_at;
+        let polling = d.rules.iter().any(|r| r.poll);
+        tokio::select! {
+            _ = &mut shutdown => break,
+            msg = rx.recv() => match msg {
+                Some(msg) => d.on_watch(msg),
+                None => break,
+            },
+            _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => d.fire_due(),
+            Some(res) = d.sends.join_next(), if !d.sends.is_empty() => match res {
+                Ok(sent) => d.on_sent(sent),
+                Err(e) => tracing::error!("a purge task died: {e}"),
+            },
+            Some(res) = d.jobs.join_next(), if !d.jobs.is_empty() => {
+                if let Ok(job) = res { d.on_job(job) }
+            },
+            _ = hup.recv() => d.reload("SIGHUP"),
+            _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => {
+                d.reload_at = None;
+                d.reload("the rules file changed");
+            },
+            _ = tick(&mut watchdog) => systemd::watchdog(),
+            _ = poll.tick(), if polling => d.poll(),
+        }
+    }
+    drop(rx);
+    d.stop().await;
+    Ok(())
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn root_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+fn summarize_files(files: &[PendingFile]) -> String {
+    let mut parts: Vec<String> = files.iter().take(10).map(|f| format!("{} {}", f.kind.as_str(), f.path)).collect();
+    if files.len() > 10 {
+        parts.push(format!("and {} more", files.len() - 10));
+    }
+    parts.join(", ")
+}
+
+fn urls_of(files: &[PendingFile], rules: &[Rule]) -> String {
+    let mut urls = Vec::new();
+    for f in files {
+        match rules.iter().find(|r| r.name == f.rule) {
+            Some(r) => urls.extend(plan::urls_for(r, &f.path)),
+            None => urls.push(format!("(rule {} removed) {}", f.rule, f.path)),
+        }
+        if urls.len() > 20 {
+            urls.truncate(20);
+            urls.push("…".into());
+            break;
+        }
+    }
+    urls.join(" ")
+}
+
+impl Daemon {
+    fn start(config: Config, opts: Options, tx: mpsc::Sender<WatchMsg>) -> Result<Daemon, DaemonError> {
+        let (store, seed) = if opts.dry_run {
+            let seed = Store::open_read_only(&config.state_dir).unwrap_or_else(|e| {
+                tracing::warn!("dry run: not reading the state ({e}); every rule starts from a new baseline");
+                None
+            });
+            (None, seed)
+        } else {
+            (Some(Store::open(&config.state_dir)?), None)
+        };
+        let http = providers::http_client();
+        let rules_file = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
+        let mut d = Daemon {
+            providers: BTreeMap::new(),
+            rules: Vec::new(),
+            manifests: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_seq: 1,
+            batcher: Batcher::new(),
+            pacer: Arc::new(Pacer::default()),
+            http,
+            watcher: Some(Watcher::new(tx)?),
+            sends: JoinSet::new(),
+            jobs: JoinSet::new(),
+            reload_at: None,
+            rules_file,
+            store,
+            seed,
+            opts,
+            config: config.clone(),
+        };
+        d.set_providers();
+        if let Some(dir) = d.rules_file.parent()
+            && let Some(w) = d.watcher.as_mut()
+            && let Err(e) = w.add(dir, false)
+        {
+            tracing::warn!("the rules file will not be reloaded on save (SIGHUP still works): {e}");
+        }
+        for rule in config.rules.iter().cloned() {
+            d.add_rule(rule)?;
+        }
+        // Work left over from the last run goes first.
+        let rows = match (&d.store, &d.seed) {
+            (Some(s), _) | (None, Some(s)) => s.pending()?,
+            _ => vec![],
+        };
+        for row in rows {
+            if d.config.target(&row.target).is_none() {
+                continue;
+            }
+            d.next_seq = d.next_seq.max(row.seq + 1);
+            d.pending.entry(row.target.clone()).or_default().insert((row.file.rule.clone(), row.file.path.clone()), row);
+        }
+        let now = Instant::now();
+        for (target, rows) in &d.pending {
+            if !rows.is_empty() {
+                tracing::info!(target = %target, files = rows.len(), "queued purges left from the last run");
+                d.batcher.due_now(target, now);
+            }
+        }
+        Ok(d)
+    }
+
+    fn summary(&self) -> String {
+        let files: usize = self.pending.values().map(|p| p.len()).sum();
+        format!(
+            "{} rule{}, {} target{}, {} file{} pending{}",
+            self.rules.len(),
+            if self.rules.len() == 1 { "" } else { "s" },
+            self.config.targets.len(),
+            if self.config.targets.len() == 1 { "" } else { "s" },
+            files,
+            if files == 1 { "" } else { "s" },
+            if self.opts.dry_run { " (dry run: nothing is sent)" } else { "" }
+        )
+    }
+
+    fn set_providers(&mut self) {
+        self.providers = self
+            .config
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), Arc::new(Provider::new(t, self.http.clone()))))
+            .collect();
+    }
+
+    fn target(&self, name: &str) -> Option<&Target> {
+        self.config.target(name)
+    }
+
+    /// Watches a rule's tree and brings its manifest up to date (baseline or catch-up).
+    fn add_rule(&mut self, rule: Rule) -> Result<(), DaemonError> {
+        let root = std::fs::canonicalize(&rule.watch)
+            .map_err(|source| DaemonError::Root { rule: rule.name.clone(), path: rule.watch.clone(), source })?;
+        let id = root_id(&root).map_err(|source| DaemonError::Root { rule: rule.name.clone(), path: root.clone(), source })?;
+        let mut rt = RuleRt { filter: Filter::new(&rule), root, root_id: id, dirty: BTreeSet::new(), rescan: false, poll: false, rule };
+        if let Some(w) = self.watcher.as_mut() {
+            if let Some(parent) = rt.rule.watch.parent()
+                && let Err(e) = w.add(parent, false)
+            {
+                tracing::warn!(rule = %rt.rule.name, "a replaced or re-pointed directory will not be noticed: {e}");
+            }
+            match w.add(&rt.root, true) {
+                Ok(()) => {}
+                Err(e @ WatchError::WatchLimit { .. }) => {
+                    tracing::error!(rule = %rt.rule.name, "{e}; until then the tree is rescanned every {}s", POLL_EVERY.as_secs());
+                    rt.poll = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let name = rt.rule.name.clone();
+        let watch = rt.rule.watch.display().to_string();
+        let recorded = match (&self.store, &self.seed) {
+            (Some(s), _) | (None, Some(s)) => match s.rule_root(&name)? {
+                Some(root) if root == watch => Some(s.load_manifest(&name)?),
+                _ => None,
+            },
+            _ => None,
+        };
+        self.rules.push(rt);
+        match recorded {
+            Some(manifest) => {
+                self.manifests.insert(name.clone(), manifest);
+                let i = self.rules.len() - 1;
+                self.rules[i].rescan = true;
+                let found = self.settle(i);
+                if found > 0 {
+                    tracing::info!(rule = %name, files = found, "found changes made while purgewatch was stopped");
+                }
+            }
+            None => {
+                let rt = self.rules.last().expect("just pushed");
+                let manifest = Manifest::baseline(&rt.root, &rt.filter);
+                tracing::info!(
+                    rule = %name,
+                    files = manifest.len(),
+                    "first start for this rule: took the current tree as the baseline, nothing purged (run `purgewatch purge TARGET --all` for a first purge)"
+                );
+                if let Some(s) = self.store.as_mut() {
+                    s.set_baseline(&name, &watch, &manifest)?;
+                }
+                self.manifests.insert(name, manifest);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_rule(&mut self, i: usize) {
+        let rt = self.rules.remove(i);
+        if let Some(w) = self.watcher.as_mut() {
+            w.remove(&rt.root, true);
+            if let Some(parent) = rt.rule.watch.parent() {
+                w.remove(parent, false);
+            }
+        }
+        self.manifests.remove(&rt.rule.name);
+    }
+
+    fn touch_targets(&mut self, i: usize, now: Instant) {
+        for t in self.rules[i].rule.targets.clone() {
+            if let Some(target) = self.target(&t) {
+                let (d, m) = (target.debounce, target.max_delay);
+                self.batcher.touch(&t, d, m, now);
+            }
+        }
+    }
+
+    fn on_watch(&mut self, msg: WatchMsg) {
+        match msg {
+            WatchMsg::Paths(paths) => {
+                let now = Instant::now();
+                for path in paths {
+                    self.on_path(&path, now);
+                }
+            }
+            WatchMsg::Rescan => {
+                tracing::warn!("the kernel event queue overflowed: rescanning every tree against its manifest");
+                let now = Instant::now();
+                for i in 0..self.rules.len() {
+                    self.rules[i].rescan = true;
+                    self.touch_targets(i, now);
+                }
+            }
+            WatchMsg::Error(e @ WatchError::WatchLimit { .. }) => {
+                tracing::error!("{e}; the affected trees are rescanned every {}s until then", POLL_EVERY.as_secs());
+                for r in &mut self.rules {
+                    r.poll = true;
+                }
+            }
+            WatchMsg::Error(e) => tracing::error!("{e}"),
+        }
+    }
+
+    fn on_path(&mut self, path: &Path, now: Instant) {
+        if path == self.rules_file {
+            self.reload_at = Some(now + RELOAD_SETTLE);
+        }
+        for i in 0..self.rules.len() {
+            if path == self.rules[i].rule.watch {
+                self.reattach(i, now);
+                continue;
+            }
+            let r = &self.rules[i];
+            let Some(rel) = relative(&r.root, path) else { continue };
+            let keep = r.filter.verdict(&rel).is_keep()
+                || r.dirty.contains(&rel)
+                || self.manifests.get(&r.rule.name).is_some_and(|m| m.get(&rel).is_some() || m.under(&rel).next().is_some())
+                || (path.is_dir() && !r.filter.excludes_dir(&rel));
+            if keep {
+                tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
+                self.rules[i].dirty.insert(rel);
+                self.touch_targets(i, now);
+            }
+        }
+    }
+
+    /// The watched path was replaced or re-pointed: watch the new tree and compare all of it.
+    fn reattach(&mut self, i: usize, now: Instant) {
+        let r = &self.rules[i];
+        let Ok(new_root) = std::fs::canonicalize(&r.rule.watch) else {
+            // Mid-swap: the new tree is not in place yet; its arrival is another event.
+            return;
+        };
+        let Ok(id) = root_id(&new_root) else { return };
+        if new_root == r.root && id == r.root_id {
+            return;
+        }
+        let old_root = r.root.clone();
+        if let Some(w) = self.watcher.as_mut() {
+            let res = if new_root == old_root {
+                w.refresh(&new_root)
+            } else {
+                w.remove(&old_root, true);
+                w.add(&new_root, true)
+            };
+            if let Err(e) = res {
+                tracing::error!(rule = %self.rules[i].rule.name, "{e}");
+                self.rules[i].poll = true;
+            }
+        }
+        tracing::info!(
+            rule = %self.rules[i].rule.name,
+            "{} now resolves to {}: comparing the new tree with the last purge",
+            self.rules[i].rule.watch.display(),
+            new_root.display()
+        );
+        let r = &mut self.rules[i];
+        r.root = new_root;
+        r.root_id = id;
+        r.rescan = true;
+        self.touch_targets(i, now);
+    }
+
+    fn poll(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.rules.len() {
+            if self.rules[i].poll {
+                self.rules[i].rescan = true;
+                self.touch_targets(i, now);
+            }
+        }
+    }
+
+    fn fire_due(&mut self) {
+        let due = self.batcher.take_due(Instant::now());
+        for target in due {
+            self.settle_for(&target);
+            self.start_send(&target);
+        }
+    }
+
+    fn settle_for(&mut self, target: &str) {
+        for i in 0..self.rules.len() {
+            let r = &self.rules[i];
+            if r.rule.targets.iter().any(|t| t == target) && (r.rescan || !r.dirty.is_empty()) {
+                self.settle(i);
+            }
+        }
+    }
+
+    /// Compares rule `i`'s dirty paths (or its whole tree) with the manifest and queues what
+    /// changed for each of its targets. Returns the number of changed files.
+    fn settle(&mut self, i: usize) -> usize {
+        let r = &mut self.rules[i];
+        if !r.root.is_dir() {
+            tracing::warn!(rule = %r.rule.name, "{} is not there right now; waiting for it to come back", r.root.display());
+            return 0;
+        }
+        let name = r.rule.name.clone();
+        let manifest = self.manifests.entry(name.clone()).or_default();
+        let (candidates, trust) = if r.rescan {
+            (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
+        } else {
+            (manifest.expand(&r.root, &r.dirty, &r.filter), Trust::Content)
+        };
+        r.dirty.clear();
+        r.rescan = false;
+        let diff = manifest.diff(&r.root, &candidates, &r.filter, trust);
+        for (path, skip) in &diff.skipped {
+            if let Skip::Unreadable(_) = skip {
+                tracing::warn!(rule = %name, path = %path, "skipped: {}", skip.describe());
+            } else if self.opts.dry_run {
+                tracing::info!(rule = %name, path = %path, "dry-run: skip: {}", skip.describe());
+            } else {
+                tracing::debug!(rule = %name, path = %path, "skip: {}", skip.describe());
+            }
+        }
+        if diff.updates.is_empty() {
+            return 0;
+        }
+        let files: Vec<PendingFile> = diff
+            .changes
+            .iter()
+            .map(|Change { path, kind }| PendingFile { rule: name.clone(), path: path.clone(), kind: *kind })
+            .collect();
+        let targets: Vec<String> = r.rule.targets.clone();
+        let now = now_ms();
+        let rows = match self.store.as_mut().map(|s| s.commit_changes(&name, &diff.updates, &targets, &files, now)) {
+            Some(Ok(rows)) => {
+                self.next_seq = self.next_seq.max(rows.iter().map(|r| r.seq + 1).max().unwrap_or(0));
+                rows
+            }
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::error!(rule = %name, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}");
+                }
+                let mut rows = Vec::new();
+                for t in &targets {
+                    for f in &files {
+                        let first = self.pending.get(t).and_then(|p| p.get(&(f.rule.clone(), f.path.clone()))).map(|r| r.first_seen_ms);
+                        rows.push(PendingRow { target: t.clone(), file: f.clone(), first_seen_ms: first.unwrap_or(now), seq: self.next_seq });
+                        self.next_seq += 1;
+                    }
+                }
+                rows
+            }
+        };
+        manifest.apply(&diff.updates);
+        let n = files.len();
+        let touched: BTreeSet<String> = rows.iter().map(|r| r.target.clone()).collect();
+        for row in rows {
+            self.pending.entry(row.target.clone()).or_default().insert((row.file.rule.clone(), row.file.path.clone()), row);
+        }
+        // A target whose own timer is not running yet (a rescan, a catch-up) gets one now.
+        let now = Instant::now();
+        for t in touched {
+            if self.batcher.first_change(&t).is_none()
+                && !self.batcher.is_busy(&t)
+                && let Some(target) = self.config.target(&t)
+            {
+                let (d, m) = (target.debounce, target.max_delay);
+                self.batcher.touch(&t, d, m, now);
+            }
+        }
+        n
+    }
+
+    fn start_send(&mut self, target: &str) {
+        let Some(rows) = self.pending.get(target).filter(|p| !p.is_empty()) else { return };
+        let Some(t) = self.config.target(target).cloned() else { return };
+        let Some(provider) = self.providers.get(target).cloned() else { return };
+        let files: Vec<PendingFile> = rows.values().map(|r| r.file.clone()).collect();
+        let max_seq = rows.values().map(|r| r.seq).max().unwrap_or(0);
+        let first_seen_ms = rows.values().map(|r| r.first_seen_ms).min().unwrap_or_else(now_ms);
+        let requests = plan::plan(&t, &files, &self.config.rules, &self.manifests);
+        let why = summarize_files(&files);
+        let urls = urls_of(&files, &self.config.rules);
+        if self.opts.dry_run {
+            for req in &requests {
+                tracing::info!(target = %target, files = files.len(), request = %provider.describe(req), urls = %urls, why = %why, "dry-run: would purge");
+            }
+            self.pending.remove(target);
+            return;
+        }
+        tracing::debug!(target = %target, files = files.len(), why = %why, "sending purge");
+        self.batcher.set_busy(target, true);
+        let pacer = self.pacer.clone();
+        let name = target.to_string();
+        let n = files.len();
+        self.sends.spawn(async move {
+            let mut results = Vec::new();
+            for req in requests {
+                let desc = provider.describe(&req);
+                let res = deliver::send(&provider, &pacer, &t.retry, t.rate_limit, &req).await;
+                results.push((req, desc, res));
+            }
+            Sent { target: name, files: n, max_seq, first_seen_ms, results }
+        });
+    }
+
+    fn on_sent(&mut self, sent: Sent) {
+        self.batcher.set_busy(&sent.target, false);
+        let latency = Duration::from_millis((now_ms() - sent.first_seen_ms).max(0) as u64);
+        for (_req, desc, res) in &sent.results {
+            let mut rec = PurgeRecord {
+                target: sent.target.clone(),
+                at_ms: now_ms(),
+                files: sent.files as i64,
+                request: desc.clone(),
+                ..Default::default()
+            };
+            match res {
+                Ok(acc) => {
+                    tracing::info!(
+                        target = %sent.target,
+                        files = sent.files,
+                        request = %desc,
+                        job = %acc.job_id.as_deref().unwrap_or("-"),
+                        since_first_change = %humantime::format_duration(Duration::from_millis(latency.as_millis() as u64)),
+                        "purged"
+                    );
+                    rec.result = "accepted".into();
+                    rec.job_id = acc.job_id.clone();
+                    rec.message = Some(acc.message.clone());
+                }
+                Err(f) => {
+                    tracing::error!(target = %sent.target, files = sent.files, request = %desc, "purge failed for good, dropping it: {f}");
+                    rec.result = "failed".into();
+                    rec.message = Some(f.to_string());
+                }
+            }
+            let id = self.store.as_mut().and_then(|s| s.record_purge(&rec).map_err(|e| tracing::warn!("could not record the purge: {e}")).ok());
+            if let (Ok(acc), Some(provider), Some(t)) = (res, self.providers.get(&sent.target), self.config.target(&sent.target))
+                && let Some(job_id) = acc.job_id.clone()
+            {
+                let (provider, pacer, rate, target) = (provider.clone(), self.pacer.clone(), t.rate_limit, sent.target.clone());
+                self.jobs.spawn(async move {
+                    let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
+                    JobDone { target, record: id, job_id, outcome }
+                });
+            }
+        }
+        if let Some(s) = self.store.as_mut()
+            && let Err(e) = s.clear_pending(&sent.target, sent.max_seq)
+        {
+            tracing::error!(target = %sent.target, "could not clear sent purges from the state directory (they will be sent again after a restart): {e}");
+        }
+        if let Some(p) = self.pending.get_mut(&sent.target) {
+            p.retain(|_, r| r.seq > sent.max_seq);
+            if !p.is_empty() && self.batcher.first_change(&sent.target).is_none() {
+                let now = Instant::now();
+                if let Some(t) = self.config.target(&sent.target) {
+                    let (d, m) = (t.debounce, t.max_delay);
+                    self.batcher.touch(&sent.target, d, m, now);
+                }
+            }
+        }
+        systemd::status(&self.summary());
+    }
+
+    fn on_job(&mut self, job: JobDone) {
+        match &job.outcome {
+            JobOutcome::Done(s) => tracing::info!(target = %job.target, job = %job.job_id, state = %s, "provider finished the purge"),
+            JobOutcome::Failed(s) => tracing::error!(target = %job.target, job = %job.job_id, state = %s, "the provider's purge job failed"),
+            JobOutcome::Unknown(s) => tracing::warn!(target = %job.target, job = %job.job_id, "could not learn how the purge job ended: {s}"),
+        }
+        if let (Some(s), Some(id)) = (self.store.as_mut(), job.record) {
+            let state = match &job.outcome {
+                JobOutcome::Done(s) | JobOutcome::Failed(s) => s.split(':').next().unwrap_or(s).trim().to_string(),
+                JobOutcome::Unknown(_) => "unknown".into(),
+            };
+            if let Err(e) = s.update_job(id, &state, Some(job.outcome.state())) {
+                tracing::warn!("could not record the job result: {e}");
+            }
+        }
+    }
+
+    fn reload(&mut self, why: &str) {
+        let loaded = match config::load(&self.config.source, LoadOptions { dry_run: self.opts.dry_run }) {
+            Ok(l) => l,
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!("reload ({why}) failed, the current rules stay in force: {line}");
+                }
+                systemd::status("reload failed: the current rules stay in force");
+                return;
+            }
+        };
+        systemd::reloading();
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let new = loaded.config;
+        if new.state_dir != self.config.state_dir {
+            tracing::warn!("state_dir changes take effect at the next start");
+        }
+        // Rules that are gone, or that now watch another directory, are dropped; a rule that
+        // keeps its directory keeps its watch, manifest and dirty paths.
+        let mut i = 0;
+        while i < self.rules.len() {
+            let keep = new.rule(&self.rules[i].rule.name).is_some_and(|r| r.watch == self.rules[i].rule.watch);
+            if keep {
+                i += 1;
+            } else {
+                self.remove_rule(i);
+            }
+        }
+        self.config = Config { state_dir: self.config.state_dir.clone(), ..new.clone() };
+        self.set_providers();
+        for t in self.pending.keys().cloned().collect::<Vec<_>>() {
+            if self.config.target(&t).is_none() {
+                tracing::warn!(target = %t, "target removed: its pending purges are kept in the state directory but not sent");
+                self.pending.remove(&t);
+                self.batcher.forget(&t);
+            }
+        }
+        for rule in new.rules {
+            match self.rules.iter_mut().find(|r| r.rule.name == rule.name) {
+                Some(rt) => {
+                    rt.filter = Filter::new(&rule);
+                    rt.rule = rule;
+                }
+                None => {
+                    let name = rule.name.clone();
+                    if let Err(e) = self.add_rule(rule) {
+                        tracing::error!(rule = %name, "could not start watching: {e}");
+                    }
+                }
+            }
+        }
+        let status = self.summary();
+        tracing::info!("reloaded {}: {status}", self.config.source.display());
+        systemd::ready(&status);
+    }
+
+    /// Stops watching, sends everything pending (bounded by `shutdown_timeout`), and returns.
+    async fn stop(&mut self) {
+        systemd::stopping();
+        self.watcher = None;
+        tracing::info!("stopping: sending pending purges");
+        for i in 0..self.rules.len() {
+            if self.rules[i].rescan || !self.rules[i].dirty.is_empty() {
+                self.settle(i);
+            }
+        }
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        loop {
+            for t in self.batcher.take_all() {
+                self.start_send(&t);
+            }
+            let idle: Vec<String> =
+                self.pending.iter().filter(|(t, p)| !p.is_empty() && !self.batcher.is_busy(t)).map(|(t, _)| t.clone()).collect();
+            for t in idle {
+                self.start_send(&t);
+            }
+            if self.sends.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(res) = self.sends.join_next() => if let Ok(sent) = res { self.on_sent(sent) },
+                _ = sleep_until(deadline) => {
+                    let left: usize = self.pending.values().map(|p| p.len()).sum();
+                    tracing::warn!(
+                        files = left,
+                        "shutdown timeout ({}) reached: what is still pending is kept in the state directory and sent at the next start",
+                        humantime::format_duration(self.config.shutdown_timeout)
+                    );
+                    self.sends.abort_all();
+                    break;
+                }
+            }
+        }
+        self.jobs.abort_all();
+        tracing::info!("stopped");
+    }
+}

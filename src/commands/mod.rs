@@ -1,0 +1,96 @@
+//! What each subcommand does. [`run`] dispatches and maps errors to exit statuses:
+//! 0 success, 1 a runtime failure, 2 a usage or rules-file error.
+
+mod check;
+mod plan;
+mod purge;
+mod status;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, ConfigError, LoadOptions, Loaded};
+use crate::daemon::{self, DaemonError};
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CommandError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CommandError::Config(_) | CommandError::Usage(_) => ExitCode::from(2),
+            _ => ExitCode::from(1),
+        }
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
+    crate::logging::init(cli.log_format);
+    match &cli.command {
+        Command::Run(args) => run_daemon(&cli, args.dry_run),
+        Command::Check(args) => check::run(&cli, args),
+        Command::Purge(args) => purge::run(&cli, args),
+        Command::Status => status::run(&cli),
+        Command::Plan => plan::run(&cli),
+    }
+}
+
+/// Loads the rules; warnings are logged.
+fn load(cli: &Cli, dry_run: bool) -> Result<Loaded, CommandError> {
+    let loaded = config::load(&cli.config, LoadOptions { dry_run })?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(loaded)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::Failed(format!("cannot start the async runtime: {e}")))
+}
+
+fn run_daemon(cli: &Cli, dry_run: bool) -> Result<ExitCode, CommandError> {
+    let loaded = load(cli, dry_run)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| CommandError::Failed(format!("cannot handle SIGTERM: {e}")))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| CommandError::Failed(format!("cannot handle SIGINT: {e}")))?;
+        let shutdown = async move {
+            let which = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!("{which} received");
+        };
+        daemon::run(loaded.config, daemon::Options { dry_run }, shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `12s`, `5m`, `3h`: a short age for people.
+pub(crate) fn age(ms: i64) -> String {
+    let secs = (ms.max(0) / 1000) as u64;
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}

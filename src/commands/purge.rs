@@ -1,0 +1,130 @@
+//! `purgewatch purge TARGET [--all | --url PATH... | --pattern REGEX] [--wait] [--dry-run]`:
+//! a manual purge through the same planner, delivery and retries as the daemon.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{CommandError, load, runtime};
+use crate::cli::{Cli, PurgeArgs};
+use crate::config::TargetKind;
+use crate::deliver::{self, JobOutcome, Pacer};
+use crate::plan::{self, Item, Request};
+use crate::providers::{Provider, http_client};
+use crate::state::{PurgeRecord, Store, now_ms};
+
+/// How long `--wait` follows a job.
+const WAIT_LIMIT: Duration = Duration::from_secs(900);
+
+pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
+    let config = load(cli, args.dry_run)?.config;
+    let Some(target) = config.target(&args.target).cloned() else {
+        let hint = crate::config::did_you_mean(&args.target, config.targets.iter().map(|t| t.name.as_str()));
+        let known: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+        return Err(CommandError::Usage(format!(
+            "unknown target \"{}\"{hint}; the rules file defines: {}",
+            args.target,
+            known.join(", ")
+        )));
+    };
+    let requests = match &target.kind {
+        TargetKind::SiteHost(_) => {
+            if !args.url.is_empty() || args.pattern.is_some() {
+                tracing::warn!(target = %target.name, "a SiteHost target purges its whole stack; --url and --pattern only say why");
+            }
+            vec![Request::Stack]
+        }
+        TargetKind::Vims(v) => {
+            if args.all {
+                vec![Request::Pattern("*".into())]
+            } else if let Some(p) = &args.pattern {
+                if p != "*" {
+                    regex::Regex::new(p).map_err(|e| CommandError::Usage(format!("--pattern {p:?} is not a valid regex: {e}")))?;
+                }
+                vec![Request::Pattern(p.clone())]
+            } else if !args.url.is_empty() {
+                let items: BTreeSet<Item> = args
+                    .url
+                    .iter()
+                    .map(|u| if u.starts_with('/') { u.clone() } else { format!("/{u}") })
+                    .map(Item::Url)
+                    .collect();
+                plan::patterns(&items, v.patterns.max_bytes).into_iter().map(Request::Pattern).collect()
+            } else {
+                return Err(CommandError::Usage(format!(
+                    "say what to purge from \"{}\": --all, --url PATH (repeatable) or --pattern REGEX",
+                    target.name
+                )));
+            }
+        }
+    };
+    let http = http_client();
+    let provider = Provider::new(&target, http);
+    if args.dry_run {
+        for req in &requests {
+            println!("dry-run: would send to \"{}\": {}", target.name, provider.describe(req));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = runtime()?;
+    let pacer = Pacer::default();
+    let mut store = match Store::open(&config.state_dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("the purge is not recorded in the state directory: {e}");
+            None
+        }
+    };
+    let mut failed = false;
+    for req in &requests {
+        let desc = provider.describe(req);
+        let res = rt.block_on(deliver::send(&provider, &pacer, &target.retry, target.rate_limit, req));
+        let mut rec = PurgeRecord { target: target.name.clone(), at_ms: now_ms(), request: desc.clone(), ..Default::default() };
+        let accepted = match res {
+            Ok(acc) => {
+                println!("purged \"{}\": {desc} (job {})", target.name, acc.job_id.as_deref().unwrap_or("-"));
+                rec.result = "accepted".into();
+                rec.job_id = acc.job_id.clone();
+                rec.message = Some(acc.message.clone());
+                Some(acc)
+            }
+            Err(f) => {
+                eprintln!("target \"{}\": purge failed: {f}", target.name);
+                rec.result = "failed".into();
+                rec.message = Some(f.to_string());
+                failed = true;
+                None
+            }
+        };
+        let id = store.as_mut().and_then(|s| s.record_purge(&rec).ok());
+        let Some(acc) = accepted.filter(|_| args.wait) else { continue };
+        let Some(job) = acc.job_id else {
+            println!("the provider gave no job id to wait for");
+            continue;
+        };
+        let outcome = rt.block_on(deliver::follow_job(&provider, &pacer, target.rate_limit, &job, WAIT_LIMIT));
+        let state = match &outcome {
+            JobOutcome::Done(s) => {
+                println!("job {job} finished: {s}");
+                s.clone()
+            }
+            JobOutcome::Failed(s) => {
+                eprintln!("target \"{}\": job {job} failed: {s}", target.name);
+                failed = true;
+                s.clone()
+            }
+            JobOutcome::Unknown(s) => {
+                eprintln!("target \"{}\": could not confirm job {job}: {s}", target.name);
+                failed = true;
+                "unknown".into()
+            }
+        };
+        if let (Some(s), Some(id)) = (store.as_mut(), id) {
+            let _ = s.update_job(id, state.split(':').next().unwrap_or(&state).trim(), Some(outcome.state()));
+        }
+    }
+    if failed {
+        return Err(CommandError::Failed(format!("purge of \"{}\" failed", target.name)));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,58 @@
+//! `purgewatch status`: pending purges and the last purge per target, from the state directory.
+//! Reads only, so it works while the daemon runs.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use super::{CommandError, age, load};
+use crate::cli::Cli;
+use crate::state::{Store, now_ms};
+
+pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
+    let config = load(cli, true)?.config;
+    let Some(store) = Store::open_read_only(&config.state_dir)? else {
+        println!("no state yet in {} (the daemon has not run with these rules)", config.state_dir.display());
+        for t in &config.targets {
+            println!("target \"{}\" ({}): nothing pending, never purged", t.name, t.kind.type_name());
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!("state: {}", store.path().display());
+    let now = now_ms();
+    let mut pending: BTreeMap<String, (usize, i64)> = BTreeMap::new();
+    for row in store.pending()? {
+        let e = pending.entry(row.target).or_insert((0, i64::MAX));
+        e.0 += 1;
+        e.1 = e.1.min(row.first_seen_ms);
+    }
+    let last = store.last_purges()?;
+    let mut names: Vec<(String, String)> = config.targets.iter().map(|t| (t.name.clone(), t.kind.type_name().to_string())).collect();
+    for extra in pending.keys().chain(last.keys()) {
+        if !names.iter().any(|(n, _)| n == extra) {
+            names.push((extra.clone(), "not in the rules file".into()));
+        }
+    }
+    for (name, kind) in names {
+        println!("target \"{name}\" ({kind})");
+        match pending.get(&name) {
+            Some((n, oldest)) => println!("  pending: {n} file{}, oldest {} ago", if *n == 1 { "" } else { "s" }, age(now - oldest)),
+            None => println!("  pending: none"),
+        }
+        match last.get(&name) {
+            Some(p) => {
+                let job = match (&p.job_id, &p.job_state) {
+                    (Some(id), Some(state)) => format!(", job {id}: {state}"),
+                    (Some(id), None) => format!(", job {id}"),
+                    _ => String::new(),
+                };
+                let msg = match (&p.result[..], &p.message) {
+                    ("failed", Some(m)) => format!(": {m}"),
+                    _ => String::new(),
+                };
+                println!("  last purge: {} ago, {} files, {}: {}{job}{msg}", age(now - p.at_ms), p.files, p.request, p.result);
+            }
+            None => println!("  last purge: never"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,247 @@
+//! Helpers shared by the integration tests: a site in a temp directory, the real binary started
+//! on it, and waiting for conditions with generous deadlines (never fixed sleeps).
+
+#![allow(dead_code)]
+
+pub mod fake;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use fake::{Fake, Recorded, Route};
+#[allow(unused_imports)]
+pub use fake::Reply;
+
+/// How long any condition may take before a test fails. Generous: CI shares 2 cores.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_purgewatch")
+}
+
+/// Polls `cond` every 25 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A temp directory with `public/` (the watched site), `state/` and a rules file.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub rules: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("public");
+        std::fs::create_dir_all(&root).unwrap();
+        Site { rules: dir.path().join("rules.yaml"), state: dir.path().join("state"), root, dir }
+    }
+
+    /// Writes `rel` under the site root, creating directories.
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write_rules(&self, yaml: &str) {
+        std::fs::write(&self.rules, yaml).unwrap();
+    }
+
+    /// Rules with one SiteHost and one VIMS target on `fake`, and one rule watching `public`.
+    pub fn rules_for(&self, fake: &Fake, debounce: &str, extra_rule: &str) -> String {
+        format!(
+            r#"state_dir: {state}
+defaults:
+  debounce: {debounce}
+  max_delay: 30s
+  retry_backoff: 200ms
+  retry_backoff_max: 1s
+targets:
+  www:
+    type: sitehost
+    api_url: {sh}
+    api_key: ${{PW_TEST_SITEHOST_KEY}}
+    client_id: 12345
+    server: ch-server1
+    stack: mystack
+  cdn:
+    type: vims
+    api_url: {vims}
+    token: sk_live_testtoken
+    cdn_id: 7
+    host: all
+rules:
+  - name: site
+    watch: public
+    targets: [www, cdn]
+{extra_rule}"#,
+            state = self.state.display(),
+            sh = fake.sitehost_url(),
+            vims = fake.vims_url(),
+        )
+    }
+
+    /// Starts `purgewatch ARGS -c rules.yaml` with the test environment.
+    pub fn start(&self, args: &[&str]) -> Daemon {
+        self.start_with(args, &[])
+    }
+
+    pub fn start_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("-c")
+            .arg(&self.rules)
+            .env("PW_TEST_SITEHOST_KEY", "sh-secret-key-123")
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon::spawn(cmd)
+    }
+
+    /// Runs a command to completion: (status, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("-c")
+            .arg(&self.rules)
+            .env("PW_TEST_SITEHOST_KEY", "sh-secret-key-123")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// The real binary, running; its output is collected line by line.
+pub struct Daemon {
+    pub child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        let mut child = cmd.spawn().expect("start purgewatch");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        Daemon { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn lines_containing(&self, needle: &str) -> Vec<String> {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
+    /// Waits until `n` lines contain `needle`; panics with the log when they do not.
+    pub fn wait_for_lines(&self, needle: &str, n: usize) {
+        if !wait_until(DEADLINE, || self.lines_containing(needle).len() >= n) {
+            panic!("no {n} lines with {needle:?} within {DEADLINE:?}; log:\n{}", self.log());
+        }
+    }
+
+    pub fn wait_for(&self, needle: &str) {
+        self.wait_for_lines(needle, 1)
+    }
+
+    pub fn wait_ready(&self) {
+        self.wait_for("ready");
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap().success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit and returns its status code.
+    pub fn wait_exit(&mut self) -> i32 {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(50));
+                return st.code().unwrap_or(-1);
+            }
+            if Instant::now() > end {
+                panic!("purgewatch did not exit within {DEADLINE:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `fake` has received `n` requests to `route`; panics with `daemon`'s log otherwise.
+pub fn wait_requests(fake: &Fake, route: Route, n: usize, daemon: &Daemon) -> Vec<Recorded> {
+    if !wait_until(DEADLINE, || fake.requests_to(route).len() >= n) {
+        panic!(
+            "expected {n} {route:?} requests, got {}; log:\n{}",
+            fake.requests_to(route).len(),
+            daemon.log()
+        );
+    }
+    fake.requests_to(route)
+}
+
+/// True when `pattern` (a VIMS regex, or `*`) matches `url`.
+pub fn pattern_matches(pattern: &str, url: &str) -> bool {
+    pattern == "*" || regex::Regex::new(pattern).unwrap().is_match(url)
+}
+
+pub fn touch_rel(root: &Path, rel: &str) {
+    let f = std::fs::File::options().write(true).open(root.join(rel)).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+}
