@@ -44,14 +44,30 @@ impl Batcher {
                 w.max_delay = max_delay;
             }
             None => {
-                self.windows.insert(target.to_string(), Window { first: now, last: now, debounce, max_delay });
+                self.windows.insert(
+                    target.to_string(),
+                    Window {
+                        first: now,
+                        last: now,
+                        debounce,
+                        max_delay,
+                    },
+                );
             }
         }
     }
 
     /// Makes `target` due at once (work left from a previous run, or shutdown).
     pub fn due_now(&mut self, target: &str, now: Instant) {
-        self.windows.insert(target.to_string(), Window { first: now, last: now, debounce: Duration::ZERO, max_delay: Duration::ZERO });
+        self.windows.insert(
+            target.to_string(),
+            Window {
+                first: now,
+                last: now,
+                debounce: Duration::ZERO,
+                max_delay: Duration::ZERO,
+            },
+        );
     }
 
     pub fn set_busy(&mut self, target: &str, busy: bool) {
@@ -64,7 +80,11 @@ impl Batcher {
 
     /// When the next batch of a target that is not busy is due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.windows.iter().filter(|(t, _)| !self.is_busy(t)).map(|(_, w)| w.deadline()).min()
+        self.windows
+            .iter()
+            .filter(|(t, _)| !self.is_busy(t))
+            .map(|(_, w)| w.deadline())
+            .min()
     }
 
     /// The targets whose batch is due at `now` (and not busy); their windows are closed.
@@ -171,7 +191,11 @@ mod tests {
         b.set_busy("cdn", false);
         let (due, at) = next(&mut b).await;
         assert_eq!(due, vec!["cdn"]);
-        assert_eq!(at - start, Duration::from_secs(11), "due already: fires as soon as not busy");
+        assert_eq!(
+            at - start,
+            Duration::from_secs(11),
+            "due already: fires as soon as not busy"
+        );
         assert!(b.next_deadline().is_none(), "one batch, not one per change");
     }
 

@@ -7,10 +7,21 @@ use clap::{Args, Parser, Subcommand};
 use crate::logging::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "purgewatch", version, about = "Watch static-site deploy directories and purge exactly what changed from SiteHost and VIMS CDN caches")]
+#[command(
+    name = "purgewatch",
+    version,
+    about = "Watch static-site deploy directories and purge exactly what changed from SiteHost and VIMS CDN caches"
+)]
 pub struct Cli {
     /// The rules file.
-    #[arg(short = 'c', long = "config", global = true, env = "PURGEWATCH_CONFIG", default_value = "/etc/purgewatch/rules.yaml", value_name = "FILE")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        env = "PURGEWATCH_CONFIG",
+        default_value = "/etc/purgewatch/rules.yaml",
+        value_name = "FILE"
+    )]
     pub config: PathBuf,
 
     /// Log format (logs go to stderr; the level comes from RUST_LOG, default info).

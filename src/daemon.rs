@@ -48,7 +48,11 @@ pub enum DaemonError {
     #[error(transparent)]
     Watch(#[from] WatchError),
     #[error("rule \"{rule}\": {}: {source}", path.display())]
-    Root { rule: String, path: PathBuf, source: std::io::Error },
+    Root {
+        rule: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A rule at run time.
@@ -166,7 +170,11 @@ fn root_id(path: &Path) -> std::io::Result<(u64, u64)> {
 }
 
 fn summarize_files(files: &[PendingFile]) -> String {
-    let mut parts: Vec<String> = files.iter().take(10).map(|f| format!("{} {}", f.kind.as_str(), f.path)).collect();
+    let mut parts: Vec<String> = files
+        .iter()
+        .take(10)
+        .map(|f| format!("{} {}", f.kind.as_str(), f.path))
+        .collect();
     if files.len() > 10 {
         parts.push(format!("and {} more", files.len() - 10));
     }
@@ -241,7 +249,10 @@ impl Daemon {
                 continue;
             }
             d.next_seq = d.next_seq.max(row.seq + 1);
-            d.pending.entry(row.target.clone()).or_default().insert((row.file.rule.clone(), row.file.path.clone()), row);
+            d.pending
+                .entry(row.target.clone())
+                .or_default()
+                .insert((row.file.rule.clone(), row.file.path.clone()), row);
         }
         let now = Instant::now();
         for (target, rows) in &d.pending {
@@ -263,7 +274,11 @@ impl Daemon {
             if self.config.targets.len() == 1 { "" } else { "s" },
             files,
             if files == 1 { "" } else { "s" },
-            if self.opts.dry_run { " (dry run: nothing is sent)" } else { "" }
+            if self.opts.dry_run {
+                " (dry run: nothing is sent)"
+            } else {
+                ""
+            }
         )
     }
 
@@ -282,10 +297,25 @@ impl Daemon {
 
     /// Watches a rule's tree and brings its manifest up to date (baseline or catch-up).
     fn add_rule(&mut self, rule: Rule) -> Result<(), DaemonError> {
-        let root = std::fs::canonicalize(&rule.watch)
-            .map_err(|source| DaemonError::Root { rule: rule.name.clone(), path: rule.watch.clone(), source })?;
-        let id = root_id(&root).map_err(|source| DaemonError::Root { rule: rule.name.clone(), path: root.clone(), source })?;
-        let mut rt = RuleRt { filter: Filter::new(&rule), root, root_id: id, dirty: BTreeSet::new(), rescan: false, poll: false, rule };
+        let root = std::fs::canonicalize(&rule.watch).map_err(|source| DaemonError::Root {
+            rule: rule.name.clone(),
+            path: rule.watch.clone(),
+            source,
+        })?;
+        let id = root_id(&root).map_err(|source| DaemonError::Root {
+            rule: rule.name.clone(),
+            path: root.clone(),
+            source,
+        })?;
+        let mut rt = RuleRt {
+            filter: Filter::new(&rule),
+            root,
+            root_id: id,
+            dirty: BTreeSet::new(),
+            rescan: false,
+            poll: false,
+            rule,
+        };
         if let Some(w) = self.watcher.as_mut() {
             if let Some(parent) = rt.rule.watch.parent()
                 && let Err(e) = w.add(parent, false)
@@ -375,7 +405,10 @@ impl Daemon {
                 }
             }
             WatchMsg::Error(e @ WatchError::WatchLimit { .. }) => {
-                tracing::error!("{e}; the affected trees are rescanned every {}s until then", POLL_EVERY.as_secs());
+                tracing::error!(
+                    "{e}; the affected trees are rescanned every {}s until then",
+                    POLL_EVERY.as_secs()
+                );
                 for r in &mut self.rules {
                     r.poll = true;
                 }
@@ -397,7 +430,10 @@ impl Daemon {
             let Some(rel) = relative(&r.root, path) else { continue };
             let keep = r.filter.verdict(&rel).is_keep()
                 || r.dirty.contains(&rel)
-                || self.manifests.get(&r.rule.name).is_some_and(|m| m.get(&rel).is_some() || m.under(&rel).next().is_some())
+                || self
+                    .manifests
+                    .get(&r.rule.name)
+                    .is_some_and(|m| m.get(&rel).is_some() || m.under(&rel).next().is_some())
                 || (path.is_dir() && !r.filter.excludes_dir(&rel));
             if keep {
                 tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
@@ -504,11 +540,19 @@ impl Daemon {
         let files: Vec<PendingFile> = diff
             .changes
             .iter()
-            .map(|Change { path, kind }| PendingFile { rule: name.clone(), path: path.clone(), kind: *kind })
+            .map(|Change { path, kind }| PendingFile {
+                rule: name.clone(),
+                path: path.clone(),
+                kind: *kind,
+            })
             .collect();
         let targets: Vec<String> = r.rule.targets.clone();
         let now = now_ms();
-        let rows = match self.store.as_mut().map(|s| s.commit_changes(&name, &diff.updates, &targets, &files, now)) {
+        let rows = match self
+            .store
+            .as_mut()
+            .map(|s| s.commit_changes(&name, &diff.updates, &targets, &files, now))
+        {
             Some(Ok(rows)) => {
                 self.next_seq = self.next_seq.max(rows.iter().map(|r| r.seq + 1).max().unwrap_or(0));
                 rows
@@ -520,8 +564,17 @@ impl Daemon {
                 let mut rows = Vec::new();
                 for t in &targets {
                     for f in &files {
-                        let first = self.pending.get(t).and_then(|p| p.get(&(f.rule.clone(), f.path.clone()))).map(|r| r.first_seen_ms);
-                        rows.push(PendingRow { target: t.clone(), file: f.clone(), first_seen_ms: first.unwrap_or(now), seq: self.next_seq });
+                        let first = self
+                            .pending
+                            .get(t)
+                            .and_then(|p| p.get(&(f.rule.clone(), f.path.clone())))
+                            .map(|r| r.first_seen_ms);
+                        rows.push(PendingRow {
+                            target: t.clone(),
+                            file: f.clone(),
+                            first_seen_ms: first.unwrap_or(now),
+                            seq: self.next_seq,
+                        });
                         self.next_seq += 1;
                     }
                 }
@@ -532,7 +585,10 @@ impl Daemon {
         let n = files.len();
         let touched: BTreeSet<String> = rows.iter().map(|r| r.target.clone()).collect();
         for row in rows {
-            self.pending.entry(row.target.clone()).or_default().insert((row.file.rule.clone(), row.file.path.clone()), row);
+            self.pending
+                .entry(row.target.clone())
+                .or_default()
+                .insert((row.file.rule.clone(), row.file.path.clone()), row);
         }
         // A target whose own timer is not running yet (a rescan, a catch-up) gets one now.
         let now = Instant::now();
@@ -549,9 +605,15 @@ impl Daemon {
     }
 
     fn start_send(&mut self, target: &str) {
-        let Some(rows) = self.pending.get(target).filter(|p| !p.is_empty()) else { return };
-        let Some(t) = self.config.target(target).cloned() else { return };
-        let Some(provider) = self.providers.get(target).cloned() else { return };
+        let Some(rows) = self.pending.get(target).filter(|p| !p.is_empty()) else {
+            return;
+        };
+        let Some(t) = self.config.target(target).cloned() else {
+            return;
+        };
+        let Some(provider) = self.providers.get(target).cloned() else {
+            return;
+        };
         let files: Vec<PendingFile> = rows.values().map(|r| r.file.clone()).collect();
         let max_seq = rows.values().map(|r| r.seq).max().unwrap_or(0);
         let first_seen_ms = rows.values().map(|r| r.first_seen_ms).min().unwrap_or_else(now_ms);
@@ -577,7 +639,13 @@ impl Daemon {
                 let res = deliver::send(&provider, &pacer, &t.retry, t.rate_limit, &req).await;
                 results.push((req, desc, res));
             }
-            Sent { target: name, files: n, max_seq, first_seen_ms, results }
+            Sent {
+                target: name,
+                files: n,
+                max_seq,
+                first_seen_ms,
+                results,
+            }
         });
     }
 
@@ -612,14 +680,25 @@ impl Daemon {
                     rec.message = Some(f.to_string());
                 }
             }
-            let id = self.store.as_mut().and_then(|s| s.record_purge(&rec).map_err(|e| tracing::warn!("could not record the purge: {e}")).ok());
-            if let (Ok(acc), Some(provider), Some(t)) = (res, self.providers.get(&sent.target), self.config.target(&sent.target))
+            let id = self.store.as_mut().and_then(|s| {
+                s.record_purge(&rec)
+                    .map_err(|e| tracing::warn!("could not record the purge: {e}"))
+                    .ok()
+            });
+            if let (Ok(acc), Some(provider), Some(t)) =
+                (res, self.providers.get(&sent.target), self.config.target(&sent.target))
                 && let Some(job_id) = acc.job_id.clone()
             {
-                let (provider, pacer, rate, target) = (provider.clone(), self.pacer.clone(), t.rate_limit, sent.target.clone());
+                let (provider, pacer, rate, target) =
+                    (provider.clone(), self.pacer.clone(), t.rate_limit, sent.target.clone());
                 self.jobs.spawn(async move {
                     let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
-                    JobDone { target, record: id, job_id, outcome }
+                    JobDone {
+                        target,
+                        record: id,
+                        job_id,
+                        outcome,
+                    }
                 });
             }
         }
@@ -643,9 +722,15 @@ impl Daemon {
 
     fn on_job(&mut self, job: JobDone) {
         match &job.outcome {
-            JobOutcome::Done(s) => tracing::info!(target = %job.target, job = %job.job_id, state = %s, "provider finished the purge"),
-            JobOutcome::Failed(s) => tracing::error!(target = %job.target, job = %job.job_id, state = %s, "the provider's purge job failed"),
-            JobOutcome::Unknown(s) => tracing::warn!(target = %job.target, job = %job.job_id, "could not learn how the purge job ended: {s}"),
+            JobOutcome::Done(s) => {
+                tracing::info!(target = %job.target, job = %job.job_id, state = %s, "provider finished the purge")
+            }
+            JobOutcome::Failed(s) => {
+                tracing::error!(target = %job.target, job = %job.job_id, state = %s, "the provider's purge job failed")
+            }
+            JobOutcome::Unknown(s) => {
+                tracing::warn!(target = %job.target, job = %job.job_id, "could not learn how the purge job ended: {s}")
+            }
         }
         if let (Some(s), Some(id)) = (self.store.as_mut(), job.record) {
             let state = match &job.outcome {
@@ -659,7 +744,12 @@ impl Daemon {
     }
 
     fn reload(&mut self, why: &str) {
-        let loaded = match config::load(&self.config.source, LoadOptions { dry_run: self.opts.dry_run }) {
+        let loaded = match config::load(
+            &self.config.source,
+            LoadOptions {
+                dry_run: self.opts.dry_run,
+            },
+        ) {
             Ok(l) => l,
             Err(e) => {
                 for line in e.to_string().lines() {
@@ -681,14 +771,19 @@ impl Daemon {
         // keeps its directory keeps its watch, manifest and dirty paths.
         let mut i = 0;
         while i < self.rules.len() {
-            let keep = new.rule(&self.rules[i].rule.name).is_some_and(|r| r.watch == self.rules[i].rule.watch);
+            let keep = new
+                .rule(&self.rules[i].rule.name)
+                .is_some_and(|r| r.watch == self.rules[i].rule.watch);
             if keep {
                 i += 1;
             } else {
                 self.remove_rule(i);
             }
         }
-        self.config = Config { state_dir: self.config.state_dir.clone(), ..new.clone() };
+        self.config = Config {
+            state_dir: self.config.state_dir.clone(),
+            ..new.clone()
+        };
         self.set_providers();
         for t in self.pending.keys().cloned().collect::<Vec<_>>() {
             if self.config.target(&t).is_none() {
@@ -731,8 +826,12 @@ impl Daemon {
             for t in self.batcher.take_all() {
                 self.start_send(&t);
             }
-            let idle: Vec<String> =
-                self.pending.iter().filter(|(t, p)| !p.is_empty() && !self.batcher.is_busy(t)).map(|(t, _)| t.clone()).collect();
+            let idle: Vec<String> = self
+                .pending
+                .iter()
+                .filter(|(t, p)| !p.is_empty() && !self.batcher.is_busy(t))
+                .map(|(t, _)| t.clone())
+                .collect();
             for t in idle {
                 self.start_send(&t);
             }

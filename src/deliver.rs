@@ -17,7 +17,9 @@ use crate::providers::{Accepted, JobState, Provider, ProviderError};
 
 /// The delay before retry number `attempt` (1 for the first retry).
 pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = policy.backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
+    let exp = policy
+        .backoff
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
     let capped = exp.min(policy.backoff_max);
     let half = capped / 2;
     let jittered = half + half.mul_f64(fastrand::f64());
@@ -37,7 +39,11 @@ pub struct Failed {
 
 /// Runs `op` until it succeeds, fails permanently, or `policy.attempts` are used.
 /// `on_retry(attempt, error, delay)` is told about each retry before its delay.
-pub async fn retry<T, F, Fut>(policy: &RetryPolicy, mut op: F, mut on_retry: impl FnMut(u32, &ProviderError, Duration)) -> Result<T, Failed>
+pub async fn retry<T, F, Fut>(
+    policy: &RetryPolicy,
+    mut op: F,
+    mut on_retry: impl FnMut(u32, &ProviderError, Duration),
+) -> Result<T, Failed>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,
@@ -47,7 +53,10 @@ where
         match op(attempt).await {
             Ok(v) => return Ok(v),
             Err(error) if !error.is_transient() || attempt >= policy.attempts => {
-                return Err(Failed { error, attempts: attempt });
+                return Err(Failed {
+                    error,
+                    attempts: attempt,
+                });
             }
             Err(error) => {
                 let delay = backoff(policy, attempt, error.retry_after());
@@ -80,7 +89,13 @@ impl Pacer {
 }
 
 /// Sends `req` through `provider` with pacing and retries.
-pub async fn send(provider: &Provider, pacer: &Pacer, policy: &RetryPolicy, rate: f64, req: &Request) -> Result<Accepted, Failed> {
+pub async fn send(
+    provider: &Provider,
+    pacer: &Pacer,
+    policy: &RetryPolicy,
+    rate: f64,
+    req: &Request,
+) -> Result<Accepted, Failed> {
     let account = provider.account();
     retry(
         policy,
@@ -145,7 +160,11 @@ mod tests {
     use super::*;
 
     fn policy(attempts: u32) -> RetryPolicy {
-        RetryPolicy { attempts, backoff: Duration::from_secs(1), backoff_max: Duration::from_secs(8) }
+        RetryPolicy {
+            attempts,
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(8),
+        }
     }
 
     #[test]
@@ -153,7 +172,10 @@ mod tests {
         let p = policy(10);
         for _ in 0..100 {
             let d1 = backoff(&p, 1, None);
-            assert!(d1 >= Duration::from_millis(500) && d1 <= Duration::from_secs(1), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_millis(500) && d1 <= Duration::from_secs(1),
+                "{d1:?}"
+            );
             let d3 = backoff(&p, 3, None);
             assert!(d3 >= Duration::from_secs(2) && d3 <= Duration::from_secs(4), "{d3:?}");
             let d9 = backoff(&p, 9, None);
@@ -168,7 +190,13 @@ mod tests {
         let mut retries = vec![];
         let out = retry(
             &policy(8),
-            |attempt| async move { if attempt <= 3 { Err(ProviderError::transient("HTTP 500")) } else { Ok(attempt) } },
+            |attempt| async move {
+                if attempt <= 3 {
+                    Err(ProviderError::transient("HTTP 500"))
+                } else {
+                    Ok(attempt)
+                }
+            },
             |a, _, d| retries.push((a, d)),
         )
         .await;
@@ -176,7 +204,10 @@ mod tests {
         assert_eq!(retries.len(), 3);
         let waited: Duration = retries.iter().map(|(_, d)| *d).sum();
         let slept = Instant::now() - start;
-        assert!(slept >= waited && slept <= waited + Duration::from_millis(5), "slept the backoff: {slept:?} vs {waited:?}");
+        assert!(
+            slept >= waited && slept <= waited + Duration::from_millis(5),
+            "slept the backoff: {slept:?} vs {waited:?}"
+        );
         assert!(waited >= Duration::from_millis(3500) && waited <= Duration::from_secs(7));
     }
 
@@ -187,7 +218,10 @@ mod tests {
             &policy(3),
             |attempt| async move {
                 if attempt == 1 {
-                    Err(ProviderError::Transient { message: "429".into(), retry_after: Some(Duration::from_secs(2)) })
+                    Err(ProviderError::Transient {
+                        message: "429".into(),
+                        retry_after: Some(Duration::from_secs(2)),
+                    })
                 } else {
                     Ok(())
                 }
@@ -202,10 +236,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn permanent_failures_and_exhausted_budgets_stop() {
         let mut calls = 0;
-        let out: Result<(), _> = retry(&policy(5), |_| { calls += 1; async { Err(ProviderError::permanent("HTTP 401")) } }, |_, _, _| {}).await;
+        let out: Result<(), _> = retry(
+            &policy(5),
+            |_| {
+                calls += 1;
+                async { Err(ProviderError::permanent("HTTP 401")) }
+            },
+            |_, _, _| {},
+        )
+        .await;
         assert_eq!(out.unwrap_err().attempts, 1);
         assert_eq!(calls, 1);
-        let out: Result<(), _> = retry(&policy(3), |_| async { Err(ProviderError::transient("HTTP 503")) }, |_, _, _| {}).await;
+        let out: Result<(), _> = retry(
+            &policy(3),
+            |_| async { Err(ProviderError::transient("HTTP 503")) },
+            |_, _, _| {},
+        )
+        .await;
         let err = out.unwrap_err();
         assert_eq!(err.attempts, 3);
         assert_eq!(err.to_string(), "HTTP 503 (after 3 attempts)");

@@ -93,7 +93,9 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn from_entries(entries: impl IntoIterator<Item = (String, FileMeta)>) -> Manifest {
-        Manifest { files: entries.into_iter().collect() }
+        Manifest {
+            files: entries.into_iter().collect(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -115,7 +117,10 @@ impl Manifest {
     /// Recorded paths below directory `dir` (not `dir` itself).
     pub fn under<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a String> + 'a {
         let prefix = format!("{dir}/");
-        self.files.range(prefix.clone()..).map(|(k, _)| k).take_while(move |k| k.starts_with(&prefix))
+        self.files
+            .range(prefix.clone()..)
+            .map(|(k, _)| k)
+            .take_while(move |k| k.starts_with(&prefix))
     }
 
     pub fn apply(&mut self, updates: &[(String, Option<FileMeta>)]) {
@@ -186,7 +191,10 @@ impl Manifest {
                 Ok(m) if m.is_file() => m,
                 Ok(_) | Err(_) => {
                     if old.is_some() {
-                        diff.changes.push(Change { path: rel.clone(), kind: ChangeKind::Deleted });
+                        diff.changes.push(Change {
+                            path: rel.clone(),
+                            kind: ChangeKind::Deleted,
+                        });
                         diff.updates.push((rel.clone(), None));
                     }
                     continue;
@@ -205,7 +213,10 @@ impl Manifest {
                 Ok(h) => h,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if old.is_some() {
-                        diff.changes.push(Change { path: rel.clone(), kind: ChangeKind::Deleted });
+                        diff.changes.push(Change {
+                            path: rel.clone(),
+                            kind: ChangeKind::Deleted,
+                        });
                         diff.updates.push((rel.clone(), None));
                     }
                     continue;
@@ -225,11 +236,17 @@ impl Manifest {
                     diff.skipped.push((rel.clone(), Skip::Identical));
                 }
                 Some(_) => {
-                    diff.changes.push(Change { path: rel.clone(), kind: ChangeKind::Modified });
+                    diff.changes.push(Change {
+                        path: rel.clone(),
+                        kind: ChangeKind::Modified,
+                    });
                     diff.updates.push((rel.clone(), Some(new)));
                 }
                 None => {
-                    diff.changes.push(Change { path: rel.clone(), kind: ChangeKind::Created });
+                    diff.changes.push(Change {
+                        path: rel.clone(),
+                        kind: ChangeKind::Created,
+                    });
                     diff.updates.push((rel.clone(), Some(new)));
                 }
             }
@@ -281,7 +298,9 @@ pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
     let mut it = walkdir::WalkDir::new(dir).follow_links(true).into_iter();
     while let Some(entry) = it.next() {
         let Ok(entry) = entry else { continue };
-        let Some(rel) = crate::route::relative(dir, entry.path()) else { continue };
+        let Some(rel) = crate::route::relative(dir, entry.path()) else {
+            continue;
+        };
         let rel = join(rel);
         if entry.file_type().is_dir() {
             if filter.excludes_dir(&rel) {
@@ -306,11 +325,16 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
 
 pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     use std::os::unix::fs::MetadataExt;
-    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -353,16 +377,31 @@ mod tests {
         fs::write(root.join("a.html"), "a").unwrap(); // identical rewrite
         fs::write(root.join("blog/b.html"), "B").unwrap(); // real edit
         fs::write(root.join("blog/c.html"), "c").unwrap(); // new
-        let d = m.diff(root, &set(&["a.html", "blog/b.html", "blog/c.html", ".hidden"]), &f, Trust::Content);
+        let d = m.diff(
+            root,
+            &set(&["a.html", "blog/b.html", "blog/c.html", ".hidden"]),
+            &f,
+            Trust::Content,
+        );
         assert_eq!(
             d.changes,
             vec![
-                Change { path: "blog/b.html".into(), kind: ChangeKind::Modified },
-                Change { path: "blog/c.html".into(), kind: ChangeKind::Created },
+                Change {
+                    path: "blog/b.html".into(),
+                    kind: ChangeKind::Modified
+                },
+                Change {
+                    path: "blog/c.html".into(),
+                    kind: ChangeKind::Created
+                },
             ]
         );
         assert!(d.skipped.contains(&("a.html".into(), Skip::Identical)));
-        assert!(d.skipped.iter().any(|(p, s)| p == ".hidden" && matches!(s, Skip::Filtered(_))));
+        assert!(
+            d.skipped
+                .iter()
+                .any(|(p, s)| p == ".hidden" && matches!(s, Skip::Filtered(_)))
+        );
         m.apply(&d.updates);
 
         fs::remove_dir_all(root.join("blog")).unwrap();
@@ -391,7 +430,12 @@ mod tests {
         let root = dir.path();
         fs::write(root.join("a.html"), "a").unwrap();
         let old = SystemTime::now() - Duration::from_secs(3600);
-        fs::File::options().write(true).open(root.join("a.html")).unwrap().set_modified(old).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(root.join("a.html"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let f = filter(&[]);
         let m = Manifest::baseline(root, &f);
         let d = m.diff(root, &set(&["a.html"]), &f, Trust::Metadata);
@@ -402,7 +446,11 @@ mod tests {
     #[test]
     fn dir_counts_and_ancestors() {
         assert_eq!(ancestors("a/b/c.html").collect::<Vec<_>>(), vec!["", "a", "a/b"]);
-        let meta = FileMeta { size: 0, mtime_ns: 0, hash: [0; 32] };
+        let meta = FileMeta {
+            size: 0,
+            mtime_ns: 0,
+            hash: [0; 32],
+        };
         let m = Manifest::from_entries(["a/x", "a/b/y", "z"].map(|p| (p.to_string(), meta)));
         let c = m.dir_counts();
         assert_eq!(c[""], 3);

@@ -69,7 +69,11 @@ pub fn urls_for(rule: &Rule, rel: &str) -> Vec<String> {
         None => ("", rel),
     };
     if rule.index_files.iter().any(|f| f == name) {
-        let slash = if dir.is_empty() { rule.url_prefix.clone() } else { format!("{}{}/", rule.url_prefix, dir) };
+        let slash = if dir.is_empty() {
+            rule.url_prefix.clone()
+        } else {
+            format!("{}{}/", rule.url_prefix, dir)
+        };
         let bare = slash.trim_end_matches('/').to_string();
         out.push(slash);
         if !bare.is_empty() {
@@ -80,7 +84,12 @@ pub fn urls_for(rule: &Rule, rel: &str) -> Vec<String> {
 }
 
 /// The items that cover a target's pending files.
-pub fn items(files: &[PendingFile], rules: &[Rule], manifests: &BTreeMap<String, Manifest>, s: &PatternSettings) -> BTreeSet<Item> {
+pub fn items(
+    files: &[PendingFile],
+    rules: &[Rule],
+    manifests: &BTreeMap<String, Manifest>,
+    s: &PatternSettings,
+) -> BTreeSet<Item> {
     let mut by_rule: BTreeMap<&str, Vec<&PendingFile>> = BTreeMap::new();
     for f in files {
         by_rule.entry(f.rule.as_str()).or_default().push(f);
@@ -132,7 +141,11 @@ fn rule_items(rule: &Rule, files: &[&PendingFile], manifest: &Manifest, s: &Patt
         match widened {
             Some(dir) => {
                 out.insert(Item::Prefix(format!("{}{}/", rule.url_prefix, dir)));
-                let index = f.path.rsplit('/').next().is_some_and(|n| rule.index_files.iter().any(|i| i == n));
+                let index = f
+                    .path
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|n| rule.index_files.iter().any(|i| i == n));
                 if index && f.path.rfind('/').map(|i| &f.path[..i]) == Some(dir) {
                     out.insert(Item::Url(format!("{}{}", rule.url_prefix, dir)));
                 }
@@ -143,7 +156,12 @@ fn rule_items(rule: &Rule, files: &[&PendingFile], manifest: &Manifest, s: &Patt
 }
 
 /// The requests for a target's pending files.
-pub fn plan(target: &Target, files: &[PendingFile], rules: &[Rule], manifests: &BTreeMap<String, Manifest>) -> Vec<Request> {
+pub fn plan(
+    target: &Target,
+    files: &[PendingFile],
+    rules: &[Rule],
+    manifests: &BTreeMap<String, Manifest>,
+) -> Vec<Request> {
     if files.is_empty() {
         return vec![];
     }
@@ -151,13 +169,26 @@ pub fn plan(target: &Target, files: &[PendingFile], rules: &[Rule], manifests: &
         TargetKind::SiteHost(_) => vec![Request::Stack],
         TargetKind::Vims(v) => {
             let items = items(files, rules, manifests, &v.patterns);
-            patterns(&items, v.patterns.max_bytes).into_iter().map(Request::Pattern).collect()
+            patterns(&items, v.patterns.max_bytes)
+                .into_iter()
+                .map(Request::Pattern)
+                .collect()
         }
     }
 }
 
 /// Characters that a URL path carries percent-encoded.
-const PATH: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'%');
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'%');
 
 /// The fewest patterns, each at most `max_bytes` long where one URL allows, that cover `items`.
 pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
@@ -167,7 +198,10 @@ pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
     if items.contains(&Item::All) {
         return vec!["*".into()];
     }
-    let prefixes: Vec<&String> = items.iter().filter_map(|i| if let Item::Prefix(p) = i { Some(p) } else { None }).collect();
+    let prefixes: Vec<&String> = items
+        .iter()
+        .filter_map(|i| if let Item::Prefix(p) = i { Some(p) } else { None })
+        .collect();
     let covered = |u: &str| prefixes.iter().any(|p| u.starts_with(p.as_str()));
     // Each item as characters; exact URLs end in a sentinel that escapes to URL_END.
     let mut keys: Vec<Vec<char>> = Vec::new();
@@ -204,7 +238,11 @@ pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
         let (mut lo, mut hi) = (good, (good + step).min(refs.len() + 1));
         while hi - lo > 1 {
             let mid = (lo + hi) / 2;
-            if mid <= refs.len() && fits(mid) { lo = mid } else { hi = mid }
+            if mid <= refs.len() && fits(mid) {
+                lo = mid
+            } else {
+                hi = mid
+            }
         }
         out.push(build(&refs[start..lo]));
         start = lo;
@@ -243,7 +281,10 @@ fn build_into(out: &mut String, strs: &[&[char]]) {
         escape_into(out, strs[0]);
         return;
     }
-    let lcp = strs.iter().skip(1).fold(strs[0].len(), |n, s| n.min(common_prefix(strs[0], s)));
+    let lcp = strs
+        .iter()
+        .skip(1)
+        .fold(strs[0].len(), |n, s| n.min(common_prefix(strs[0], s)));
     if lcp > 0 {
         escape_into(out, &strs[0][..lcp]);
         let rest: Vec<&[char]> = strs.iter().map(|s| &s[lcp..]).collect();
@@ -255,7 +296,10 @@ fn build_into(out: &mut String, strs: &[&[char]]) {
     if optional {
         out.push_str("(?:");
     }
-    let lcs = rest.iter().skip(1).fold(rest[0].len(), |n, s| n.min(common_suffix(rest[0], s)));
+    let lcs = rest
+        .iter()
+        .skip(1)
+        .fold(rest[0].len(), |n, s| n.min(common_suffix(rest[0], s)));
     if rest.len() > 1 && lcs > 0 {
         let mut stripped: Vec<&[char]> = rest.iter().map(|s| &s[..s.len() - lcs]).collect();
         stripped.sort();

@@ -124,7 +124,11 @@ mod tests {
 
     #[test]
     fn include_exclude_match() {
-        let f = Filter::new(&rule(&["**/*.html", "**/*.css"], &["**/*.tmp", "**/.*", ".git/**"], &["^blog/", "^news/"]));
+        let f = Filter::new(&rule(
+            &["**/*.html", "**/*.css"],
+            &["**/*.tmp", "**/.*", ".git/**"],
+            &["^blog/", "^news/"],
+        ));
         assert_eq!(f.verdict("blog/a.html"), Verdict::Keep);
         assert_eq!(f.verdict("news/x/y.css"), Verdict::Keep);
         assert_eq!(f.verdict("blog/a.js"), Verdict::NotIncluded);
@@ -153,7 +157,10 @@ mod tests {
 
     #[test]
     fn relative_paths() {
-        assert_eq!(relative(Path::new("/w"), Path::new("/w/a/b.html")).as_deref(), Some("a/b.html"));
+        assert_eq!(
+            relative(Path::new("/w"), Path::new("/w/a/b.html")).as_deref(),
+            Some("a/b.html")
+        );
         assert_eq!(relative(Path::new("/w"), Path::new("/w")), None);
         assert_eq!(relative(Path::new("/w"), Path::new("/x/a")), None);
     }

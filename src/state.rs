@@ -74,7 +74,10 @@ pub struct Store {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 const SCHEMA: &str = "
@@ -95,9 +98,15 @@ CREATE INDEX purges_by_target ON purges (target, id);
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let path = dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|source| StateError::Open { path: path.clone(), source })?;
+        let conn = Connection::open(&path).map_err(|source| StateError::Open {
+            path: path.clone(),
+            source,
+        })?;
         Store::init(conn, path, true)
     }
 
@@ -107,15 +116,26 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|source| StateError::Open { path: path.clone(), source })?;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StateError::Open {
+            path: path.clone(),
+            source,
+        })?;
         Store::init(conn, path, false).map(Some)
     }
 
     fn init(conn: Connection, path: PathBuf, writable: bool) -> Result<Store, StateError> {
-        let broken = |e: rusqlite::Error| StateError::Broken { path: path.clone(), reason: e.to_string() };
+        let broken = |e: rusqlite::Error| StateError::Broken {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(broken)?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(broken)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(broken)?;
         if version > SCHEMA_VERSION {
             return Err(StateError::Newer { path, found: version });
         }
@@ -123,17 +143,29 @@ impl Store {
             conn.pragma_update(None, "journal_mode", "WAL").map_err(broken)?;
             conn.pragma_update(None, "synchronous", "FULL").map_err(broken)?;
             if version == 0 {
-                let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(broken)?;
+                let tables: i64 = conn
+                    .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                    .map_err(broken)?;
                 if tables > 0 {
-                    return Err(StateError::Broken { path, reason: "it has tables but no purgewatch schema version".into() });
+                    return Err(StateError::Broken {
+                        path,
+                        reason: "it has tables but no purgewatch schema version".into(),
+                    });
                 }
-                conn.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")).map_err(broken)?;
+                conn.execute_batch(&format!(
+                    "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(broken)?;
             }
         } else if version == 0 {
-            return Err(StateError::Broken { path, reason: "no purgewatch schema version".into() });
+            return Err(StateError::Broken {
+                path,
+                reason: "no purgewatch schema version".into(),
+            });
         }
-        let next_seq: i64 =
-            conn.query_row("SELECT coalesce(max(seq), 0) + 1 FROM pending", [], |r| r.get(0)).map_err(broken)?;
+        let next_seq: i64 = conn
+            .query_row("SELECT coalesce(max(seq), 0) + 1 FROM pending", [], |r| r.get(0))
+            .map_err(broken)?;
         Ok(Store { conn, path, next_seq })
     }
 
@@ -143,18 +175,30 @@ impl Store {
 
     /// The watched root recorded for `rule`, if it has a baseline.
     pub fn rule_root(&self, rule: &str) -> Result<Option<String>, StateError> {
-        Ok(self.conn.query_row("SELECT root FROM rules WHERE rule = ?1", [rule], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn
+            .query_row("SELECT root FROM rules WHERE rule = ?1", [rule], |r| r.get(0))
+            .optional()?)
     }
 
     pub fn load_manifest(&self, rule: &str) -> Result<Manifest, StateError> {
-        let mut stmt = self.conn.prepare("SELECT path, size, mtime_ns, hash FROM manifest WHERE rule = ?1")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, size, mtime_ns, hash FROM manifest WHERE rule = ?1")?;
         let rows = stmt.query_map([rule], |r| {
             let hash: Vec<u8> = r.get(3)?;
             let mut h = [0u8; 32];
             if hash.len() == 32 {
                 h.copy_from_slice(&hash);
             }
-            Ok((r.get::<_, String>(0)?, FileMeta { size: r.get::<_, i64>(1)? as u64, mtime_ns: r.get(2)?, hash: h }))
+            Ok((
+                r.get::<_, String>(0)?,
+                FileMeta {
+                    size: r.get::<_, i64>(1)? as u64,
+                    mtime_ns: r.get(2)?,
+                    hash: h,
+                },
+            ))
         })?;
         let entries: Result<Vec<_>, _> = rows.collect();
         Ok(Manifest::from_entries(entries?))
@@ -170,7 +214,8 @@ impl Store {
             params![rule, root, now_ms()],
         )?;
         {
-            let mut ins = tx.prepare("INSERT INTO manifest (rule, path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            let mut ins =
+                tx.prepare("INSERT INTO manifest (rule, path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for path in manifest.paths() {
                 let m = manifest.get(path).expect("listed path");
                 ins.execute(params![rule, path, m.size as i64, m.mtime_ns, &m.hash[..]])?;
@@ -212,9 +257,16 @@ impl Store {
                 for f in files {
                     let seq = self.next_seq;
                     self.next_seq += 1;
-                    let first: i64 =
-                        pend.query_row(params![target, f.rule, f.path, f.kind.as_str(), now_ms, seq], |r| r.get(0))?;
-                    rows.push(PendingRow { target: target.clone(), file: f.clone(), first_seen_ms: first, seq });
+                    let first: i64 = pend
+                        .query_row(params![target, f.rule, f.path, f.kind.as_str(), now_ms, seq], |r| {
+                            r.get(0)
+                        })?;
+                    rows.push(PendingRow {
+                        target: target.clone(),
+                        file: f.clone(),
+                        first_seen_ms: first,
+                        seq,
+                    });
                 }
             }
         }
@@ -223,13 +275,18 @@ impl Store {
     }
 
     pub fn pending(&self) -> Result<Vec<PendingRow>, StateError> {
-        let mut stmt =
-            self.conn.prepare("SELECT target, rule, path, kind, first_seen_ms, seq FROM pending ORDER BY target, seq")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT target, rule, path, kind, first_seen_ms, seq FROM pending ORDER BY target, seq")?;
         let rows = stmt.query_map([], |r| {
             let kind: String = r.get(3)?;
             Ok(PendingRow {
                 target: r.get(0)?,
-                file: PendingFile { rule: r.get(1)?, path: r.get(2)?, kind: parse_kind(&kind) },
+                file: PendingFile {
+                    rule: r.get(1)?,
+                    path: r.get(2)?,
+                    kind: parse_kind(&kind),
+                },
                 first_seen_ms: r.get(4)?,
                 seq: r.get(5)?,
             })
@@ -239,7 +296,10 @@ impl Store {
 
     /// Removes `target`'s pending rows queued at or before `seq` (a newer change stays).
     pub fn clear_pending(&mut self, target: &str, seq: i64) -> Result<usize, StateError> {
-        Ok(self.conn.execute("DELETE FROM pending WHERE target = ?1 AND seq <= ?2", params![target, seq])?)
+        Ok(self.conn.execute(
+            "DELETE FROM pending WHERE target = ?1 AND seq <= ?2",
+            params![target, seq],
+        )?)
     }
 
     pub fn record_purge(&mut self, rec: &PurgeRecord) -> Result<i64, StateError> {
@@ -247,7 +307,16 @@ impl Store {
         tx.execute(
             "INSERT INTO purges (target, at_ms, files, request, result, job_id, job_state, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![rec.target, rec.at_ms, rec.files, rec.request, rec.result, rec.job_id, rec.job_state, rec.message],
+            params![
+                rec.target,
+                rec.at_ms,
+                rec.files,
+                rec.request,
+                rec.result,
+                rec.job_id,
+                rec.job_state,
+                rec.message
+            ],
         )?;
         let id = tx.last_insert_rowid();
         tx.execute(
@@ -307,25 +376,46 @@ mod tests {
     use super::*;
 
     fn file(path: &str) -> PendingFile {
-        PendingFile { rule: "site".into(), path: path.into(), kind: ChangeKind::Modified }
+        PendingFile {
+            rule: "site".into(),
+            path: path.into(),
+            kind: ChangeKind::Modified,
+        }
     }
 
     #[test]
     fn changes_and_manifest_move_together_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = FileMeta { size: 3, mtime_ns: 7, hash: [1; 32] };
+        let meta = FileMeta {
+            size: 3,
+            mtime_ns: 7,
+            hash: [1; 32],
+        };
         {
             let mut s = Store::open(dir.path()).unwrap();
-            s.set_baseline("site", "/w", &Manifest::from_entries([("a.html".to_string(), meta)])).unwrap();
+            s.set_baseline("site", "/w", &Manifest::from_entries([("a.html".to_string(), meta)]))
+                .unwrap();
             let rows = s
-                .commit_changes("site", &[("b.html".into(), Some(meta))], &["cdn".into(), "www".into()], &[file("b.html")], 1000)
+                .commit_changes(
+                    "site",
+                    &[("b.html".into(), Some(meta))],
+                    &["cdn".into(), "www".into()],
+                    &[file("b.html")],
+                    1000,
+                )
                 .unwrap();
             assert_eq!(rows.len(), 2);
             // A second change to the same file keeps its first-seen time and gets a newer seq.
-            let again = s.commit_changes("site", &[], &["cdn".into()], &[file("b.html")], 2000).unwrap();
+            let again = s
+                .commit_changes("site", &[], &["cdn".into()], &[file("b.html")], 2000)
+                .unwrap();
             assert_eq!(again[0].first_seen_ms, 1000);
             assert!(again[0].seq > rows[0].seq);
-            assert_eq!(s.clear_pending("cdn", rows[0].seq).unwrap(), 0, "newer change must stay");
+            assert_eq!(
+                s.clear_pending("cdn", rows[0].seq).unwrap(),
+                0,
+                "newer change must stay"
+            );
         }
         let mut s = Store::open(dir.path()).unwrap();
         assert_eq!(s.rule_root("site").unwrap().as_deref(), Some("/w"));
@@ -344,14 +434,24 @@ mod tests {
         let mut s = Store::open(dir.path()).unwrap();
         for i in 0..(HISTORY + 10) {
             let id = s
-                .record_purge(&PurgeRecord { target: "cdn".into(), at_ms: i, files: 1, request: "p".into(), result: "accepted".into(), ..Default::default() })
+                .record_purge(&PurgeRecord {
+                    target: "cdn".into(),
+                    at_ms: i,
+                    files: 1,
+                    request: "p".into(),
+                    result: "accepted".into(),
+                    ..Default::default()
+                })
                 .unwrap();
             s.update_job(id, "SUCCESS", None).unwrap();
         }
         let last = s.last_purges().unwrap();
         assert_eq!(last["cdn"].at_ms, HISTORY + 9);
         assert_eq!(last["cdn"].job_state.as_deref(), Some("SUCCESS"));
-        let n: i64 = s.conn.query_row("SELECT count(*) FROM purges", [], |r| r.get(0)).unwrap();
+        let n: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM purges", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, HISTORY);
     }
 
@@ -366,10 +466,18 @@ mod tests {
         assert!(err.contains("newer purgewatch"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(DB_FILE), "this is not a database, just some text that is long enough").unwrap();
+        std::fs::write(
+            dir.path().join(DB_FILE),
+            "this is not a database, just some text that is long enough",
+        )
+        .unwrap();
         let err = Store::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("not a purgewatch state file or is damaged"), "{err}");
         // The file is left alone.
-        assert!(std::fs::read_to_string(dir.path().join(DB_FILE)).unwrap().starts_with("this is not"));
+        assert!(
+            std::fs::read_to_string(dir.path().join(DB_FILE))
+                .unwrap()
+                .starts_with("this is not")
+        );
     }
 }

@@ -26,7 +26,10 @@ pub fn reloading() {
 }
 
 pub fn stopping() {
-    send(&[NotifyState::Stopping, NotifyState::Status("stopping: sending pending purges")]);
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: sending pending purges"),
+    ]);
 }
 
 pub fn status(status: &str) {

@@ -44,9 +44,14 @@ pub enum WatchError {
 
 fn specialise(err: notify::Error, path: &Path) -> WatchError {
     match &err.kind {
-        notify::ErrorKind::MaxFilesWatch => WatchError::WatchLimit { path: err.paths.first().cloned().unwrap_or_else(|| path.to_path_buf()) },
+        notify::ErrorKind::MaxFilesWatch => WatchError::WatchLimit {
+            path: err.paths.first().cloned().unwrap_or_else(|| path.to_path_buf()),
+        },
         notify::ErrorKind::Io(e) if e.raw_os_error() == Some(libc_emfile()) => WatchError::InstanceLimit,
-        _ => WatchError::Watch { path: path.to_path_buf(), reason: err.to_string() },
+        _ => WatchError::Watch {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        },
     }
 }
 
@@ -71,9 +76,9 @@ impl Watcher {
                     _ => WatchMsg::Paths(ev.paths),
                 },
                 Err(e) => match e.kind {
-                    notify::ErrorKind::MaxFilesWatch => {
-                        WatchMsg::Error(WatchError::WatchLimit { path: e.paths.first().cloned().unwrap_or_default() })
-                    }
+                    notify::ErrorKind::MaxFilesWatch => WatchMsg::Error(WatchError::WatchLimit {
+                        path: e.paths.first().cloned().unwrap_or_default(),
+                    }),
                     _ => WatchMsg::Error(WatchError::Runtime(e.to_string())),
                 },
             };
@@ -82,7 +87,10 @@ impl Watcher {
         };
         let config = notify::Config::default().with_follow_symlinks(true);
         let inner = RecommendedWatcher::new(handler, config).map_err(|e| specialise(e, Path::new("inotify")))?;
-        Ok(Watcher { inner, watches: HashMap::new() })
+        Ok(Watcher {
+            inner,
+            watches: HashMap::new(),
+        })
     }
 
     pub fn add(&mut self, path: &Path, recursive: bool) -> Result<(), WatchError> {
@@ -91,7 +99,11 @@ impl Watcher {
             *n += 1;
             return Ok(());
         }
-        let mode = if recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+        let mode = if recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
         self.inner.watch(path, mode).map_err(|e| specialise(e, path))?;
         self.watches.insert(key, 1);
         Ok(())
@@ -113,6 +125,8 @@ impl Watcher {
     /// Drops and re-adds a recursive watch (its directory was replaced in place).
     pub fn refresh(&mut self, path: &Path) -> Result<(), WatchError> {
         let _ = self.inner.unwatch(path);
-        self.inner.watch(path, RecursiveMode::Recursive).map_err(|e| specialise(e, path))
+        self.inner
+            .watch(path, RecursiveMode::Recursive)
+            .map_err(|e| specialise(e, path))
     }
 }

@@ -37,7 +37,11 @@ fn a_single_change_is_one_sitehost_call_and_a_targeted_vims_pattern() {
     assert_eq!(vims[0].headers["authorization"], "sk_live_testtoken");
     assert_eq!(vims[0].json()["target"], "all");
     let p = vims[0].pattern();
-    for url in ["/blog/post.html", "/blog/post.html?v=2", "https://example.com/blog/post.html"] {
+    for url in [
+        "/blog/post.html",
+        "/blog/post.html?v=2",
+        "https://example.com/blog/post.html",
+    ] {
         assert!(pattern_matches(&p, url), "{p} must match {url}");
     }
     for url in ["/blog/other.html", "/index.html", "/blog/"] {
@@ -45,7 +49,10 @@ fn a_single_change_is_one_sitehost_call_and_a_targeted_vims_pattern() {
     }
     d.wait_for("purged");
     let log = d.log();
-    assert!(!log.contains("sh-secret-key-123") && !log.contains("sk_live_testtoken"), "secret in log:\n{log}");
+    assert!(
+        !log.contains("sh-secret-key-123") && !log.contains("sk_live_testtoken"),
+        "secret in log:\n{log}"
+    );
     // Nothing more is sent.
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(fake.sitehost_purges().len(), 1);
@@ -70,7 +77,10 @@ fn a_500_file_burst_is_one_sitehost_call() {
     assert!(pats.len() <= 3, "{pats:?}");
     for i in [0, 17, 499] {
         let url = format!("/burst/p{i}.html");
-        assert!(pats.iter().any(|p| pattern_matches(p, &url)), "{url} not covered by {pats:?}");
+        assert!(
+            pats.iter().any(|p| pattern_matches(p, &url)),
+            "{url} not covered by {pats:?}"
+        );
     }
 }
 
@@ -88,7 +98,11 @@ fn a_new_nested_directory_is_seen() {
     // A file written later in the new directory is watched too.
     std::fs::write(deep.join("y.html"), "y").unwrap();
     let vims = wait_requests(&fake, Route::VimsPurge, 2, &d);
-    assert!(pattern_matches(&vims[1].pattern(), "/a/b/c/y.html"), "{}", vims[1].pattern());
+    assert!(
+        pattern_matches(&vims[1].pattern(), "/a/b/c/y.html"),
+        "{}",
+        vims[1].pattern()
+    );
 }
 
 #[test]
@@ -129,14 +143,22 @@ fn max_delay_caps_constant_writes() {
     let site = Site::new();
     let fake = Fake::start();
     site.write("index.html", "x");
-    site.write_rules(&site.rules_for(&fake, "1s", "").replace("max_delay: 30s", "max_delay: 2s"));
+    site.write_rules(
+        &site
+            .rules_for(&fake, "1s", "")
+            .replace("max_delay: 30s", "max_delay: 2s"),
+    );
     let d = site.start(&["run"]);
     d.wait_ready();
     let start = std::time::Instant::now();
     let mut i = 0;
     // Writes every 200 ms never leave 1 s of quiet: only max_delay lets a purge out.
     while fake.sitehost_purges().is_empty() {
-        assert!(start.elapsed() < DEADLINE, "no purge under constant writes; log:\n{}", d.log());
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no purge under constant writes; log:\n{}",
+            d.log()
+        );
         site.write("busy.html", &format!("v{i}"));
         i += 1;
         std::thread::sleep(Duration::from_millis(200));

@@ -33,7 +33,10 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CommandError> {
         }
     }
     if failed > 0 {
-        return Err(CommandError::Failed(format!("{failed} of {} targets failed the remote check", config.targets.len())));
+        return Err(CommandError::Failed(format!(
+            "{failed} of {} targets failed the remote check",
+            config.targets.len()
+        )));
     }
     Ok(ExitCode::SUCCESS)
 }

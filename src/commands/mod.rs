@@ -70,8 +70,10 @@ fn run_daemon(cli: &Cli, dry_run: bool) -> Result<ExitCode, CommandError> {
     let rt = runtime()?;
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(|e| CommandError::Failed(format!("cannot handle SIGTERM: {e}")))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| CommandError::Failed(format!("cannot handle SIGINT: {e}")))?;
+        let mut term =
+            signal(SignalKind::terminate()).map_err(|e| CommandError::Failed(format!("cannot handle SIGTERM: {e}")))?;
+        let mut int =
+            signal(SignalKind::interrupt()).map_err(|e| CommandError::Failed(format!("cannot handle SIGINT: {e}")))?;
         let shutdown = async move {
             let which = tokio::select! {
                 _ = term.recv() => "SIGTERM",

@@ -31,16 +31,26 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         let watch = rule.watch.display().to_string();
         let root = std::fs::canonicalize(&rule.watch).unwrap_or_else(|_| rule.watch.clone());
         let recorded = match &store {
-            Some(s) if s.rule_root(&rule.name)?.as_deref() == Some(watch.as_str()) => Some(s.load_manifest(&rule.name)?),
+            Some(s) if s.rule_root(&rule.name)?.as_deref() == Some(watch.as_str()) => {
+                Some(s.load_manifest(&rule.name)?)
+            }
             _ => None,
         };
         let Some(mut manifest) = recorded else {
-            println!("rule \"{}\": {}: no baseline yet; the daemon's first start takes the tree as it is and purges nothing", rule.name, watch);
+            println!(
+                "rule \"{}\": {}: no baseline yet; the daemon's first start takes the tree as it is and purges nothing",
+                rule.name, watch
+            );
             continue;
         };
         let (candidates, filtered) = manifest.everything(&root, &filter);
         let diff = manifest.diff(&root, &candidates, &filter, Trust::Metadata);
-        println!("rule \"{}\": {} ({} files at the last purge)", rule.name, watch, manifest.len());
+        println!(
+            "rule \"{}\": {} ({} files at the last purge)",
+            rule.name,
+            watch,
+            manifest.len()
+        );
         for c in &diff.changes {
             println!("  purge  {}  ({})", c.path, c.kind.as_str());
         }
@@ -62,9 +72,14 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         }
         manifest.apply(&diff.updates);
         for t in &rule.targets {
-            per_target.entry(t.clone()).or_default().extend(
-                diff.changes.iter().map(|c| PendingFile { rule: rule.name.clone(), path: c.path.clone(), kind: c.kind }),
-            );
+            per_target
+                .entry(t.clone())
+                .or_default()
+                .extend(diff.changes.iter().map(|c| PendingFile {
+                    rule: rule.name.clone(),
+                    path: c.path.clone(),
+                    kind: c.kind,
+                }));
         }
         manifests.insert(rule.name.clone(), manifest);
     }

@@ -39,7 +39,8 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
                 vec![Request::Pattern("*".into())]
             } else if let Some(p) = &args.pattern {
                 if p != "*" {
-                    regex::Regex::new(p).map_err(|e| CommandError::Usage(format!("--pattern {p:?} is not a valid regex: {e}")))?;
+                    regex::Regex::new(p)
+                        .map_err(|e| CommandError::Usage(format!("--pattern {p:?} is not a valid regex: {e}")))?;
                 }
                 vec![Request::Pattern(p.clone())]
             } else if !args.url.is_empty() {
@@ -49,7 +50,10 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
                     .map(|u| if u.starts_with('/') { u.clone() } else { format!("/{u}") })
                     .map(Item::Url)
                     .collect();
-                plan::patterns(&items, v.patterns.max_bytes).into_iter().map(Request::Pattern).collect()
+                plan::patterns(&items, v.patterns.max_bytes)
+                    .into_iter()
+                    .map(Request::Pattern)
+                    .collect()
             } else {
                 return Err(CommandError::Usage(format!(
                     "say what to purge from \"{}\": --all, --url PATH (repeatable) or --pattern REGEX",
@@ -79,10 +83,19 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
     for req in &requests {
         let desc = provider.describe(req);
         let res = rt.block_on(deliver::send(&provider, &pacer, &target.retry, target.rate_limit, req));
-        let mut rec = PurgeRecord { target: target.name.clone(), at_ms: now_ms(), request: desc.clone(), ..Default::default() };
+        let mut rec = PurgeRecord {
+            target: target.name.clone(),
+            at_ms: now_ms(),
+            request: desc.clone(),
+            ..Default::default()
+        };
         let accepted = match res {
             Ok(acc) => {
-                println!("purged \"{}\": {desc} (job {})", target.name, acc.job_id.as_deref().unwrap_or("-"));
+                println!(
+                    "purged \"{}\": {desc} (job {})",
+                    target.name,
+                    acc.job_id.as_deref().unwrap_or("-")
+                );
                 rec.result = "accepted".into();
                 rec.job_id = acc.job_id.clone();
                 rec.message = Some(acc.message.clone());
@@ -97,12 +110,20 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             }
         };
         let id = store.as_mut().and_then(|s| s.record_purge(&rec).ok());
-        let Some(acc) = accepted.filter(|_| args.wait) else { continue };
+        let Some(acc) = accepted.filter(|_| args.wait) else {
+            continue;
+        };
         let Some(job) = acc.job_id else {
             println!("the provider gave no job id to wait for");
             continue;
         };
-        let outcome = rt.block_on(deliver::follow_job(&provider, &pacer, target.rate_limit, &job, WAIT_LIMIT));
+        let outcome = rt.block_on(deliver::follow_job(
+            &provider,
+            &pacer,
+            target.rate_limit,
+            &job,
+            WAIT_LIMIT,
+        ));
         let state = match &outcome {
             JobOutcome::Done(s) => {
                 println!("job {job} finished: {s}");
@@ -120,7 +141,11 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             }
         };
         if let (Some(s), Some(id)) = (store.as_mut(), id) {
-            let _ = s.update_job(id, state.split(':').next().unwrap_or(&state).trim(), Some(outcome.state()));
+            let _ = s.update_job(
+                id,
+                state.split(':').next().unwrap_or(&state).trim(),
+                Some(outcome.state()),
+            );
         }
     }
     if failed {

@@ -11,9 +11,16 @@ use crate::state::{Store, now_ms};
 pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
     let config = load(cli, true)?.config;
     let Some(store) = Store::open_read_only(&config.state_dir)? else {
-        println!("no state yet in {} (the daemon has not run with these rules)", config.state_dir.display());
+        println!(
+            "no state yet in {} (the daemon has not run with these rules)",
+            config.state_dir.display()
+        );
         for t in &config.targets {
-            println!("target \"{}\" ({}): nothing pending, never purged", t.name, t.kind.type_name());
+            println!(
+                "target \"{}\" ({}): nothing pending, never purged",
+                t.name,
+                t.kind.type_name()
+            );
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -26,7 +33,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         e.1 = e.1.min(row.first_seen_ms);
     }
     let last = store.last_purges()?;
-    let mut names: Vec<(String, String)> = config.targets.iter().map(|t| (t.name.clone(), t.kind.type_name().to_string())).collect();
+    let mut names: Vec<(String, String)> = config
+        .targets
+        .iter()
+        .map(|t| (t.name.clone(), t.kind.type_name().to_string()))
+        .collect();
     for extra in pending.keys().chain(last.keys()) {
         if !names.iter().any(|(n, _)| n == extra) {
             names.push((extra.clone(), "not in the rules file".into()));
@@ -35,7 +46,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
     for (name, kind) in names {
         println!("target \"{name}\" ({kind})");
         match pending.get(&name) {
-            Some((n, oldest)) => println!("  pending: {n} file{}, oldest {} ago", if *n == 1 { "" } else { "s" }, age(now - oldest)),
+            Some((n, oldest)) => println!(
+                "  pending: {n} file{}, oldest {} ago",
+                if *n == 1 { "" } else { "s" },
+                age(now - oldest)
+            ),
             None => println!("  pending: none"),
         }
         match last.get(&name) {
@@ -49,7 +64,13 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
                     ("failed", Some(m)) => format!(": {m}"),
                     _ => String::new(),
                 };
-                println!("  last purge: {} ago, {} files, {}: {}{job}{msg}", age(now - p.at_ms), p.files, p.request, p.result);
+                println!(
+                    "  last purge: {} ago, {} files, {}: {}{job}{msg}",
+                    age(now - p.at_ms),
+                    p.files,
+                    p.request,
+                    p.result
+                );
             }
             None => println!("  last purge: never"),
         }

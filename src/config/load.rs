@@ -30,14 +30,34 @@ const TUNING_KEYS: &[&str] = &[
     "widen_threshold",
     "purge_all_threshold",
 ];
-const SITEHOST_KEYS: &[&str] = &["type", "api_url", "api_key", "api_key_file", "client_id", "server", "stack"];
+const SITEHOST_KEYS: &[&str] = &[
+    "type",
+    "api_url",
+    "api_key",
+    "api_key_file",
+    "client_id",
+    "server",
+    "stack",
+];
 const VIMS_KEYS: &[&str] = &["type", "api_url", "token", "token_file", "cdn_id", "host"];
-const RULE_KEYS: &[&str] =
-    &["name", "watch", "targets", "include", "exclude", "match", "url_prefix", "index_files", "purge"];
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "watch",
+    "targets",
+    "include",
+    "exclude",
+    "match",
+    "url_prefix",
+    "index_files",
+    "purge",
+];
 
 /// Reads and validates the rules file at `path`.
 pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     load_str(path, &text, opts, &|k| std::env::var(k).ok())
 }
 
@@ -48,7 +68,14 @@ pub fn load_str(
     opts: LoadOptions,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
-    let mut cx = Cx { file: path.to_path_buf(), base: base_dir(path), env, opts, errors: vec![], warnings: vec![] };
+    let mut cx = Cx {
+        file: path.to_path_buf(),
+        base: base_dir(path),
+        env,
+        opts,
+        errors: vec![],
+        warnings: vec![],
+    };
     let root = match yaml::parse(text) {
         Ok(root) => root,
         Err(e) => {
@@ -58,7 +85,10 @@ pub fn load_str(
     };
     let config = cx.config(&root);
     match config {
-        Some(config) if cx.errors.is_empty() => Ok(Loaded { config, warnings: cx.warnings }),
+        Some(config) if cx.errors.is_empty() => Ok(Loaded {
+            config,
+            warnings: cx.warnings,
+        }),
         _ => Err(ConfigError::Invalid(cx.errors)),
     }
 }
@@ -78,9 +108,17 @@ impl Default for Tuning {
         Tuning {
             debounce: Duration::from_secs(2),
             max_delay: Duration::from_secs(30),
-            retry: RetryPolicy { attempts: 8, backoff: Duration::from_secs(1), backoff_max: Duration::from_secs(60) },
+            retry: RetryPolicy {
+                attempts: 8,
+                backoff: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(60),
+            },
             rate_limit: 10.0,
-            patterns: PatternSettings { max_bytes: 4096, widen_threshold: 0.8, all_threshold: 0.5 },
+            patterns: PatternSettings {
+                max_bytes: 4096,
+                widen_threshold: 1.0,
+                all_threshold: 0.5,
+            },
         }
     }
 }
@@ -98,11 +136,19 @@ type Entries<'n> = &'n [(Node, Node)];
 
 impl Cx<'_> {
     fn error(&mut self, pos: Pos, message: impl Into<String>) {
-        self.errors.push(Diagnostic { file: self.file.clone(), pos: Some(pos), message: message.into() });
+        self.errors.push(Diagnostic {
+            file: self.file.clone(),
+            pos: Some(pos),
+            message: message.into(),
+        });
     }
 
     fn warn(&mut self, pos: Pos, message: impl Into<String>) {
-        self.warnings.push(Diagnostic { file: self.file.clone(), pos: Some(pos), message: message.into() });
+        self.warnings.push(Diagnostic {
+            file: self.file.clone(),
+            pos: Some(pos),
+            message: message.into(),
+        });
     }
 
     /// A secret problem: an error, or a warning under `--dry-run`.
@@ -119,7 +165,10 @@ impl Cx<'_> {
             Value::Map(items) => Some(items),
             _ if node.is_null() => Some(&[]),
             _ => {
-                self.error(node.pos, format!("{what} must be a mapping of keys to values, found {}", node.kind_name()));
+                self.error(
+                    node.pos,
+                    format!("{what} must be a mapping of keys to values, found {}", node.kind_name()),
+                );
                 None
             }
         }
@@ -152,13 +201,17 @@ impl Cx<'_> {
     /// dry-run mode (the value is then empty).
     fn string(&mut self, node: &Node, what: &str, secret: bool) -> Option<String> {
         let Some(text) = node.as_scalar().filter(|_| !node.is_null()) else {
-            self.error(node.pos, format!("{what} must be a single value, found {}", node.kind_name()));
+            self.error(
+                node.pos,
+                format!("{what} must be a single value, found {}", node.kind_name()),
+            );
             return None;
         };
         match interpolate(text, self.env) {
             Ok(s) => Some(s),
             Err(var) => {
-                let msg = format!("{what}: environment variable `{var}` is not set (export it before starting purgewatch)");
+                let msg =
+                    format!("{what}: environment variable `{var}` is not set (export it before starting purgewatch)");
                 if secret {
                     self.secret_problem(node.pos, msg);
                     if self.opts.dry_run { Some(String::new()) } else { None }
@@ -176,7 +229,11 @@ impl Cx<'_> {
                 .iter()
                 .filter_map(|n| self.string(n, what, false).map(|s| (s, n.pos)))
                 .collect(),
-            Value::Scalar { .. } if !node.is_null() => self.string(node, what, false).map(|s| (s, node.pos)).into_iter().collect(),
+            Value::Scalar { .. } if !node.is_null() => self
+                .string(node, what, false)
+                .map(|s| (s, node.pos))
+                .into_iter()
+                .collect(),
             _ if node.is_null() => vec![],
             _ => {
                 self.error(node.pos, format!("{what} must be a list, like [\"**/*.html\"]"));
@@ -232,7 +289,11 @@ impl Cx<'_> {
             (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
             _ => PathBuf::from(s),
         };
-        if expanded.is_absolute() { expanded } else { self.base.join(expanded) }
+        if expanded.is_absolute() {
+            expanded
+        } else {
+            self.base.join(expanded)
+        }
     }
 
     fn tuning(&mut self, key: &str, v: &Node, t: &mut Tuning, what: &str) {
@@ -289,7 +350,10 @@ impl Cx<'_> {
 
     fn config(&mut self, root: &Node) -> Option<Config> {
         if root.is_null() {
-            self.error(root.pos, "the rules file is empty: it needs `targets:` and `rules:` (see rules.example.yaml)");
+            self.error(
+                root.pos,
+                "the rules file is empty: it needs `targets:` and `rules:` (see rules.example.yaml)",
+            );
             return None;
         }
         let top = self.mapping(root, "the rules file")?;
@@ -321,7 +385,10 @@ impl Cx<'_> {
         let targets = match targets_node {
             Some(node) => self.targets(node, &defaults),
             None => {
-                self.error(root.pos, "no `targets:` section: name at least one sitehost or vims target");
+                self.error(
+                    root.pos,
+                    "no `targets:` section: name at least one sitehost or vims target",
+                );
                 vec![]
             }
         };
@@ -335,14 +402,25 @@ impl Cx<'_> {
         };
         let state_dir = state_dir.or_else(|| default_state_dir(self.env));
         let Some(state_dir) = state_dir else {
-            self.error(root.pos, "no state directory: set `state_dir:`, or $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME");
+            self.error(
+                root.pos,
+                "no state directory: set `state_dir:`, or $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME",
+            );
             return None;
         };
-        Some(Config { source: self.file.clone(), state_dir, shutdown_timeout, targets, rules })
+        Some(Config {
+            source: self.file.clone(),
+            state_dir,
+            shutdown_timeout,
+            targets,
+            rules,
+        })
     }
 
     fn targets(&mut self, node: &Node, defaults: &Tuning) -> Vec<Target> {
-        let Some(entries) = self.mapping(node, "targets") else { return vec![] };
+        let Some(entries) = self.mapping(node, "targets") else {
+            return vec![];
+        };
         let mut out: Vec<Target> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for (k, v) in entries {
@@ -351,7 +429,10 @@ impl Cx<'_> {
                 continue;
             };
             if !seen.insert(name.to_string()) {
-                self.error(k.pos, format!("target \"{name}\" is defined twice (rename or remove one)"));
+                self.error(
+                    k.pos,
+                    format!("target \"{name}\" is defined twice (rename or remove one)"),
+                );
                 continue;
             }
             if let Some(t) = self.target(name, k.pos, v, defaults) {
@@ -367,7 +448,10 @@ impl Cx<'_> {
     fn target(&mut self, name: &str, pos: Pos, node: &Node, defaults: &Tuning) -> Option<Target> {
         let what = format!("target \"{name}\"");
         let entries = self.mapping(node, &what)?;
-        let ty_node = entries.iter().find(|(k, _)| k.as_scalar() == Some("type")).map(|(_, v)| v);
+        let ty_node = entries
+            .iter()
+            .find(|(k, _)| k.as_scalar() == Some("type"))
+            .map(|(_, v)| v);
         let Some(ty_node) = ty_node else {
             self.error(pos, format!("{what}: missing `type:` (sitehost or vims)"));
             return None;
@@ -378,7 +462,10 @@ impl Cx<'_> {
             "vims" => VIMS_KEYS,
             other => {
                 let hint = did_you_mean(other, ["sitehost", "vims"].into_iter());
-                self.error(ty_node.pos, format!("{what}: unknown type `{other}`{hint} (sitehost or vims)"));
+                self.error(
+                    ty_node.pos,
+                    format!("{what}: unknown type `{other}`{hint} (sitehost or vims)"),
+                );
                 return None;
             }
         };
@@ -449,7 +536,14 @@ impl Cx<'_> {
     }
 
     /// A secret given inline (`api_key:`) or in a file (`api_key_file:`).
-    fn secret(&mut self, what: &str, pos: Pos, inline: Option<&Node>, file: Option<&Node>, key: &str) -> Option<Secret> {
+    fn secret(
+        &mut self,
+        what: &str,
+        pos: Pos,
+        inline: Option<&Node>,
+        file: Option<&Node>,
+        key: &str,
+    ) -> Option<Secret> {
         match (inline, file) {
             (Some(a), Some(_)) => {
                 self.error(a.pos, format!("{what}: set either `{key}` or `{key}_file`, not both"));
@@ -502,7 +596,10 @@ impl Cx<'_> {
             if let Some(rule) = self.rule(i, item, targets) {
                 if !seen.insert(rule.name.clone()) {
                     let pos = name_pos(item).unwrap_or(item.pos);
-                    self.error(pos, format!("rule \"{}\" is defined twice (rule names must be unique)", rule.name));
+                    self.error(
+                        pos,
+                        format!("rule \"{}\" is defined twice (rule names must be unique)", rule.name),
+                    );
                     continue;
                 }
                 out.push(rule);
@@ -599,7 +696,10 @@ impl Cx<'_> {
                 "url_prefix" => {
                     if let Some(p) = self.string(v, &kw, false) {
                         if p.contains("://") || p.contains('?') || p.contains('#') {
-                            self.error(v.pos, format!("{kw}: `{p}` must be a URL path like /blog/, without host or query"));
+                            self.error(
+                                v.pos,
+                                format!("{kw}: `{p}` must be a URL path like /blog/, without host or query"),
+                            );
                         }
                         let p = p.trim_matches('/');
                         rule.url_prefix = if p.is_empty() { "/".into() } else { format!("/{p}/") };
@@ -624,13 +724,20 @@ impl Cx<'_> {
         if !has_targets {
             self.error(node.pos, format!("{what}: missing `targets:` (a list of target names)"));
         }
-        if self.errors.len() != n_errors { None } else { Some(rule) }
+        if self.errors.len() != n_errors {
+            None
+        } else {
+            Some(rule)
+        }
     }
 }
 
 fn name_pos(item: &Node) -> Option<Pos> {
     match &item.value {
-        Value::Map(entries) => entries.iter().find(|(k, _)| k.as_scalar() == Some("name")).map(|(_, v)| v.pos),
+        Value::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.as_scalar() == Some("name"))
+            .map(|(_, v)| v.pos),
         _ => None,
     }
 }
@@ -674,13 +781,18 @@ fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
 /// `$STATE_DIRECTORY` (the first of its colon-separated list), else `$XDG_STATE_HOME/purgewatch`,
 /// else `~/.local/state/purgewatch`.
 fn default_state_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    if let Some(dir) = env("STATE_DIRECTORY").and_then(|s| s.split(':').next().map(str::to_string)).filter(|s| !s.is_empty()) {
+    if let Some(dir) = env("STATE_DIRECTORY")
+        .and_then(|s| s.split(':').next().map(str::to_string))
+        .filter(|s| !s.is_empty())
+    {
         return Some(PathBuf::from(dir));
     }
     if let Some(x) = env("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
         return Some(Path::new(&x).join("purgewatch"));
     }
-    env("HOME").filter(|s| !s.is_empty()).map(|h| Path::new(&h).join(".local/state/purgewatch"))
+    env("HOME")
+        .filter(|s| !s.is_empty())
+        .map(|h| Path::new(&h).join(".local/state/purgewatch"))
 }
 
 /// ` (did you mean "x"?)` when a candidate is close enough to `word`, else an empty string.

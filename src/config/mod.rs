@@ -166,6 +166,10 @@ pub struct Loaded {
 /// The directory a relative path in the rules file is relative to.
 pub fn base_dir(rules_file: &Path) -> PathBuf {
     let parent = rules_file.parent().unwrap_or(Path::new(""));
-    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
     std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
 }

@@ -19,14 +19,20 @@ pub struct Pos {
 
 impl Pos {
     fn from_span(span: &Span) -> Pos {
-        Pos { line: span.start.line(), col: span.start.col() + 1 }
+        Pos {
+            line: span.start.line(),
+            col: span.start.col() + 1,
+        }
     }
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     /// A scalar as written, with whether it was quoted (a quoted `"12"` is never a number).
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     /// Keys in document order; duplicates are kept so that they can be reported.
     Map(Vec<(Node, Node)>),
@@ -86,7 +92,10 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             Some(Err(e)) => {
                 let m = e.marker();
                 return Err(SyntaxError {
-                    pos: Pos { line: m.line(), col: m.col() + 1 },
+                    pos: Pos {
+                        line: m.line(),
+                        col: m.col() + 1,
+                    },
                     message: e.info().to_string(),
                 });
             }
@@ -125,12 +134,34 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(p, anchor, items)) => Some((Node { value: Value::Seq(items), pos: p }, anchor)),
-                _ => return Err(SyntaxError { pos, message: "unbalanced sequence".into() }),
+                Some(Frame::Seq(p, anchor, items)) => Some((
+                    Node {
+                        value: Value::Seq(items),
+                        pos: p,
+                    },
+                    anchor,
+                )),
+                _ => {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "unbalanced sequence".into(),
+                    });
+                }
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(p, anchor, items, _)) => Some((Node { value: Value::Map(items), pos: p }, anchor)),
-                _ => return Err(SyntaxError { pos, message: "unbalanced mapping".into() }),
+                Some(Frame::Map(p, anchor, items, _)) => Some((
+                    Node {
+                        value: Value::Map(items),
+                        pos: p,
+                    },
+                    anchor,
+                )),
+                _ => {
+                    return Err(SyntaxError {
+                        pos,
+                        message: "unbalanced mapping".into(),
+                    });
+                }
             },
             _ => None,
         };
@@ -149,7 +180,10 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         }
     }
     Ok(root.unwrap_or(Node {
-        value: Value::Scalar { text: String::new(), quoted: false },
+        value: Value::Scalar {
+            text: String::new(),
+            quoted: false,
+        },
         pos: Pos { line: 1, col: 1 },
     }))
 }
@@ -161,14 +195,24 @@ mod tests {
     #[test]
     fn positions_are_one_based_and_duplicates_kept() {
         let doc = parse("a: 1\nb:\n  - x\n  - \"y\"\na: 2\n").unwrap();
-        let Value::Map(items) = &doc.value else { panic!("not a map") };
+        let Value::Map(items) = &doc.value else {
+            panic!("not a map")
+        };
         assert_eq!(items.len(), 3);
         assert_eq!(items[0].0.pos, Pos { line: 1, col: 1 });
         assert_eq!(items[2].0.as_scalar(), Some("a"));
         assert_eq!(items[2].0.pos, Pos { line: 5, col: 1 });
-        let Value::Seq(seq) = &items[1].1.value else { panic!("not a seq") };
+        let Value::Seq(seq) = &items[1].1.value else {
+            panic!("not a seq")
+        };
         assert_eq!(seq[1].pos, Pos { line: 4, col: 5 });
-        assert_eq!(seq[1].value, Value::Scalar { text: "y".into(), quoted: true });
+        assert_eq!(
+            seq[1].value,
+            Value::Scalar {
+                text: "y".into(),
+                quoted: true
+            }
+        );
     }
 
     #[test]

@@ -20,7 +20,11 @@ fn rule(prefix: &str) -> Rule {
 }
 
 fn settings() -> PatternSettings {
-    PatternSettings { max_bytes: 4096, widen_threshold: 1.0, all_threshold: 0.5 }
+    PatternSettings {
+        max_bytes: 4096,
+        widen_threshold: 1.0,
+        all_threshold: 0.5,
+    }
 }
 
 fn vims() -> Target {
@@ -28,7 +32,11 @@ fn vims() -> Target {
         name: "cdn".into(),
         debounce: Duration::from_secs(1),
         max_delay: Duration::from_secs(10),
-        retry: RetryPolicy { attempts: 1, backoff: Duration::from_secs(1), backoff_max: Duration::from_secs(1) },
+        retry: RetryPolicy {
+            attempts: 1,
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(1),
+        },
         rate_limit: 10.0,
         kind: TargetKind::Vims(Vims {
             api_url: "http://x".into(),
@@ -41,17 +49,33 @@ fn vims() -> Target {
 }
 
 fn manifest(paths: &[&str]) -> Manifest {
-    let meta = FileMeta { size: 1, mtime_ns: 1, hash: [0; 32] };
+    let meta = FileMeta {
+        size: 1,
+        mtime_ns: 1,
+        hash: [0; 32],
+    };
     Manifest::from_entries(paths.iter().map(|p| (p.to_string(), meta)))
 }
 
 fn pending(paths: &[&str]) -> Vec<PendingFile> {
-    paths.iter().map(|p| PendingFile { rule: "site".into(), path: p.to_string(), kind: ChangeKind::Modified }).collect()
+    paths
+        .iter()
+        .map(|p| PendingFile {
+            rule: "site".into(),
+            path: p.to_string(),
+            kind: ChangeKind::Modified,
+        })
+        .collect()
 }
 
 /// Every form a CDN may key a URL by.
 fn forms(url: &str) -> Vec<String> {
-    vec![url.to_string(), format!("{url}?v=2"), format!("https://example.com{url}"), format!("https://example.com{url}?a=b")]
+    vec![
+        url.to_string(),
+        format!("{url}?v=2"),
+        format!("https://example.com{url}"),
+        format!("https://example.com{url}?a=b"),
+    ]
 }
 
 fn matches_any(patterns: &[String], s: &str) -> bool {
@@ -63,7 +87,12 @@ struct Compiled(Vec<Option<Regex>>);
 
 impl Compiled {
     fn new(patterns: &[String]) -> Compiled {
-        Compiled(patterns.iter().map(|p| (p != "*").then(|| Regex::new(p).unwrap())).collect())
+        Compiled(
+            patterns
+                .iter()
+                .map(|p| (p != "*").then(|| Regex::new(p).unwrap()))
+                .collect(),
+        )
     }
     fn is_match(&self, s: &str) -> bool {
         self.0.iter().any(|r| r.as_ref().is_none_or(|r| r.is_match(s)))
@@ -72,32 +101,65 @@ impl Compiled {
 
 #[test]
 fn index_aliases() {
-    assert_eq!(urls_for(&rule("/"), "blog/index.html"), vec!["/blog/index.html", "/blog/", "/blog"]);
+    assert_eq!(
+        urls_for(&rule("/"), "blog/index.html"),
+        vec!["/blog/index.html", "/blog/", "/blog"]
+    );
     assert_eq!(urls_for(&rule("/"), "index.html"), vec!["/index.html", "/"]);
-    assert_eq!(urls_for(&rule("/docs/"), "index.html"), vec!["/docs/index.html", "/docs/", "/docs"]);
+    assert_eq!(
+        urls_for(&rule("/docs/"), "index.html"),
+        vec!["/docs/index.html", "/docs/", "/docs"]
+    );
     assert_eq!(urls_for(&rule("/"), "blog/a.html"), vec!["/blog/a.html"]);
 }
 
 #[test]
 fn shared_prefix_and_suffix_are_factored() {
-    let items: BTreeSet<Item> = ["/blog/a.html", "/blog/b.html"].iter().map(|u| Item::Url(u.to_string())).collect();
-    assert_eq!(patterns(&items, 4096), vec!["/blog/(?:a|b)\\.html(?:$|\\?)".to_string()]);
+    let items: BTreeSet<Item> = ["/blog/a.html", "/blog/b.html"]
+        .iter()
+        .map(|u| Item::Url(u.to_string()))
+        .collect();
+    assert_eq!(
+        patterns(&items, 4096),
+        vec!["/blog/(?:a|b)\\.html(?:$|\\?)".to_string()]
+    );
 }
 
 #[test]
 fn changed_urls_match_in_every_form_and_siblings_do_not() {
-    let site = manifest(&["blog/index.html", "blog/post.html", "blog/post2.html", "blog/post.html.bak", "blogroll.html", "about.html", "index.html"]);
+    let site = manifest(&[
+        "blog/index.html",
+        "blog/post.html",
+        "blog/post2.html",
+        "blog/post.html.bak",
+        "blogroll.html",
+        "about.html",
+        "index.html",
+    ]);
     let changed = pending(&["blog/index.html", "blog/post.html"]);
     let m = BTreeMap::from([("site".to_string(), site)]);
     let reqs = plan(&vims(), &changed, &[rule("/")], &m);
-    let pats: Vec<String> = reqs.iter().map(|r| match r { Request::Pattern(p) => p.clone(), _ => panic!() }).collect();
+    let pats: Vec<String> = reqs
+        .iter()
+        .map(|r| match r {
+            Request::Pattern(p) => p.clone(),
+            _ => panic!(),
+        })
+        .collect();
     assert_eq!(pats.len(), 1, "{pats:?}");
     for url in ["/blog/index.html", "/blog/", "/blog", "/blog/post.html"] {
         for f in forms(url) {
             assert!(matches_any(&pats, &f), "{f} not matched by {pats:?}");
         }
     }
-    for url in ["/blog/post2.html", "/blog/post.html.bak", "/blogroll.html", "/about.html", "/index.html", "/blog/other/"] {
+    for url in [
+        "/blog/post2.html",
+        "/blog/post.html.bak",
+        "/blogroll.html",
+        "/about.html",
+        "/index.html",
+        "/blog/other/",
+    ] {
         assert!(!matches_any(&pats, url), "{url} matched by {pats:?}");
     }
 }
@@ -106,7 +168,12 @@ fn changed_urls_match_in_every_form_and_siblings_do_not() {
 fn a_whole_directory_is_widened_and_most_of_the_site_is_everything() {
     let site = manifest(&["a/1.html", "a/2.html", "a/index.html", "b.html", "c.html"]);
     let m = BTreeMap::from([("site".to_string(), site)]);
-    let it = items(&pending(&["a/1.html", "a/2.html", "a/index.html"]), &[rule("/")], &m, &settings());
+    let it = items(
+        &pending(&["a/1.html", "a/2.html", "a/index.html"]),
+        &[rule("/")],
+        &m,
+        &settings(),
+    );
     assert_eq!(it, BTreeSet::from([Item::Prefix("/a/".into()), Item::Url("/a".into())]));
     let many: Vec<String> = (0..100).map(|i| format!("p{i}.html")).collect();
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();
@@ -120,14 +187,25 @@ fn sitehost_is_one_stack_purge_and_purge_all_is_star() {
     let mut r = rule("/");
     r.purge = PurgeMode::All;
     let m = BTreeMap::new();
-    assert_eq!(plan(&vims(), &pending(&["a.html"]), &[r], &m), vec![Request::Pattern("*".into())]);
+    assert_eq!(
+        plan(&vims(), &pending(&["a.html"]), &[r], &m),
+        vec![Request::Pattern("*".into())]
+    );
 }
 
 #[test]
 fn special_characters_are_escaped_and_encoded() {
-    let items = BTreeSet::from([Item::Url("/a (1)+[x].html".into()), Item::Url("/caf\u{e9} menu.html".into())]);
+    let items = BTreeSet::from([
+        Item::Url("/a (1)+[x].html".into()),
+        Item::Url("/caf\u{e9} menu.html".into()),
+    ]);
     let pats = patterns(&items, 4096);
-    for u in ["/a (1)+[x].html", "/a%20(1)+[x].html", "/caf\u{e9} menu.html", "/caf%C3%A9%20menu.html"] {
+    for u in [
+        "/a (1)+[x].html",
+        "/a%20(1)+[x].html",
+        "/caf\u{e9} menu.html",
+        "/caf%C3%A9%20menu.html",
+    ] {
         assert!(matches_any(&pats, u), "{u} {pats:?}");
     }
     assert!(!matches_any(&pats, "/a (1)+[x]xhtml"));
@@ -135,7 +213,9 @@ fn special_characters_are_escaped_and_encoded() {
 
 #[test]
 fn long_sets_split_at_the_limit() {
-    let items: BTreeSet<Item> = (0..400).map(|i| Item::Url(format!("/section-{}/page-{i}-with-a-long-name.html", i % 7))).collect();
+    let items: BTreeSet<Item> = (0..400)
+        .map(|i| Item::Url(format!("/section-{}/page-{i}-with-a-long-name.html", i % 7)))
+        .collect();
     let pats = patterns(&items, 1024);
     assert!(pats.len() >= 2, "{}", pats.len());
     assert!(pats.iter().all(|p| p.len() <= 1024));

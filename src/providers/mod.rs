@@ -21,18 +21,26 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProviderError {
     #[error("{message}")]
-    Transient { message: String, retry_after: Option<Duration> },
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("{message}")]
     Permanent { message: String },
 }
 
 impl ProviderError {
     pub fn transient(message: impl Into<String>) -> ProviderError {
-        ProviderError::Transient { message: message.into(), retry_after: None }
+        ProviderError::Transient {
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn permanent(message: impl Into<String>) -> ProviderError {
-        ProviderError::Permanent { message: message.into() }
+        ProviderError::Permanent {
+            message: message.into(),
+        }
     }
 
     pub fn is_transient(&self) -> bool {
@@ -86,7 +94,12 @@ pub fn http_client() -> reqwest::Client {
 
 impl Provider {
     pub fn new(target: &Target, http: reqwest::Client) -> Provider {
-        Provider { target: target.name.clone(), kind: target.kind.clone(), http, vims: vims::TaskPath::default() }
+        Provider {
+            target: target.name.clone(),
+            kind: target.kind.clone(),
+            http,
+            vims: vims::TaskPath::default(),
+        }
     }
 
     /// Requests to one account share a rate limit: the API URL and a hash of the credential.
@@ -109,7 +122,9 @@ impl Provider {
     pub fn describe(&self, req: &Request) -> String {
         match (&self.kind, req) {
             (TargetKind::SiteHost(s), _) => format!("purge stack {} on {}", s.stack, s.server),
-            (TargetKind::Vims(v), Request::Pattern(p)) => format!("purge cdn {} host {} pattern {p:?}", v.cdn_id, v.host),
+            (TargetKind::Vims(v), Request::Pattern(p)) => {
+                format!("purge cdn {} host {} pattern {p:?}", v.cdn_id, v.host)
+            }
             (TargetKind::Vims(v), Request::Stack) => format!("purge cdn {} host {} pattern \"*\"", v.cdn_id, v.host),
         }
     }
@@ -168,20 +183,33 @@ pub(crate) async fn send(rb: RequestBuilder, what: &str, secret: &Secret) -> Res
         ProviderError::transient(secret.scrub(&format!("{what}: {kind}: {}", error_chain(&e.without_url()))))
     })?;
     let status = resp.status();
-    let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
     let is_html_type = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("html"));
     let bytes = resp.bytes().await.map_err(|e| {
-        ProviderError::transient(format!("{what}: reading the reply failed: {}", error_chain(&e.without_url())))
+        ProviderError::transient(format!(
+            "{what}: reading the reply failed: {}",
+            error_chain(&e.without_url())
+        ))
     })?;
     let body = &bytes[..bytes.len().min(BODY_LIMIT)];
     let text = String::from_utf8_lossy(body);
     let json = serde_json::from_slice::<Value>(body).ok();
     let html = json.is_none() && (is_html_type || text.trim_start().starts_with('<'));
-    Ok(Reply { status, json, excerpt: secret.scrub(&excerpt(&text)), html, retry_after })
+    Ok(Reply {
+        status,
+        json,
+        excerpt: secret.scrub(&excerpt(&text)),
+        html,
+        retry_after,
+    })
 }
 
 /// The error for a reply whose HTTP status is not a success.
@@ -190,7 +218,10 @@ pub(crate) fn http_error(what: &str, reply: &Reply) -> ProviderError {
     let message = format!("{what}: HTTP {}{said}", reply.status);
     let s = reply.status.as_u16();
     if s == 408 || s == 429 || reply.status.is_server_error() {
-        ProviderError::Transient { message, retry_after: reply.retry_after }
+        ProviderError::Transient {
+            message,
+            retry_after: reply.retry_after,
+        }
     } else {
         ProviderError::Permanent { message }
     }
@@ -198,7 +229,11 @@ pub(crate) fn http_error(what: &str, reply: &Reply) -> ProviderError {
 
 /// `: "<message>"` from a JSON reply's `msg`/`message`, or an excerpt of the body.
 pub(crate) fn provider_message(reply: &Reply) -> String {
-    let msg = reply.json.as_ref().and_then(|j| j.get("msg").or_else(|| j.get("message"))).and_then(Value::as_str);
+    let msg = reply
+        .json
+        .as_ref()
+        .and_then(|j| j.get("msg").or_else(|| j.get("message")))
+        .and_then(Value::as_str);
     match msg {
         Some(m) => format!(": provider said {m:?}"),
         None if reply.html => format!(": an HTML page instead of JSON ({})", reply.excerpt),
@@ -246,7 +281,8 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         Duration::from_secs(secs)
     } else {
         let when = httpdate_parse(v)?;
-        when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO)
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
     };
     Some(d.min(Duration::from_secs(3600)))
 }
@@ -258,9 +294,11 @@ fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
         if parts.len() != 6 {
             return None;
         }
-        let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-            .iter()
-            .position(|m| *m == parts[2])?
+        let month = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ]
+        .iter()
+        .position(|m| *m == parts[2])?
             + 1;
         let iso = format!("{}-{:02}-{:0>2}T{}Z", parts[3], month, parts[1], parts[4]);
         humantime::parse_rfc3339(&iso).ok()

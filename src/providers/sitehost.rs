@@ -22,33 +22,48 @@ fn ok_reply(what: &str, reply: &Reply) -> Result<(), ProviderError> {
     }
     match status_true(reply) {
         Some(true) => Ok(()),
-        _ => Err(ProviderError::transient(format!("{what}: HTTP {} without \"status\": true{}", reply.status, provider_message(reply)))),
+        _ => Err(ProviderError::transient(format!(
+            "{what}: HTTP {} without \"status\": true{}",
+            reply.status,
+            provider_message(reply)
+        ))),
     }
 }
 
 pub async fn purge(http: &reqwest::Client, s: &SiteHost) -> Result<Accepted, ProviderError> {
-    let what = format!("POST {}/cloud/stack/purge_cache.json (stack {} on {})", s.api_url, s.stack, s.server);
+    let what = format!(
+        "POST {}/cloud/stack/purge_cache.json (stack {} on {})",
+        s.api_url, s.stack, s.server
+    );
     let form = [
         ("apikey", s.api_key.expose()),
         ("client_id", s.client_id.as_str()),
         ("server", s.server.as_str()),
         ("name", s.stack.as_str()),
     ];
-    let rb = http.post(format!("{}/cloud/stack/purge_cache.json", s.api_url)).form(&form);
+    let rb = http
+        .post(format!("{}/cloud/stack/purge_cache.json", s.api_url))
+        .form(&form);
     let reply = send(rb, &what, &s.api_key).await?;
     ok_reply(&what, &reply)?;
     let json = reply.json.as_ref();
     Ok(Accepted {
         job_id: id_text(json.and_then(|j| j.get("return")).and_then(|r| r.get("job_id"))),
-        message: json.and_then(|j| j.get("msg")).and_then(Value::as_str).unwrap_or("Successful").to_string(),
+        message: json
+            .and_then(|j| j.get("msg"))
+            .and_then(Value::as_str)
+            .unwrap_or("Successful")
+            .to_string(),
     })
 }
 
 pub async fn job(http: &reqwest::Client, s: &SiteHost, id: &str) -> Result<JobState, ProviderError> {
     let what = format!("GET {}/job/get.json (job {id})", s.api_url);
-    let rb = http
-        .get(format!("{}/job/get.json", s.api_url))
-        .query(&[("apikey", s.api_key.expose()), ("job_id", id), ("type", "scheduler")]);
+    let rb = http.get(format!("{}/job/get.json", s.api_url)).query(&[
+        ("apikey", s.api_key.expose()),
+        ("job_id", id),
+        ("type", "scheduler"),
+    ]);
     let reply = send(rb, &what, &s.api_key).await?;
     ok_reply(&what, &reply)?;
     let ret = reply.json.as_ref().and_then(|j| j.get("return"));
@@ -57,8 +72,15 @@ pub async fn job(http: &reqwest::Client, s: &SiteHost, id: &str) -> Result<JobSt
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let message = ret.and_then(|r| r.get("message").or_else(|| r.get("msg"))).and_then(Value::as_str).unwrap_or("");
-    let said = if message.is_empty() { state.clone() } else { format!("{state}: {message}") };
+    let message = ret
+        .and_then(|r| r.get("message").or_else(|| r.get("msg")))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let said = if message.is_empty() {
+        state.clone()
+    } else {
+        format!("{state}: {message}")
+    };
     Ok(match state.to_ascii_lowercase().as_str() {
         "completed" | "complete" | "success" | "done" => JobState::Done(said),
         "failed" | "failure" | "error" | "cancelled" => JobState::Failed(said),
@@ -67,7 +89,10 @@ pub async fn job(http: &reqwest::Client, s: &SiteHost, id: &str) -> Result<JobSt
 }
 
 pub async fn check(http: &reqwest::Client, s: &SiteHost) -> Result<String, ProviderError> {
-    let what = format!("GET {}/cloud/stack/get.json (stack {} on {})", s.api_url, s.stack, s.server);
+    let what = format!(
+        "GET {}/cloud/stack/get.json (stack {} on {})",
+        s.api_url, s.stack, s.server
+    );
     let rb = http.get(format!("{}/cloud/stack/get.json", s.api_url)).query(&[
         ("apikey", s.api_key.expose()),
         ("client_id", s.client_id.as_str()),
@@ -79,7 +104,13 @@ pub async fn check(http: &reqwest::Client, s: &SiteHost) -> Result<String, Provi
         return Err(http_error(&what, &reply));
     }
     match status_true(&reply) {
-        Some(true) => Ok(format!("stack {} found on {} for client {}", s.stack, s.server, s.client_id)),
-        _ => Err(ProviderError::permanent(format!("{what}: the provider refused{}", provider_message(&reply)))),
+        Some(true) => Ok(format!(
+            "stack {} found on {} for client {}",
+            s.stack, s.server, s.client_id
+        )),
+        _ => Err(ProviderError::permanent(format!(
+            "{what}: the provider refused{}",
+            provider_message(&reply)
+        ))),
     }
 }

@@ -29,7 +29,11 @@ fn ok_reply(what: &str, reply: &Reply) -> Result<(), ProviderError> {
     }
     match status_of(reply) {
         Some("ok") => Ok(()),
-        _ => Err(ProviderError::transient(format!("{what}: HTTP {} without \"status\": \"ok\"{}", reply.status, provider_message(reply)))),
+        _ => Err(ProviderError::transient(format!(
+            "{what}: HTTP {} without \"status\": \"ok\"{}",
+            reply.status,
+            provider_message(reply)
+        ))),
     }
 }
 
@@ -45,7 +49,11 @@ pub async fn purge(http: &reqwest::Client, v: &Vims, pattern: &str) -> Result<Ac
     let json = reply.json.as_ref();
     Ok(Accepted {
         job_id: id_text(json.and_then(|j| j.get("task_id"))),
-        message: json.and_then(|j| j.get("message")).and_then(Value::as_str).unwrap_or("purge running").to_string(),
+        message: json
+            .and_then(|j| j.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("purge running")
+            .to_string(),
     })
 }
 
@@ -68,9 +76,17 @@ pub async fn task(http: &reqwest::Client, v: &Vims, id: &str, path: &TaskPath) -
         ok_reply(&what, &reply)?;
         path.0.store(form, Ordering::Relaxed);
         let data = reply.json.as_ref().and_then(|j| j.get("data"));
-        let state = data.and_then(|d| d.get("status")).and_then(Value::as_str).unwrap_or("").to_string();
+        let state = data
+            .and_then(|d| d.get("status"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let output = data.and_then(|d| d.get("output")).and_then(Value::as_str).unwrap_or("");
-        let said = if output.is_empty() { state.clone() } else { format!("{state}: {output}") };
+        let said = if output.is_empty() {
+            state.clone()
+        } else {
+            format!("{state}: {output}")
+        };
         return Ok(match state.to_ascii_uppercase().as_str() {
             "SUCCESS" | "DONE" | "COMPLETED" | "FINISHED" => JobState::Done(said),
             "FAILURE" | "FAILED" | "REVOKED" | "ERROR" => JobState::Failed(said),
@@ -89,35 +105,62 @@ pub async fn check(http: &reqwest::Client, v: &Vims) -> Result<String, ProviderE
         return Err(http_error(&what, &reply));
     }
     if status_of(&reply) != Some("ok") {
-        return Err(ProviderError::permanent(format!("{what}: the provider refused{}", provider_message(&reply))));
+        return Err(ProviderError::permanent(format!(
+            "{what}: the provider refused{}",
+            provider_message(&reply)
+        )));
     }
-    let services = reply.json.as_ref().and_then(|j| j.get("data")).and_then(Value::as_array).cloned().unwrap_or_default();
-    let Some(service) = services.iter().find(|s| id_text(s.get("id")).as_deref() == Some(v.cdn_id.as_str())) else {
+    let services = reply
+        .json
+        .as_ref()
+        .and_then(|j| j.get("data"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(service) = services
+        .iter()
+        .find(|s| id_text(s.get("id")).as_deref() == Some(v.cdn_id.as_str()))
+    else {
         let known: Vec<String> = services.iter().filter_map(|s| id_text(s.get("id"))).collect();
         return Err(ProviderError::permanent(format!(
             "{what}: no CDN service with id {} (the token sees: {})",
             v.cdn_id,
-            if known.is_empty() { "none".into() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
         )));
     };
     if v.host == "all" {
         return Ok(format!("cdn {} found", v.cdn_id));
     }
-    let subs = service.get("sub_services").and_then(Value::as_array).cloned().unwrap_or_default();
+    let subs = service
+        .get("sub_services")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let ids: Vec<String> = subs
         .iter()
         .flat_map(|s| [id_text(s.get("vm").and_then(|vm| vm.get("id"))), id_text(s.get("id"))])
         .flatten()
         .collect();
-    if ids.iter().any(|i| *i == v.host) {
+    if ids.contains(&v.host) {
         Ok(format!("cdn {} found with host {}", v.cdn_id, v.host))
     } else {
-        let vm_ids: Vec<String> = subs.iter().filter_map(|s| id_text(s.get("vm").and_then(|vm| vm.get("id")))).collect();
+        let vm_ids: Vec<String> = subs
+            .iter()
+            .filter_map(|s| id_text(s.get("vm").and_then(|vm| vm.get("id"))))
+            .collect();
         Err(ProviderError::permanent(format!(
             "{what}: cdn {} has no host {} (its hosts: {})",
             v.cdn_id,
             v.host,
-            if vm_ids.is_empty() { "none".into() } else { vm_ids.join(", ") }
+            if vm_ids.is_empty() {
+                "none".into()
+            } else {
+                vm_ids.join(", ")
+            }
         )))
     }
 }

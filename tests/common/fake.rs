@@ -58,7 +58,9 @@ fn url_decode_pairs(s: &str) -> Vec<(String, String)> {
 
 fn decode(s: &str) -> String {
     let s = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&s).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(&s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A scripted reply.
@@ -71,11 +73,19 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(status: u16, body: serde_json::Value) -> Reply {
-        Reply { status, headers: vec![("content-type".into(), "application/json".into())], body: body.to_string() }
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+        }
     }
 
     pub fn html(status: u16, body: &str) -> Reply {
-        Reply { status, headers: vec![("content-type".into(), "text/html".into())], body: body.into() }
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "text/html".into())],
+            body: body.into(),
+        }
     }
 
     pub fn header(mut self, k: &str, v: &str) -> Reply {
@@ -143,7 +153,10 @@ impl Fake {
         let (tx, rx) = std::sync::mpsc::channel();
         let shared = inner.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
@@ -165,7 +178,13 @@ impl Fake {
 
     /// Replies for the next requests to `route`, in order; then the default success.
     pub fn script(&self, route: Route, replies: Vec<Reply>) {
-        self.inner.lock().unwrap().scripts.entry(route).or_default().extend(replies);
+        self.inner
+            .lock()
+            .unwrap()
+            .scripts
+            .entry(route)
+            .or_default()
+            .extend(replies);
     }
 
     pub fn set_job_state(&self, s: &str) {
@@ -185,7 +204,10 @@ impl Fake {
     }
 
     pub fn requests_to(&self, route: Route) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| route_of(&r.method, &r.path) == route).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| route_of(&r.method, &r.path) == route)
+            .collect()
     }
 
     pub fn sitehost_purges(&self) -> Vec<Recorded> {
@@ -197,19 +219,32 @@ impl Fake {
     }
 }
 
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let rec = Recorded {
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().unwrap_or_default().to_string(),
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
         at: Instant::now(),
     };
     let route = route_of(&rec.method, &rec.path);
     let mut g = inner.lock().unwrap();
     if g.verbose {
-        let q = if rec.query.is_empty() { String::new() } else { format!("?{}", rec.query) };
+        let q = if rec.query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", rec.query)
+        };
         println!("{} {}{}", rec.method, rec.path, q);
         if let Some(a) = rec.headers.get("authorization") {
             println!("  authorization: {a}");

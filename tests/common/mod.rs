@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use fake::{Fake, Recorded, Route};
 #[allow(unused_imports)]
 pub use fake::Reply;
+pub use fake::{Fake, Recorded, Route};
 
 /// How long any condition may take before a test fails. Generous: CI shares 2 cores.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -49,7 +49,12 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("public");
         std::fs::create_dir_all(&root).unwrap();
-        Site { rules: dir.path().join("rules.yaml"), state: dir.path().join("state"), root, dir }
+        Site {
+            rules: dir.path().join("rules.yaml"),
+            state: dir.path().join("state"),
+            root,
+            dir,
+        }
     }
 
     /// Writes `rel` under the site root, creating directories.
@@ -172,7 +177,13 @@ impl Daemon {
     }
 
     pub fn lines_containing(&self, needle: &str) -> Vec<String> {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     /// Waits until `n` lines contain `needle`; panics with the log when they do not.
@@ -191,7 +202,12 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap().success();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill -{sig} failed");
     }
 

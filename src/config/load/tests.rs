@@ -98,12 +98,30 @@ rules:
 "#;
     let errs = errors(dir.path(), text);
     let joined = errs.join("\n");
-    assert!(joined.contains("rules.yaml:6:5: target \"cdn\": unknown key `debounse` (did you mean \"debounce\"?)"), "{joined}");
-    assert!(joined.contains("rules.yaml:10:15: rule \"site\": unknown target \"cnd\" (did you mean \"cdn\"?)"), "{joined}");
-    assert!(joined.contains("rules.yaml:11:15: rule \"site\": include: bad glob"), "{joined}");
-    assert!(joined.contains("rules.yaml:12:13: rule \"site\": match: bad regex"), "{joined}");
-    assert!(joined.contains("rules.yaml:14:12: rule \"other\": watch: directory"), "{joined}");
-    assert!(joined.contains("rules.yaml:16:12: rule \"other\": purge: `sometimes` must be"), "{joined}");
+    assert!(
+        joined.contains("rules.yaml:6:5: target \"cdn\": unknown key `debounse` (did you mean \"debounce\"?)"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("rules.yaml:10:15: rule \"site\": unknown target \"cnd\" (did you mean \"cdn\"?)"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("rules.yaml:11:15: rule \"site\": include: bad glob"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("rules.yaml:12:13: rule \"site\": match: bad regex"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("rules.yaml:14:12: rule \"other\": watch: directory"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("rules.yaml:16:12: rule \"other\": purge: `sometimes` must be"),
+        "{joined}"
+    );
     assert_eq!(errs.len(), 6, "{joined}");
 }
 
@@ -121,8 +139,14 @@ fn unset_variable_and_missing_secret_file() {
     let dir = site();
     let text = "targets:\n  a:\n    type: sitehost\n    api_key: ${NOPE}\n    client_id: 1\n    server: s\n    stack: x\n  b:\n    type: vims\n    token_file: /nonexistent/token\n    cdn_id: 1\nrules:\n  - name: r\n    watch: public\n    targets: [a, b]\n";
     let errs = errors(dir.path(), text).join("\n");
-    assert!(errs.contains("rules.yaml:4:14: target \"a\": api_key: environment variable `NOPE` is not set"), "{errs}");
-    assert!(errs.contains("rules.yaml:10:17: target \"b\": cannot read token_file /nonexistent/token"), "{errs}");
+    assert!(
+        errs.contains("rules.yaml:4:14: target \"a\": api_key: environment variable `NOPE` is not set"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("rules.yaml:10:17: target \"b\": cannot read token_file /nonexistent/token"),
+        "{errs}"
+    );
     // --dry-run needs no credentials: both become warnings.
     let loaded = try_load(dir.path(), text, true).unwrap();
     assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
@@ -134,7 +158,9 @@ fn secret_file_is_trimmed() {
     std::fs::write(dir.path().join("tok"), "sk_live_abc\n").unwrap();
     let text = "targets:\n  b:\n    type: vims\n    token_file: tok\n    cdn_id: 1\nrules:\n  - name: r\n    watch: public\n    targets: [b]\n";
     let c = try_load(dir.path(), text, false).unwrap().config;
-    let TargetKind::Vims(v) = &c.target("b").unwrap().kind else { panic!() };
+    let TargetKind::Vims(v) = &c.target("b").unwrap().kind else {
+        panic!()
+    };
     assert_eq!(v.token.expose(), "sk_live_abc");
 }
 
@@ -143,7 +169,10 @@ fn bad_duration_suggests_a_unit() {
     let dir = site();
     let text = "defaults:\n  debounce: 2\ntargets:\n  b:\n    type: vims\n    token: t\n    cdn_id: 1\nrules:\n  - name: r\n    watch: public\n    targets: [b]\n";
     let errs = errors(dir.path(), text).join("\n");
-    assert!(errs.contains("rules.yaml:2:13: defaults: debounce: `2` is not a duration"), "{errs}");
+    assert!(
+        errs.contains("rules.yaml:2:13: defaults: debounce: `2` is not a duration"),
+        "{errs}"
+    );
     assert!(errs.contains("add a unit"), "{errs}");
 }
 
@@ -151,7 +180,10 @@ fn bad_duration_suggests_a_unit() {
 fn syntax_error_is_positioned() {
     let dir = site();
     let errs = errors(dir.path(), "targets: [a\nrules: x\n").join("\n");
-    assert!(errs.starts_with(&format!("{}:", dir.path().join("rules.yaml").display())), "{errs}");
+    assert!(
+        errs.starts_with(&format!("{}:", dir.path().join("rules.yaml").display())),
+        "{errs}"
+    );
     assert!(errs.contains("YAML syntax error"), "{errs}");
 }
 

@@ -1,0 +1,125 @@
+//! `purgewatch purge`: a manual purge through the same delivery code, with `--wait`.
+
+mod common;
+
+use common::*;
+
+fn site_with(fake: &Fake) -> Site {
+    let site = Site::new();
+    site.write_rules(&site.rules_for(fake, "2s", ""));
+    site
+}
+
+#[test]
+fn sitehost_purge_wait_succeeds_when_the_job_completes() {
+    let fake = Fake::start();
+    let site = site_with(&fake);
+    fake.set_job_state("Running");
+    let f2 = fake.clone();
+    // The job completes a little later.
+    std::thread::spawn(move || {
+        wait_until(DEADLINE, || !f2.requests_to(Route::SiteHostJob).is_empty());
+        f2.set_job_state("Completed");
+    });
+    let (code, out, err) = site.run(&["purge", "www", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("finished: Completed"), "{out}");
+    let job = &fake.requests_to(Route::SiteHostJob)[0];
+    let q = job.query_pairs();
+    assert!(q.contains(&("type".into(), "scheduler".into())), "{q:?}");
+    assert!(q.iter().any(|(k, v)| k == "job_id" && !v.is_empty()));
+    assert!(!err.contains("sh-secret-key-123") && !out.contains("sh-secret-key-123"));
+}
+
+#[test]
+fn sitehost_purge_wait_exits_1_when_the_job_fails() {
+    let fake = Fake::start();
+    let site = site_with(&fake);
+    fake.set_job_state("Failed");
+    let (code, out, err) = site.run(&["purge", "www", "--wait"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("failed"), "{err}");
+}
+
+#[test]
+fn vims_purge_urls_wait_success_and_failure() {
+    let fake = Fake::start();
+    let site = site_with(&fake);
+    let (code, out, err) = site.run(&[
+        "purge",
+        "cdn",
+        "--url",
+        "/blog/a.html",
+        "--url",
+        "/blog/b.html",
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let p = fake.vims_purges()[0].pattern();
+    assert!(
+        pattern_matches(&p, "/blog/a.html") && pattern_matches(&p, "https://h/blog/b.html?x=1"),
+        "{p}"
+    );
+    assert!(!pattern_matches(&p, "/blog/c.html"), "{p}");
+    assert!(
+        fake.requests_to(Route::VimsTask)[0].path.starts_with("/api/tasks/"),
+        "documented task URL first"
+    );
+
+    fake.set_task_state("FAILURE");
+    let (code, out, err) = site.run(&["purge", "cdn", "--all", "--wait"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(fake.vims_purges()[1].pattern(), "*");
+}
+
+#[test]
+fn vims_task_url_falls_back_to_the_singular_form() {
+    let fake = Fake::start();
+    let site = site_with(&fake);
+    fake.singular_task_path();
+    let (code, out, err) = site.run(&["purge", "cdn", "--pattern", "\\.css", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let tasks = fake.requests_to(Route::VimsTask);
+    assert!(
+        tasks.iter().any(|r| r.path.starts_with("/api/task/")),
+        "{:?}",
+        tasks.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_refused_purge_exits_1_and_says_what_the_provider_said() {
+    let fake = Fake::start();
+    let site = site_with(&fake);
+    fake.script(
+        Route::VimsPurge,
+        vec![Reply::json(
+            400,
+            serde_json::json!({"message": "failed creation : bad pattern", "status": "error"}),
+        )],
+    );
+    let (code, out, err) = site.run(&["purge", "cdn", "--all"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("target \"cdn\"") && err.contains("failed creation : bad pattern") && err.contains("HTTP 400"),
+        "{err}"
+    );
+    assert_eq!(fake.vims_purges().len(), 1, "a 400 is not retried");
+}
+
+#[test]
+fn usage_errors_exit_2_and_dry_run_sends_nothing() {
+    let fake = Fake::start();
+    let site = site_with(&fake);
+    let (code, _, err) = site.run(&["purge", "cnd", "--all"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("did you mean \"cdn\""), "{err}");
+    let (code, _, err) = site.run(&["purge", "cdn"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = site.run(&["purge", "cdn", "--all", "--url", "/x"]);
+    assert_eq!(code, 2);
+    let (code, out, err) = site.run(&["purge", "cdn", "--url", "/a.html", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("would send to \"cdn\""), "{out}");
+    assert!(fake.requests().is_empty());
+}
