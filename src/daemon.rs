@@ -34,6 +34,8 @@ const JOB_FOLLOW: Duration = Duration::from_secs(600);
 const RELOAD_SETTLE: Duration = Duration::from_millis(300);
 /// Rules whose tree could not be fully watched are rescanned this often.
 const POLL_EVERY: Duration = Duration::from_secs(30);
+/// Paths seen are written to the state directory at most this long after their event.
+const SEEN_FLUSH: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
@@ -102,13 +104,20 @@ struct Daemon {
     sends: JoinSet<Sent>,
     jobs: JoinSet<JobDone>,
     reload_at: Option<Instant>,
+    /// Paths seen but not yet in the state directory, and when they must be written.
+    unsaved: Vec<(String, String)>,
+    flush_at: Option<Instant>,
 }
 
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
 pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let (tx, mut rx) = mpsc::channel::<WatchMsg>(4096);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| DaemonError::Watch(WatchError::Runtime(format!("cannot handle SIGHUP: {e}"))))?;
+    let signal = |kind, name: &str| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|e| DaemonError::Watch(WatchError::Runtime(format!("cannot handle {name}: {e}"))))
+    };
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")?;
+    let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1")?;
     let mut d = Daemon::start(config, opts, tx)?;
     let status = d.summary();
     tracing::info!("ready: {status}");
@@ -121,6 +130,7 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
     loop {
         let deadline = d.batcher.next_deadline();
         let reload_at = d.reload_at;
+        let flush_at = d.flush_at;
         let polling = d.rules.iter().any(|r| r.poll);
         tokio::select! {
             _ = &mut shutdown => break,
@@ -137,6 +147,11 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
                 if let Ok(job) = res { d.on_job(job) }
             },
             _ = hup.recv() => d.reload("SIGHUP"),
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: rescanning every tree against its manifest");
+                d.rescan_all();
+            },
+            _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => d.flush_seen(),
             _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => {
                 d.reload_at = None;
                 d.reload("the rules file changed");
@@ -223,6 +238,8 @@ impl Daemon {
             sends: JoinSet::new(),
             jobs: JoinSet::new(),
             reload_at: None,
+            unsaved: Vec::new(),
+            flush_at: None,
             rules_file,
             store,
             seed,
@@ -236,8 +253,17 @@ impl Daemon {
         {
             tracing::warn!("the rules file will not be reloaded on save (SIGHUP still works): {e}");
         }
+        let seen = match (&d.store, &d.seed) {
+            (Some(s), _) | (None, Some(s)) => s.seen()?,
+            _ => vec![],
+        };
         for rule in config.rules.iter().cloned() {
-            d.add_rule(rule)?;
+            let paths: BTreeSet<String> = seen
+                .iter()
+                .filter(|(r, _, _)| *r == rule.name)
+                .map(|(_, p, _)| p.clone())
+                .collect();
+            d.add_rule(rule, paths)?;
         }
         // Work left over from the last run goes first.
         let rows = match (&d.store, &d.seed) {
@@ -296,7 +322,9 @@ impl Daemon {
     }
 
     /// Watches a rule's tree and brings its manifest up to date (baseline or catch-up).
-    fn add_rule(&mut self, rule: Rule) -> Result<(), DaemonError> {
+    /// `seen` are paths that produced events in the last run but were not compared yet: they are
+    /// hashed whatever their size and mtime say.
+    fn add_rule(&mut self, rule: Rule, seen: BTreeSet<String>) -> Result<(), DaemonError> {
         let root = std::fs::canonicalize(&rule.watch).map_err(|source| DaemonError::Root {
             rule: rule.name.clone(),
             path: rule.watch.clone(),
@@ -345,8 +373,10 @@ impl Daemon {
             Some(manifest) => {
                 self.manifests.insert(name.clone(), manifest);
                 let i = self.rules.len() - 1;
+                self.rules[i].dirty = seen;
+                let mut found = self.settle(i);
                 self.rules[i].rescan = true;
-                let found = self.settle(i);
+                found += self.settle(i);
                 if found > 0 {
                     tracing::info!(rule = %name, files = found, "found changes made while purgewatch was stopped");
                 }
@@ -398,11 +428,7 @@ impl Daemon {
             }
             WatchMsg::Rescan => {
                 tracing::warn!("the kernel event queue overflowed: rescanning every tree against its manifest");
-                let now = Instant::now();
-                for i in 0..self.rules.len() {
-                    self.rules[i].rescan = true;
-                    self.touch_targets(i, now);
-                }
+                self.rescan_all();
             }
             WatchMsg::Error(e @ WatchError::WatchLimit { .. }) => {
                 tracing::error!(
@@ -414,6 +440,27 @@ impl Daemon {
                 }
             }
             WatchMsg::Error(e) => tracing::error!("{e}"),
+        }
+    }
+
+    /// Compares every tree with its manifest at the next batch (events may have been lost).
+    fn rescan_all(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.rules.len() {
+            self.rules[i].rescan = true;
+            self.touch_targets(i, now);
+        }
+    }
+
+    /// Writes the paths seen since the last flush to the state directory.
+    fn flush_seen(&mut self) {
+        self.flush_at = None;
+        let paths = std::mem::take(&mut self.unsaved);
+        if let Some(s) = self.store.as_mut()
+            && !paths.is_empty()
+            && let Err(e) = s.record_seen(&paths, now_ms())
+        {
+            tracing::warn!("could not record seen changes in the state directory: {e}");
         }
     }
 
@@ -437,6 +484,10 @@ impl Daemon {
                 || (path.is_dir() && !r.filter.excludes_dir(&rel));
             if keep {
                 tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
+                if self.store.is_some() && !self.rules[i].dirty.contains(&rel) {
+                    self.unsaved.push((self.rules[i].rule.name.clone(), rel.clone()));
+                    self.flush_at.get_or_insert(now + SEEN_FLUSH);
+                }
                 self.rules[i].dirty.insert(rel);
                 self.touch_targets(i, now);
             }
@@ -510,12 +561,14 @@ impl Daemon {
     /// Compares rule `i`'s dirty paths (or its whole tree) with the manifest and queues what
     /// changed for each of its targets. Returns the number of changed files.
     fn settle(&mut self, i: usize) -> usize {
+        // What is about to be compared must not be written as seen after the comparison.
+        let name = self.rules[i].rule.name.clone();
         let r = &mut self.rules[i];
         if !r.root.is_dir() {
             tracing::warn!(rule = %r.rule.name, "{} is not there right now; waiting for it to come back", r.root.display());
             return 0;
         }
-        let name = r.rule.name.clone();
+        self.unsaved.retain(|(rule, _)| *rule != name);
         let manifest = self.manifests.entry(name.clone()).or_default();
         let (candidates, trust) = if r.rescan {
             (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
@@ -535,6 +588,11 @@ impl Daemon {
             }
         }
         if diff.updates.is_empty() {
+            if let Some(s) = self.store.as_mut()
+                && let Err(e) = s.commit_changes(&name, &[], &[], &[], now_ms())
+            {
+                tracing::warn!(rule = %name, "could not update the state directory: {e}");
+            }
             return 0;
         }
         let files: Vec<PendingFile> = diff
@@ -800,7 +858,7 @@ impl Daemon {
                 }
                 None => {
                     let name = rule.name.clone();
-                    if let Err(e) = self.add_rule(rule) {
+                    if let Err(e) = self.add_rule(rule, BTreeSet::new()) {
                         tracing::error!(rule = %name, "could not start watching: {e}");
                     }
                 }

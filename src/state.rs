@@ -93,6 +93,8 @@ CREATE TABLE purges (
     id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, at_ms INTEGER NOT NULL, files INTEGER NOT NULL,
     request TEXT NOT NULL, result TEXT NOT NULL, job_id TEXT, job_state TEXT, message TEXT);
 CREATE INDEX purges_by_target ON purges (target, id);
+CREATE TABLE seen (rule TEXT NOT NULL, path TEXT NOT NULL, first_seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (rule, path)) WITHOUT ROWID;
 ";
 
 impl Store {
@@ -225,7 +227,30 @@ impl Store {
         Ok(())
     }
 
-    /// In one transaction: queue `files` for `targets` and move `rule`'s manifest forward.
+    /// Records paths that produced events and are not compared yet (`rule`, `path`).
+    pub fn record_seen(&mut self, paths: &[(String, String)], now_ms: i64) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut ins = tx.prepare("INSERT OR IGNORE INTO seen (rule, path, first_seen_ms) VALUES (?1, ?2, ?3)")?;
+            for (rule, path) in paths {
+                ins.execute(params![rule, path, now_ms])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Paths seen but not yet compared: (rule, path, first seen).
+    pub fn seen(&self) -> Result<Vec<(String, String, i64)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT rule, path, first_seen_ms FROM seen ORDER BY rule, path")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// In one transaction: queue `files` for `targets`, move `rule`'s manifest forward, and
+    /// forget the rule's seen paths (they have just been compared).
     pub fn commit_changes(
         &mut self,
         rule: &str,
@@ -235,6 +260,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Vec<PendingRow>, StateError> {
         let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM seen WHERE rule = ?1", [rule])?;
         let mut rows = Vec::new();
         {
             let mut up = tx.prepare(
@@ -426,6 +452,15 @@ mod tests {
         assert_eq!(s.pending().unwrap().len(), 1);
         let ro = Store::open_read_only(dir.path()).unwrap().unwrap();
         assert_eq!(ro.pending().unwrap()[0].target, "www");
+        s.record_seen(
+            &[("site".into(), "c.html".into()), ("other".into(), "d.html".into())],
+            5,
+        )
+        .unwrap();
+        s.record_seen(&[("site".into(), "c.html".into())], 9).unwrap();
+        assert_eq!(ro.seen().unwrap()[1], ("site".into(), "c.html".into(), 5));
+        s.commit_changes("site", &[], &[], &[], 10).unwrap();
+        assert_eq!(s.seen().unwrap().len(), 1, "only the settled rule's seen paths go");
     }
 
     #[test]

@@ -32,6 +32,15 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         e.0 += 1;
         e.1 = e.1.min(row.first_seen_ms);
     }
+    // Paths that produced events and wait for their debounce count for every target of their rule.
+    let mut seen: BTreeMap<String, (usize, i64)> = BTreeMap::new();
+    for (rule, _path, first) in store.seen()? {
+        for t in config.rule(&rule).map(|r| r.targets.clone()).unwrap_or_default() {
+            let e = seen.entry(t).or_insert((0, i64::MAX));
+            e.0 += 1;
+            e.1 = e.1.min(first);
+        }
+    }
     let last = store.last_purges()?;
     let mut names: Vec<(String, String)> = config
         .targets
