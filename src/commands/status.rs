@@ -54,13 +54,22 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
     }
     for (name, kind) in names {
         println!("target \"{name}\" ({kind})");
-        match pending.get(&name) {
-            Some((n, oldest)) => println!(
-                "  pending: {n} file{}, oldest {} ago",
-                if *n == 1 { "" } else { "s" },
-                age(now - oldest)
-            ),
-            None => println!("  pending: none"),
+        let (queued, q_oldest) = pending.get(&name).copied().unwrap_or((0, i64::MAX));
+        let (waiting, w_oldest) = seen.get(&name).copied().unwrap_or((0, i64::MAX));
+        if queued + waiting == 0 {
+            println!("  pending: none");
+        } else {
+            let n = queued + waiting;
+            let settling = if waiting > 0 {
+                format!(" ({waiting} waiting for the debounce)")
+            } else {
+                String::new()
+            };
+            let oldest = age(now - q_oldest.min(w_oldest));
+            println!(
+                "  pending: {n} file{}{settling}, oldest {oldest} ago",
+                if n == 1 { "" } else { "s" }
+            );
         }
         match last.get(&name) {
             Some(p) => {

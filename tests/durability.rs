@@ -1,0 +1,164 @@
+//! Nothing is lost: a kill during the debounce, changes made while stopped, a forced rescan, and
+//! `status` while the daemon runs.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn site_with(fake: &Fake, debounce: &str) -> Site {
+    let site = Site::new();
+    site.write("index.html", "home");
+    site.write("blog/post.html", "post v1");
+    site.write("blog/old.html", "old");
+    site.write_rules(&site.rules_for(fake, debounce, ""));
+    site
+}
+
+fn debug_env() -> [(&'static str, &'static str); 1] {
+    [("RUST_LOG", "info,purgewatch=debug")]
+}
+
+#[test]
+fn sigkill_during_the_debounce_then_restart_purges_once() {
+    let fake = Fake::start();
+    let site = site_with(&fake, "3s");
+    let mut d = site.start_with(&["run"], &debug_env());
+    d.wait_ready();
+    site.write("blog/post.html", "post v2");
+    d.wait_for("change seen");
+    // `status` sees it waiting while the daemon runs.
+    assert!(
+        wait_until(DEADLINE, || site
+            .run(&["status"])
+            .1
+            .contains("waiting for the debounce")),
+        "{}",
+        site.run(&["status"]).1
+    );
+    d.kill9();
+    assert!(fake.sitehost_purges().is_empty(), "killed before the debounce ended");
+
+    let d2 = site.start(&["run"]);
+    d2.wait_ready();
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d2);
+    wait_requests(&fake, Route::SiteHostPurge, 1, &d2);
+    assert!(
+        pattern_matches(&vims[0].pattern(), "/blog/post.html"),
+        "{}",
+        vims[0].pattern()
+    );
+    assert!(!pattern_matches(&vims[0].pattern(), "/blog/old.html"));
+    // Once: nothing more after the purge went out.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(fake.vims_purges().len(), 1, "{}", d2.log());
+    assert_eq!(fake.sitehost_purges().len(), 1, "{}", d2.log());
+    // And `status` shows the last purge.
+    let (code, out, err) = site.run(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("target \"cdn\" (vims)") && out.contains("accepted"),
+        "{out}"
+    );
+}
+
+#[test]
+fn sigkill_after_the_changes_were_queued_replays_them_once() {
+    let fake = Fake::start();
+    let site = site_with(&fake, "300ms");
+    // The provider is down: the purge is queued in the state directory and retried.
+    fake.script(
+        Route::VimsPurge,
+        (0..50)
+            .map(|_| Reply::json(503, serde_json::json!({"status": "error"})))
+            .collect(),
+    );
+    let mut d = site.start(&["run"]);
+    d.wait_ready();
+    site.write("blog/post.html", "post v2");
+    wait_requests(&fake, Route::VimsPurge, 2, &d);
+    d.kill9();
+    let before = fake.vims_purges().len();
+    let (_, out, _) = site.run(&["status"]);
+    assert!(out.contains("pending: 1 file"), "{out}");
+
+    let fake2 = Fake::start();
+    site.write_rules(&site.rules_for(&fake2, "300ms", ""));
+    let d2 = site.start(&["run"]);
+    d2.wait_ready();
+    let vims = wait_requests(&fake2, Route::VimsPurge, 1, &d2);
+    assert!(pattern_matches(&vims[0].pattern(), "/blog/post.html"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fake2.vims_purges().len(), 1, "{}", d2.log());
+    assert_eq!(fake.vims_purges().len(), before, "the old provider is not called again");
+}
+
+#[test]
+fn changes_made_while_stopped_are_purged_at_start() {
+    let fake = Fake::start();
+    let site = site_with(&fake, "300ms");
+    let mut d = site.start(&["run"]);
+    d.wait_ready();
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), 0);
+    assert!(fake.requests().is_empty(), "first start purges nothing");
+
+    site.write("blog/post.html", "edited while stopped");
+    site.write("new.html", "new");
+    std::fs::remove_file(site.root.join("blog/old.html")).unwrap();
+    let d2 = site.start(&["run"]);
+    d2.wait_ready();
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d2);
+    let p = vims[0].pattern();
+    for url in ["/blog/post.html", "/new.html", "/blog/old.html"] {
+        assert!(pattern_matches(&p, url), "{url} not in {p}");
+    }
+    assert!(!pattern_matches(&p, "/index.html"), "{p}");
+    wait_requests(&fake, Route::SiteHostPurge, 1, &d2);
+}
+
+#[test]
+fn a_forced_rescan_finds_changes_no_event_reported() {
+    let fake = Fake::start();
+    let site = site_with(&fake, "300ms");
+    // A hard link outside the watched tree: writes through it change the watched file's bytes
+    // without any inotify event on the watched directory, as when the kernel queue overflows.
+    let outside = site.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::hard_link(site.root.join("blog/post.html"), outside.join("post.html")).unwrap();
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    std::fs::write(outside.join("post.html"), "changed behind inotify's back").unwrap();
+    d.signal("USR1");
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    assert!(
+        pattern_matches(&vims[0].pattern(), "/blog/post.html"),
+        "{}",
+        vims[0].pattern()
+    );
+    assert!(!pattern_matches(&vims[0].pattern(), "/index.html"));
+}
+
+#[test]
+fn a_state_file_from_a_newer_version_is_a_clear_error() {
+    let fake = Fake::start();
+    let site = site_with(&fake, "300ms");
+    std::fs::create_dir_all(&site.state).unwrap();
+    let db = site.state.join("state.sqlite3");
+    std::fs::write(
+        &db,
+        "garbage that is not sqlite at all, and long enough to be read as a header",
+    )
+    .unwrap();
+    let mut d = site.start(&["run"]);
+    assert_eq!(d.wait_exit(), 1, "{}", d.log());
+    assert!(
+        d.log().contains("not a purgewatch state file or is damaged"),
+        "{}",
+        d.log()
+    );
+    assert!(
+        std::fs::read_to_string(&db).unwrap().starts_with("garbage"),
+        "never wiped"
+    );
+}

@@ -1,0 +1,123 @@
+//! Provider failures: retried with backoff when transient, not when permanent.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn running(fake: &Fake) -> (Site, Daemon) {
+    let site = Site::new();
+    site.write("index.html", "home");
+    site.write_rules(&site.rules_for(fake, "200ms", ""));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    site.write("index.html", "home v2");
+    (site, d)
+}
+
+fn json500() -> Reply {
+    Reply::json(
+        500,
+        serde_json::json!({"status": false, "msg": "You have exceeded the number of requests per second"}),
+    )
+}
+
+#[test]
+fn three_500s_then_success() {
+    let fake = Fake::start();
+    fake.script(Route::SiteHostPurge, vec![json500(), json500(), json500()]);
+    let (_site, d) = running(&fake);
+    wait_requests(&fake, Route::SiteHostPurge, 4, &d);
+    d.wait_for("purged target=\"www\"".replace('"', "").as_str());
+    assert_eq!(
+        d.lines_containing("will retry")
+            .iter()
+            .filter(|l| l.contains("www"))
+            .count(),
+        3,
+        "{}",
+        d.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fake.sitehost_purges().len(), 4);
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let fake = Fake::start();
+    fake.script(
+        Route::VimsPurge,
+        vec![
+            Reply::json(429, serde_json::json!({"status": "error", "message": "slow down"})).header("retry-after", "2"),
+        ],
+    );
+    let (_site, d) = running(&fake);
+    let reqs = wait_requests(&fake, Route::VimsPurge, 2, &d);
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
+}
+
+#[test]
+fn an_html_502_and_sitehost_status_false_are_retried() {
+    let fake = Fake::start();
+    fake.script(
+        Route::VimsPurge,
+        vec![Reply::html(502, "<html><body><h1>502 Bad Gateway</h1></body></html>")],
+    );
+    fake.script(
+        Route::SiteHostPurge,
+        vec![Reply::json(
+            200,
+            serde_json::json!({"status": false, "msg": "Internal error"}),
+        )],
+    );
+    let (_site, d) = running(&fake);
+    wait_requests(&fake, Route::VimsPurge, 2, &d);
+    wait_requests(&fake, Route::SiteHostPurge, 2, &d);
+    d.wait_for_lines("purged", 2);
+    let log = d.log();
+    assert!(log.contains("HTML page"), "{log}");
+    assert!(log.contains("Internal error"), "{log}");
+}
+
+#[test]
+fn a_401_is_one_error_and_no_retry_storm() {
+    let fake = Fake::start();
+    fake.script(
+        Route::VimsPurge,
+        vec![Reply::json(
+            401,
+            serde_json::json!({"status": "error", "message": "invalid token"}),
+        )],
+    );
+    let (site, d) = running(&fake);
+    d.wait_for("failed for good");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fake.vims_purges().len(), 1, "{}", d.log());
+    let errors = d.lines_containing("failed for good");
+    assert_eq!(errors.len(), 1, "{}", d.log());
+    assert!(
+        errors[0].contains("cdn") && errors[0].contains("HTTP 401") && errors[0].contains("invalid token"),
+        "{}",
+        errors[0]
+    );
+    assert!(!d.log().contains("sk_live_testtoken"));
+    // The next change is purged normally.
+    site.write("index.html", "home v3");
+    wait_requests(&fake, Route::VimsPurge, 2, &d);
+}
+
+#[test]
+fn changes_during_a_retry_join_the_next_batch() {
+    let fake = Fake::start();
+    fake.script(Route::SiteHostPurge, vec![json500(), json500()]);
+    let (site, d) = running(&fake);
+    wait_requests(&fake, Route::SiteHostPurge, 1, &d);
+    for i in 0..20 {
+        site.write(&format!("later/p{i}.html"), "x");
+    }
+    wait_requests(&fake, Route::SiteHostPurge, 4, &d);
+    std::thread::sleep(Duration::from_secs(2));
+    // 3 attempts for the first batch, then one for everything that came in meanwhile.
+    assert_eq!(fake.sitehost_purges().len(), 4, "{}", d.log());
+}
