@@ -1,0 +1,75 @@
+//! Deploys that replace the tree at once: a directory renamed into place, a symlink re-pointed.
+//! Exactly the files that differ are purged.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+fn release(dir: &Path, post: &str) {
+    for (rel, content) in [("index.html", "home"), ("blog/post.html", post), ("blog/same.html", "same"), ("css/site.css", "body{}")] {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+fn assert_exact(fake: &Fake, d: &Daemon, changed: &[&str], unchanged: &[&str]) {
+    let vims = wait_requests(fake, Route::VimsPurge, 1, d);
+    let p = vims[0].pattern();
+    for url in changed {
+        assert!(pattern_matches(&p, url), "{url} not purged by {p}\n{}", d.log());
+    }
+    for url in unchanged {
+        assert!(!pattern_matches(&p, url), "{url} purged by {p}");
+    }
+    wait_requests(fake, Route::SiteHostPurge, 1, d);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(fake.vims_purges().len(), 1, "{}", d.log());
+}
+
+#[test]
+fn a_directory_renamed_into_place() {
+    let fake = Fake::start();
+    let site = Site::new();
+    release(&site.root, "post v1");
+    site.write_rules(&site.rules_for(&fake, "300ms", ""));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    let next = site.path("public.new");
+    release(&next, "post v2");
+    std::fs::write(next.join("blog/new.html"), "new").unwrap();
+    std::fs::rename(&site.root, site.path("public.old")).unwrap();
+    std::fs::rename(&next, &site.root).unwrap();
+    assert_exact(&fake, &d, &["/blog/post.html", "/blog/new.html"], &["/blog/same.html", "/index.html", "/css/site.css"]);
+    // The new tree is watched.
+    site.write("blog/same.html", "changed now");
+    let vims = wait_requests(&fake, Route::VimsPurge, 2, &d);
+    assert!(pattern_matches(&vims[1].pattern(), "/blog/same.html"), "{}", vims[1].pattern());
+}
+
+#[test]
+fn a_symlink_switched_to_a_new_release() {
+    let fake = Fake::start();
+    let site = Site::new();
+    let releases = site.path("releases");
+    release(&releases.join("1"), "post v1");
+    let current = site.path("current");
+    std::os::unix::fs::symlink(releases.join("1"), &current).unwrap();
+    site.write_rules(&site.rules_for(&fake, "300ms", "").replace("watch: public", "watch: current"));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    release(&releases.join("2"), "post v2");
+    std::fs::remove_file(releases.join("2/css/site.css")).unwrap();
+    // Atomic switch: a new link renamed over the old one (ln -sfn + mv -T).
+    let tmp = site.path("current.tmp");
+    std::os::unix::fs::symlink(releases.join("2"), &tmp).unwrap();
+    std::fs::rename(&tmp, &current).unwrap();
+    assert_exact(&fake, &d, &["/blog/post.html", "/css/site.css"], &["/blog/same.html", "/index.html"]);
+    // Edits in the new release are watched; the old one is not.
+    std::fs::write(releases.join("1/index.html"), "old release edited").unwrap();
+    std::fs::write(releases.join("2/blog/same.html"), "edited").unwrap();
+    let vims = wait_requests(&fake, Route::VimsPurge, 2, &d);
+    assert!(pattern_matches(&vims[1].pattern(), "/blog/same.html"), "{}", vims[1].pattern());
+    assert!(!pattern_matches(&vims[1].pattern(), "/index.html"), "{}", vims[1].pattern());
+}

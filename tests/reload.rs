@@ -1,0 +1,84 @@
+//! Reload: SIGHUP or a save of the rules file; a broken file keeps the old rules.
+
+mod common;
+
+use common::*;
+
+fn running(fake: &Fake) -> (Site, Daemon) {
+    let site = Site::new();
+    site.write("index.html", "home");
+    std::fs::create_dir_all(site.path("docs")).unwrap();
+    std::fs::write(site.path("docs/guide.html"), "guide").unwrap();
+    site.write_rules(&site.rules_for(fake, "200ms", ""));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    (site, d)
+}
+
+fn with_docs_rule(site: &Site, fake: &Fake) -> String {
+    site.rules_for(fake, "200ms", "  - name: docs\n    watch: docs\n    targets: [cdn]\n    url_prefix: /docs/\n")
+}
+
+#[test]
+fn sighup_with_a_new_rule_watches_its_directory() {
+    let fake = Fake::start();
+    let (site, d) = running(&fake);
+    site.write_rules(&with_docs_rule(&site, &fake));
+    d.signal("HUP");
+    d.wait_for("reloaded");
+    std::fs::write(site.path("docs/guide.html"), "guide v2").unwrap();
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    assert!(pattern_matches(&vims[0].pattern(), "/docs/guide.html"), "{}", vims[0].pattern());
+    // Only the VIMS target is on the new rule.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(fake.sitehost_purges().is_empty(), "{}", d.log());
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_old_rules() {
+    let fake = Fake::start();
+    let (site, d) = running(&fake);
+    let good = std::fs::read_to_string(&site.rules).unwrap();
+    site.write_rules(&good.replace("targets: [www, cdn]", "targets: [www, cnd]"));
+    d.signal("HUP");
+    d.wait_for("current rules stay in force");
+    let err = d.lines_containing("current rules stay in force").join("\n");
+    assert!(err.contains("rules.yaml:") && err.contains("unknown target \"cnd\""), "{err}");
+    // The old rules still work.
+    site.write("index.html", "home v2");
+    wait_requests(&fake, Route::SiteHostPurge, 1, &d);
+    wait_requests(&fake, Route::VimsPurge, 1, &d);
+}
+
+#[test]
+fn saving_the_rules_file_reloads_it() {
+    let fake = Fake::start();
+    let (site, d) = running(&fake);
+    // Editors save by writing a temp file and renaming it over the original.
+    let tmp = site.path(".rules.yaml.swp");
+    std::fs::write(&tmp, with_docs_rule(&site, &fake)).unwrap();
+    std::fs::rename(&tmp, &site.rules).unwrap();
+    d.wait_for("reloaded");
+    std::fs::write(site.path("docs/guide.html"), "guide v3").unwrap();
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    assert!(pattern_matches(&vims[0].pattern(), "/docs/guide.html"));
+}
+
+#[test]
+fn a_removed_rule_is_no_longer_watched() {
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write("index.html", "home");
+    std::fs::create_dir_all(site.path("docs")).unwrap();
+    site.write_rules(&with_docs_rule(&site, &fake));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    site.write_rules(&site.rules_for(&fake, "200ms", ""));
+    d.signal("HUP");
+    d.wait_for("reloaded");
+    std::fs::write(site.path("docs/new.html"), "x").unwrap();
+    site.write("index.html", "home v2");
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    assert!(!pattern_matches(&vims[0].pattern(), "/docs/new.html"), "{}", vims[0].pattern());
+    assert!(pattern_matches(&vims[0].pattern(), "/index.html"));
+}
