@@ -7,7 +7,12 @@ use common::*;
 use std::path::Path;
 
 fn release(dir: &Path, post: &str) {
-    for (rel, content) in [("index.html", "home"), ("blog/post.html", post), ("blog/same.html", "same"), ("css/site.css", "body{}")] {
+    for (rel, content) in [
+        ("index.html", "home"),
+        ("blog/post.html", post),
+        ("blog/same.html", "same"),
+        ("css/site.css", "body{}"),
+    ] {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
@@ -41,11 +46,20 @@ fn a_directory_renamed_into_place() {
     std::fs::write(next.join("blog/new.html"), "new").unwrap();
     std::fs::rename(&site.root, site.path("public.old")).unwrap();
     std::fs::rename(&next, &site.root).unwrap();
-    assert_exact(&fake, &d, &["/blog/post.html", "/blog/new.html"], &["/blog/same.html", "/index.html", "/css/site.css"]);
+    assert_exact(
+        &fake,
+        &d,
+        &["/blog/post.html", "/blog/new.html"],
+        &["/blog/same.html", "/index.html", "/css/site.css"],
+    );
     // The new tree is watched.
     site.write("blog/same.html", "changed now");
     let vims = wait_requests(&fake, Route::VimsPurge, 2, &d);
-    assert!(pattern_matches(&vims[1].pattern(), "/blog/same.html"), "{}", vims[1].pattern());
+    assert!(
+        pattern_matches(&vims[1].pattern(), "/blog/same.html"),
+        "{}",
+        vims[1].pattern()
+    );
 }
 
 #[test]
@@ -56,7 +70,11 @@ fn a_symlink_switched_to_a_new_release() {
     release(&releases.join("1"), "post v1");
     let current = site.path("current");
     std::os::unix::fs::symlink(releases.join("1"), &current).unwrap();
-    site.write_rules(&site.rules_for(&fake, "300ms", "").replace("watch: public", "watch: current"));
+    site.write_rules(
+        &site
+            .rules_for(&fake, "300ms", "")
+            .replace("watch: public", "watch: current"),
+    );
     let d = site.start(&["run"]);
     d.wait_ready();
     release(&releases.join("2"), "post v2");
@@ -65,11 +83,24 @@ fn a_symlink_switched_to_a_new_release() {
     let tmp = site.path("current.tmp");
     std::os::unix::fs::symlink(releases.join("2"), &tmp).unwrap();
     std::fs::rename(&tmp, &current).unwrap();
-    assert_exact(&fake, &d, &["/blog/post.html", "/css/site.css"], &["/blog/same.html", "/index.html"]);
+    assert_exact(
+        &fake,
+        &d,
+        &["/blog/post.html", "/css/site.css"],
+        &["/blog/same.html", "/index.html"],
+    );
     // Edits in the new release are watched; the old one is not.
     std::fs::write(releases.join("1/index.html"), "old release edited").unwrap();
     std::fs::write(releases.join("2/blog/same.html"), "edited").unwrap();
     let vims = wait_requests(&fake, Route::VimsPurge, 2, &d);
-    assert!(pattern_matches(&vims[1].pattern(), "/blog/same.html"), "{}", vims[1].pattern());
-    assert!(!pattern_matches(&vims[1].pattern(), "/index.html"), "{}", vims[1].pattern());
+    assert!(
+        pattern_matches(&vims[1].pattern(), "/blog/same.html"),
+        "{}",
+        vims[1].pattern()
+    );
+    assert!(
+        !pattern_matches(&vims[1].pattern(), "/index.html"),
+        "{}",
+        vims[1].pattern()
+    );
 }

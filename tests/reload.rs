@@ -16,7 +16,11 @@ fn running(fake: &Fake) -> (Site, Daemon) {
 }
 
 fn with_docs_rule(site: &Site, fake: &Fake) -> String {
-    site.rules_for(fake, "200ms", "  - name: docs\n    watch: docs\n    targets: [cdn]\n    url_prefix: /docs/\n")
+    site.rules_for(
+        fake,
+        "200ms",
+        "  - name: docs\n    watch: docs\n    targets: [cdn]\n    url_prefix: /docs/\n",
+    )
 }
 
 #[test]
@@ -28,7 +32,11 @@ fn sighup_with_a_new_rule_watches_its_directory() {
     d.wait_for("reloaded");
     std::fs::write(site.path("docs/guide.html"), "guide v2").unwrap();
     let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
-    assert!(pattern_matches(&vims[0].pattern(), "/docs/guide.html"), "{}", vims[0].pattern());
+    assert!(
+        pattern_matches(&vims[0].pattern(), "/docs/guide.html"),
+        "{}",
+        vims[0].pattern()
+    );
     // Only the VIMS target is on the new rule.
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(fake.sitehost_purges().is_empty(), "{}", d.log());
@@ -43,7 +51,10 @@ fn sighup_with_a_broken_file_keeps_the_old_rules() {
     d.signal("HUP");
     d.wait_for("current rules stay in force");
     let err = d.lines_containing("current rules stay in force").join("\n");
-    assert!(err.contains("rules.yaml:") && err.contains("unknown target \"cnd\""), "{err}");
+    assert!(
+        err.contains("rules.yaml:") && err.contains("unknown target \"cnd\""),
+        "{err}"
+    );
     // The old rules still work.
     site.write("index.html", "home v2");
     wait_requests(&fake, Route::SiteHostPurge, 1, &d);
@@ -79,6 +90,10 @@ fn a_removed_rule_is_no_longer_watched() {
     std::fs::write(site.path("docs/new.html"), "x").unwrap();
     site.write("index.html", "home v2");
     let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
-    assert!(!pattern_matches(&vims[0].pattern(), "/docs/new.html"), "{}", vims[0].pattern());
+    assert!(
+        !pattern_matches(&vims[0].pattern(), "/docs/new.html"),
+        "{}",
+        vims[0].pattern()
+    );
     assert!(pattern_matches(&vims[0].pattern(), "/index.html"));
 }

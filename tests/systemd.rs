@@ -30,18 +30,34 @@ fn ready_reloading_watchdog_and_stopping_are_sent() {
     let sock_path = site.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let mut d = site.start_with(&["run"], &[("NOTIFY_SOCKET", sock_path.to_str().unwrap()), ("WATCHDOG_USEC", "400000")]);
+    let mut d = site.start_with(
+        &["run"],
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
     let mut got = Vec::new();
-    assert!(recv_until(&sock, "READY=1", &mut got), "no READY=1: {got:?}\n{}", d.log());
+    assert!(
+        recv_until(&sock, "READY=1", &mut got),
+        "no READY=1: {got:?}\n{}",
+        d.log()
+    );
     assert!(d.log().contains("ready"), "the ready line comes with READY=1");
     assert!(recv_until(&sock, "WATCHDOG=1", &mut got), "no WATCHDOG=1: {got:?}");
 
     d.signal("HUP");
     got.clear();
-    assert!(recv_until(&sock, "READY=1", &mut got), "no READY=1 after reload: {got:?}");
+    assert!(
+        recv_until(&sock, "READY=1", &mut got),
+        "no READY=1 after reload: {got:?}"
+    );
     let reloading = got.iter().position(|m| m.lines().any(|l| l == "RELOADING=1"));
     let ready = got.iter().position(|m| m.lines().any(|l| l == "READY=1"));
-    assert!(reloading.is_some() && reloading < ready, "RELOADING=1 before READY=1: {got:?}");
+    assert!(
+        reloading.is_some() && reloading < ready,
+        "RELOADING=1 before READY=1: {got:?}"
+    );
     assert!(got.iter().any(|m| m.contains("MONOTONIC_USEC=")), "{got:?}");
 
     d.signal("TERM");
