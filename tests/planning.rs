@@ -42,10 +42,9 @@ fn hugo_rewrite_of_5000_files_purges_exactly_the_20_that_changed() {
     d.wait_ready();
 
     // Rewrite every file, as a generator does; 20 of them (two section indexes among them) get new bytes.
-    let changed: BTreeSet<String> = (0..20)
+    let changed: BTreeSet<String> = (0..18)
         .map(|i| files[(i * 249 + 7) % files.len()].clone())
         .chain(["s03/index.html".to_string(), "s41/index.html".to_string()])
-        .take(20)
         .collect();
     assert_eq!(changed.len(), 20);
     for f in &files {
