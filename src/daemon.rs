@@ -20,8 +20,9 @@ use tokio::time::{Instant, sleep_until};
 use crate::batch::Batcher;
 use crate::config::{self, Config, LoadOptions, Rule, Target};
 use crate::deliver::{self, Failed, JobOutcome, Pacer};
-use crate::manifest::{Change, Manifest, Skip, Trust};
+use crate::manifest::{Change, FileMeta, Known, Manifest, Skip, Trust};
 use crate::plan::{self, PendingFile, Request};
+use crate::prehash::{self, Prehasher};
 use crate::providers::{self, Accepted, Provider};
 use crate::route::{Filter, relative};
 use crate::state::{PendingRow, PurgeRecord, StateError, Store, now_ms};
@@ -36,6 +37,8 @@ const RELOAD_SETTLE: Duration = Duration::from_millis(300);
 const POLL_EVERY: Duration = Duration::from_secs(30);
 /// Paths seen are written to the state directory at most this long after their event.
 const SEEN_FLUSH: Duration = Duration::from_millis(100);
+/// New metadata for files whose bytes did not change is written this long after the batch.
+const DEFERRED_FLUSH: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
@@ -68,6 +71,12 @@ struct RuleRt {
     rescan: bool,
     /// Not fully watched (inotify limit): rescanned every [`POLL_EVERY`].
     poll: bool,
+    /// The sequence number of the last event for each dirty path.
+    seqs: std::collections::HashMap<String, u64>,
+    /// Hashes taken ahead, with the sequence number they were queued at.
+    known: std::collections::HashMap<String, (u64, Option<FileMeta>)>,
+    /// Results queued at or before this were overtaken by a comparison.
+    settled_seq: u64,
 }
 
 struct Sent {
@@ -107,6 +116,12 @@ struct Daemon {
     /// Paths seen but not yet in the state directory, and when they must be written.
     unsaved: Vec<(String, String)>,
     flush_at: Option<Instant>,
+    /// Event sequence number.
+    seq: u64,
+    prehasher: Prehasher,
+    /// Manifest entries not written yet (identical bytes, new metadata): rule → path → entry.
+    deferred: BTreeMap<String, std::collections::HashMap<String, Option<FileMeta>>>,
+    deferred_at: Option<Instant>,
 }
 
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
@@ -118,7 +133,8 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
     };
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")?;
     let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1")?;
-    let mut d = Daemon::start(config, opts, tx)?;
+    let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<prehash::Done>();
+    let mut d = Daemon::start(config, opts, tx, Prehasher::start(hash_tx))?;
     let status = d.summary();
     tracing::info!("ready: {status}");
     systemd::ready(&status);
@@ -131,6 +147,7 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
         let deadline = d.batcher.next_deadline();
         let reload_at = d.reload_at;
         let flush_at = d.flush_at;
+        let deferred_at = d.deferred_at;
         let polling = d.rules.iter().any(|r| r.poll);
         tokio::select! {
             _ = &mut shutdown => break,
@@ -152,6 +169,8 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
                 d.rescan_all();
             },
             _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => d.flush_seen(),
+            _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => d.flush_deferred(),
+            Some(done) = hash_rx.recv() => d.on_hashed(done),
             _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => {
                 d.reload_at = None;
                 d.reload("the rules file changed");
@@ -213,7 +232,12 @@ fn urls_of(files: &[PendingFile], rules: &[Rule]) -> String {
 }
 
 impl Daemon {
-    fn start(config: Config, opts: Options, tx: mpsc::Sender<WatchMsg>) -> Result<Daemon, DaemonError> {
+    fn start(
+        config: Config,
+        opts: Options,
+        tx: mpsc::Sender<WatchMsg>,
+        prehasher: Prehasher,
+    ) -> Result<Daemon, DaemonError> {
         let (store, seed) = if opts.dry_run {
             let seed = Store::open_read_only(&config.state_dir).unwrap_or_else(|e| {
                 tracing::warn!("dry run: not reading the state ({e}); every rule starts from a new baseline");
@@ -240,6 +264,10 @@ impl Daemon {
             reload_at: None,
             unsaved: Vec::new(),
             flush_at: None,
+            seq: 0,
+            prehasher,
+            deferred: BTreeMap::new(),
+            deferred_at: None,
             rules_file,
             store,
             seed,
@@ -342,6 +370,9 @@ impl Daemon {
             dirty: BTreeSet::new(),
             rescan: false,
             poll: false,
+            seqs: Default::default(),
+            known: Default::default(),
+            settled_seq: 0,
             rule,
         };
         if let Some(w) = self.watcher.as_mut() {
@@ -420,10 +451,10 @@ impl Daemon {
 
     fn on_watch(&mut self, msg: WatchMsg) {
         match msg {
-            WatchMsg::Paths(paths) => {
+            WatchMsg::Paths { paths, done } => {
                 let now = Instant::now();
                 for path in paths {
-                    self.on_path(&path, now);
+                    self.on_path(&path, now, done);
                 }
             }
             WatchMsg::Rescan => {
@@ -464,7 +495,46 @@ impl Daemon {
         }
     }
 
-    fn on_path(&mut self, path: &Path, now: Instant) {
+    /// A hash taken ahead came back: keep it if no event came for the path since.
+    fn on_hashed(&mut self, done: prehash::Done) {
+        match done {
+            prehash::Done::File { rule, rel, seq, result } => {
+                if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule)
+                    && seq > rt.settled_seq
+                    && rt.seqs.get(&rel) == Some(&seq)
+                {
+                    rt.known.insert(rel, (seq, result));
+                }
+            }
+            prehash::Done::Tree { rule, root, seq, files } => {
+                if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule)
+                    && seq > rt.settled_seq
+                    && rt.root == root
+                {
+                    for (rel, meta) in files {
+                        if rt.seqs.get(&rel).is_none_or(|s| *s <= seq) {
+                            rt.known.insert(rel, (seq, Some(meta)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the manifest entries that were left out of the batch's transaction.
+    fn flush_deferred(&mut self) {
+        self.deferred_at = None;
+        for (rule, entries) in std::mem::take(&mut self.deferred) {
+            let updates: Vec<(String, Option<FileMeta>)> = entries.into_iter().collect();
+            if let Some(s) = self.store.as_mut()
+                && let Err(e) = s.update_manifest(&rule, &updates)
+            {
+                tracing::warn!(rule = %rule, "could not record file metadata (those files are hashed again at the next start): {e}");
+            }
+        }
+    }
+
+    fn on_path(&mut self, path: &Path, now: Instant, done: bool) {
         if path == self.rules_file {
             self.reload_at = Some(now + RELOAD_SETTLE);
         }
@@ -488,7 +558,19 @@ impl Daemon {
                     self.unsaved.push((self.rules[i].rule.name.clone(), rel.clone()));
                     self.flush_at.get_or_insert(now + SEEN_FLUSH);
                 }
-                self.rules[i].dirty.insert(rel);
+                self.seq += 1;
+                let seq = self.seq;
+                let rt = &mut self.rules[i];
+                rt.seqs.insert(rel.clone(), seq);
+                if done {
+                    self.prehasher.send(prehash::Job::File {
+                        rule: rt.rule.name.clone(),
+                        root: rt.root.clone(),
+                        rel: rel.clone(),
+                        seq,
+                    });
+                }
+                rt.dirty.insert(rel);
                 self.touch_targets(i, now);
             }
         }
@@ -528,6 +610,13 @@ impl Daemon {
         r.root = new_root;
         r.root_id = id;
         r.rescan = true;
+        // Hash the new tree while the batch debounces.
+        self.prehasher.send(prehash::Job::Tree {
+            rule: r.rule.name.clone(),
+            root: r.root.clone(),
+            filter: r.filter.clone(),
+            seq: self.seq,
+        });
         self.touch_targets(i, now);
     }
 
@@ -569,15 +658,26 @@ impl Daemon {
             return 0;
         }
         self.unsaved.retain(|(rule, _)| *rule != name);
+        let started = std::time::Instant::now();
         let manifest = self.manifests.entry(name.clone()).or_default();
+        let known: Known = r
+            .known
+            .drain()
+            .filter(|(rel, (seq, _))| r.seqs.get(rel).is_none_or(|s| s <= seq))
+            .map(|(rel, (_, meta))| (rel, meta))
+            .collect();
+        r.seqs.clear();
+        r.settled_seq = self.seq;
         let (candidates, trust) = if r.rescan {
             (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
         } else {
-            (manifest.expand(&r.root, &r.dirty, &r.filter), Trust::Content)
+            (manifest.expand(&r.root, &r.dirty, &r.filter, &known), Trust::Content)
         };
         r.dirty.clear();
         r.rescan = false;
-        let diff = manifest.diff(&r.root, &candidates, &r.filter, trust);
+        let expanded = started.elapsed();
+        let mut diff = manifest.diff(&r.root, &candidates, &r.filter, trust, &known);
+        let compared = started.elapsed();
         for (path, skip) in &diff.skipped {
             if let Skip::Unreadable(_) = skip {
                 tracing::warn!(rule = %name, path = %path, "skipped: {}", skip.describe());
@@ -587,7 +687,23 @@ impl Daemon {
                 tracing::debug!(rule = %name, path = %path, "skip: {}", skip.describe());
             }
         }
-        if diff.updates.is_empty() {
+        // Only the entries of files that changed go into the batch's transaction; new metadata
+        // for identical bytes is written a little later, off the path to the purge.
+        let (now_updates, later) = diff.split_updates();
+        manifest.apply(&later);
+        if self.store.is_some() {
+            let pending = self.deferred.entry(name.clone()).or_default();
+            for (p, _) in &now_updates {
+                pending.remove(p);
+            }
+            pending.extend(later);
+            if pending.is_empty() {
+                self.deferred.remove(&name);
+            } else {
+                self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
+            }
+        }
+        if now_updates.is_empty() {
             if let Some(s) = self.store.as_mut()
                 && let Err(e) = s.commit_changes(&name, &[], &[], &[], now_ms())
             {
@@ -609,7 +725,7 @@ impl Daemon {
         let rows = match self
             .store
             .as_mut()
-            .map(|s| s.commit_changes(&name, &diff.updates, &targets, &files, now))
+            .map(|s| s.commit_changes(&name, &now_updates, &targets, &files, now))
         {
             Some(Ok(rows)) => {
                 self.next_seq = self.next_seq.max(rows.iter().map(|r| r.seq + 1).max().unwrap_or(0));
@@ -639,7 +755,17 @@ impl Daemon {
                 rows
             }
         };
-        manifest.apply(&diff.updates);
+        manifest.apply(&now_updates);
+        tracing::debug!(
+            rule = %name,
+            candidates = candidates.len(),
+            hashed = diff.hashed,
+            changed = files.len(),
+            expand_ms = expanded.as_millis() as u64,
+            diff_ms = (compared - expanded).as_millis() as u64,
+            commit_ms = (started.elapsed() - compared).as_millis() as u64,
+            "settled"
+        );
         let n = files.len();
         let touched: BTreeSet<String> = rows.iter().map(|r| r.target.clone()).collect();
         for row in rows {
@@ -675,7 +801,9 @@ impl Daemon {
         let files: Vec<PendingFile> = rows.values().map(|r| r.file.clone()).collect();
         let max_seq = rows.values().map(|r| r.seq).max().unwrap_or(0);
         let first_seen_ms = rows.values().map(|r| r.first_seen_ms).min().unwrap_or_else(now_ms);
+        let planning = std::time::Instant::now();
         let requests = plan::plan(&t, &files, &self.config.rules, &self.manifests);
+        tracing::debug!(target = %target, files = files.len(), requests = requests.len(), plan_ms = planning.elapsed().as_millis() as u64, "planned");
         let why = summarize_files(&files);
         let urls = urls_of(&files, &self.config.rules);
         if self.opts.dry_run {
@@ -911,6 +1039,7 @@ impl Daemon {
             }
         }
         self.jobs.abort_all();
+        self.flush_deferred();
         tracing::info!("stopped");
     }
 }

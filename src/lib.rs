@@ -37,6 +37,7 @@ pub mod deliver;
 pub mod logging;
 pub mod manifest;
 pub mod plan;
+pub mod prehash;
 pub mod providers;
 pub mod route;
 pub mod secret;

@@ -75,6 +75,10 @@ pub enum Trust {
 /// Files modified this recently are hashed even when size and mtime match.
 pub const RACY_WINDOW: Duration = Duration::from_secs(10);
 
+/// What is already known about paths (hashed ahead, while the batch was debouncing): a file's
+/// metadata and hash, or `None` when the path is not a regular file any more.
+pub type Known = std::collections::HashMap<String, Option<FileMeta>>;
+
 /// The result of comparing candidates with the manifest.
 #[derive(Debug, Default)]
 pub struct Diff {
@@ -138,9 +142,13 @@ impl Manifest {
 
     /// The paths to compare after events on `dirty` paths: a file stands for itself; a directory
     /// (new, renamed in, or gone) for every file below it, on disk and in the manifest.
-    pub fn expand(&self, root: &Path, dirty: &BTreeSet<String>, filter: &Filter) -> BTreeSet<String> {
+    pub fn expand(&self, root: &Path, dirty: &BTreeSet<String>, filter: &Filter, known: &Known) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for rel in dirty {
+            if let Some(Some(_)) = known.get(rel) {
+                out.insert(rel.clone());
+                continue;
+            }
             let abs = root.join(rel);
             match std::fs::metadata(&abs) {
                 Ok(m) if m.is_dir() => {
@@ -171,8 +179,16 @@ impl Manifest {
         (out, walked.filtered)
     }
 
-    /// Compares `candidates` (relative paths) under `root` with the manifest.
-    pub fn diff(&self, root: &Path, candidates: &BTreeSet<String>, filter: &Filter, trust: Trust) -> Diff {
+    /// Compares `candidates` (relative paths) under `root` with the manifest; paths in `known`
+    /// are taken from it instead of the disk.
+    pub fn diff(
+        &self,
+        root: &Path,
+        candidates: &BTreeSet<String>,
+        filter: &Filter,
+        trust: Trust,
+        known: &Known,
+    ) -> Diff {
         let mut diff = Diff::default();
         let now_ns = now_ns();
         for rel in candidates {
@@ -184,6 +200,20 @@ impl Manifest {
                     diff.updates.push((rel.clone(), None));
                 }
                 diff.skipped.push((rel.clone(), Skip::Filtered(verdict)));
+                continue;
+            }
+            if let Some(k) = known.get(rel) {
+                match k {
+                    Some(new) => diff.compare(rel, old, *new),
+                    None if old.is_some() => {
+                        diff.changes.push(Change {
+                            path: rel.clone(),
+                            kind: ChangeKind::Deleted,
+                        });
+                        diff.updates.push((rel.clone(), None));
+                    }
+                    None => {}
+                }
                 continue;
             }
             let abs = root.join(rel);
@@ -227,29 +257,7 @@ impl Manifest {
                 }
             };
             diff.hashed += 1;
-            let new = FileMeta { size, mtime_ns, hash };
-            match old {
-                Some(o) if o.hash == hash => {
-                    if *o != new {
-                        diff.updates.push((rel.clone(), Some(new)));
-                    }
-                    diff.skipped.push((rel.clone(), Skip::Identical));
-                }
-                Some(_) => {
-                    diff.changes.push(Change {
-                        path: rel.clone(),
-                        kind: ChangeKind::Modified,
-                    });
-                    diff.updates.push((rel.clone(), Some(new)));
-                }
-                None => {
-                    diff.changes.push(Change {
-                        path: rel.clone(),
-                        kind: ChangeKind::Created,
-                    });
-                    diff.updates.push((rel.clone(), Some(new)));
-                }
-            }
+            diff.compare(rel, old, FileMeta { size, mtime_ns, hash });
         }
         diff
     }
@@ -257,10 +265,19 @@ impl Manifest {
     /// Takes the tree under `root` as it is now (a first start).
     pub fn baseline(root: &Path, filter: &Filter) -> Manifest {
         let (candidates, _) = Manifest::default().everything(root, filter);
-        let diff = Manifest::default().diff(root, &candidates, filter, Trust::Content);
+        let diff = Manifest::default().diff(root, &candidates, filter, Trust::Content, &Known::new());
         let mut m = Manifest::default();
         m.apply(&diff.updates);
         m
+    }
+
+    /// How many recorded files are below `dir` (`""`: all), counting at most `limit`.
+    pub fn count_under(&self, dir: &str, limit: usize) -> usize {
+        if dir.is_empty() {
+            self.files.len()
+        } else {
+            self.under(dir).take(limit).count()
+        }
     }
 
     /// How many recorded files are below each directory (recursively), keyed by directory
@@ -279,6 +296,63 @@ impl Manifest {
 /// The directories that contain `path`, from the root (`""`) down.
 pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     std::iter::once("").chain(path.match_indices('/').map(move |(i, _)| &path[..i]))
+}
+
+impl Diff {
+    fn compare(&mut self, rel: &str, old: Option<&FileMeta>, new: FileMeta) {
+        match old {
+            Some(o) if o.hash == new.hash => {
+                if *o != new {
+                    self.updates.push((rel.to_string(), Some(new)));
+                }
+                self.skipped.push((rel.to_string(), Skip::Identical));
+            }
+            Some(_) => {
+                self.changes.push(Change {
+                    path: rel.to_string(),
+                    kind: ChangeKind::Modified,
+                });
+                self.updates.push((rel.to_string(), Some(new)));
+            }
+            None => {
+                self.changes.push(Change {
+                    path: rel.to_string(),
+                    kind: ChangeKind::Created,
+                });
+                self.updates.push((rel.to_string(), Some(new)));
+            }
+        }
+    }
+
+    /// The updates for files that changed, and the ones that only record new metadata for
+    /// identical bytes (those can be written later: a lost one only costs a re-hash).
+    pub fn split_updates(&mut self) -> (Vec<(String, Option<FileMeta>)>, Vec<(String, Option<FileMeta>)>) {
+        let changed: std::collections::HashSet<&str> = self.changes.iter().map(|c| c.path.as_str()).collect();
+        std::mem::take(&mut self.updates)
+            .into_iter()
+            .partition(|(p, _)| changed.contains(p.as_str()))
+    }
+}
+
+/// Stats and hashes one file: `None` when it is missing or not a regular file (a directory is
+/// `Err` with `ErrorKind::IsADirectory`, so that callers can tell).
+pub fn stat_and_hash(path: &Path) -> io::Result<Option<FileMeta>> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return Err(io::Error::new(io::ErrorKind::IsADirectory, "directory")),
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match hash_file(path) {
+        Ok(hash) => Ok(Some(FileMeta {
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+            hash,
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Files under a directory, split into kept and filtered.
@@ -382,6 +456,7 @@ mod tests {
             &set(&["a.html", "blog/b.html", "blog/c.html", ".hidden"]),
             &f,
             Trust::Content,
+            &Known::new(),
         );
         assert_eq!(
             d.changes,
@@ -405,9 +480,9 @@ mod tests {
         m.apply(&d.updates);
 
         fs::remove_dir_all(root.join("blog")).unwrap();
-        let cands = m.expand(root, &set(&["blog"]), &f);
+        let cands = m.expand(root, &set(&["blog"]), &f, &Known::new());
         assert_eq!(cands, set(&["blog", "blog/b.html", "blog/c.html"]));
-        let d = m.diff(root, &cands, &f, Trust::Content);
+        let d = m.diff(root, &cands, &f, Trust::Content, &Known::new());
         assert_eq!(d.changes.len(), 2);
         assert!(d.changes.iter().all(|c| c.kind == ChangeKind::Deleted));
     }
@@ -421,7 +496,10 @@ mod tests {
         fs::create_dir_all(root.join("a/b/c")).unwrap();
         fs::write(root.join("a/b/c/x.html"), "x").unwrap();
         fs::write(root.join("a/y.html"), "y").unwrap();
-        assert_eq!(m.expand(root, &set(&["a"]), &f), set(&["a/b/c/x.html", "a/y.html"]));
+        assert_eq!(
+            m.expand(root, &set(&["a"]), &f, &Known::new()),
+            set(&["a/b/c/x.html", "a/y.html"])
+        );
     }
 
     #[test]
@@ -438,7 +516,7 @@ mod tests {
             .unwrap();
         let f = filter(&[]);
         let m = Manifest::baseline(root, &f);
-        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Metadata);
+        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Metadata, &Known::new());
         assert_eq!(d.hashed, 0);
         assert!(d.changes.is_empty());
     }

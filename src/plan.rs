@@ -116,21 +116,31 @@ pub fn items(
 }
 
 fn rule_items(rule: &Rule, files: &[&PendingFile], manifest: &Manifest, s: &PatternSettings, out: &mut BTreeSet<Item>) {
-    // Totals per directory: the files there now plus the ones just deleted.
-    let mut total = manifest.dir_counts();
+    // Changed and deleted files per directory; totals are the recorded files there now plus the
+    // ones just deleted, counted only as far as the threshold needs.
     let mut changed: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut deleted: BTreeMap<&str, usize> = BTreeMap::new();
     for f in files {
         for dir in ancestors(&f.path) {
             *changed.entry(dir).or_default() += 1;
             if f.kind == ChangeKind::Deleted {
-                *total.entry(dir.to_string()).or_default() += 1;
+                *deleted.entry(dir).or_default() += 1;
             }
         }
     }
     let whole = |dir: &str, min: usize, share: f64| {
         let c = changed.get(dir).copied().unwrap_or(0);
-        let t = total.get(dir).copied().unwrap_or(0).max(c);
-        c >= min && c as f64 >= share * t as f64
+        if c < min {
+            return false;
+        }
+        // c >= share * total  <=>  total <= c / share: count no further than that.
+        let limit = if share > 0.0 {
+            (c as f64 / share).floor() as usize + 1
+        } else {
+            usize::MAX
+        };
+        let t = manifest.count_under(dir, limit) + deleted.get(dir).copied().unwrap_or(0);
+        c as f64 >= share * t.max(c) as f64
     };
     if whole("", MIN_FILES_FOR_ALL, s.all_threshold) {
         out.insert(Item::All);

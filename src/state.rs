@@ -263,17 +263,7 @@ impl Store {
         tx.execute("DELETE FROM seen WHERE rule = ?1", [rule])?;
         let mut rows = Vec::new();
         {
-            let mut up = tx.prepare(
-                "INSERT INTO manifest (rule, path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (rule, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, hash = excluded.hash",
-            )?;
-            let mut del = tx.prepare("DELETE FROM manifest WHERE rule = ?1 AND path = ?2")?;
-            for (path, meta) in updates {
-                match meta {
-                    Some(m) => up.execute(params![rule, path, m.size as i64, m.mtime_ns, &m.hash[..]])?,
-                    None => del.execute(params![rule, path])?,
-                };
-            }
+            write_manifest(&tx, rule, updates)?;
             let mut pend = tx.prepare(
                 "INSERT INTO pending (target, rule, path, kind, first_seen_ms, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (target, rule, path) DO UPDATE SET kind = excluded.kind, seq = excluded.seq
@@ -298,6 +288,14 @@ impl Store {
         }
         tx.commit()?;
         Ok(rows)
+    }
+
+    /// Writes manifest entries on their own (new metadata for files whose bytes did not change).
+    pub fn update_manifest(&mut self, rule: &str, updates: &[(String, Option<FileMeta>)]) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        write_manifest(&tx, rule, updates)?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn pending(&self) -> Result<Vec<PendingRow>, StateError> {
@@ -387,6 +385,26 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Upserts (or, for `None`, deletes) `rule`'s manifest entries inside a transaction.
+fn write_manifest(
+    tx: &rusqlite::Transaction,
+    rule: &str,
+    updates: &[(String, Option<FileMeta>)],
+) -> rusqlite::Result<()> {
+    let mut up = tx.prepare_cached(
+        "INSERT INTO manifest (rule, path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (rule, path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, hash = excluded.hash",
+    )?;
+    let mut del = tx.prepare_cached("DELETE FROM manifest WHERE rule = ?1 AND path = ?2")?;
+    for (path, meta) in updates {
+        match meta {
+            Some(m) => up.execute(params![rule, path, m.size as i64, m.mtime_ns, &m.hash[..]])?,
+            None => del.execute(params![rule, path])?,
+        };
+    }
+    Ok(())
 }
 
 fn parse_kind(s: &str) -> ChangeKind {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use notify::event::{EventKind, Flag};
+use notify::event::{AccessKind, AccessMode, EventKind, Flag, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum WatchMsg {
     /// Something happened at these paths (created, written, removed, renamed, attributes).
-    Paths(Vec<PathBuf>),
+    /// `done` is true when the event leaves a file in its final state (closed after writing,
+    /// renamed into place, removed, attributes changed), so that it is worth hashing now.
+    Paths { paths: Vec<PathBuf>, done: bool },
     /// Events were lost (kernel queue overflow): compare every tree with its manifest.
     Rescan,
     /// The watcher hit a problem it cannot fix by itself.
@@ -70,10 +72,21 @@ impl Watcher {
         let handler = move |res: notify::Result<notify::Event>| {
             let msg = match res {
                 Ok(ev) if ev.need_rescan() || ev.flag() == Some(Flag::Rescan) => WatchMsg::Rescan,
+                Ok(ev) if ev.paths.is_empty() => return,
                 Ok(ev) => match ev.kind {
+                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => WatchMsg::Paths {
+                        paths: ev.paths,
+                        done: true,
+                    },
                     EventKind::Access(_) => return,
-                    _ if ev.paths.is_empty() => return,
-                    _ => WatchMsg::Paths(ev.paths),
+                    EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_) => WatchMsg::Paths {
+                        paths: ev.paths,
+                        done: false,
+                    },
+                    _ => WatchMsg::Paths {
+                        paths: ev.paths,
+                        done: true,
+                    },
                 },
                 Err(e) => match e.kind {
                     notify::ErrorKind::MaxFilesWatch => WatchMsg::Error(WatchError::WatchLimit {

@@ -152,24 +152,26 @@ rules:
 pub struct Daemon {
     pub child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
     pub fn spawn(mut cmd: Command) -> Daemon {
         let mut child = cmd.spawn().expect("start purgewatch");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for stream in [
             Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stdout.take().unwrap()),
         ] {
             let log = log.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     log.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
-        Daemon { child, log }
+        Daemon { child, log, readers }
     }
 
     pub fn log(&self) -> String {
@@ -216,8 +218,10 @@ impl Daemon {
         let end = Instant::now() + DEADLINE;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(50));
+                // The pipes close with the process: read them to the end.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
                 return st.code().unwrap_or(-1);
             }
             if Instant::now() > end {
