@@ -79,13 +79,16 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(10);
 /// metadata and hash, or `None` when the path is not a regular file any more.
 pub type Known = std::collections::HashMap<String, Option<FileMeta>>;
 
+/// Manifest entries to write: `None` removes the path.
+pub type Updates = Vec<(String, Option<FileMeta>)>;
+
 /// The result of comparing candidates with the manifest.
 #[derive(Debug, Default)]
 pub struct Diff {
     pub changes: Vec<Change>,
     pub skipped: Vec<(String, Skip)>,
     /// New manifest entries (`None` removes one), to apply once the changes are queued.
-    pub updates: Vec<(String, Option<FileMeta>)>,
+    pub updates: Updates,
     /// Files hashed to reach the verdict.
     pub hashed: usize,
 }
@@ -326,7 +329,7 @@ impl Diff {
 
     /// The updates for files that changed, and the ones that only record new metadata for
     /// identical bytes (those can be written later: a lost one only costs a re-hash).
-    pub fn split_updates(&mut self) -> (Vec<(String, Option<FileMeta>)>, Vec<(String, Option<FileMeta>)>) {
+    pub fn split_updates(&mut self) -> (Updates, Updates) {
         let changed: std::collections::HashSet<&str> = self.changes.iter().map(|c| c.path.as_str()).collect();
         std::mem::take(&mut self.updates)
             .into_iter()
