@@ -610,7 +610,9 @@ impl Daemon {
         r.root = new_root;
         r.root_id = id;
         r.rescan = true;
-        // Hash the new tree while the batch debounces.
+        // Hash the new tree while the batch debounces (with a sequence number of its own, so that
+        // the result is newer than the last comparison).
+        self.seq += 1;
         self.prehasher.send(prehash::Job::Tree {
             rule: r.rule.name.clone(),
             root: r.root.clone(),

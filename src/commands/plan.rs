@@ -1,5 +1,5 @@
-//! `purgewatch plan`: compares each watched tree with what was last purged and prints, per rule,
-//! what changed and why each file is kept or skipped, and per target the requests that would go
+//! `purgewatch plan`: compares each watched tree with what was last purged and prints, per
+//! target, the files that changed, why each was kept or skipped, and the requests that would go
 //! out. Sends nothing, writes nothing.
 
 use std::collections::BTreeMap;
@@ -16,16 +16,17 @@ use crate::state::Store;
 /// Skipped files listed per rule before the rest are counted.
 const LIST_LIMIT: usize = 50;
 
+/// What one rule's comparison found.
+struct RuleReport {
+    lines: Vec<String>,
+    changed: Vec<PendingFile>,
+}
+
 pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
     let config = load(cli, true)?.config;
     let store = Store::open_read_only(&config.state_dir)?;
     let mut manifests: BTreeMap<String, Manifest> = BTreeMap::new();
-    let mut per_target: BTreeMap<String, Vec<PendingFile>> = BTreeMap::new();
-    if let Some(s) = &store {
-        for row in s.pending()? {
-            per_target.entry(row.target).or_default().push(row.file);
-        }
-    }
+    let mut reports: BTreeMap<String, RuleReport> = BTreeMap::new();
     for rule in &config.rules {
         let filter = Filter::new(rule);
         let watch = rule.watch.display().to_string();
@@ -37,23 +38,31 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
             _ => None,
         };
         let Some(mut manifest) = recorded else {
-            println!(
-                "rule \"{}\": {}: no baseline yet; the daemon's first start takes the tree as it is and purges nothing",
-                rule.name, watch
+            let line = format!(
+                "rule \"{}\": {watch}: no baseline yet; the daemon's first start takes the tree as it is and purges nothing",
+                rule.name
+            );
+            reports.insert(
+                rule.name.clone(),
+                RuleReport {
+                    lines: vec![line],
+                    changed: vec![],
+                },
             );
             continue;
         };
         let (candidates, filtered) = manifest.everything(&root, &filter);
         let diff = manifest.diff(&root, &candidates, &filter, Trust::Metadata, &Known::new());
-        println!(
-            "rule \"{}\": {} ({} files at the last purge)",
+        let mut lines = vec![format!(
+            "rule \"{}\": {watch} ({} files at the last purge)",
             rule.name,
-            watch,
             manifest.len()
+        )];
+        lines.extend(
+            diff.changes
+                .iter()
+                .map(|c| format!("  purge  {}  ({})", c.path, c.kind.as_str())),
         );
-        for c in &diff.changes {
-            println!("  purge  {}  ({})", c.path, c.kind.as_str());
-        }
         let mut skipped: Vec<(String, String)> = diff
             .skipped
             .iter()
@@ -61,35 +70,53 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
             .map(|(p, s)| (p.clone(), s.describe()))
             .collect();
         skipped.extend(filtered.iter().map(|(p, v)| (p.clone(), v.describe())));
-        for (p, why) in skipped.iter().take(LIST_LIMIT) {
-            println!("  skip   {p}  ({why})");
-        }
+        lines.extend(
+            skipped
+                .iter()
+                .take(LIST_LIMIT)
+                .map(|(p, why)| format!("  skip   {p}  ({why})")),
+        );
         if skipped.len() > LIST_LIMIT {
-            println!("  skip   … and {} more", skipped.len() - LIST_LIMIT);
+            lines.push(format!("  skip   … and {} more", skipped.len() - LIST_LIMIT));
         }
         if diff.changes.is_empty() {
-            println!("  nothing changed since the last purge");
+            lines.push("  nothing changed since the last purge".into());
         }
+        let changed = diff
+            .changes
+            .iter()
+            .map(|c| PendingFile {
+                rule: rule.name.clone(),
+                path: c.path.clone(),
+                kind: c.kind,
+            })
+            .collect();
         manifest.apply(&diff.updates);
-        for t in &rule.targets {
-            per_target
-                .entry(t.clone())
-                .or_default()
-                .extend(diff.changes.iter().map(|c| PendingFile {
-                    rule: rule.name.clone(),
-                    path: c.path.clone(),
-                    kind: c.kind,
-                }));
-        }
         manifests.insert(rule.name.clone(), manifest);
+        reports.insert(rule.name.clone(), RuleReport { lines, changed });
+    }
+    // What the daemon has queued but not sent yet goes out too.
+    let mut queued: BTreeMap<String, Vec<PendingFile>> = BTreeMap::new();
+    if let Some(s) = &store {
+        for row in s.pending()? {
+            queued.entry(row.target).or_default().push(row.file);
+        }
     }
     let http = http_client();
     for target in &config.targets {
-        let mut files = per_target.remove(&target.name).unwrap_or_default();
+        let mut files: Vec<PendingFile> = queued.remove(&target.name).unwrap_or_default();
+        let feeding: Vec<&RuleReport> = config
+            .rules
+            .iter()
+            .filter(|r| r.targets.contains(&target.name))
+            .filter_map(|r| reports.get(&r.name))
+            .collect();
+        for report in &feeding {
+            files.extend(report.changed.iter().cloned());
+        }
         files.sort();
         files.dedup();
         let requests = plan::plan(target, &files, &config.rules, &manifests);
-        let provider = Provider::new(target, http.clone());
         println!(
             "target \"{}\" ({}): {} file{}, {} request{}",
             target.name,
@@ -99,8 +126,22 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
             requests.len(),
             if requests.len() == 1 { "" } else { "s" }
         );
+        for report in &feeding {
+            for line in &report.lines {
+                println!("  {line}");
+            }
+        }
+        for f in files.iter().filter(|f| !feeding.iter().any(|r| r.changed.contains(f))) {
+            println!(
+                "    queued {}  ({}, rule {}, not sent yet by the daemon)",
+                f.path,
+                f.kind.as_str(),
+                f.rule
+            );
+        }
+        let provider = Provider::new(target, http.clone());
         for r in &requests {
-            println!("  {}", provider.describe(r));
+            println!("  request: {}", provider.describe(r));
         }
     }
     Ok(ExitCode::SUCCESS)
