@@ -27,7 +27,7 @@ use crate::providers::{self, Accepted, Provider};
 use crate::route::{Filter, relative};
 use crate::state::{PendingRow, PurgeRecord, StateError, Store, now_ms};
 use crate::systemd;
-use crate::watch::{WatchError, WatchMsg, Watcher};
+use crate::watch::{EventQueue, WatchError, WatchMsg, Watcher};
 
 /// How long a provider job is followed after a purge was accepted.
 const JOB_FOLLOW: Duration = Duration::from_secs(600);
@@ -126,7 +126,7 @@ struct Daemon {
 
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
 pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let (tx, mut rx) = mpsc::channel::<WatchMsg>(4096);
+    let queue = Arc::new(EventQueue::default());
     let signal = |kind, name: &str| {
         tokio::signal::unix::signal(kind)
             .map_err(|e| DaemonError::Watch(WatchError::Runtime(format!("cannot handle {name}: {e}"))))
@@ -134,7 +134,7 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")?;
     let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1")?;
     let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<prehash::Done>();
-    let mut d = Daemon::start(config, opts, tx, Prehasher::start(hash_tx))?;
+    let mut d = Daemon::start(config, opts, queue.clone(), Prehasher::start(hash_tx))?;
     let status = d.summary();
     tracing::info!("ready: {status}");
     systemd::ready(&status);
@@ -151,9 +151,10 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
         let polling = d.rules.iter().any(|r| r.poll);
         tokio::select! {
             _ = &mut shutdown => break,
-            msg = rx.recv() => match msg {
-                Some(msg) => d.on_watch(msg),
-                None => break,
+            msgs = queue.recv() => {
+                for msg in msgs {
+                    d.on_watch(msg);
+                }
             },
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => d.fire_due(),
             Some(res) = d.sends.join_next(), if !d.sends.is_empty() => match res {
@@ -179,7 +180,6 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
             _ = poll.tick(), if polling => d.poll(),
         }
     }
-    drop(rx);
     d.stop().await;
     Ok(())
 }
@@ -235,7 +235,7 @@ impl Daemon {
     fn start(
         config: Config,
         opts: Options,
-        tx: mpsc::Sender<WatchMsg>,
+        queue: Arc<EventQueue>,
         prehasher: Prehasher,
     ) -> Result<Daemon, DaemonError> {
         let (store, seed) = if opts.dry_run {
@@ -258,7 +258,7 @@ impl Daemon {
             batcher: Batcher::new(),
             pacer: Arc::new(Pacer::default()),
             http,
-            watcher: Some(Watcher::new(tx)?),
+            watcher: Some(Watcher::new(queue)?),
             sends: JoinSet::new(),
             jobs: JoinSet::new(),
             reload_at: None,

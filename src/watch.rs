@@ -3,16 +3,58 @@
 //! The daemon watches each rule's directory recursively, each directory's *parent* without
 //! recursion (a `mv public.new public` or a re-pointed `current` symlink shows up there), and the
 //! rules file's directory (editors save by replacing the file). Reads (`IN_OPEN`) are dropped
-//! here. A kernel queue overflow becomes [`WatchMsg::Rescan`]. The channel is bounded: when the
-//! daemon falls behind, the notify thread waits and the kernel queue absorbs the burst; if that
-//! overflows too, the rescan finds every change against the manifest.
+//! here. A kernel queue overflow becomes [`WatchMsg::Rescan`]. Events are handed over in batches
+//! through an [`EventQueue`]: the daemon is woken once when the queue goes from empty to
+//! non-empty and then takes everything queued, so a storm of 100,000 events costs a handful of
+//! wake-ups, not one each. If the daemon falls so far behind that the queue holds
+//! [`QUEUE_LIMIT`] events, the rest are dropped for a rescan, as when the kernel's own queue
+//! overflows.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use notify::event::{AccessKind, AccessMode, EventKind, Flag, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+/// Events held for the daemon before the rest are dropped for a rescan.
+pub const QUEUE_LIMIT: usize = 262_144;
+
+/// Events from the notify thread, taken by the daemon in batches.
+#[derive(Default)]
+pub struct EventQueue {
+    msgs: Mutex<Vec<WatchMsg>>,
+    wake: tokio::sync::Notify,
+}
+
+impl EventQueue {
+    fn push(&self, msg: WatchMsg) {
+        let mut q = self.msgs.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = q.is_empty();
+        if q.len() < QUEUE_LIMIT {
+            q.push(msg);
+        } else if !matches!(q.last(), Some(WatchMsg::Rescan)) {
+            q.push(WatchMsg::Rescan);
+        }
+        drop(q);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits for events and takes all that are queued.
+    pub async fn recv(&self) -> Vec<WatchMsg> {
+        loop {
+            {
+                let mut q = self.msgs.lock().unwrap_or_else(|e| e.into_inner());
+                if !q.is_empty() {
+                    return std::mem::take(&mut *q);
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+}
 
 /// What the watcher reports.
 #[derive(Debug)]
@@ -68,7 +110,7 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(tx: mpsc::Sender<WatchMsg>) -> Result<Watcher, WatchError> {
+    pub fn new(queue: Arc<EventQueue>) -> Result<Watcher, WatchError> {
         let handler = move |res: notify::Result<notify::Event>| {
             let msg = match res {
                 Ok(ev) if ev.need_rescan() || ev.flag() == Some(Flag::Rescan) => WatchMsg::Rescan,
@@ -95,8 +137,7 @@ impl Watcher {
                     _ => WatchMsg::Error(WatchError::Runtime(e.to_string())),
                 },
             };
-            // The daemon is gone when this fails: nothing left to tell.
-            let _ = tx.blocking_send(msg);
+            queue.push(msg);
         };
         let config = notify::Config::default().with_follow_symlinks(true);
         let inner = RecommendedWatcher::new(handler, config).map_err(|e| specialise(e, Path::new("inotify")))?;
@@ -141,5 +182,62 @@ impl Watcher {
         self.inner
             .watch(path, RecursiveMode::Recursive)
             .map_err(|e| specialise(e, path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watch_limit_error_names_the_sysctl_to_raise() {
+        let e = specialise(
+            notify::Error::new(notify::ErrorKind::MaxFilesWatch),
+            Path::new("/srv/site"),
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("/srv/site: the inotify watch limit is reached"),
+            "{msg}"
+        );
+        assert!(msg.contains("sysctl fs.inotify.max_user_watches="), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn events_arrive_with_their_paths_and_reads_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(EventQueue::default());
+        let mut w = Watcher::new(queue.clone()).unwrap();
+        w.add(dir.path(), true).unwrap();
+        let file = dir.path().join("a.html");
+        std::fs::write(&file, "x").unwrap();
+        let _ = std::fs::read(&file).unwrap();
+        let mut done_seen = false;
+        while !done_seen {
+            let msgs = tokio::time::timeout(std::time::Duration::from_secs(30), queue.recv())
+                .await
+                .unwrap();
+            for msg in msgs {
+                let WatchMsg::Paths { paths, done } = msg else {
+                    panic!("unexpected {msg:?}")
+                };
+                assert_eq!(paths, vec![file.clone()]);
+                done_seen |= done;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_turns_into_one_rescan() {
+        let q = EventQueue::default();
+        for _ in 0..QUEUE_LIMIT + 10 {
+            q.push(WatchMsg::Paths {
+                paths: vec!["/x".into()],
+                done: false,
+            });
+        }
+        let msgs = q.recv().await;
+        assert_eq!(msgs.len(), QUEUE_LIMIT + 1);
+        assert!(matches!(msgs.last(), Some(WatchMsg::Rescan)));
     }
 }

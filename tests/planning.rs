@@ -228,3 +228,28 @@ fn json_logs_are_one_object_per_line() {
         d.log()
     );
 }
+
+#[test]
+fn a_deploy_in_bursts_closer_than_the_debounce_is_one_batch() {
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write("index.html", "<link href=/css/site.css>");
+    site.write("css/site.css", "body{}");
+    site.write_rules(&site.rules_for(&fake, "1500ms", ""));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    // The page first, the stylesheet it links 300 ms later: both must reach the CDN together,
+    // or visitors get the new page with the old CSS.
+    site.write("index.html", "<link href=/css/site.css?v=2>");
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the gap between two bursts of one deploy
+    site.write("css/site.css", "body{color:red}");
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    let p = vims[0].pattern();
+    assert!(
+        pattern_matches(&p, "/index.html") && pattern_matches(&p, "/css/site.css"),
+        "{p}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(fake.vims_purges().len(), 1, "{}", d.log());
+    assert_eq!(fake.sitehost_purges().len(), 1, "{}", d.log());
+}
