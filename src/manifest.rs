@@ -208,14 +208,7 @@ impl Manifest {
             if let Some(k) = known.get(rel) {
                 match k {
                     Some(new) => diff.compare(rel, old, *new),
-                    None if old.is_some() => {
-                        diff.changes.push(Change {
-                            path: rel.clone(),
-                            kind: ChangeKind::Deleted,
-                        });
-                        diff.updates.push((rel.clone(), None));
-                    }
-                    None => {}
+                    None => diff.gone(rel, old),
                 }
                 continue;
             }
@@ -223,13 +216,7 @@ impl Manifest {
             let meta = match std::fs::metadata(&abs) {
                 Ok(m) if m.is_file() => m,
                 Ok(_) | Err(_) => {
-                    if old.is_some() {
-                        diff.changes.push(Change {
-                            path: rel.clone(),
-                            kind: ChangeKind::Deleted,
-                        });
-                        diff.updates.push((rel.clone(), None));
-                    }
+                    diff.gone(rel, old);
                     continue;
                 }
             };
@@ -245,13 +232,7 @@ impl Manifest {
             let hash = match hash_file(&abs) {
                 Ok(h) => h,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if old.is_some() {
-                        diff.changes.push(Change {
-                            path: rel.clone(),
-                            kind: ChangeKind::Deleted,
-                        });
-                        diff.updates.push((rel.clone(), None));
-                    }
+                    diff.gone(rel, old);
                     continue;
                 }
                 Err(e) => {
@@ -302,6 +283,17 @@ pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 }
 
 impl Diff {
+    /// `rel` is not a regular file any more: a deletion if it was recorded.
+    fn gone(&mut self, rel: &str, old: Option<&FileMeta>) {
+        if old.is_some() {
+            self.changes.push(Change {
+                path: rel.to_string(),
+                kind: ChangeKind::Deleted,
+            });
+            self.updates.push((rel.to_string(), None));
+        }
+    }
+
     fn compare(&mut self, rel: &str, old: Option<&FileMeta>, new: FileMeta) {
         match old {
             Some(o) if o.hash == new.hash => {
