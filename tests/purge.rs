@@ -108,6 +108,20 @@ fn a_refused_purge_exits_1_and_says_what_the_provider_said() {
 }
 
 #[test]
+fn a_provider_that_keeps_failing_is_retried_briefly_then_exit_1() {
+    let fake = Fake::start();
+    let site = site_with(&fake);
+    fake.script(
+        Route::SiteHostPurge,
+        (0..10).map(|_| Reply::html(502, "<h1>Bad Gateway</h1>")).collect(),
+    );
+    let (code, out, err) = site.run(&["purge", "www"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(fake.sitehost_purges().len(), 3, "3 attempts on the command line");
+    assert!(err.contains("HTTP 502") && err.contains("after 3 attempts"), "{err}");
+}
+
+#[test]
 fn usage_errors_exit_2_and_dry_run_sends_nothing() {
     let fake = Fake::start();
     let site = site_with(&fake);

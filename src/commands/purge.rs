@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{CommandError, load, runtime};
 use crate::cli::{Cli, PurgeArgs};
-use crate::config::TargetKind;
+use crate::config::{RetryPolicy, TargetKind};
 use crate::deliver::{self, JobOutcome, Pacer};
 use crate::plan::{self, Item, Request};
 use crate::providers::{Provider, http_client};
@@ -15,6 +15,9 @@ use crate::state::{PurgeRecord, Store, now_ms};
 
 /// How long `--wait` follows a job.
 const WAIT_LIMIT: Duration = Duration::from_secs(900);
+/// A person is waiting: at most this many attempts, this far apart (the daemon's budget is longer).
+const CLI_ATTEMPTS: u32 = 3;
+const CLI_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
     let config = load(cli, args.dry_run)?.config;
@@ -72,6 +75,11 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
     }
     let rt = runtime()?;
     let pacer = Pacer::default();
+    let policy = RetryPolicy {
+        attempts: target.retry.attempts.min(CLI_ATTEMPTS),
+        backoff: target.retry.backoff.min(CLI_BACKOFF_MAX),
+        backoff_max: target.retry.backoff_max.min(CLI_BACKOFF_MAX),
+    };
     let mut store = match Store::open(&config.state_dir) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -82,7 +90,7 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
     let mut failed = false;
     for req in &requests {
         let desc = provider.describe(req);
-        let res = rt.block_on(deliver::send(&provider, &pacer, &target.retry, target.rate_limit, req));
+        let res = rt.block_on(deliver::send(&provider, &pacer, &policy, target.rate_limit, req));
         let mut rec = PurgeRecord {
             target: target.name.clone(),
             at_ms: now_ms(),
