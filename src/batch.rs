@@ -101,6 +101,28 @@ impl Batcher {
         due
     }
 
+    /// The targets whose batch is due at `now` (and not busy), without closing their windows.
+    pub fn due(&self, now: Instant) -> Vec<String> {
+        self.windows
+            .iter()
+            .filter(|(t, w)| w.deadline() <= now && !self.is_busy(t))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Closes `target`'s window.
+    pub fn close(&mut self, target: &str) {
+        self.windows.remove(target);
+    }
+
+    /// Puts a due batch off until `until`, but never past its `max_delay`.
+    pub fn hold(&mut self, target: &str, until: Instant) {
+        if let Some(w) = self.windows.get_mut(target) {
+            w.last = until;
+            w.debounce = Duration::ZERO;
+        }
+    }
+
     /// Closes every window that is not busy, whatever its deadline (shutdown).
     pub fn take_all(&mut self) -> Vec<String> {
         self.take_due(Instant::now() + Duration::from_secs(365 * 24 * 3600))
@@ -197,6 +219,33 @@ mod tests {
             "due already: fires as soon as not busy"
         );
         assert!(b.next_deadline().is_none(), "one batch, not one per change");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_batch_waits_but_never_past_max_delay() {
+        let start = Instant::now();
+        let mut b = Batcher::new();
+        b.touch("cdn", D, Duration::from_secs(3), Instant::now());
+        sleep_until(b.next_deadline().unwrap()).await;
+        assert_eq!(b.due(Instant::now()), vec!["cdn"]);
+        b.hold("cdn", Instant::now() + Duration::from_millis(500));
+        assert!(b.due(Instant::now()).is_empty());
+        let (due, at) = next(&mut b).await;
+        assert_eq!(
+            (due, at - start),
+            (vec!["cdn".to_string()], Duration::from_millis(2500))
+        );
+        b.touch("cdn", D, Duration::from_secs(3), Instant::now());
+        let first = Instant::now();
+        for _ in 0..10 {
+            sleep_until(b.next_deadline().unwrap()).await;
+            b.hold("cdn", Instant::now() + Duration::from_secs(1));
+        }
+        assert_eq!(
+            b.next_deadline(),
+            Some(first + Duration::from_secs(3)),
+            "max_delay still caps it"
+        );
     }
 
     #[tokio::test(start_paused = true)]

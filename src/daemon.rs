@@ -37,6 +37,8 @@ const RELOAD_SETTLE: Duration = Duration::from_millis(300);
 const POLL_EVERY: Duration = Duration::from_secs(30);
 /// Paths seen are written to the state directory at most this long after their event.
 const SEEN_FLUSH: Duration = Duration::from_millis(100);
+/// How often a batch held for a tree hash looks again.
+const TREE_WAIT_STEP: Duration = Duration::from_millis(20);
 /// New metadata for files whose bytes did not change is written this long after the batch.
 const DEFERRED_FLUSH: Duration = Duration::from_millis(500);
 
@@ -77,6 +79,8 @@ struct RuleRt {
     known: std::collections::HashMap<String, (u64, Option<FileMeta>)>,
     /// Results queued at or before this were overtaken by a comparison.
     settled_seq: u64,
+    /// The sequence number of a whole-tree hash still running on the worker (after a swap).
+    tree_pending: Option<u64>,
 }
 
 struct Sent {
@@ -373,6 +377,7 @@ impl Daemon {
             seqs: Default::default(),
             known: Default::default(),
             settled_seq: 0,
+            tree_pending: None,
             rule,
         };
         if let Some(w) = self.watcher.as_mut() {
@@ -508,6 +513,11 @@ impl Daemon {
             }
             prehash::Done::Tree { rule, root, seq, files } => {
                 if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule)
+                    && rt.tree_pending == Some(seq)
+                {
+                    rt.tree_pending = None;
+                }
+                if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule)
                     && seq > rt.settled_seq
                     && rt.root == root
                 {
@@ -613,6 +623,7 @@ impl Daemon {
         // Hash the new tree while the batch debounces (with a sequence number of its own, so that
         // the result is newer than the last comparison).
         self.seq += 1;
+        r.tree_pending = Some(self.seq);
         self.prehasher.send(prehash::Job::Tree {
             rule: r.rule.name.clone(),
             root: r.root.clone(),
@@ -633,8 +644,20 @@ impl Daemon {
     }
 
     fn fire_due(&mut self) {
-        let due = self.batcher.take_due(Instant::now());
-        for target in due {
+        let now = Instant::now();
+        for target in self.batcher.due(now) {
+            // A new tree is still being hashed ahead: comparing now would hash it all again.
+            let first = self.batcher.first_change(&target).unwrap_or(now);
+            let max_delay = self.target(&target).map(|t| t.max_delay).unwrap_or_default();
+            let hashing = self
+                .rules
+                .iter()
+                .any(|r| r.tree_pending.is_some() && r.rule.targets.contains(&target));
+            if hashing && now < first + max_delay {
+                self.batcher.hold(&target, now + TREE_WAIT_STEP);
+                continue;
+            }
+            self.batcher.close(&target);
             self.settle_for(&target);
             self.start_send(&target);
         }
@@ -670,6 +693,7 @@ impl Daemon {
             .collect();
         r.seqs.clear();
         r.settled_seq = self.seq;
+        r.tree_pending = None;
         let (candidates, trust) = if r.rescan {
             (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
         } else {
