@@ -18,6 +18,8 @@
 //!   the first).
 //! * [`manifest`]: what each rule's tree looked like at the last purge (size, mtime, BLAKE3); a
 //!   path is purged only when its content really changed, and start-up catch-up diffs against it.
+//!   [`prehash`] hashes finished files (and swapped-in trees) on a worker thread during the
+//!   debounce, so the comparison at its end is mostly lookups.
 //! * [`plan`]: turns changed files into URLs and the fewest provider requests (one SiteHost stack
 //!   purge; VIMS regex patterns).
 //! * [`deliver`]: sends a request with classification of failures, capped jittered backoff and

@@ -263,18 +263,6 @@ impl Manifest {
             self.under(dir).take(limit).count()
         }
     }
-
-    /// How many recorded files are below each directory (recursively), keyed by directory
-    /// (`""` for the root).
-    pub fn dir_counts(&self) -> BTreeMap<String, usize> {
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for path in self.files.keys() {
-            for dir in ancestors(path) {
-                *counts.entry(dir.to_string()).or_default() += 1;
-            }
-        }
-        counts
-    }
 }
 
 /// The directories that contain `path`, from the root (`""`) down.
@@ -517,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn dir_counts_and_ancestors() {
+    fn counts_under_directories_and_ancestors() {
         assert_eq!(ancestors("a/b/c.html").collect::<Vec<_>>(), vec!["", "a", "a/b"]);
         let meta = FileMeta {
             size: 0,
@@ -525,10 +513,10 @@ mod tests {
             hash: [0; 32],
         };
         let m = Manifest::from_entries(["a/x", "a/b/y", "z"].map(|p| (p.to_string(), meta)));
-        let c = m.dir_counts();
-        assert_eq!(c[""], 3);
-        assert_eq!(c["a"], 2);
-        assert_eq!(c["a/b"], 1);
+        assert_eq!(m.count_under("", usize::MAX), 3);
+        assert_eq!(m.count_under("a", usize::MAX), 2);
+        assert_eq!(m.count_under("a", 1), 1);
+        assert_eq!(m.count_under("a/b", usize::MAX), 1);
         assert_eq!(m.under("a").count(), 2);
     }
 }

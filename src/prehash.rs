@@ -5,7 +5,7 @@
 //! A result is only as good as the moment it was taken: every event bumps a sequence number, and
 //! the daemon keeps a result only if no event came for that path after the job was queued.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -66,14 +66,7 @@ impl Prehasher {
                             filter,
                             seq,
                         } => {
-                            let files = walk(&root, &filter, None)
-                                .files
-                                .into_iter()
-                                .filter_map(|rel| match stat_and_hash(&root.join(&rel)) {
-                                    Ok(Some(meta)) => Some((rel, meta)),
-                                    _ => None,
-                                })
-                                .collect();
+                            let files = hash_tree(&root, walk(&root, &filter, None).files);
                             Done::Tree { rule, root, seq, files }
                         }
                     };
@@ -90,4 +83,29 @@ impl Prehasher {
         // The worker only stops with the daemon.
         let _ = self.tx.send(job);
     }
+}
+
+/// Hashes `paths` under `root` on every core (a swapped-in tree is hashed while the batch waits).
+fn hash_tree(root: &Path, paths: Vec<String>) -> Vec<(String, FileMeta)> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
+    let chunk = paths.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .filter_map(|rel| match stat_and_hash(&root.join(rel)) {
+                            Ok(Some(meta)) => Some((rel.clone(), meta)),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
 }

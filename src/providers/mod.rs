@@ -111,13 +111,6 @@ impl Provider {
         format!("{url}#{}", &blake3::hash(secret.expose().as_bytes()).to_hex()[..16])
     }
 
-    pub fn secret(&self) -> &Secret {
-        match &self.kind {
-            TargetKind::SiteHost(s) => &s.api_key,
-            TargetKind::Vims(v) => &v.token,
-        }
-    }
-
     /// What a request will do, in words, for logs and `--dry-run`.
     pub fn describe(&self, req: &Request) -> String {
         match (&self.kind, req) {
