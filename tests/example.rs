@@ -49,6 +49,13 @@ fn the_example_runs_with_dry_run_and_no_credentials() {
         "the unset variable is a warning: {}",
         d.log()
     );
+    assert_eq!(
+        d.lines_containing("CREDENTIALS_DIRECTORY").len(),
+        1,
+        "one warning per problem: {}",
+        d.log()
+    );
+    assert!(!d.log().contains("cannot read token_file"), "{}", d.log());
     d.signal("TERM");
     assert_eq!(d.wait_exit(), 0, "{}", d.log());
     assert!(

@@ -213,8 +213,10 @@ impl Cx<'_> {
                 let msg =
                     format!("{what}: environment variable `{var}` is not set (export it before starting purgewatch)");
                 if secret {
+                    // A warning under --dry-run, and the secret stays empty: reading a file at
+                    // a half-substituted path would only add a confusing second message.
                     self.secret_problem(node.pos, msg);
-                    if self.opts.dry_run { Some(String::new()) } else { None }
+                    None
                 } else {
                     self.error(node.pos, msg);
                     None
