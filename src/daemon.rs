@@ -25,7 +25,7 @@ use crate::plan::{self, PendingFile, Request};
 use crate::prehash::{self, Prehasher};
 use crate::providers::{self, Accepted, Provider};
 use crate::route::{Filter, relative};
-use crate::state::{PendingRow, PurgeRecord, StateError, Store, now_ms};
+use crate::state::{PendingRow, StateError, Store, now_ms};
 use crate::systemd;
 use crate::watch::{EventQueue, WatchError, WatchMsg, Watcher};
 
@@ -447,10 +447,15 @@ impl Daemon {
 
     fn touch_targets(&mut self, i: usize, now: Instant) {
         for t in self.rules[i].rule.targets.clone() {
-            if let Some(target) = self.target(&t) {
-                let (d, m) = (target.debounce, target.max_delay);
-                self.batcher.touch(&t, d, m, now);
-            }
+            self.touch_target(&t, now);
+        }
+    }
+
+    /// A change for `target`, timed by its own debounce and max_delay.
+    fn touch_target(&mut self, target: &str, now: Instant) {
+        if let Some(t) = self.config.target(target) {
+            let (d, m) = (t.debounce, t.max_delay);
+            self.batcher.touch(target, d, m, now);
         }
     }
 
@@ -803,12 +808,8 @@ impl Daemon {
         // A target whose own timer is not running yet (a rescan, a catch-up) gets one now.
         let now = Instant::now();
         for t in touched {
-            if self.batcher.first_change(&t).is_none()
-                && !self.batcher.is_busy(&t)
-                && let Some(target) = self.config.target(&t)
-            {
-                let (d, m) = (target.debounce, target.max_delay);
-                self.batcher.touch(&t, d, m, now);
+            if self.batcher.first_change(&t).is_none() && !self.batcher.is_busy(&t) {
+                self.touch_target(&t, now);
             }
         }
         n
@@ -865,13 +866,6 @@ impl Daemon {
         self.batcher.set_busy(&sent.target, false);
         let latency = Duration::from_millis((now_ms() - sent.first_seen_ms).max(0) as u64);
         for (_req, desc, res) in &sent.results {
-            let mut rec = PurgeRecord {
-                target: sent.target.clone(),
-                at_ms: now_ms(),
-                files: sent.files as i64,
-                request: desc.clone(),
-                ..Default::default()
-            };
             match res {
                 Ok(acc) => {
                     tracing::info!(
@@ -882,18 +876,13 @@ impl Daemon {
                         since_first_change = %humantime::format_duration(Duration::from_millis(latency.as_millis() as u64)),
                         "purged"
                     );
-                    rec.result = "accepted".into();
-                    rec.job_id = acc.job_id.clone();
-                    rec.message = Some(acc.message.clone());
                 }
                 Err(f) => {
                     tracing::error!(target = %sent.target, files = sent.files, request = %desc, "purge failed for good, dropping it: {f}");
-                    rec.result = "failed".into();
-                    rec.message = Some(f.to_string());
                 }
             }
             let id = self.store.as_mut().and_then(|s| {
-                s.record_purge(&rec)
+                s.record_purge(&deliver::record(&sent.target, sent.files, desc, res))
                     .map_err(|e| tracing::warn!("could not record the purge: {e}"))
                     .ok()
             });
@@ -922,11 +911,7 @@ impl Daemon {
         if let Some(p) = self.pending.get_mut(&sent.target) {
             p.retain(|_, r| r.seq > sent.max_seq);
             if !p.is_empty() && self.batcher.first_change(&sent.target).is_none() {
-                let now = Instant::now();
-                if let Some(t) = self.config.target(&sent.target) {
-                    let (d, m) = (t.debounce, t.max_delay);
-                    self.batcher.touch(&sent.target, d, m, now);
-                }
+                self.touch_target(&sent.target, Instant::now());
             }
         }
         systemd::status(&self.summary());
@@ -944,14 +929,10 @@ impl Daemon {
                 tracing::warn!(target = %job.target, job = %job.job_id, "could not learn how the purge job ended: {s}")
             }
         }
-        if let (Some(s), Some(id)) = (self.store.as_mut(), job.record) {
-            let state = match &job.outcome {
-                JobOutcome::Done(s) | JobOutcome::Failed(s) => s.split(':').next().unwrap_or(s).trim().to_string(),
-                JobOutcome::Unknown(_) => "unknown".into(),
-            };
-            if let Err(e) = s.update_job(id, &state, Some(job.outcome.state())) {
-                tracing::warn!("could not record the job result: {e}");
-            }
+        if let (Some(s), Some(id)) = (self.store.as_mut(), job.record)
+            && let Err(e) = s.update_job(id, job.outcome.short_state(), Some(job.outcome.state()))
+        {
+            tracing::warn!("could not record the job result: {e}");
         }
     }
 

@@ -125,6 +125,32 @@ impl JobOutcome {
             JobOutcome::Done(s) | JobOutcome::Failed(s) | JobOutcome::Unknown(s) => s,
         }
     }
+
+    /// The provider's word for the end state (`Completed`, `FAILURE`, ...), as `status` shows it.
+    pub fn short_state(&self) -> &str {
+        match self {
+            JobOutcome::Done(s) | JobOutcome::Failed(s) => s.split(':').next().unwrap_or(s).trim(),
+            JobOutcome::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// What the state directory records for one sent request.
+pub fn record(target: &str, files: usize, request: &str, res: &Result<Accepted, Failed>) -> crate::state::PurgeRecord {
+    let (result, job_id, message) = match res {
+        Ok(acc) => ("accepted", acc.job_id.clone(), acc.message.clone()),
+        Err(f) => ("failed", None, f.to_string()),
+    };
+    crate::state::PurgeRecord {
+        target: target.to_string(),
+        at_ms: crate::state::now_ms(),
+        files: files as i64,
+        request: request.to_string(),
+        result: result.into(),
+        job_id,
+        message: Some(message),
+        ..Default::default()
+    }
 }
 
 /// Polls a provider job until it ends or `max_wait` passes (intervals grow from 0.5 s to 10 s).

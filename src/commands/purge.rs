@@ -11,7 +11,7 @@ use crate::config::{RetryPolicy, TargetKind};
 use crate::deliver::{self, JobOutcome, Pacer};
 use crate::plan::{self, Item, Request};
 use crate::providers::{Provider, http_client};
-use crate::state::{PurgeRecord, Store, now_ms};
+use crate::state::Store;
 
 /// How long `--wait` follows a job.
 const WAIT_LIMIT: Duration = Duration::from_secs(900);
@@ -91,12 +91,9 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
     for req in &requests {
         let desc = provider.describe(req);
         let res = rt.block_on(deliver::send(&provider, &pacer, &policy, target.rate_limit, req));
-        let mut rec = PurgeRecord {
-            target: target.name.clone(),
-            at_ms: now_ms(),
-            request: desc.clone(),
-            ..Default::default()
-        };
+        let id = store
+            .as_mut()
+            .and_then(|s| s.record_purge(&deliver::record(&target.name, 0, &desc, &res)).ok());
         let accepted = match res {
             Ok(acc) => {
                 println!(
@@ -104,20 +101,14 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
                     target.name,
                     acc.job_id.as_deref().unwrap_or("-")
                 );
-                rec.result = "accepted".into();
-                rec.job_id = acc.job_id.clone();
-                rec.message = Some(acc.message.clone());
                 Some(acc)
             }
             Err(f) => {
                 eprintln!("target \"{}\": purge failed: {f}", target.name);
-                rec.result = "failed".into();
-                rec.message = Some(f.to_string());
                 failed = true;
                 None
             }
         };
-        let id = store.as_mut().and_then(|s| s.record_purge(&rec).ok());
         let Some(acc) = accepted.filter(|_| args.wait) else {
             continue;
         };
@@ -132,28 +123,21 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             &job,
             WAIT_LIMIT,
         ));
-        let state = match &outcome {
+        match &outcome {
             JobOutcome::Done(s) => {
                 println!("job {job} finished: {s}");
-                s.clone()
             }
             JobOutcome::Failed(s) => {
                 eprintln!("target \"{}\": job {job} failed: {s}", target.name);
                 failed = true;
-                s.clone()
             }
             JobOutcome::Unknown(s) => {
                 eprintln!("target \"{}\": could not confirm job {job}: {s}", target.name);
                 failed = true;
-                "unknown".into()
             }
-        };
+        }
         if let (Some(s), Some(id)) = (store.as_mut(), id) {
-            let _ = s.update_job(
-                id,
-                state.split(':').next().unwrap_or(&state).trim(),
-                Some(outcome.state()),
-            );
+            let _ = s.update_job(id, outcome.short_state(), Some(outcome.state()));
         }
     }
     if failed {
