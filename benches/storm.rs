@@ -32,6 +32,8 @@ struct Args {
     files: usize,
     idle: u64,
     repeat: usize,
+    /// Run only the storms whose name contains this.
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -39,6 +41,7 @@ fn args() -> Args {
         files: 20_000,
         idle: 30,
         repeat: 5,
+        only: None,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -48,6 +51,7 @@ fn args() -> Args {
             "--files" => a.files = next().expect("--files N"),
             "--idle" => a.idle = next().expect("--idle SECONDS") as u64,
             "--repeat" => a.repeat = next().expect("--repeat N"),
+            "--only" => a.only = v.get(i + 1).cloned(),
             _ => {
                 i += 1;
                 continue;
@@ -123,13 +127,17 @@ impl Site {
     }
 }
 
-/// CPU seconds (user + system) of a process, from /proc.
-fn cpu_secs(pid: u32) -> f64 {
+/// CPU seconds (user + system) of a process, from /proc; with `children`, also those of the
+/// children it has waited for (the curls a watcher script starts).
+fn cpu_secs(pid: u32, children: bool) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: &[usize] = if children { &[11, 12, 13, 14] } else { &[11, 12] };
+    let ticks: f64 = fields
+        .iter()
+        .map(|&k| f.get(k).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0))
+        .sum();
     ticks / 100.0
 }
 
@@ -250,8 +258,31 @@ struct Row {
     precision: f64,
     overhead_ms: Vec<f64>,
     cpu: f64,
-    inotify_cpu: f64,
-    inotify_events: u64,
+    others: Vec<OtherRow>,
+}
+
+/// One storm as a tool users script instead saw it.
+struct OtherRow {
+    tool: &'static str,
+    cpu: f64,
+    /// inotifywait: lines printed; the others: purge requests their curls sent.
+    events: f64,
+    /// Storms after which the tool sent a purge covering the last write.
+    covered: usize,
+    recall: f64,
+    precision: f64,
+    /// Last write → the request that covers it (storms it covered). Not minus the debounce: these
+    /// tools batch in windows that start at the first event, so they may fire sooner.
+    overhead_ms: Vec<f64>,
+}
+
+/// `a / b`, or a dash when `b` is below the clock tick's resolution.
+fn ratio(a: f64, b: f64) -> String {
+    if b < 0.01 {
+        "–".into()
+    } else {
+        format!("{:.1}×", a / b)
+    }
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -309,34 +340,186 @@ fn rules(dir: &Path, fake: &Fake, watch: &str) -> PathBuf {
     p
 }
 
-fn start(rules: &Path, watch_root: &Path) -> (Proc, Proc, Duration) {
+/// A tool users script instead of purgewatch, watching the same tree during the same storms.
+struct Other {
+    tool: &'static str,
+    proc: Proc,
+    /// Where its curls go (`None` for inotifywait, whose printed events are counted instead).
+    fake: Option<Fake>,
+}
+
+fn installed(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// The curl a purge-everything script runs: VIMS `*` (SiteHost can only purge a whole stack).
+fn curl_args(fake: &Fake) -> Vec<String> {
+    [
+        "-s",
+        "-o",
+        "/dev/null",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        "Authorization: bench",
+        "-d",
+        r#"{"pattern":"*"}"#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("{}/services/cdn/7/purge", fake.vims_url())])
+    .collect()
+}
+
+/// inotifywait always; watchexec and lsyncd driving curl where installed.
+fn start_others(watch_root: &Path, dir: &Path) -> Vec<Other> {
+    let mut out = Vec::new();
+    let mut cmd = Command::new("inotifywait");
+    cmd.args(["-m", "-r", "-q", "--format", "%e %w%f"]).arg(watch_root);
+    out.push(Other {
+        tool: "inotifywait -m -r",
+        proc: Proc::spawn(cmd, false),
+        fake: None,
+    });
+    if installed("watchexec", "--version") {
+        let fake = Fake::start();
+        let mut cmd = Command::new("watchexec");
+        cmd.args([
+            "--postpone",
+            "--quiet",
+            "--shell=none",
+            "--ignore-nothing",
+            "--on-busy-update=queue",
+        ])
+        .arg(format!("--debounce={}ms", DEBOUNCE.as_millis()))
+        .arg("-w")
+        .arg(watch_root)
+        .arg("--")
+        .arg("curl")
+        .args(curl_args(&fake));
+        out.push(Other {
+            tool: "watchexec + curl",
+            proc: Proc::spawn(cmd, false),
+            fake: Some(fake),
+        });
+    }
+    if installed("lsyncd", "-version") {
+        let fake = Fake::start();
+        let conf = dir.join("lsyncd.lua");
+        let args: Vec<String> = curl_args(&fake).iter().map(|a| format!("{a:?}")).collect();
+        std::fs::write(
+            &conf,
+            format!(
+                "settings {{ nodaemon = true, insist = true }}\n\
+                 purge = {{\n\
+                   delay = {},\n\
+                   maxProcesses = 1,\n\
+                   onStartup = function(event) end,\n\
+                   action = function(inlet)\n\
+                     local elist = inlet.getEvents()\n\
+                     spawn(elist, \"/usr/bin/curl\", {})\n\
+                   end,\n\
+                 }}\n\
+                 sync {{ purge, source = {:?} }}\n",
+                DEBOUNCE.as_secs().max(1),
+                args.join(", "),
+                watch_root.display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("lsyncd");
+        cmd.args(["-nodaemon", "-log", "Exec"]).arg(&conf);
+        out.push(Other {
+            tool: "lsyncd + curl",
+            proc: Proc::spawn(cmd, false),
+            fake: Some(fake),
+        });
+    }
+    out
+}
+
+fn start(rules: &Path, watch_root: &Path, dir: &Path) -> (Proc, Vec<Other>, Duration) {
     let t0 = Instant::now();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_purgewatch"));
     cmd.args(["run", "-c"]).arg(rules).env("RUST_LOG", "info");
     let d = Proc::spawn(cmd, true);
     d.wait_line("ready", Duration::from_secs(600));
     let startup = t0.elapsed();
-    let mut cmd = Command::new("inotifywait");
-    cmd.args(["-m", "-r", "-q", "--format", "%e %w%f"]).arg(watch_root);
-    let iw = Proc::spawn(cmd, false);
-    std::thread::sleep(Duration::from_secs(2)); // inotifywait prints nothing when its watches are set
-    (d, iw, startup)
+    let others = start_others(watch_root, dir);
+    // inotifywait prints nothing when its watches are set, nor do the others.
+    std::thread::sleep(Duration::from_secs(5));
+    (d, others, startup)
+}
+
+/// Waits for a script's purges after a storm: until none came for the debounce + 1.5 s, and at
+/// most 10 s past the debounce if none comes at all (it missed the storm).
+fn settle_other(fake: &Fake, before: usize, last_write: Instant) -> Vec<Recorded> {
+    let (mut last_n, mut quiet_since) = (before, Instant::now());
+    loop {
+        let n = fake.vims_purges().len();
+        if n != last_n {
+            last_n = n;
+            quiet_since = Instant::now();
+        }
+        let quiet = quiet_since.elapsed() > DEBOUNCE + Duration::from_millis(1500);
+        if quiet && (n > before || last_write.elapsed() > DEBOUNCE + Duration::from_secs(10)) {
+            return fake.vims_purges()[before..].to_vec();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What every storm on one site runs against.
+struct Bench<'a> {
+    only: &'a Option<String>,
+    fake: &'a Fake,
+    d: &'a Proc,
+    others: &'a [Other],
 }
 
 fn run_storm(
+    b: &Bench,
     name: &str,
     site: &mut Site,
-    fake: &Fake,
-    d: &Proc,
-    iw: &Proc,
     repeat: usize,
     mut storm: impl FnMut(&mut Site, usize) -> Vec<usize>,
-) -> Row {
-    let (cpu0, icpu0, iev0) = (cpu_secs(d.pid()), cpu_secs(iw.pid()), iw.count.load(Ordering::Relaxed));
+) -> Option<Row> {
+    let (only, fake, d, others) = (b.only, b.fake, b.d, b.others);
+    if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+        return None;
+    }
+    let cpu0 = cpu_secs(d.pid(), false);
+    let mut rows: Vec<OtherRow> = others
+        .iter()
+        .map(|o| OtherRow {
+            tool: o.tool,
+            cpu: -cpu_secs(o.proc.pid(), true),
+            events: if o.fake.is_none() {
+                -(o.proc.count.load(Ordering::Relaxed) as f64)
+            } else {
+                0.0
+            },
+            covered: 0,
+            recall: 0.0,
+            precision: 0.0,
+            overhead_ms: Vec::new(),
+        })
+        .collect();
     let mut overhead = Vec::new();
     let (mut requests, mut recall, mut precision) = (0, 0.0, 0.0);
     for r in 0..repeat {
         let before = purges(fake).len();
+        let before_others: Vec<usize> = others
+            .iter()
+            .map(|o| o.fake.as_ref().map_or(0, |f| f.vims_purges().len()))
+            .collect();
         let changed = storm(site, r);
         let last_write = Instant::now();
         let reqs = settle(fake, before);
@@ -346,18 +529,41 @@ fn run_storm(
         let (rc, pr) = score(site, &changed, &reqs);
         recall += rc;
         precision += pr;
+        for ((o, row), before) in others.iter().zip(&mut rows).zip(before_others) {
+            let Some(f) = &o.fake else { continue };
+            let reqs = settle_other(f, before, last_write);
+            row.events += reqs.len() as f64;
+            // Only a request after the last write covers it; earlier ones left it stale.
+            if let Some(last) = reqs.iter().map(|q| q.at).max().filter(|at| *at >= last_write) {
+                row.covered += 1;
+                row.overhead_ms
+                    .push(last.duration_since(last_write).as_secs_f64() * 1000.0);
+                let (rc, pr) = score(site, &changed, &reqs);
+                row.recall += rc;
+                row.precision += pr;
+            }
+        }
     }
     let n = repeat as f64;
-    Row {
+    for (o, row) in others.iter().zip(&mut rows) {
+        row.cpu = (row.cpu + cpu_secs(o.proc.pid(), true)) / n;
+        if o.fake.is_none() {
+            row.events += o.proc.count.load(Ordering::Relaxed) as f64;
+            row.covered = repeat;
+        }
+        row.events /= n;
+        row.recall /= n;
+        row.precision /= row.covered.max(1) as f64;
+    }
+    Some(Row {
         name: name.into(),
         requests: (requests as f64 / n).round() as usize,
         recall: recall / n,
         precision: precision / n,
         overhead_ms: overhead,
-        cpu: (cpu_secs(d.pid()) - cpu0) / n,
-        inotify_cpu: (cpu_secs(iw.pid()) - icpu0) / n,
-        inotify_events: (iw.count.load(Ordering::Relaxed) - iev0) / repeat as u64,
-    }
+        cpu: (cpu_secs(d.pid(), false) - cpu0) / n,
+        others: rows,
+    })
 }
 
 fn write_changed(root: &Path, site: &Site, idx: &[usize]) {
@@ -392,18 +598,22 @@ fn main() {
     let mut site = Site::new(a.files);
     site.write_all(&root);
     let rules_a = rules(&dir_a, &fake, "public");
-    let (d, iw, first_start) = start(&rules_a, &root);
+    let (d, others, first_start) = start(&rules_a, &root, &dir_a);
+    let bench = Bench {
+        only: &a.only,
+        fake: &fake,
+        d: &d,
+        others: &others,
+    };
     // Idle: nothing changes.
     let w0 = wakeups(d.pid());
     std::thread::sleep(Duration::from_secs(a.idle));
     let idle_wakeups = (wakeups(d.pid()) - w0) as f64 / a.idle as f64;
 
-    rows.push(run_storm(
+    rows.extend(run_storm(
+        &bench,
         "hugo rewrite, 1% changed",
         &mut site,
-        &fake,
-        &d,
-        &iw,
         a.repeat,
         |s, r| {
             let changed = s.change(0.01, r);
@@ -411,33 +621,23 @@ fn main() {
             changed
         },
     ));
-    rows.push(run_storm(
-        "1,000 new files",
-        &mut site,
-        &fake,
-        &d,
-        &iw,
-        a.repeat,
-        |s, r| {
-            let base = s.files.len();
-            for k in 0..1000 {
-                s.files.push(format!("new{r}/b{}/n{k:03}.html", k / 100));
-                s.version.push(0);
-            }
-            for k in 0..1000 {
-                let p = root.join(&s.files[base + k]);
-                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                std::fs::write(p, s.body(base + k)).unwrap();
-            }
-            (base..base + 1000).collect()
-        },
-    ));
-    rows.push(run_storm(
+    rows.extend(run_storm(&bench, "1,000 new files", &mut site, a.repeat, |s, r| {
+        let base = s.files.len();
+        for k in 0..1000 {
+            s.files.push(format!("new{r}/b{}/n{k:03}.html", k / 100));
+            s.version.push(0);
+        }
+        for k in 0..1000 {
+            let p = root.join(&s.files[base + k]);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s.body(base + k)).unwrap();
+        }
+        (base..base + 1000).collect()
+    }));
+    rows.extend(run_storm(
+        &bench,
         "rsync-style (temp + rename), 1%",
         &mut site,
-        &fake,
-        &d,
-        &iw,
         a.repeat,
         |s, r| {
             let changed = s.change(0.01, r + 100);
@@ -451,12 +651,10 @@ fn main() {
         },
     ));
     let trickle_repeat = a.repeat * 4;
-    rows.push(run_storm(
+    rows.extend(run_storm(
+        &bench,
         "trickle: single edits",
         &mut site,
-        &fake,
-        &d,
-        &iw,
         trickle_repeat,
         |s, r| {
             let i = (r * 7919 + 13) % s.files.len();
@@ -465,12 +663,10 @@ fn main() {
             vec![i]
         },
     ));
-    rows.push(run_storm(
+    rows.extend(run_storm(
+        &bench,
         "rename swap (mv public.new public), 1%",
         &mut site,
-        &fake,
-        &d,
-        &iw,
         a.repeat,
         |s, r| {
             let changed = s.change(0.01, r + 200);
@@ -484,8 +680,11 @@ fn main() {
         },
     ));
     let rss_a = status_kb(d.pid(), "VmHWM");
-    let irss = status_kb(iw.pid(), "VmHWM");
-    drop(iw);
+    let other_rss: Vec<(&str, u64)> = others
+        .iter()
+        .map(|o| (o.tool, status_kb(o.proc.pid(), "VmHWM")))
+        .collect();
+    drop(others);
     drop(d);
 
     // Catch-up: restart on the unchanged tree (warm page cache).
@@ -503,13 +702,17 @@ fn main() {
     copy_release(&site, &rel(0));
     std::os::unix::fs::symlink(rel(0), dir_b.join("current")).unwrap();
     let rules_b = rules(&dir_b, &fake, "current");
-    let (d, iw, _) = start(&rules_b, &dir_b);
-    rows.push(run_storm(
+    let (d, others, _) = start(&rules_b, &dir_b, &dir_b);
+    let bench = Bench {
+        only: &a.only,
+        fake: &fake,
+        d: &d,
+        others: &others,
+    };
+    rows.extend(run_storm(
+        &bench,
         "symlink swap (current -> releases/N), 1%",
         &mut site,
-        &fake,
-        &d,
-        &iw,
         a.repeat,
         |s, r| {
             let changed = s.change(0.01, r + 300);
@@ -521,7 +724,7 @@ fn main() {
         },
     ));
     let rss_b = status_kb(d.pid(), "VmHWM");
-    drop(iw);
+    drop(others);
     drop(d);
 
     println!();
@@ -530,8 +733,9 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
+        let iw = &r.others[0];
         println!(
-            "| {} | {} | {:.3} | {:.3} | {:.0} ms / {:.0} ms | {:.3} | {:.3} | {:.1}× | {} |",
+            "| {} | {} | {:.3} | {:.3} | {:.0} ms / {:.0} ms | {:.3} | {:.3} | {} | {:.0} |",
             r.name,
             r.requests,
             r.recall,
@@ -539,13 +743,45 @@ fn main() {
             percentile(&r.overhead_ms, 0.5),
             percentile(&r.overhead_ms, 0.99),
             r.cpu,
-            r.inotify_cpu,
-            r.cpu / r.inotify_cpu.max(0.01),
-            r.inotify_events
+            iw.cpu,
+            ratio(r.cpu, iw.cpu),
+            iw.events
         );
     }
+    if rows.iter().any(|r| r.others.len() > 1) {
+        println!();
+        println!(
+            "| storm | script | purge requests | storms covered | recall | precision | last write → covering request (debounce 1 s), p50 / p99 | script CPU s (curls included) | purgewatch CPU ÷ script CPU |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &rows {
+            for o in r.others.iter().skip(1) {
+                println!(
+                    "| {} | {} | {:.1} | {}/{} | {:.3} | {:.3} | {} | {:.3} | {} |",
+                    r.name,
+                    o.tool,
+                    o.events,
+                    o.covered,
+                    r.overhead_ms.len(),
+                    o.recall,
+                    o.precision,
+                    if o.overhead_ms.is_empty() {
+                        "never".to_string()
+                    } else {
+                        format!(
+                            "{:.0} ms / {:.0} ms",
+                            percentile(&o.overhead_ms, 0.5),
+                            percentile(&o.overhead_ms, 0.99)
+                        )
+                    },
+                    o.cpu,
+                    ratio(r.cpu, o.cpu)
+                );
+            }
+        }
+    }
     println!();
-    println!("| measure | purgewatch | inotifywait -m -r |");
+    println!("| measure | purgewatch | the script's watcher |");
     println!("|---|---:|---:|");
     println!(
         "| first start (baseline, hashes every file) | {:.2} s | |",
@@ -557,10 +793,12 @@ fn main() {
         catch_up.as_secs_f64()
     );
     println!(
-        "| peak RSS | {:.1} MB (site A), {:.1} MB (site B) | {:.1} MB |",
+        "| peak RSS | {:.1} MB (site A), {:.1} MB (site B) | |",
         rss_a as f64 / 1024.0,
         rss_b as f64 / 1024.0,
-        irss as f64 / 1024.0
     );
+    for (tool, kb) in other_rss {
+        println!("| peak RSS of {tool} (site A) | | {:.1} MB |", kb as f64 / 1024.0);
+    }
     println!("| idle wakeups per second over {} s | {:.2} | |", a.idle, idle_wakeups);
 }
