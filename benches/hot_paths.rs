@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use globset::GlobBuilder;
 use purgewatch::batch::Batcher;
 use purgewatch::config::{PurgeMode, Rule};
-use purgewatch::manifest::{Known, Manifest, Trust};
+use purgewatch::manifest::{KnownMap, Manifest, Trust};
 use purgewatch::plan::{Item, patterns};
 use purgewatch::route::{Filter, relative};
 use regex::Regex;
@@ -120,7 +120,7 @@ fn manifest_diff(c: &mut Criterion) {
         b.iter(|| {
             let (cands, _) = manifest.everything(dir.path(), &filter);
             manifest
-                .diff(dir.path(), &cands, &filter, Trust::Metadata, &Known::new())
+                .diff(dir.path(), &cands, &filter, Trust::Metadata, &KnownMap::new(), false)
                 .changes
                 .len()
         })

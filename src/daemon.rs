@@ -18,9 +18,10 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use crate::batch::Batcher;
+use crate::changes::Changes;
 use crate::config::{self, Config, LoadOptions, Rule, Target};
 use crate::deliver::{self, Failed, JobOutcome, Pacer};
-use crate::manifest::{Change, FileMeta, Known, Manifest, Skip, Trust};
+use crate::manifest::{Change, FileMeta, Manifest, Skip, Trust};
 use crate::plan::{self, PendingFile, Request};
 use crate::prehash::{self, Prehasher};
 use crate::providers::{self, Accepted, Provider};
@@ -69,16 +70,11 @@ struct RuleRt {
     /// The directory actually watched: `rule.watch` with symlinks resolved.
     root: PathBuf,
     root_id: (u64, u64),
-    dirty: BTreeSet<String>,
+    /// Paths with events and hashes taken ahead since the last comparison.
+    changes: Changes,
     rescan: bool,
     /// Not fully watched (inotify limit): rescanned every [`POLL_EVERY`].
     poll: bool,
-    /// The sequence number of the last event for each dirty path.
-    seqs: std::collections::HashMap<String, u64>,
-    /// Hashes taken ahead, with the sequence number they were queued at.
-    known: std::collections::HashMap<String, (u64, Option<FileMeta>)>,
-    /// Results queued at or before this were overtaken by a comparison.
-    settled_seq: u64,
     /// The sequence number of a whole-tree hash still running on the worker (after a swap).
     tree_pending: Option<u64>,
 }
@@ -123,8 +119,9 @@ struct Daemon {
     /// Event sequence number.
     seq: u64,
     prehasher: Prehasher,
-    /// Manifest entries not written yet (identical bytes, new metadata): rule → path → entry.
-    deferred: BTreeMap<String, std::collections::HashMap<String, Option<FileMeta>>>,
+    /// Manifest entries not written yet (identical bytes, new metadata): rule → paths. They are
+    /// written as the manifest in memory has them then.
+    deferred: BTreeMap<String, Vec<String>>,
     deferred_at: Option<Instant>,
 }
 
@@ -155,11 +152,7 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
         let polling = d.rules.iter().any(|r| r.poll);
         tokio::select! {
             _ = &mut shutdown => break,
-            msgs = queue.recv() => {
-                for msg in msgs {
-                    d.on_watch(msg);
-                }
-            },
+            msgs = queue.recv() => d.on_watch(msgs),
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => d.fire_due(),
             Some(res) = d.sends.join_next(), if !d.sends.is_empty() => match res {
                 Ok(sent) => d.on_sent(sent),
@@ -371,12 +364,9 @@ impl Daemon {
             filter: Filter::new(&rule),
             root,
             root_id: id,
-            dirty: BTreeSet::new(),
+            changes: Changes::default(),
             rescan: false,
             poll: false,
-            seqs: Default::default(),
-            known: Default::default(),
-            settled_seq: 0,
             tree_pending: None,
             rule,
         };
@@ -409,7 +399,7 @@ impl Daemon {
             Some(manifest) => {
                 self.manifests.insert(name.clone(), manifest);
                 let i = self.rules.len() - 1;
-                self.rules[i].dirty = seen;
+                self.rules[i].changes.mark_dirty(seen);
                 let mut found = self.settle(i);
                 self.rules[i].rescan = true;
                 found += self.settle(i);
@@ -459,14 +449,50 @@ impl Daemon {
         }
     }
 
-    fn on_watch(&mut self, msg: WatchMsg) {
-        match msg {
-            WatchMsg::Paths { paths, done } => {
-                let now = Instant::now();
-                for path in paths {
-                    self.on_path(&path, now, done);
+    /// A batch of events from the watcher. Repeated events for one path (a file written in
+    /// several chunks) are handled once, as the last of them; the files that are complete go to
+    /// the hashing worker in one job per rule.
+    fn on_watch(&mut self, msgs: Vec<WatchMsg>) {
+        let now = Instant::now();
+        let mut paths: Vec<(PathBuf, bool)> = Vec::new();
+        let mut touched = vec![false; self.rules.len()];
+        for msg in msgs {
+            match msg {
+                WatchMsg::Paths { paths: ps, done } => {
+                    for p in ps {
+                        match paths.last_mut() {
+                            Some((last, d)) if *last == p => *d = done,
+                            _ => paths.push((p, done)),
+                        }
+                    }
                 }
+                other => self.on_watch_msg(other),
             }
+        }
+        let mut to_hash: Vec<Vec<(String, u64)>> = vec![Vec::new(); self.rules.len()];
+        for (path, done) in paths {
+            self.on_path(&path, now, done, &mut touched, &mut to_hash);
+        }
+        for (i, files) in to_hash.into_iter().enumerate() {
+            if !files.is_empty() {
+                let rt = &self.rules[i];
+                self.prehasher.send(prehash::Job::Files {
+                    rule: rt.rule.name.clone(),
+                    root: rt.root.clone(),
+                    files,
+                });
+            }
+        }
+        for (i, t) in touched.into_iter().enumerate() {
+            if t && i < self.rules.len() {
+                self.touch_targets(i, now);
+            }
+        }
+    }
+
+    fn on_watch_msg(&mut self, msg: WatchMsg) {
+        match msg {
+            WatchMsg::Paths { .. } => unreachable!("paths are handled in on_watch"),
             WatchMsg::Rescan => {
                 tracing::warn!("the kernel event queue overflowed: rescanning every tree against its manifest");
                 self.rescan_all();
@@ -508,12 +534,11 @@ impl Daemon {
     /// A hash taken ahead came back: keep it if no event came for the path since.
     fn on_hashed(&mut self, done: prehash::Done) {
         match done {
-            prehash::Done::File { rule, rel, seq, result } => {
-                if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule)
-                    && seq > rt.settled_seq
-                    && rt.seqs.get(&rel) == Some(&seq)
-                {
-                    rt.known.insert(rel, (seq, result));
+            prehash::Done::Files { rule, files } => {
+                if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule) {
+                    for (rel, seq, result) in files {
+                        rt.changes.hashed(&rel, seq, result);
+                    }
                 }
             }
             prehash::Done::Tree { rule, root, seq, files } => {
@@ -523,14 +548,9 @@ impl Daemon {
                     rt.tree_pending = None;
                 }
                 if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule)
-                    && seq > rt.settled_seq
                     && rt.root == root
                 {
-                    for (rel, meta) in files {
-                        if rt.seqs.get(&rel).is_none_or(|s| *s <= seq) {
-                            rt.known.insert(rel, (seq, Some(meta)));
-                        }
-                    }
+                    rt.changes.tree_hashed(seq, files);
                 }
             }
         }
@@ -539,8 +559,17 @@ impl Daemon {
     /// Writes the manifest entries that were left out of the batch's transaction.
     fn flush_deferred(&mut self) {
         self.deferred_at = None;
-        for (rule, entries) in std::mem::take(&mut self.deferred) {
-            let updates: Vec<(String, Option<FileMeta>)> = entries.into_iter().collect();
+        for (rule, paths) in std::mem::take(&mut self.deferred) {
+            let Some(manifest) = self.manifests.get(&rule) else {
+                continue;
+            };
+            let updates: Vec<(String, Option<FileMeta>)> = paths
+                .into_iter()
+                .map(|p| {
+                    let meta = manifest.get(&p).copied();
+                    (p, meta)
+                })
+                .collect();
             if let Some(s) = self.store.as_mut()
                 && let Err(e) = s.update_manifest(&rule, &updates)
             {
@@ -549,7 +578,16 @@ impl Daemon {
         }
     }
 
-    fn on_path(&mut self, path: &Path, now: Instant, done: bool) {
+    /// One path with events: marks it dirty for every rule that keeps it, notes which rules were
+    /// `touched` and which files are ready `to_hash` (per rule).
+    fn on_path(
+        &mut self,
+        path: &Path,
+        now: Instant,
+        done: bool,
+        touched: &mut [bool],
+        to_hash: &mut [Vec<(String, u64)>],
+    ) {
         if path == self.rules_file {
             self.reload_at = Some(now + RELOAD_SETTLE);
         }
@@ -561,7 +599,7 @@ impl Daemon {
             let r = &self.rules[i];
             let Some(rel) = relative(&r.root, path) else { continue };
             let keep = r.filter.verdict(&rel).is_keep()
-                || r.dirty.contains(&rel)
+                || r.changes.is_dirty(&rel)
                 || self
                     .manifests
                     .get(&r.rule.name)
@@ -569,24 +607,17 @@ impl Daemon {
                 || (path.is_dir() && !r.filter.excludes_dir(&rel));
             if keep {
                 tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
-                if self.store.is_some() && !self.rules[i].dirty.contains(&rel) {
+                self.seq += 1;
+                let seq = self.seq;
+                let first = self.rules[i].changes.event(&rel, seq);
+                if first && self.store.is_some() {
                     self.unsaved.push((self.rules[i].rule.name.clone(), rel.clone()));
                     self.flush_at.get_or_insert(now + SEEN_FLUSH);
                 }
-                self.seq += 1;
-                let seq = self.seq;
-                let rt = &mut self.rules[i];
-                rt.seqs.insert(rel.clone(), seq);
                 if done {
-                    self.prehasher.send(prehash::Job::File {
-                        rule: rt.rule.name.clone(),
-                        root: rt.root.clone(),
-                        rel: rel.clone(),
-                        seq,
-                    });
+                    to_hash[i].push((rel, seq));
                 }
-                rt.dirty.insert(rel);
-                self.touch_targets(i, now);
+                touched[i] = true;
             }
         }
     }
@@ -671,7 +702,7 @@ impl Daemon {
     fn settle_for(&mut self, target: &str) {
         for i in 0..self.rules.len() {
             let r = &self.rules[i];
-            if r.rule.targets.iter().any(|t| t == target) && (r.rescan || !r.dirty.is_empty()) {
+            if r.rule.targets.iter().any(|t| t == target) && (r.rescan || r.changes.has_dirty()) {
                 self.settle(i);
             }
         }
@@ -690,24 +721,22 @@ impl Daemon {
         self.unsaved.retain(|(rule, _)| *rule != name);
         let started = std::time::Instant::now();
         let manifest = self.manifests.entry(name.clone()).or_default();
-        let known: Known = r
-            .known
-            .drain()
-            .filter(|(rel, (seq, _))| r.seqs.get(rel).is_none_or(|s| s <= seq))
-            .map(|(rel, (_, meta))| (rel, meta))
-            .collect();
-        r.seqs.clear();
-        r.settled_seq = self.seq;
         r.tree_pending = None;
         let (candidates, trust) = if r.rescan {
             (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
         } else {
-            (manifest.expand(&r.root, &r.dirty, &r.filter, &known), Trust::Content)
+            (
+                manifest.expand(&r.root, r.changes.dirty_paths(), &r.filter, &r.changes),
+                Trust::Content,
+            )
         };
-        r.dirty.clear();
-        r.rescan = false;
         let expanded = started.elapsed();
-        let mut diff = manifest.diff(&r.root, &candidates, &r.filter, trust, &known);
+        let list_identical = self.opts.dry_run || tracing::enabled!(tracing::Level::DEBUG);
+        let diff = manifest.diff(&r.root, &candidates, &r.filter, trust, &r.changes, list_identical);
+        let n_candidates = candidates.len();
+        drop(candidates);
+        r.changes.settled(self.seq);
+        r.rescan = false;
         let compared = started.elapsed();
         for (path, skip) in &diff.skipped {
             if let Skip::Unreadable(_) = skip {
@@ -720,19 +749,14 @@ impl Daemon {
         }
         // Only the entries of files that changed go into the batch's transaction; new metadata
         // for identical bytes is written a little later, off the path to the purge.
-        let (now_updates, later) = diff.split_updates();
+        let (now_updates, later) = (diff.updates, diff.refreshed);
         manifest.apply(&later);
-        if self.store.is_some() {
-            let pending = self.deferred.entry(name.clone()).or_default();
-            for (p, _) in &now_updates {
-                pending.remove(p);
-            }
-            pending.extend(later);
-            if pending.is_empty() {
-                self.deferred.remove(&name);
-            } else {
-                self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
-            }
+        if self.store.is_some() && !later.is_empty() {
+            self.deferred
+                .entry(name.clone())
+                .or_default()
+                .extend(later.into_iter().map(|(p, _)| p));
+            self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
         }
         if now_updates.is_empty() {
             if let Some(s) = self.store.as_mut()
@@ -789,7 +813,7 @@ impl Daemon {
         manifest.apply(&now_updates);
         tracing::debug!(
             rule = %name,
-            candidates = candidates.len(),
+            candidates = n_candidates,
             hashed = diff.hashed,
             changed = files.len(),
             expand_ms = expanded.as_millis() as u64,
@@ -1010,7 +1034,7 @@ impl Daemon {
         self.watcher = None;
         tracing::info!("stopping: sending pending purges");
         for i in 0..self.rules.len() {
-            if self.rules[i].rescan || !self.rules[i].dirty.is_empty() {
+            if self.rules[i].rescan || self.rules[i].changes.has_dirty() {
                 self.settle(i);
             }
         }

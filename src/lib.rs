@@ -19,7 +19,8 @@
 //! * [`manifest`]: what each rule's tree looked like at the last purge (size, mtime, BLAKE3); a
 //!   path is purged only when its content really changed, and start-up catch-up diffs against it.
 //!   [`prehash`] hashes finished files (and swapped-in trees) on a worker thread during the
-//!   debounce, so the comparison at its end is mostly lookups.
+//!   debounce, so the comparison at its end is mostly lookups; [`changes`] keeps, per path, its
+//!   events and those hashes until the comparison.
 //! * [`plan`]: turns changed files into URLs and the fewest provider requests (one SiteHost stack
 //!   purge; VIMS regex patterns).
 //! * [`deliver`]: sends a request with classification of failures, capped jittered backoff and
@@ -31,6 +32,7 @@
 //! [`config`] loads and validates the rules file.
 
 pub mod batch;
+pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod config;

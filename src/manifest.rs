@@ -75,9 +75,21 @@ pub enum Trust {
 /// Files modified this recently are hashed even when size and mtime match.
 pub const RACY_WINDOW: Duration = Duration::from_secs(10);
 
-/// What is already known about paths (hashed ahead, while the batch was debouncing): a file's
-/// metadata and hash, or `None` when the path is not a regular file any more.
-pub type Known = std::collections::HashMap<String, Option<FileMeta>>;
+/// What is already known about paths (hashed ahead, while the batch was debouncing).
+pub trait Known {
+    /// `Some(Some(meta))`: the file's metadata and hash; `Some(None)`: the path is not a regular
+    /// file any more; `None`: nothing is known, look at the disk.
+    fn known(&self, rel: &str) -> Option<Option<FileMeta>>;
+}
+
+/// Known paths as a plain map.
+pub type KnownMap = std::collections::HashMap<String, Option<FileMeta>>;
+
+impl Known for KnownMap {
+    fn known(&self, rel: &str) -> Option<Option<FileMeta>> {
+        self.get(rel).copied()
+    }
+}
 
 /// Manifest entries to write: `None` removes the path.
 pub type Updates = Vec<(String, Option<FileMeta>)>;
@@ -86,9 +98,16 @@ pub type Updates = Vec<(String, Option<FileMeta>)>;
 #[derive(Debug, Default)]
 pub struct Diff {
     pub changes: Vec<Change>,
+    /// Paths not purged and why (identical rewrites only when asked for: there can be many).
     pub skipped: Vec<(String, Skip)>,
-    /// New manifest entries (`None` removes one), to apply once the changes are queued.
+    /// Identical rewrites (same bytes, whether or not they are listed in `skipped`).
+    pub identical: usize,
+    list_identical: bool,
+    /// New manifest entries for the changes (`None` removes one), to apply once they are queued.
     pub updates: Updates,
+    /// New metadata for files whose bytes did not change: not urgent (a lost one only costs a
+    /// re-hash), so the daemon writes them after the purge is on its way.
+    pub refreshed: Updates,
     /// Files hashed to reach the verdict.
     pub hashed: usize,
 }
@@ -133,9 +152,12 @@ impl Manifest {
     pub fn apply(&mut self, updates: &[(String, Option<FileMeta>)]) {
         for (path, meta) in updates {
             match meta {
-                Some(m) => {
-                    self.files.insert(path.clone(), *m);
-                }
+                Some(m) => match self.files.get_mut(path) {
+                    Some(old) => *old = *m,
+                    None => {
+                        self.files.insert(path.clone(), *m);
+                    }
+                },
                 None => {
                     self.files.remove(path);
                 }
@@ -145,10 +167,16 @@ impl Manifest {
 
     /// The paths to compare after events on `dirty` paths: a file stands for itself; a directory
     /// (new, renamed in, or gone) for every file below it, on disk and in the manifest.
-    pub fn expand(&self, root: &Path, dirty: &BTreeSet<String>, filter: &Filter, known: &Known) -> BTreeSet<String> {
+    pub fn expand<'a>(
+        &self,
+        root: &Path,
+        dirty: impl IntoIterator<Item = &'a String>,
+        filter: &Filter,
+        known: &(impl Known + ?Sized),
+    ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for rel in dirty {
-            if let Some(Some(_)) = known.get(rel) {
+            if let Some(Some(_)) = known.known(rel) {
                 out.insert(rel.clone());
                 continue;
             }
@@ -183,16 +211,21 @@ impl Manifest {
     }
 
     /// Compares `candidates` (relative paths) under `root` with the manifest; paths in `known`
-    /// are taken from it instead of the disk.
+    /// are taken from it instead of the disk. `list_identical` lists identical rewrites in
+    /// [`Diff::skipped`] (for explanations); otherwise they are only counted.
     pub fn diff(
         &self,
         root: &Path,
         candidates: &BTreeSet<String>,
         filter: &Filter,
         trust: Trust,
-        known: &Known,
+        known: &(impl Known + ?Sized),
+        list_identical: bool,
     ) -> Diff {
-        let mut diff = Diff::default();
+        let mut diff = Diff {
+            list_identical,
+            ..Diff::default()
+        };
         let now_ns = now_ns();
         for rel in candidates {
             let old = self.files.get(rel);
@@ -205,43 +238,43 @@ impl Manifest {
                 diff.skipped.push((rel.clone(), Skip::Filtered(verdict)));
                 continue;
             }
-            if let Some(k) = known.get(rel) {
+            if let Some(k) = known.known(rel) {
                 match k {
-                    Some(new) => diff.compare(rel, old, *new),
+                    Some(new) => diff.compare(rel, old, new),
                     None => diff.gone(rel, old),
                 }
                 continue;
             }
             let abs = root.join(rel);
-            let meta = match std::fs::metadata(&abs) {
-                Ok(m) if m.is_file() => m,
-                Ok(_) | Err(_) => {
-                    diff.gone(rel, old);
-                    continue;
-                }
-            };
-            let (size, mtime_ns) = (meta.len(), mtime_ns(&meta));
             if let Some(old) = old
                 && trust == Trust::Metadata
-                && old.size == size
-                && old.mtime_ns == mtime_ns
-                && now_ns.saturating_sub(mtime_ns) > RACY_WINDOW.as_nanos() as i64
             {
-                continue;
+                match std::fs::metadata(&abs) {
+                    Ok(m) if m.is_file() => {
+                        let mtime_ns = mtime_ns(&m);
+                        if old.size == m.len()
+                            && old.mtime_ns == mtime_ns
+                            && now_ns.saturating_sub(mtime_ns) > RACY_WINDOW.as_nanos() as i64
+                        {
+                            continue;
+                        }
+                    }
+                    Ok(_) | Err(_) => {
+                        diff.gone(rel, Some(old));
+                        continue;
+                    }
+                }
             }
-            let hash = match hash_file(&abs) {
-                Ok(h) => h,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    diff.gone(rel, old);
-                    continue;
+            match stat_and_hash(&abs) {
+                Ok(Some(new)) => {
+                    diff.hashed += 1;
+                    diff.compare(rel, old, new);
                 }
-                Err(e) => {
-                    diff.skipped.push((rel.clone(), Skip::Unreadable(e.to_string())));
-                    continue;
-                }
-            };
-            diff.hashed += 1;
-            diff.compare(rel, old, FileMeta { size, mtime_ns, hash });
+                Ok(None) => diff.gone(rel, old),
+                // A directory where a file was: the file is gone (its files are candidates too).
+                Err(e) if e.kind() == io::ErrorKind::IsADirectory => diff.gone(rel, old),
+                Err(e) => diff.skipped.push((rel.clone(), Skip::Unreadable(e.to_string()))),
+            }
         }
         diff
     }
@@ -249,7 +282,7 @@ impl Manifest {
     /// Takes the tree under `root` as it is now (a first start).
     pub fn baseline(root: &Path, filter: &Filter) -> Manifest {
         let (candidates, _) = Manifest::default().everything(root, filter);
-        let diff = Manifest::default().diff(root, &candidates, filter, Trust::Content, &Known::new());
+        let diff = Manifest::default().diff(root, &candidates, filter, Trust::Content, &KnownMap::new(), false);
         let mut m = Manifest::default();
         m.apply(&diff.updates);
         m
@@ -286,9 +319,12 @@ impl Diff {
         match old {
             Some(o) if o.hash == new.hash => {
                 if *o != new {
-                    self.updates.push((rel.to_string(), Some(new)));
+                    self.refreshed.push((rel.to_string(), Some(new)));
                 }
-                self.skipped.push((rel.to_string(), Skip::Identical));
+                self.identical += 1;
+                if self.list_identical {
+                    self.skipped.push((rel.to_string(), Skip::Identical));
+                }
             }
             Some(_) => {
                 self.changes.push(Change {
@@ -306,37 +342,50 @@ impl Diff {
             }
         }
     }
-
-    /// The updates for files that changed, and the ones that only record new metadata for
-    /// identical bytes (those can be written later: a lost one only costs a re-hash).
-    pub fn split_updates(&mut self) -> (Updates, Updates) {
-        let changed: std::collections::HashSet<&str> = self.changes.iter().map(|c| c.path.as_str()).collect();
-        std::mem::take(&mut self.updates)
-            .into_iter()
-            .partition(|(p, _)| changed.contains(p.as_str()))
-    }
 }
 
 /// Stats and hashes one file: `None` when it is missing or not a regular file (a directory is
 /// `Err` with `ErrorKind::IsADirectory`, so that callers can tell).
 pub fn stat_and_hash(path: &Path) -> io::Result<Option<FileMeta>> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => return Err(io::Error::new(io::ErrorKind::IsADirectory, "directory")),
-        Ok(m) if m.is_file() => m,
-        Ok(_) => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // One open and an fstat, not a stat and an open: each path lookup costs. O_NONBLOCK so that a
+    // FIFO in the tree does not block the open (it is then seen not to be a regular file).
+    let mut file = match std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        // Gone, or a parent is not a directory any more, or a symlink loop: no file there.
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
         Err(e) => return Err(e),
     };
-    match hash_file(path) {
-        Ok(hash) => Ok(Some(FileMeta {
-            size: meta.len(),
-            mtime_ns: mtime_ns(&meta),
-            hash,
-        })),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::new(io::ErrorKind::IsADirectory, "directory"));
     }
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let mut hasher = blake3::Hasher::new();
+    if meta.len() <= SMALL_FILE {
+        let mut buf = Vec::with_capacity(meta.len() as usize + 1);
+        file.read_to_end(&mut buf)?;
+        hasher.update(&buf);
+    } else {
+        hasher.update_reader(file)?;
+    }
+    Ok(Some(FileMeta {
+        size: meta.len(),
+        mtime_ns: mtime_ns(&meta),
+        hash: *hasher.finalize().as_bytes(),
+    }))
 }
+
+/// Files up to this size are read whole, in one buffer.
+const SMALL_FILE: u64 = 256 * 1024;
 
 /// Files under a directory, split into kept and filtered.
 #[derive(Debug, Default)]
@@ -371,13 +420,6 @@ pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
         }
     }
     out
-}
-
-pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
-    let mut hasher = blake3::Hasher::new();
-    let file = std::fs::File::open(path)?;
-    hasher.update_reader(file)?;
-    Ok(*hasher.finalize().as_bytes())
 }
 
 pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
@@ -439,7 +481,8 @@ mod tests {
             &set(&["a.html", "blog/b.html", "blog/c.html", ".hidden"]),
             &f,
             Trust::Content,
-            &Known::new(),
+            &KnownMap::new(),
+            true,
         );
         assert_eq!(
             d.changes,
@@ -455,6 +498,7 @@ mod tests {
             ]
         );
         assert!(d.skipped.contains(&("a.html".into(), Skip::Identical)));
+        assert_eq!(d.identical, 1);
         assert!(
             d.skipped
                 .iter()
@@ -463,11 +507,53 @@ mod tests {
         m.apply(&d.updates);
 
         fs::remove_dir_all(root.join("blog")).unwrap();
-        let cands = m.expand(root, &set(&["blog"]), &f, &Known::new());
+        let cands = m.expand(root, &set(&["blog"]), &f, &KnownMap::new());
         assert_eq!(cands, set(&["blog", "blog/b.html", "blog/c.html"]));
-        let d = m.diff(root, &cands, &f, Trust::Content, &Known::new());
+        let d = m.diff(root, &cands, &f, Trust::Content, &KnownMap::new(), false);
         assert_eq!(d.changes.len(), 2);
+        assert!(d.skipped.is_empty());
         assert!(d.changes.iter().all(|c| c.kind == ChangeKind::Deleted));
+    }
+
+    #[test]
+    fn identical_rewrites_are_counted_and_listed_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("a.html"), "a").unwrap();
+        let f = filter(&[]);
+        let m = Manifest::baseline(root, &f);
+        // Same bytes with a new mtime: no change, new metadata for later.
+        let later = SystemTime::now() + Duration::from_secs(5);
+        fs::File::options()
+            .write(true)
+            .open(root.join("a.html"))
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Content, &KnownMap::new(), false);
+        assert!(d.changes.is_empty() && d.updates.is_empty() && d.skipped.is_empty());
+        assert_eq!(d.identical, 1);
+        assert_eq!(d.refreshed.len(), 1);
+        assert_eq!(d.refreshed[0].0, "a.html");
+    }
+
+    #[test]
+    fn hashing_looks_only_at_regular_files_and_does_not_block_on_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("a.html"), "abc").unwrap();
+        let meta = stat_and_hash(&root.join("a.html")).unwrap().unwrap();
+        assert_eq!(meta.size, 3);
+        assert_eq!(meta.hash, *blake3::hash(b"abc").as_bytes());
+        assert!(stat_and_hash(&root.join("missing")).unwrap().is_none());
+        assert!(stat_and_hash(&root.join("a.html/x")).unwrap().is_none());
+        assert_eq!(stat_and_hash(root).unwrap_err().kind(), io::ErrorKind::IsADirectory);
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.join("pipe"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(stat_and_hash(&root.join("pipe")).unwrap().is_none());
     }
 
     #[test]
@@ -480,7 +566,7 @@ mod tests {
         fs::write(root.join("a/b/c/x.html"), "x").unwrap();
         fs::write(root.join("a/y.html"), "y").unwrap();
         assert_eq!(
-            m.expand(root, &set(&["a"]), &f, &Known::new()),
+            m.expand(root, &set(&["a"]), &f, &KnownMap::new()),
             set(&["a/b/c/x.html", "a/y.html"])
         );
     }
@@ -499,7 +585,7 @@ mod tests {
             .unwrap();
         let f = filter(&[]);
         let m = Manifest::baseline(root, &f);
-        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Metadata, &Known::new());
+        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Metadata, &KnownMap::new(), false);
         assert_eq!(d.hashed, 0);
         assert!(d.changes.is_empty());
     }

@@ -13,11 +13,12 @@ use crate::manifest::{FileMeta, stat_and_hash, walk};
 use crate::route::Filter;
 
 pub enum Job {
-    File {
+    /// Files that finished changing, each with the sequence number of its last event (one job
+    /// per batch of events, so that a storm does not wake the worker once per file).
+    Files {
         rule: String,
         root: PathBuf,
-        rel: String,
-        seq: u64,
+        files: Vec<(String, u64)>,
     },
     Tree {
         rule: String,
@@ -28,12 +29,11 @@ pub enum Job {
 }
 
 pub enum Done {
-    /// `result` is `None` when the path is not a regular file (gone).
-    File {
+    /// Per file: its path, the job's sequence number, and `None` when the path is not a regular
+    /// file (gone). Unreadable files and directories are left out: the comparison looks itself.
+    Files {
         rule: String,
-        rel: String,
-        seq: u64,
-        result: Option<FileMeta>,
+        files: Vec<(String, u64, Option<FileMeta>)>,
     },
     Tree {
         rule: String,
@@ -42,6 +42,9 @@ pub enum Done {
         files: Vec<(String, FileMeta)>,
     },
 }
+
+/// Files hashed per result sent back.
+const RESULT_CHUNK: usize = 1024;
 
 pub struct Prehasher {
     tx: std::sync::mpsc::Sender<Job>,
@@ -55,11 +58,28 @@ impl Prehasher {
             .spawn(move || {
                 for job in rx {
                     let msg = match job {
-                        Job::File { rule, root, rel, seq } => match stat_and_hash(&root.join(&rel)) {
-                            Ok(result) => Done::File { rule, rel, seq, result },
-                            // A directory or an unreadable file: the comparison looks itself.
-                            Err(_) => continue,
-                        },
+                        Job::Files { rule, root, files } => {
+                            // Results go back in chunks, so the first are usable before the last
+                            // of a big batch is hashed.
+                            for chunk in files.chunks(RESULT_CHUNK) {
+                                let files = chunk
+                                    .iter()
+                                    .filter_map(|(rel, seq)| {
+                                        stat_and_hash(&root.join(rel)).ok().map(|r| (rel.clone(), *seq, r))
+                                    })
+                                    .collect();
+                                if done
+                                    .send(Done::Files {
+                                        rule: rule.clone(),
+                                        files,
+                                    })
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
                         Job::Tree {
                             rule,
                             root,

@@ -2,11 +2,11 @@
 //!
 //! The daemon watches each rule's directory recursively, each directory's *parent* without
 //! recursion (a `mv public.new public` or a re-pointed `current` symlink shows up there), and the
-//! rules file's directory (editors save by replacing the file). Reads (`IN_OPEN`) are dropped
-//! here. A kernel queue overflow becomes [`WatchMsg::Rescan`]. Events are handed over in batches
+//! rules file's directory (editors save by replacing the file). Reads are not asked for
+//! (`IN_OPEN` is left out of the kernel's watch mask). A kernel queue overflow becomes [`WatchMsg::Rescan`]. Events are handed over in batches
 //! through an [`EventQueue`]: the daemon is woken once when the queue goes from empty to
-//! non-empty and then takes everything queued, so a storm of 100,000 events costs a handful of
-//! wake-ups, not one each. If the daemon falls so far behind that the queue holds
+//! non-empty, lets events gather for [`GATHER`] and then takes everything queued, so a storm of
+//! 100,000 events costs a few hundred wake-ups, not one each. If the daemon falls so far behind that the queue holds
 //! [`QUEUE_LIMIT`] events, the rest are dropped for a rescan, as when the kernel's own queue
 //! overflows.
 
@@ -14,11 +14,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use notify::event::{AccessKind, AccessMode, EventKind, Flag, ModifyKind};
-use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::{EventKindMask, RecommendedWatcher, RecursiveMode, Watcher as _};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Events held for the daemon before the rest are dropped for a rescan.
 pub const QUEUE_LIMIT: usize = 262_144;
+
+/// How long the daemon lets events gather after the first one before taking them: a small delay
+/// next to any debounce, and far fewer wake-ups in a storm.
+pub const GATHER: Duration = Duration::from_millis(5);
 
 /// Events from the notify thread, taken by the daemon in batches.
 #[derive(Default)]
@@ -42,14 +47,15 @@ impl EventQueue {
         }
     }
 
-    /// Waits for events and takes all that are queued.
+    /// Waits for events, lets more gather for [`GATHER`], and takes all that are queued.
     pub async fn recv(&self) -> Vec<WatchMsg> {
         loop {
-            {
-                let mut q = self.msgs.lock().unwrap_or_else(|e| e.into_inner());
-                if !q.is_empty() {
-                    return std::mem::take(&mut *q);
-                }
+            if !self.msgs.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                // A deploy writes thousands of files: taking them a few milliseconds' worth at a
+                // time costs a wake-up per batch instead of one per event, and the daemon sees
+                // a file's chunks and its close together.
+                tokio::time::sleep(GATHER).await;
+                return std::mem::take(&mut *self.msgs.lock().unwrap_or_else(|e| e.into_inner()));
             }
             self.wake.notified().await;
         }
@@ -91,16 +97,12 @@ fn specialise(err: notify::Error, path: &Path) -> WatchError {
         notify::ErrorKind::MaxFilesWatch => WatchError::WatchLimit {
             path: err.paths.first().cloned().unwrap_or_else(|| path.to_path_buf()),
         },
-        notify::ErrorKind::Io(e) if e.raw_os_error() == Some(libc_emfile()) => WatchError::InstanceLimit,
+        notify::ErrorKind::Io(e) if e.raw_os_error() == Some(libc::EMFILE) => WatchError::InstanceLimit,
         _ => WatchError::Watch {
             path: path.to_path_buf(),
             reason: err.to_string(),
         },
     }
-}
-
-const fn libc_emfile() -> i32 {
-    24 // EMFILE: inotify_init1 fails this way when max_user_instances is reached
 }
 
 /// Counts of how many users each watch has, so that shared directories are watched once.
@@ -139,7 +141,17 @@ impl Watcher {
             };
             queue.push(msg);
         };
-        let config = notify::Config::default().with_follow_symlinks(true);
+        // Everything but opens and read-only closes, filtered in the kernel: the daemon's own
+        // hashing (and every reader of the site) would otherwise send an event per file read.
+        let kinds = EventKindMask::CREATE
+            | EventKindMask::REMOVE
+            | EventKindMask::MODIFY_DATA
+            | EventKindMask::MODIFY_META
+            | EventKindMask::MODIFY_NAME
+            | EventKindMask::ACCESS_CLOSE;
+        let config = notify::Config::default()
+            .with_follow_symlinks(true)
+            .with_event_kinds(kinds);
         let inner = RecommendedWatcher::new(handler, config).map_err(|e| specialise(e, Path::new("inotify")))?;
         Ok(Watcher {
             inner,

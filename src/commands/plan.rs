@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::{CommandError, load};
 use crate::cli::Cli;
-use crate::manifest::{Known, Manifest, Skip, Trust};
+use crate::manifest::{KnownMap, Manifest, Skip, Trust};
 use crate::plan::{self, PendingFile};
 use crate::providers::{Provider, http_client};
 use crate::route::Filter;
@@ -52,7 +52,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
             continue;
         };
         let (candidates, filtered) = manifest.everything(&root, &filter);
-        let diff = manifest.diff(&root, &candidates, &filter, Trust::Metadata, &Known::new());
+        let diff = manifest.diff(&root, &candidates, &filter, Trust::Metadata, &KnownMap::new(), true);
         let mut lines = vec![format!(
             "rule \"{}\": {watch} ({} files at the last purge)",
             rule.name,
