@@ -5,29 +5,57 @@
 //! sequence number it was queued at, and counts only while no later event came for the path.
 //! Results queued before the last comparison are stale and dropped.
 //!
-//! One map holds all of it, so that a storm over 100,000 files costs one entry per file.
+//! A hash that matches the manifest (an identical rewrite, the common case in a deploy storm) is
+//! kept as one flag: the caller has already moved the manifest's size and mtime forward. Only
+//! files whose bytes differ keep their new metadata here. So a storm over 100,000 files costs one
+//! small entry per file.
 
 use std::collections::HashMap;
 
-use crate::manifest::{FileMeta, Known};
+use crate::manifest::{FileMeta, Known, Manifest};
+
+/// What a hash taken ahead found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Found {
+    #[default]
+    Nothing,
+    /// Not a regular file any more.
+    Gone,
+    /// The same bytes as the manifest's entry (whose metadata the caller brought up to date).
+    Same,
+    /// Different bytes, or a new file: its metadata is in [`Changes::metas`].
+    Differs,
+}
 
 #[derive(Debug, Default)]
 struct PathState {
-    /// An event came for the path since the last comparison.
-    dirty: bool,
     /// The sequence number of its last event (0: none since the last comparison).
     seq: u64,
-    /// A hash taken ahead (`None` inside: not a regular file), with the sequence number its job
-    /// was queued at.
-    known: Option<(u64, Option<FileMeta>)>,
+    /// The sequence number the hash in `found` was queued at.
+    found_seq: u64,
+    found: Found,
+    /// An event came for the path since the last comparison.
+    dirty: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Changes {
     paths: HashMap<String, PathState>,
+    /// New metadata of files found to differ from the manifest.
+    metas: HashMap<String, FileMeta>,
     dirty: usize,
     /// Results queued at or before this were overtaken by a comparison.
     settled_seq: u64,
+}
+
+/// What a finished hash means against the manifest: [`Found::Same`] (and the new metadata to
+/// record for the same bytes, if it moved), [`Found::Differs`] or [`Found::Gone`].
+pub fn judge(manifest: &Manifest, rel: &str, result: Option<FileMeta>) -> (Found, Option<FileMeta>) {
+    match (result, manifest.get(rel)) {
+        (None, _) => (Found::Gone, None),
+        (Some(new), Some(old)) if new.hash == old.hash => (Found::Same, (new != *old).then_some(new)),
+        (Some(new), _) => (Found::Differs, Some(new)),
+    }
 }
 
 impl Changes {
@@ -65,45 +93,85 @@ impl Changes {
         self.paths.iter().filter(|(_, s)| s.dirty).map(|(p, _)| p)
     }
 
-    /// A file's hash queued at `seq` came back: kept if it is still the path's last event.
-    pub fn hashed(&mut self, rel: &str, seq: u64, result: Option<FileMeta>) {
-        if seq > self.settled_seq
-            && let Some(state) = self.paths.get_mut(rel)
-            && state.seq == seq
-        {
-            state.known = Some((seq, result));
-        }
+    /// Whether a file's hash queued at `seq` is still worth keeping: its job was queued after
+    /// the last comparison and no event came for the path since.
+    pub fn wants(&self, rel: &str, seq: u64) -> bool {
+        seq > self.settled_seq && self.paths.get(rel).is_some_and(|s| s.seq == seq)
     }
 
-    /// A whole tree hashed from a job queued at `seq`: kept for paths with no later event.
-    pub fn tree_hashed(&mut self, seq: u64, files: Vec<(String, FileMeta)>) {
+    /// Whether a whole tree hashed from a job queued at `seq` is still worth keeping (per path,
+    /// [`Changes::found`] also skips paths with later events).
+    pub fn wants_tree(&self, seq: u64) -> bool {
+        seq > self.settled_seq
+    }
+
+    /// Records what the hash of `rel`, queued at `seq`, found (see [`judge`]); `meta` is the new
+    /// metadata when it differs. Ignored if an event came for the path after `seq`.
+    pub fn found(&mut self, rel: String, seq: u64, found: Found, meta: Option<FileMeta>) {
         if seq <= self.settled_seq {
             return;
         }
-        self.paths.reserve(files.len());
-        for (rel, meta) in files {
-            let state = self.paths.entry(rel).or_default();
-            if state.seq <= seq {
-                state.known = Some((seq, Some(meta)));
+        if let Some(state) = self.paths.get_mut(rel.as_str()) {
+            if state.seq > seq {
+                return;
+            }
+            state.found = found;
+            state.found_seq = seq;
+        } else {
+            self.paths.insert(
+                rel.clone(),
+                PathState {
+                    found,
+                    found_seq: seq,
+                    ..PathState::default()
+                },
+            );
+        }
+        match (found, meta) {
+            (Found::Differs, Some(m)) => {
+                self.metas.insert(rel, m);
+            }
+            _ => {
+                self.metas.remove(&rel);
             }
         }
     }
 
     /// Forgets everything after a comparison that saw all events up to `seq`.
     pub fn settled(&mut self, seq: u64) {
-        // A new map, not `clear()`: after a storm the old one's memory goes back.
+        // New maps, not `clear()`: after a storm the old ones' memory goes back.
         self.paths = HashMap::new();
+        self.metas = HashMap::new();
         self.dirty = 0;
         self.settled_seq = seq;
     }
+
+    /// What is known ahead, read together with the manifest (for [`Found::Same`]).
+    pub fn known<'a>(&'a self, manifest: &'a Manifest) -> KnownNow<'a> {
+        KnownNow {
+            changes: self,
+            manifest,
+        }
+    }
 }
 
-impl Known for Changes {
+/// [`Changes`] and the manifest they were judged against, as [`Known`] for a comparison.
+pub struct KnownNow<'a> {
+    changes: &'a Changes,
+    manifest: &'a Manifest,
+}
+
+impl Known for KnownNow<'_> {
     fn known(&self, rel: &str) -> Option<Option<FileMeta>> {
-        let state = self.paths.get(rel)?;
-        match state.known {
-            Some((at, meta)) if state.seq <= at => Some(meta),
-            _ => None,
+        let state = self.changes.paths.get(rel)?;
+        if state.seq > state.found_seq {
+            return None;
+        }
+        match state.found {
+            Found::Nothing => None,
+            Found::Gone => Some(None),
+            Found::Same => self.manifest.get(rel).map(|m| Some(*m)),
+            Found::Differs => self.changes.metas.get(rel).map(|m| Some(*m)),
         }
     }
 }
@@ -115,50 +183,91 @@ mod tests {
     fn meta(n: u8) -> FileMeta {
         FileMeta {
             size: n as u64,
-            mtime_ns: 0,
+            mtime_ns: n as i64,
             hash: [n; 32],
+        }
+    }
+
+    /// Judges and records a hash the way the daemon does, applying new metadata for same bytes.
+    fn hashed(c: &mut Changes, m: &mut Manifest, rel: &str, seq: u64, result: Option<FileMeta>) {
+        if c.wants(rel, seq) || (c.wants_tree(seq) && !c.is_dirty(rel)) {
+            let (found, meta) = judge(m, rel, result);
+            if found == Found::Same
+                && let Some(new) = meta
+            {
+                m.apply(&[(rel.to_string(), Some(new))]);
+            }
+            c.found(rel.to_string(), seq, found, meta);
         }
     }
 
     #[test]
     fn a_hash_counts_only_while_no_later_event_came() {
+        let mut m = Manifest::default();
         let mut c = Changes::default();
         assert!(c.event("a", 1));
         assert!(!c.event("a", 2));
-        c.hashed("a", 1, Some(meta(1))); // overtaken by event 2
-        assert_eq!(c.known("a"), None);
-        c.hashed("a", 2, Some(meta(2)));
-        assert_eq!(c.known("a"), Some(Some(meta(2))));
+        assert!(!c.wants("a", 1)); // overtaken by event 2
+        hashed(&mut c, &mut m, "a", 2, Some(meta(2)));
+        assert_eq!(c.known(&m).known("a"), Some(Some(meta(2))));
         c.event("a", 3);
-        assert_eq!(c.known("a"), None);
-        c.hashed("b", 4, None); // no event for b: ignored
-        assert_eq!(c.known("b"), None);
+        assert_eq!(c.known(&m).known("a"), None);
+        assert!(!c.wants("b", 4)); // no event for b
         assert!(c.is_dirty("a") && !c.is_dirty("b"));
         assert_eq!(c.dirty_paths().count(), 1);
     }
 
     #[test]
+    fn same_bytes_are_a_flag_read_from_the_manifest_and_gone_files_are_known_gone() {
+        let mut m = Manifest::from_entries([("a".to_string(), meta(1)), ("b".to_string(), meta(2))]);
+        let mut c = Changes::default();
+        c.event("a", 1);
+        c.event("b", 2);
+        // a: same bytes, new mtime; the manifest moves forward and nothing is kept here.
+        let newer = FileMeta {
+            mtime_ns: 99,
+            ..meta(1)
+        };
+        hashed(&mut c, &mut m, "a", 1, Some(newer));
+        assert_eq!(m.get("a"), Some(&newer));
+        assert!(c.metas.is_empty());
+        assert_eq!(c.known(&m).known("a"), Some(Some(newer)));
+        hashed(&mut c, &mut m, "b", 2, None);
+        assert_eq!(c.known(&m).known("b"), Some(None));
+        assert_eq!(
+            m.get("b"),
+            Some(&meta(2)),
+            "a gone file stays in the manifest until the comparison"
+        );
+    }
+
+    #[test]
     fn a_tree_hash_covers_paths_without_later_events_and_stale_results_are_dropped() {
+        let mut m = Manifest::default();
         let mut c = Changes::default();
         c.event("x", 5);
         c.event("y", 7);
-        c.tree_hashed(
-            6,
-            vec![("x".into(), meta(1)), ("y".into(), meta(2)), ("z".into(), meta(3))],
-        );
-        assert_eq!(c.known("x"), Some(Some(meta(1))));
-        assert_eq!(c.known("y"), None); // changed after the tree was queued
-        assert_eq!(c.known("z"), Some(Some(meta(3))));
+        for (rel, n) in [("x", 1), ("y", 2), ("z", 3)] {
+            if c.wants_tree(6) {
+                let (found, meta) = judge(&m, rel, Some(meta(n)));
+                c.found(rel.to_string(), 6, found, meta);
+            }
+        }
+        assert_eq!(c.known(&m).known("x"), Some(Some(meta(1))));
+        assert_eq!(c.known(&m).known("y"), None); // changed after the tree was queued
+        assert_eq!(c.known(&m).known("z"), Some(Some(meta(3))));
         assert!(!c.is_dirty("z"));
 
         c.settled(7);
         assert!(!c.has_dirty());
-        assert_eq!(c.known("x"), None);
+        assert_eq!(c.known(&m).known("x"), None);
         c.event("x", 8);
-        c.hashed("x", 6, Some(meta(9))); // queued before the comparison
-        c.tree_hashed(7, vec![("q".into(), meta(1))]);
-        assert_eq!(c.known("x"), None);
-        assert_eq!(c.known("q"), None);
+        assert!(!c.wants("x", 6)); // queued before the comparison
+        assert!(!c.wants_tree(7));
+        c.found("q".into(), 7, Found::Differs, Some(meta(1)));
+        assert_eq!(c.known(&m).known("q"), None);
+        m = Manifest::default();
+        assert_eq!(c.known(&m).known("x"), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use crate::batch::Batcher;
-use crate::changes::Changes;
+use crate::changes::{Changes, Found, judge};
 use crate::config::{self, Config, LoadOptions, Rule, Target};
 use crate::deliver::{self, Failed, JobOutcome, Pacer};
 use crate::manifest::{Change, FileMeta, Manifest, Skip, Trust};
@@ -533,26 +533,52 @@ impl Daemon {
 
     /// A hash taken ahead came back: keep it if no event came for the path since.
     fn on_hashed(&mut self, done: prehash::Done) {
-        match done {
-            prehash::Done::Files { rule, files } => {
-                if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule) {
-                    for (rel, seq, result) in files {
-                        rt.changes.hashed(&rel, seq, result);
-                    }
-                }
-            }
+        let (rule, files, tree) = match done {
+            prehash::Done::Files { rule, files } => (rule, files, false),
             prehash::Done::Tree { rule, root, seq, files } => {
-                if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule)
-                    && rt.tree_pending == Some(seq)
-                {
+                let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule) else {
+                    return;
+                };
+                if rt.tree_pending == Some(seq) {
                     rt.tree_pending = None;
                 }
-                if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule)
-                    && rt.root == root
-                {
-                    rt.changes.tree_hashed(seq, files);
+                if rt.root != root {
+                    return;
                 }
+                let files = files.into_iter().map(|(rel, meta)| (rel, seq, Some(meta))).collect();
+                (rule, files, true)
             }
+        };
+        let (Some(rt), Some(manifest)) = (
+            self.rules.iter_mut().find(|r| r.rule.name == rule),
+            self.manifests.get_mut(&rule),
+        ) else {
+            return;
+        };
+        // Same bytes with new metadata: the manifest moves forward now (written to the state
+        // directory a little later), so that only a flag is kept per file.
+        let mut refreshed = Vec::new();
+        for (rel, seq, result) in files {
+            let wanted = if tree {
+                rt.changes.wants_tree(seq)
+            } else {
+                rt.changes.wants(&rel, seq)
+            };
+            if !wanted {
+                continue;
+            }
+            let (found, meta) = judge(manifest, &rel, result);
+            if found == Found::Same
+                && let Some(new) = meta
+            {
+                manifest.set(&rel, new);
+                refreshed.push(rel.clone());
+            }
+            rt.changes.found(rel, seq, found, meta);
+        }
+        if self.store.is_some() && !refreshed.is_empty() {
+            self.deferred.entry(rule).or_default().extend(refreshed);
+            self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
         }
     }
 
@@ -726,13 +752,20 @@ impl Daemon {
             (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
         } else {
             (
-                manifest.expand(&r.root, r.changes.dirty_paths(), &r.filter, &r.changes),
+                manifest.expand(&r.root, r.changes.dirty_paths(), &r.filter, &r.changes.known(manifest)),
                 Trust::Content,
             )
         };
         let expanded = started.elapsed();
         let list_identical = self.opts.dry_run || tracing::enabled!(tracing::Level::DEBUG);
-        let diff = manifest.diff(&r.root, &candidates, &r.filter, trust, &r.changes, list_identical);
+        let diff = manifest.diff(
+            &r.root,
+            &candidates,
+            &r.filter,
+            trust,
+            &r.changes.known(manifest),
+            list_identical,
+        );
         let n_candidates = candidates.len();
         drop(candidates);
         r.changes.settled(self.seq);

@@ -149,15 +149,20 @@ impl Manifest {
             .take_while(move |k| k.starts_with(&prefix))
     }
 
+    /// Records `meta` for `path` (allocating only for a new path).
+    pub fn set(&mut self, path: &str, meta: FileMeta) {
+        match self.files.get_mut(path) {
+            Some(old) => *old = meta,
+            None => {
+                self.files.insert(path.to_string(), meta);
+            }
+        }
+    }
+
     pub fn apply(&mut self, updates: &[(String, Option<FileMeta>)]) {
         for (path, meta) in updates {
             match meta {
-                Some(m) => match self.files.get_mut(path) {
-                    Some(old) => *old = *m,
-                    None => {
-                        self.files.insert(path.clone(), *m);
-                    }
-                },
+                Some(m) => self.set(path, *m),
                 None => {
                     self.files.remove(path);
                 }
