@@ -16,6 +16,8 @@ struct Window {
     last: Instant,
     debounce: Duration,
     max_delay: Duration,
+    /// Put off by [`Batcher::hold`] until [`Batcher::release`].
+    held: bool,
 }
 
 impl Window {
@@ -39,7 +41,9 @@ impl Batcher {
     pub fn touch(&mut self, target: &str, debounce: Duration, max_delay: Duration, now: Instant) {
         match self.windows.get_mut(target) {
             Some(w) => {
-                w.last = w.last.max(now);
+                // A change during a hold: the window debounces again from this change.
+                w.last = if w.held { now } else { w.last.max(now) };
+                w.held = false;
                 w.debounce = debounce;
                 w.max_delay = max_delay;
             }
@@ -51,6 +55,7 @@ impl Batcher {
                         last: now,
                         debounce,
                         max_delay,
+                        held: false,
                     },
                 );
             }
@@ -66,6 +71,7 @@ impl Batcher {
                 last: now,
                 debounce: Duration::ZERO,
                 max_delay: Duration::ZERO,
+                held: false,
             },
         );
     }
@@ -115,11 +121,23 @@ impl Batcher {
         self.windows.remove(target);
     }
 
-    /// Puts a due batch off until `until`, but never past its `max_delay`.
+    /// Puts a due batch off until `until` or [`Batcher::release`], but never past its
+    /// `max_delay`.
     pub fn hold(&mut self, target: &str, until: Instant) {
         if let Some(w) = self.windows.get_mut(target) {
             w.last = until;
             w.debounce = Duration::ZERO;
+            w.held = true;
+        }
+    }
+
+    /// Makes a held batch due at `now` (what it waited for is done); other windows are left.
+    pub fn release(&mut self, target: &str, now: Instant) {
+        if let Some(w) = self.windows.get_mut(target)
+            && w.held
+        {
+            w.last = now;
+            w.held = false;
         }
     }
 
@@ -255,5 +273,30 @@ mod tests {
         b.due_now("www", Instant::now());
         let (due, at) = next(&mut b).await;
         assert_eq!((due, at), (vec!["www".to_string()], start));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_batch_goes_when_released_and_an_open_one_is_left_alone() {
+        let mut b = Batcher::new();
+        let t0 = Instant::now();
+        b.touch("a", D, MAX, t0);
+        b.touch("b", D, MAX, t0 + Duration::from_millis(900));
+        advance(D).await;
+        let now = Instant::now();
+        assert_eq!(b.due(now), vec!["a".to_string()]);
+        b.hold("a", t0 + MAX);
+        assert!(b.due(now).is_empty());
+        let later = now + Duration::from_millis(50);
+        b.release("a", later);
+        b.release("b", later); // not held: keeps its own deadline
+        assert_eq!(b.due(later), vec!["a".to_string()]);
+        assert_eq!(b.next_deadline(), Some(later));
+        b.close("a");
+        assert_eq!(b.next_deadline(), Some(t0 + Duration::from_millis(900) + D));
+
+        // A change during a hold starts a normal debounce from that change.
+        b.hold("b", t0 + MAX);
+        b.touch("b", D, MAX, later);
+        assert_eq!(b.next_deadline(), Some(later + D));
     }
 }

@@ -46,6 +46,8 @@ pub struct Changes {
     dirty: usize,
     /// Results queued at or before this were overtaken by a comparison.
     settled_seq: u64,
+    /// The sequence number of the newest whole-tree listing (and hash) recorded here.
+    tree_seq: Option<u64>,
 }
 
 /// What a finished hash means against the manifest: [`Found::Same`] (and the new metadata to
@@ -87,6 +89,25 @@ impl Changes {
 
     pub fn has_dirty(&self) -> bool {
         self.dirty > 0
+    }
+
+    /// Every path recorded: dirty ones and those of a tree hashed ahead.
+    pub fn paths(&self) -> impl Iterator<Item = &String> {
+        self.paths.keys()
+    }
+
+    /// The whole tree, listed by a job queued at `seq`, has been recorded (with [`Changes::found`]
+    /// for each of its files).
+    pub fn tree_listed(&mut self, seq: u64) {
+        if self.wants_tree(seq) {
+            self.tree_seq = self.tree_seq.max(Some(seq));
+        }
+    }
+
+    /// Whether a tree listed here was taken after `seq` (so that, with the events since, it
+    /// stands in for walking the tree).
+    pub fn tree_covers(&self, seq: u64) -> bool {
+        self.tree_seq.is_some_and(|t| t > seq)
     }
 
     pub fn dirty_paths(&self) -> impl Iterator<Item = &String> {
@@ -144,6 +165,7 @@ impl Changes {
         self.metas = HashMap::new();
         self.dirty = 0;
         self.settled_seq = seq;
+        self.tree_seq = None;
     }
 
     /// What is known ahead, read together with the manifest (for [`Found::Same`]).
@@ -258,8 +280,14 @@ mod tests {
         assert_eq!(c.known(&m).known("z"), Some(Some(meta(3))));
         assert!(!c.is_dirty("z"));
 
+        assert!(!c.tree_covers(6));
+        c.tree_listed(6);
+        assert!(c.tree_covers(5) && !c.tree_covers(6));
+        assert_eq!(c.paths().count(), 3);
+
         c.settled(7);
         assert!(!c.has_dirty());
+        assert!(!c.tree_covers(0));
         assert_eq!(c.known(&m).known("x"), None);
         c.event("x", 8);
         assert!(!c.wants("x", 6)); // queued before the comparison

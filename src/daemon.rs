@@ -38,8 +38,6 @@ const RELOAD_SETTLE: Duration = Duration::from_millis(300);
 const POLL_EVERY: Duration = Duration::from_secs(30);
 /// Paths seen are written to the state directory at most this long after their event.
 const SEEN_FLUSH: Duration = Duration::from_millis(100);
-/// How often a batch held for a tree hash looks again.
-const TREE_WAIT_STEP: Duration = Duration::from_millis(20);
 /// New metadata for files whose bytes did not change is written this long after the batch.
 const DEFERRED_FLUSH: Duration = Duration::from_millis(500);
 
@@ -72,7 +70,8 @@ struct RuleRt {
     root_id: (u64, u64),
     /// Paths with events and hashes taken ahead since the last comparison.
     changes: Changes,
-    rescan: bool,
+    /// The whole tree must be compared: asked for at this sequence number.
+    rescan: Option<u64>,
     /// Not fully watched (inotify limit): rescanned every [`POLL_EVERY`].
     poll: bool,
     /// The sequence number of a whole-tree hash still running on the worker (after a swap).
@@ -365,7 +364,7 @@ impl Daemon {
             root,
             root_id: id,
             changes: Changes::default(),
-            rescan: false,
+            rescan: None,
             poll: false,
             tree_pending: None,
             rule,
@@ -401,7 +400,7 @@ impl Daemon {
                 let i = self.rules.len() - 1;
                 self.rules[i].changes.mark_dirty(seen);
                 let mut found = self.settle(i);
-                self.rules[i].rescan = true;
+                self.rules[i].rescan = Some(self.seq);
                 found += self.settle(i);
                 if found > 0 {
                     tracing::info!(rule = %name, files = found, "found changes made while purgewatch was stopped");
@@ -514,7 +513,7 @@ impl Daemon {
     fn rescan_all(&mut self) {
         let now = Instant::now();
         for i in 0..self.rules.len() {
-            self.rules[i].rescan = true;
+            self.rules[i].rescan = Some(self.seq);
             self.touch_targets(i, now);
         }
     }
@@ -533,20 +532,40 @@ impl Daemon {
 
     /// A hash taken ahead came back: keep it if no event came for the path since.
     fn on_hashed(&mut self, done: prehash::Done) {
+        // The tree a batch is held for is done: the batch goes as soon as it is recorded.
+        let released = match &done {
+            prehash::Done::Tree { rule, seq, .. } => self
+                .rules
+                .iter_mut()
+                .find(|r| r.rule.name == *rule && r.tree_pending == Some(*seq))
+                .map(|rt| {
+                    rt.tree_pending = None;
+                    rt.rule.targets.clone()
+                }),
+            prehash::Done::Files { .. } => None,
+        };
+        self.record_hashes(done);
+        if let Some(targets) = released {
+            let now = Instant::now();
+            for t in &targets {
+                self.batcher.release(t, now);
+            }
+            self.fire_due();
+        }
+    }
+
+    fn record_hashes(&mut self, done: prehash::Done) {
         let (rule, files, tree) = match done {
-            prehash::Done::Files { rule, files } => (rule, files, false),
+            prehash::Done::Files { rule, files } => (rule, files, None),
             prehash::Done::Tree { rule, root, seq, files } => {
                 let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule) else {
                     return;
                 };
-                if rt.tree_pending == Some(seq) {
-                    rt.tree_pending = None;
-                }
                 if rt.root != root {
                     return;
                 }
                 let files = files.into_iter().map(|(rel, meta)| (rel, seq, Some(meta))).collect();
-                (rule, files, true)
+                (rule, files, Some(seq))
             }
         };
         let (Some(rt), Some(manifest)) = (
@@ -559,7 +578,7 @@ impl Daemon {
         // directory a little later), so that only a flag is kept per file.
         let mut refreshed = Vec::new();
         for (rel, seq, result) in files {
-            let wanted = if tree {
+            let wanted = if tree.is_some() {
                 rt.changes.wants_tree(seq)
             } else {
                 rt.changes.wants(&rel, seq)
@@ -575,6 +594,9 @@ impl Daemon {
                 refreshed.push(rel.clone());
             }
             rt.changes.found(rel, seq, found, meta);
+        }
+        if let Some(seq) = tree {
+            rt.changes.tree_listed(seq);
         }
         if self.store.is_some() && !refreshed.is_empty() {
             self.deferred.entry(rule).or_default().extend(refreshed);
@@ -681,7 +703,7 @@ impl Daemon {
         let r = &mut self.rules[i];
         r.root = new_root;
         r.root_id = id;
-        r.rescan = true;
+        r.rescan = Some(self.seq);
         // Hash the new tree while the batch debounces (with a sequence number of its own, so that
         // the result is newer than the last comparison).
         self.seq += 1;
@@ -699,7 +721,7 @@ impl Daemon {
         let now = Instant::now();
         for i in 0..self.rules.len() {
             if self.rules[i].poll {
-                self.rules[i].rescan = true;
+                self.rules[i].rescan = Some(self.seq);
                 self.touch_targets(i, now);
             }
         }
@@ -716,7 +738,7 @@ impl Daemon {
                 .iter()
                 .any(|r| r.tree_pending.is_some() && r.rule.targets.contains(&target));
             if hashing && now < first + max_delay {
-                self.batcher.hold(&target, now + TREE_WAIT_STEP);
+                self.batcher.hold(&target, first + max_delay);
                 continue;
             }
             self.batcher.close(&target);
@@ -728,7 +750,7 @@ impl Daemon {
     fn settle_for(&mut self, target: &str) {
         for i in 0..self.rules.len() {
             let r = &self.rules[i];
-            if r.rule.targets.iter().any(|t| t == target) && (r.rescan || r.changes.has_dirty()) {
+            if r.rule.targets.iter().any(|t| t == target) && (r.rescan.is_some() || r.changes.has_dirty()) {
                 self.settle(i);
             }
         }
@@ -748,8 +770,17 @@ impl Daemon {
         let started = std::time::Instant::now();
         let manifest = self.manifests.entry(name.clone()).or_default();
         r.tree_pending = None;
-        let (candidates, trust) = if r.rescan {
-            (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
+        let (candidates, trust) = if let Some(asked) = r.rescan {
+            if r.changes.tree_covers(asked) {
+                // The new tree was listed and hashed after the rescan was asked for: its list
+                // (and the events since) stand in for walking it again.
+                let known = r.changes.known(manifest);
+                let mut c = manifest.expand(&r.root, r.changes.paths(), &r.filter, &known);
+                c.extend(manifest.paths().cloned());
+                (c, Trust::Metadata)
+            } else {
+                (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
+            }
         } else {
             (
                 manifest.expand(&r.root, r.changes.dirty_paths(), &r.filter, &r.changes.known(manifest)),
@@ -769,7 +800,7 @@ impl Daemon {
         let n_candidates = candidates.len();
         drop(candidates);
         r.changes.settled(self.seq);
-        r.rescan = false;
+        r.rescan = None;
         let compared = started.elapsed();
         for (path, skip) in &diff.skipped {
             if let Skip::Unreadable(_) = skip {
@@ -1067,7 +1098,7 @@ impl Daemon {
         self.watcher = None;
         tracing::info!("stopping: sending pending purges");
         for i in 0..self.rules.len() {
-            if self.rules[i].rescan || self.rules[i].changes.has_dirty() {
+            if self.rules[i].rescan.is_some() || self.rules[i].changes.has_dirty() {
                 self.settle(i);
             }
         }

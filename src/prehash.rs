@@ -86,7 +86,14 @@ impl Prehasher {
                             filter,
                             seq,
                         } => {
+                            let started = std::time::Instant::now();
                             let files = hash_tree(&root, walk(&root, &filter, None).files);
+                            tracing::debug!(
+                                rule = %rule,
+                                files = files.len(),
+                                ms = started.elapsed().as_millis() as u64,
+                                "hashed the new tree"
+                            );
                             Done::Tree { rule, root, seq, files }
                         }
                     };

@@ -104,3 +104,37 @@ fn a_symlink_switched_to_a_new_release() {
         vims[1].pattern()
     );
 }
+
+#[test]
+fn edits_right_after_a_swap_are_purged_too() {
+    // The new tree is listed and hashed while the batch debounces; files changed, added or
+    // removed after that listing must still be compared.
+    let fake = Fake::start();
+    let site = Site::new();
+    release(&site.root, "post v1");
+    site.write_rules(&site.rules_for(&fake, "300ms", ""));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    let next = site.path("public.new");
+    release(&next, "post v1");
+    std::fs::rename(&site.root, site.path("public.old")).unwrap();
+    std::fs::rename(&next, &site.root).unwrap();
+    site.write("css/site.css", "body{color:red}");
+    site.write("blog/late.html", "late");
+    std::fs::remove_file(site.root.join("index.html")).unwrap();
+    let wanted = ["/css/site.css", "/blog/late.html", "/index.html"];
+    let covered = |fake: &Fake| {
+        let pats: Vec<String> = fake.vims_purges().iter().map(|r| r.pattern()).collect();
+        wanted.iter().all(|u| pats.iter().any(|p| pattern_matches(p, u)))
+    };
+    assert!(
+        wait_until(DEADLINE, || covered(&fake)),
+        "{:?}\n{}",
+        fake.vims_purges(),
+        d.log()
+    );
+    for r in fake.vims_purges() {
+        assert!(!pattern_matches(&r.pattern(), "/blog/same.html"), "{}", r.pattern());
+        assert!(!pattern_matches(&r.pattern(), "/blog/post.html"), "{}", r.pattern());
+    }
+}
