@@ -5,6 +5,7 @@
 //! cargo bench --bench storm                      # 20,000 files
 //! cargo bench --bench storm -- --files 100000    # 100,000 files
 //! cargo bench --bench storm -- --idle 30 --repeat 5
+//! cargo bench --bench storm -- --only swap --no-scripts  # some storms; inotifywait only
 //! ```
 //!
 //! Per storm it reports: provider requests, recall and precision of the purged URLs (against the
@@ -34,6 +35,8 @@ struct Args {
     repeat: usize,
     /// Run only the storms whose name contains this.
     only: Option<String>,
+    /// Leave out watchexec and lsyncd (purgewatch and inotifywait only).
+    no_scripts: bool,
 }
 
 fn args() -> Args {
@@ -42,6 +45,7 @@ fn args() -> Args {
         idle: 30,
         repeat: 5,
         only: None,
+        no_scripts: false,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -52,6 +56,11 @@ fn args() -> Args {
             "--idle" => a.idle = next().expect("--idle SECONDS") as u64,
             "--repeat" => a.repeat = next().expect("--repeat N"),
             "--only" => a.only = v.get(i + 1).cloned(),
+            "--no-scripts" => {
+                a.no_scripts = true;
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -379,7 +388,7 @@ fn curl_args(fake: &Fake) -> Vec<String> {
 }
 
 /// inotifywait always; watchexec and lsyncd driving curl where installed.
-fn start_others(watch_root: &Path, dir: &Path) -> Vec<Other> {
+fn start_others(watch_root: &Path, dir: &Path, scripts: bool) -> Vec<Other> {
     let mut out = Vec::new();
     let mut cmd = Command::new("inotifywait");
     cmd.args(["-m", "-r", "-q", "--format", "%e %w%f"]).arg(watch_root);
@@ -388,7 +397,7 @@ fn start_others(watch_root: &Path, dir: &Path) -> Vec<Other> {
         proc: Proc::spawn(cmd, false),
         fake: None,
     });
-    if installed("watchexec", "--version") {
+    if scripts && installed("watchexec", "--version") {
         let fake = Fake::start();
         let mut cmd = Command::new("watchexec");
         cmd.args([
@@ -410,7 +419,7 @@ fn start_others(watch_root: &Path, dir: &Path) -> Vec<Other> {
             fake: Some(fake),
         });
     }
-    if installed("lsyncd", "-version") {
+    if scripts && installed("lsyncd", "-version") {
         let fake = Fake::start();
         let conf = dir.join("lsyncd.lua");
         let args: Vec<String> = curl_args(&fake).iter().map(|a| format!("{a:?}")).collect();
@@ -445,14 +454,14 @@ fn start_others(watch_root: &Path, dir: &Path) -> Vec<Other> {
     out
 }
 
-fn start(rules: &Path, watch_root: &Path, dir: &Path) -> (Proc, Vec<Other>, Duration) {
+fn start(rules: &Path, watch_root: &Path, dir: &Path, scripts: bool) -> (Proc, Vec<Other>, Duration) {
     let t0 = Instant::now();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_purgewatch"));
     cmd.args(["run", "-c"]).arg(rules).env("RUST_LOG", "info");
     let d = Proc::spawn(cmd, true);
     d.wait_line("ready", Duration::from_secs(600));
     let startup = t0.elapsed();
-    let others = start_others(watch_root, dir);
+    let others = start_others(watch_root, dir, scripts);
     // inotifywait prints nothing when its watches are set, nor do the others.
     std::thread::sleep(Duration::from_secs(5));
     (d, others, startup)
@@ -598,7 +607,7 @@ fn main() {
     let mut site = Site::new(a.files);
     site.write_all(&root);
     let rules_a = rules(&dir_a, &fake, "public");
-    let (d, others, first_start) = start(&rules_a, &root, &dir_a);
+    let (d, others, first_start) = start(&rules_a, &root, &dir_a, !a.no_scripts);
     let bench = Bench {
         only: &a.only,
         fake: &fake,
@@ -702,7 +711,7 @@ fn main() {
     copy_release(&site, &rel(0));
     std::os::unix::fs::symlink(rel(0), dir_b.join("current")).unwrap();
     let rules_b = rules(&dir_b, &fake, "current");
-    let (d, others, _) = start(&rules_b, &dir_b, &dir_b);
+    let (d, others, _) = start(&rules_b, &dir_b, &dir_b, !a.no_scripts);
     let bench = Bench {
         only: &a.only,
         fake: &fake,
