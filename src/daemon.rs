@@ -38,6 +38,8 @@ const RELOAD_SETTLE: Duration = Duration::from_millis(300);
 const POLL_EVERY: Duration = Duration::from_secs(30);
 /// Paths seen are written to the state directory at most this long after their event.
 const SEEN_FLUSH: Duration = Duration::from_millis(100);
+/// Comparisons of at least this many paths give their memory back afterwards.
+const TRIM_AFTER: usize = 10_000;
 /// New metadata for files whose bytes did not change is written this long after the batch.
 const DEFERRED_FLUSH: Duration = Duration::from_millis(500);
 
@@ -122,6 +124,8 @@ struct Daemon {
     /// written as the manifest in memory has them then.
     deferred: BTreeMap<String, Vec<String>>,
     deferred_at: Option<Instant>,
+    /// A big batch was compared: give memory back once its purges are started.
+    trim_after: bool,
 }
 
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
@@ -264,6 +268,7 @@ impl Daemon {
             prehasher,
             deferred: BTreeMap::new(),
             deferred_at: None,
+            trim_after: false,
             rules_file,
             store,
             seed,
@@ -533,19 +538,32 @@ impl Daemon {
     /// A hash taken ahead came back: keep it if no event came for the path since.
     fn on_hashed(&mut self, done: prehash::Done) {
         // The tree a batch is held for is done: the batch goes as soon as it is recorded.
-        let released = match &done {
-            prehash::Done::Tree { rule, seq, .. } => self
-                .rules
-                .iter_mut()
-                .find(|r| r.rule.name == *rule && r.tree_pending == Some(*seq))
-                .map(|rt| {
-                    rt.tree_pending = None;
-                    rt.rule.targets.clone()
-                }),
-            prehash::Done::Files { .. } => None,
+        let (rule, files, tree) = match done {
+            prehash::Done::Files { rule, files } => (rule, files, None),
+            prehash::Done::TreePart { rule, root, seq, files } => {
+                if !self.rules.iter().any(|r| r.rule.name == rule && r.root == root) {
+                    return;
+                }
+                let files = files.into_iter().map(|(rel, meta)| (rel, seq, Some(meta))).collect();
+                (rule, files, Some(seq))
+            }
+            prehash::Done::TreeDone { rule, root, seq } => return self.tree_done(&rule, &root, seq),
         };
-        self.record_hashes(done);
-        if let Some(targets) = released {
+        self.record_hashes(&rule, files, tree);
+    }
+
+    /// A whole tree hashed ahead has been recorded.
+    fn tree_done(&mut self, rule: &str, root: &Path, seq: u64) {
+        let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule) else {
+            return;
+        };
+        if rt.root == root {
+            rt.changes.tree_listed(seq);
+        }
+        // The batch held for this tree goes now.
+        if rt.tree_pending == Some(seq) {
+            rt.tree_pending = None;
+            let targets = rt.rule.targets.clone();
             let now = Instant::now();
             for t in &targets {
                 self.batcher.release(t, now);
@@ -554,23 +572,11 @@ impl Daemon {
         }
     }
 
-    fn record_hashes(&mut self, done: prehash::Done) {
-        let (rule, files, tree) = match done {
-            prehash::Done::Files { rule, files } => (rule, files, None),
-            prehash::Done::Tree { rule, root, seq, files } => {
-                let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule) else {
-                    return;
-                };
-                if rt.root != root {
-                    return;
-                }
-                let files = files.into_iter().map(|(rel, meta)| (rel, seq, Some(meta))).collect();
-                (rule, files, Some(seq))
-            }
-        };
+    /// Records hashes taken ahead (`tree`: as part of the tree hashed by job `tree`).
+    fn record_hashes(&mut self, rule: &str, files: Vec<(String, u64, Option<FileMeta>)>, tree: Option<u64>) {
         let (Some(rt), Some(manifest)) = (
             self.rules.iter_mut().find(|r| r.rule.name == rule),
-            self.manifests.get_mut(&rule),
+            self.manifests.get_mut(rule),
         ) else {
             return;
         };
@@ -595,11 +601,8 @@ impl Daemon {
             }
             rt.changes.found(rel, seq, found, meta);
         }
-        if let Some(seq) = tree {
-            rt.changes.tree_listed(seq);
-        }
         if self.store.is_some() && !refreshed.is_empty() {
-            self.deferred.entry(rule).or_default().extend(refreshed);
+            self.deferred.entry(rule.to_string()).or_default().extend(refreshed);
             self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
         }
     }
@@ -624,6 +627,8 @@ impl Daemon {
                 tracing::warn!(rule = %rule, "could not record file metadata (those files are hashed again at the next start): {e}");
             }
         }
+        // The batch's work is done: what a storm needed goes back to the system.
+        crate::memory::trim();
     }
 
     /// One path with events: marks it dirty for every rule that keeps it, notes which rules were
@@ -745,6 +750,9 @@ impl Daemon {
             self.settle_for(&target);
             self.start_send(&target);
         }
+        if std::mem::take(&mut self.trim_after) {
+            crate::memory::trim();
+        }
     }
 
     fn settle_for(&mut self, target: &str) {
@@ -798,6 +806,8 @@ impl Daemon {
             list_identical,
         );
         let n_candidates = candidates.len();
+        // A big comparison: once its purge is on its way, its memory goes back.
+        self.trim_after |= n_candidates >= TRIM_AFTER;
         drop(candidates);
         r.changes.settled(self.seq);
         r.rescan = None;

@@ -40,6 +40,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod logging;
 pub mod manifest;
+pub mod memory;
 pub mod plan;
 pub mod prehash;
 pub mod providers;

@@ -35,12 +35,16 @@ pub enum Done {
         rule: String,
         files: Vec<(String, u64, Option<FileMeta>)>,
     },
-    Tree {
+    /// Part of a whole tree (job `seq`) hashed after a swap. Parts stream back as they are
+    /// hashed, so that 100,000 results are never held in one place.
+    TreePart {
         rule: String,
         root: PathBuf,
         seq: u64,
         files: Vec<(String, FileMeta)>,
     },
+    /// Every part of the tree has been sent: together they list the whole tree.
+    TreeDone { rule: String, root: PathBuf, seq: u64 },
 }
 
 /// Files hashed per result sent back.
@@ -87,14 +91,23 @@ impl Prehasher {
                             seq,
                         } => {
                             let started = std::time::Instant::now();
-                            let files = hash_tree(&root, walk(&root, &filter, None).files);
+                            let paths = walk(&root, &filter, None).files;
+                            let n = paths.len();
+                            hash_tree(&root, paths, |files| {
+                                let _ = done.send(Done::TreePart {
+                                    rule: rule.clone(),
+                                    root: root.clone(),
+                                    seq,
+                                    files,
+                                });
+                            });
                             tracing::debug!(
                                 rule = %rule,
-                                files = files.len(),
+                                files = n,
                                 ms = started.elapsed().as_millis() as u64,
                                 "hashed the new tree"
                             );
-                            Done::Tree { rule, root, seq, files }
+                            Done::TreeDone { rule, root, seq }
                         }
                     };
                     if done.send(msg).is_err() {
@@ -112,27 +125,37 @@ impl Prehasher {
     }
 }
 
-/// Hashes `paths` under `root` on every core (a swapped-in tree is hashed while the batch waits).
-fn hash_tree(root: &Path, paths: Vec<String>) -> Vec<(String, FileMeta)> {
+/// Hashes `paths` under `root` on every core (a swapped-in tree is hashed while the batch waits),
+/// handing the results to `send` in parts of [`RESULT_CHUNK`].
+fn hash_tree(root: &Path, mut paths: Vec<String>, send: impl Fn(Vec<(String, FileMeta)>) + Sync) {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .max(1);
-    let chunk = paths.len().div_ceil(threads).max(1);
+    let share = paths.len().div_ceil(threads).max(1);
+    // Each thread owns its share of the paths: they move into the results, never copied.
+    let mut shares = Vec::new();
+    while !paths.is_empty() {
+        let at = paths.len().saturating_sub(share);
+        shares.push(paths.split_off(at));
+    }
+    let send = &send;
     std::thread::scope(|s| {
-        let handles: Vec<_> = paths
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .filter_map(|rel| match stat_and_hash(&root.join(rel)) {
-                            Ok(Some(meta)) => Some((rel.clone(), meta)),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
-    })
+        for part in shares {
+            s.spawn(move || {
+                let mut out = Vec::with_capacity(RESULT_CHUNK);
+                for rel in part {
+                    if let Ok(Some(meta)) = stat_and_hash(&root.join(&rel)) {
+                        out.push((rel, meta));
+                    }
+                    if out.len() == RESULT_CHUNK {
+                        send(std::mem::replace(&mut out, Vec::with_capacity(RESULT_CHUNK)));
+                    }
+                }
+                if !out.is_empty() {
+                    send(out);
+                }
+            });
+        }
+    });
 }

@@ -67,6 +67,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
 
 fn run_daemon(cli: &Cli, dry_run: bool) -> Result<ExitCode, CommandError> {
     let loaded = load(cli, dry_run)?;
+    crate::memory::limit_arenas();
     let rt = runtime()?;
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
