@@ -758,31 +758,53 @@ fn main() {
         );
     }
     if rows.iter().any(|r| r.others.len() > 1) {
+        // One table: each storm as purgewatch and every tool users script instead saw it.
         println!();
         println!(
-            "| storm | script | purge requests | storms covered | recall | precision | last write → covering request (debounce 1 s), p50 / p99 | script CPU s (curls included) | purgewatch CPU ÷ script CPU |"
+            "| storm | tool | purge requests | storms covered | recall | precision | last write → covering request, p50 / p99 (debounce 1 s) | CPU s | purgewatch CPU ÷ tool CPU |"
         );
         println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        let ms = |v: &[f64]| {
+            if v.is_empty() {
+                "never".to_string()
+            } else {
+                format!("{:.0} ms / {:.0} ms", percentile(v, 0.5), percentile(v, 0.99))
+            }
+        };
         for r in &rows {
-            for o in r.others.iter().skip(1) {
+            let n = r.overhead_ms.len();
+            let total: Vec<f64> = r
+                .overhead_ms
+                .iter()
+                .map(|o| o + DEBOUNCE.as_secs_f64() * 1000.0)
+                .collect();
+            println!(
+                "| {} | **purgewatch** | {} | {n}/{n} | {:.3} | {:.3} | {} | {:.3} | 1.0× |",
+                r.name,
+                r.requests,
+                r.recall,
+                r.precision,
+                ms(&total),
+                r.cpu
+            );
+            for o in &r.others {
+                let (requests, covered, recall, precision, latency) = if o.tool.starts_with("inotifywait") {
+                    // It only prints events; a per-event script sends one full purge for each.
+                    let dash = || "–".to_string();
+                    (format!("{:.0}", o.events), dash(), dash(), dash(), dash())
+                } else {
+                    (
+                        format!("{:.1}", o.events),
+                        format!("{}/{n}", o.covered),
+                        format!("{:.3}", o.recall),
+                        format!("{:.3}", o.precision),
+                        ms(&o.overhead_ms),
+                    )
+                };
                 println!(
-                    "| {} | {} | {:.1} | {}/{} | {:.3} | {:.3} | {} | {:.3} | {} |",
+                    "| {} | {} | {requests} | {covered} | {recall} | {precision} | {latency} | {:.3} | {} |",
                     r.name,
                     o.tool,
-                    o.events,
-                    o.covered,
-                    r.overhead_ms.len(),
-                    o.recall,
-                    o.precision,
-                    if o.overhead_ms.is_empty() {
-                        "never".to_string()
-                    } else {
-                        format!(
-                            "{:.0} ms / {:.0} ms",
-                            percentile(&o.overhead_ms, 0.5),
-                            percentile(&o.overhead_ms, 0.99)
-                        )
-                    },
                     o.cpu,
                     ratio(r.cpu, o.cpu)
                 );

@@ -38,6 +38,12 @@ struct PathState {
     dirty: bool,
 }
 
+impl PathState {
+    fn is_same(&self) -> bool {
+        self.found == Found::Same && self.seq <= self.found_seq
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Changes {
     paths: HashMap<String, PathState>,
@@ -91,9 +97,24 @@ impl Changes {
         self.dirty > 0
     }
 
-    /// Every path recorded: dirty ones and those of a tree hashed ahead.
-    pub fn paths(&self) -> impl Iterator<Item = &String> {
-        self.paths.keys()
+    /// Every path recorded (dirty ones and those of a tree hashed ahead) that still needs a
+    /// comparison: all but those found to hold the manifest's bytes.
+    pub fn paths_to_compare(&self) -> impl Iterator<Item = &String> {
+        self.paths.iter().filter(|(_, s)| !s.is_same()).map(|(p, _)| p)
+    }
+
+    /// The dirty paths that still need a comparison (see [`Changes::paths_to_compare`]).
+    pub fn dirty_to_compare(&self) -> impl Iterator<Item = &String> {
+        self.paths
+            .iter()
+            .filter(|(_, s)| s.dirty && !s.is_same())
+            .map(|(p, _)| p)
+    }
+
+    /// Whether `rel` was hashed ahead, found to hold the manifest's bytes, and has had no event
+    /// since: nothing to compare.
+    pub fn is_same(&self, rel: &str) -> bool {
+        self.paths.get(rel).is_some_and(PathState::is_same)
     }
 
     /// The whole tree, listed by a job queued at `seq`, has been recorded (with [`Changes::found`]
@@ -256,6 +277,12 @@ mod tests {
         assert_eq!(c.known(&m).known("a"), Some(Some(newer)));
         hashed(&mut c, &mut m, "b", 2, None);
         assert_eq!(c.known(&m).known("b"), Some(None));
+        // Only b needs comparing; a is known to hold the manifest's bytes until its next event.
+        assert!(c.is_same("a") && !c.is_same("b"));
+        assert_eq!(c.dirty_to_compare().collect::<Vec<_>>(), vec!["b"]);
+        c.event("a", 3);
+        assert!(!c.is_same("a"));
+        assert_eq!(c.dirty_to_compare().count(), 2);
         assert_eq!(
             m.get("b"),
             Some(&meta(2)),
@@ -283,7 +310,7 @@ mod tests {
         assert!(!c.tree_covers(6));
         c.tree_listed(6);
         assert!(c.tree_covers(5) && !c.tree_covers(6));
-        assert_eq!(c.paths().count(), 3);
+        assert_eq!(c.paths_to_compare().count(), 3); // nothing was in the manifest
 
         c.settled(7);
         assert!(!c.has_dirty());

@@ -782,16 +782,23 @@ impl Daemon {
             if r.changes.tree_covers(asked) {
                 // The new tree was listed and hashed after the rescan was asked for: its list
                 // (and the events since) stand in for walking it again.
+                // Files already found to hold the manifest's bytes are not compared again.
                 let known = r.changes.known(manifest);
-                let mut c = manifest.expand(&r.root, r.changes.paths(), &r.filter, &known);
-                c.extend(manifest.paths().cloned());
+                let mut c = manifest.expand(&r.root, r.changes.paths_to_compare(), &r.filter, &known);
+                c.extend(manifest.paths().filter(|p| !r.changes.is_same(p)).cloned());
                 (c, Trust::Metadata)
             } else {
                 (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
             }
         } else {
             (
-                manifest.expand(&r.root, r.changes.dirty_paths(), &r.filter, &r.changes.known(manifest)),
+                // Files already found to hold the manifest's bytes are not compared again.
+                manifest.expand(
+                    &r.root,
+                    r.changes.dirty_to_compare(),
+                    &r.filter,
+                    &r.changes.known(manifest),
+                ),
                 Trust::Content,
             )
         };
