@@ -30,6 +30,10 @@ pub const GATHER: Duration = Duration::from_millis(5);
 pub struct EventQueue {
     msgs: Mutex<Vec<WatchMsg>>,
     wake: tokio::sync::Notify,
+    /// When the events queued now are taken. Kept here, not in the waiting future, so that a
+    /// `recv` cancelled by another `select!` branch does not start its wait over (which, with
+    /// other work arriving every few milliseconds, could put events off indefinitely).
+    take_at: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl EventQueue {
@@ -54,7 +58,13 @@ impl EventQueue {
                 // A deploy writes thousands of files: taking them a few milliseconds' worth at a
                 // time costs a wake-up per batch instead of one per event, and the daemon sees
                 // a file's chunks and its close together.
-                tokio::time::sleep(GATHER).await;
+                let at = *self
+                    .take_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert_with(|| tokio::time::Instant::now() + GATHER);
+                tokio::time::sleep_until(at).await;
+                *self.take_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 return std::mem::take(&mut *self.msgs.lock().unwrap_or_else(|e| e.into_inner()));
             }
             self.wake.notified().await;
@@ -251,5 +261,20 @@ mod tests {
         let msgs = q.recv().await;
         assert_eq!(msgs.len(), QUEUE_LIMIT + 1);
         assert!(matches!(msgs.last(), Some(WatchMsg::Rescan)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_wait_does_not_start_over() {
+        let q = EventQueue::default();
+        q.push(WatchMsg::Rescan);
+        // Another select! branch wins after 3 ms: the recv is dropped before GATHER elapses.
+        tokio::select! {
+            _ = q.recv() => panic!("taken before GATHER"),
+            _ = tokio::time::sleep(Duration::from_millis(3)) => {}
+        }
+        let start = tokio::time::Instant::now();
+        let msgs = q.recv().await;
+        assert_eq!(msgs.len(), 1);
+        assert!(start.elapsed() < GATHER, "the wait started over");
     }
 }
