@@ -131,10 +131,6 @@ impl Changes {
         self.tree_seq.is_some_and(|t| t > seq)
     }
 
-    pub fn dirty_paths(&self) -> impl Iterator<Item = &String> {
-        self.paths.iter().filter(|(_, s)| s.dirty).map(|(p, _)| p)
-    }
-
     /// Whether a file's hash queued at `seq` is still worth keeping: its job was queued after
     /// the last comparison and no event came for the path since.
     pub fn wants(&self, rel: &str, seq: u64) -> bool {
@@ -257,7 +253,7 @@ mod tests {
         assert_eq!(c.known(&m).known("a"), None);
         assert!(!c.wants("b", 4)); // no event for b
         assert!(c.is_dirty("a") && !c.is_dirty("b"));
-        assert_eq!(c.dirty_paths().count(), 1);
+        assert_eq!(c.dirty_to_compare().count(), 1);
     }
 
     #[test]
@@ -330,7 +326,7 @@ mod tests {
         let mut c = Changes::default();
         c.mark_dirty(["a".to_string(), "b".to_string(), "a".to_string()]);
         assert!(c.has_dirty());
-        assert_eq!(c.dirty_paths().count(), 2);
+        assert_eq!(c.dirty_to_compare().count(), 2);
         assert!(!c.event("a", 1));
     }
 }

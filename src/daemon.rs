@@ -470,7 +470,11 @@ impl Daemon {
                         }
                     }
                 }
-                other => self.on_watch_msg(other),
+                WatchMsg::Rescan => {
+                    tracing::warn!("the kernel event queue overflowed: rescanning every tree against its manifest");
+                    self.rescan_all();
+                }
+                WatchMsg::Error(e) => self.on_watch_error(e),
             }
         }
         let mut to_hash: Vec<Vec<(String, u64)>> = vec![Vec::new(); self.rules.len()];
@@ -494,14 +498,9 @@ impl Daemon {
         }
     }
 
-    fn on_watch_msg(&mut self, msg: WatchMsg) {
-        match msg {
-            WatchMsg::Paths { .. } => unreachable!("paths are handled in on_watch"),
-            WatchMsg::Rescan => {
-                tracing::warn!("the kernel event queue overflowed: rescanning every tree against its manifest");
-                self.rescan_all();
-            }
-            WatchMsg::Error(e @ WatchError::WatchLimit { .. }) => {
+    fn on_watch_error(&mut self, e: WatchError) {
+        match e {
+            WatchError::WatchLimit { .. } => {
                 tracing::error!(
                     "{e}; the affected trees are rescanned every {}s until then",
                     POLL_EVERY.as_secs()
@@ -510,7 +509,7 @@ impl Daemon {
                     r.poll = true;
                 }
             }
-            WatchMsg::Error(e) => tracing::error!("{e}"),
+            e => tracing::error!("{e}"),
         }
     }
 
@@ -537,7 +536,6 @@ impl Daemon {
 
     /// A hash taken ahead came back: keep it if no event came for the path since.
     fn on_hashed(&mut self, done: prehash::Done) {
-        // The tree a batch is held for is done: the batch goes as soon as it is recorded.
         let (rule, files, tree) = match done {
             prehash::Done::Files { rule, files } => (rule, files, None),
             prehash::Done::TreePart { rule, root, seq, files } => {
