@@ -39,8 +39,17 @@ struct PathState {
 }
 
 impl PathState {
+    /// What the hash taken ahead found, if no event came for the path after it was queued.
+    fn found_now(&self) -> Found {
+        if self.seq <= self.found_seq {
+            self.found
+        } else {
+            Found::Nothing
+        }
+    }
+
     fn is_same(&self) -> bool {
-        self.found == Found::Same && self.seq <= self.found_seq
+        self.found_now() == Found::Same
     }
 }
 
@@ -91,6 +100,11 @@ impl Changes {
 
     pub fn is_dirty(&self, rel: &str) -> bool {
         self.paths.get(rel).is_some_and(|s| s.dirty)
+    }
+
+    /// How many paths have a record (dirty, or hashed as part of a tree).
+    pub fn recorded(&self) -> usize {
+        self.paths.len()
     }
 
     pub fn has_dirty(&self) -> bool {
@@ -149,30 +163,20 @@ impl Changes {
         if seq <= self.settled_seq {
             return;
         }
-        if let Some(state) = self.paths.get_mut(rel.as_str()) {
-            if state.seq > seq {
-                return;
-            }
-            state.found = found;
-            state.found_seq = seq;
-        } else {
-            self.paths.insert(
-                rel.clone(),
-                PathState {
-                    found,
-                    found_seq: seq,
-                    ..PathState::default()
-                },
-            );
+        if self.paths.get(rel.as_str()).is_some_and(|s| s.seq > seq) {
+            return;
         }
         match (found, meta) {
             (Found::Differs, Some(m)) => {
-                self.metas.insert(rel, m);
+                self.metas.insert(rel.clone(), m);
             }
             _ => {
                 self.metas.remove(&rel);
             }
         }
+        let state = self.paths.entry(rel).or_default();
+        state.found = found;
+        state.found_seq = seq;
     }
 
     /// Forgets everything after a comparison that saw all events up to `seq`.
@@ -202,11 +206,7 @@ pub struct KnownNow<'a> {
 
 impl Known for KnownNow<'_> {
     fn known(&self, rel: &str) -> Option<Option<FileMeta>> {
-        let state = self.changes.paths.get(rel)?;
-        if state.seq > state.found_seq {
-            return None;
-        }
-        match state.found {
+        match self.changes.paths.get(rel)?.found_now() {
             Found::Nothing => None,
             Found::Gone => Some(None),
             Found::Same => self.manifest.get(rel).map(|m| Some(*m)),
@@ -307,6 +307,7 @@ mod tests {
         c.tree_listed(6);
         assert!(c.tree_covers(5) && !c.tree_covers(6));
         assert_eq!(c.paths_to_compare().count(), 3); // nothing was in the manifest
+        assert_eq!(c.recorded(), 3);
 
         c.settled(7);
         assert!(!c.has_dirty());

@@ -38,7 +38,7 @@ const RELOAD_SETTLE: Duration = Duration::from_millis(300);
 const POLL_EVERY: Duration = Duration::from_secs(30);
 /// Paths seen are written to the state directory at most this long after their event.
 const SEEN_FLUSH: Duration = Duration::from_millis(100);
-/// Comparisons of at least this many paths give their memory back afterwards.
+/// Memory is given back after this many paths have been compared or written.
 const TRIM_AFTER: usize = 10_000;
 /// New metadata for files whose bytes did not change is written this long after the batch.
 const DEFERRED_FLUSH: Duration = Duration::from_millis(500);
@@ -124,8 +124,8 @@ struct Daemon {
     /// written as the manifest in memory has them then.
     deferred: BTreeMap<String, Vec<String>>,
     deferred_at: Option<Instant>,
-    /// A big batch was compared: give memory back once its purges are started.
-    trim_after: bool,
+    /// Paths compared or written since memory was last given back.
+    trim_work: usize,
 }
 
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
@@ -268,7 +268,7 @@ impl Daemon {
             prehasher,
             deferred: BTreeMap::new(),
             deferred_at: None,
-            trim_after: false,
+            trim_work: 0,
             rules_file,
             store,
             seed,
@@ -619,14 +619,14 @@ impl Daemon {
                     (p, meta)
                 })
                 .collect();
+            self.trim_work += updates.len();
             if let Some(s) = self.store.as_mut()
                 && let Err(e) = s.update_manifest(&rule, &updates)
             {
                 tracing::warn!(rule = %rule, "could not record file metadata (those files are hashed again at the next start): {e}");
             }
         }
-        // The batch's work is done: what a storm needed goes back to the system.
-        crate::memory::trim();
+        self.give_back_memory();
     }
 
     /// One path with events: marks it dirty for every rule that keeps it, notes which rules were
@@ -748,7 +748,14 @@ impl Daemon {
             self.settle_for(&target);
             self.start_send(&target);
         }
-        if std::mem::take(&mut self.trim_after) {
+        self.give_back_memory();
+    }
+
+    /// Once [`TRIM_AFTER`] paths have been compared or written (a storm, in one batch or
+    /// several), returns the memory that work needed to the system.
+    fn give_back_memory(&mut self) {
+        if self.trim_work >= TRIM_AFTER {
+            self.trim_work = 0;
             crate::memory::trim();
         }
     }
@@ -811,8 +818,9 @@ impl Daemon {
             list_identical,
         );
         let n_candidates = candidates.len();
-        // A big comparison: once its purge is on its way, its memory goes back.
-        self.trim_after |= n_candidates >= TRIM_AFTER;
+        // A big comparison (or a big record of changes, about to be dropped): once its purge is
+        // on its way, its memory goes back.
+        self.trim_work += n_candidates + r.changes.recorded();
         drop(candidates);
         r.changes.settled(self.seq);
         r.rescan = None;
