@@ -1,5 +1,7 @@
-//! End-to-end deploy storms: the release binary against the local fake provider, side by side
-//! with `inotifywait -m -r` (the floor for the cost of watching) on the same storms.
+//! End-to-end deploy storms: the release binary against the local fake provider, and the same
+//! storms through `inotifywait -m -r` (the floor for the cost of watching) and, where installed,
+//! watchexec, lsyncd and watchman driving curl. Each tool runs alone, on a site of its own built
+//! the same way, so that no tool sees another's reads as events or shares its CPU.
 //!
 //! ```text
 //! cargo bench --bench storm                      # 20,000 files
@@ -234,58 +236,6 @@ impl Drop for Proc {
     }
 }
 
-fn purges(fake: &Fake) -> Vec<Recorded> {
-    let mut v = fake.sitehost_purges();
-    v.extend(fake.vims_purges());
-    v.sort_by_key(|r| r.at);
-    v
-}
-
-/// Waits until purge requests stop arriving (none for debounce + 1.5 s) after at least one came.
-fn settle(fake: &Fake, before: usize) -> Vec<Recorded> {
-    let end = Instant::now() + Duration::from_secs(600);
-    let mut last_n = before;
-    let mut quiet_since = Instant::now();
-    loop {
-        let n = purges(fake).len();
-        if n != last_n {
-            last_n = n;
-            quiet_since = Instant::now();
-        }
-        if n > before && quiet_since.elapsed() > DEBOUNCE + Duration::from_millis(1500) {
-            return purges(fake)[before..].to_vec();
-        }
-        assert!(Instant::now() < end, "no purge arrived");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-struct Row {
-    name: String,
-    requests: usize,
-    recall: f64,
-    precision: f64,
-    overhead_ms: Vec<f64>,
-    cpu: f64,
-    others: Vec<OtherRow>,
-}
-
-/// One storm as a tool users script instead saw it.
-struct OtherRow {
-    tool: &'static str,
-    cpu: f64,
-    /// inotifywait: lines printed; the others: purge requests their curls sent.
-    events: f64,
-    /// Storms after which the tool sent a purge covering the last write.
-    covered: usize,
-    recall: f64,
-    precision: f64,
-    /// Last write → the request that covers it (storms it covered). Not minus the debounce: these
-    /// tools batch in windows that start at the first event, so they may fire sooner.
-    overhead_ms: Vec<f64>,
-}
-
-/// `a / b`, or a dash when `b` is below the clock tick's resolution.
 fn ratio(a: f64, b: f64) -> String {
     if b < 0.01 {
         "–".into()
@@ -349,14 +299,6 @@ fn rules(dir: &Path, fake: &Fake, watch: &str) -> PathBuf {
     p
 }
 
-/// A tool users script instead of purgewatch, watching the same tree during the same storms.
-struct Other {
-    tool: &'static str,
-    proc: Proc,
-    /// Where its curls go (`None` for inotifywait, whose printed events are counted instead).
-    fake: Option<Fake>,
-}
-
 fn installed(cmd: &str, arg: &str) -> bool {
     Command::new(cmd)
         .arg(arg)
@@ -387,192 +329,313 @@ fn curl_args(fake: &Fake) -> Vec<String> {
     .collect()
 }
 
-/// inotifywait always; watchexec and lsyncd driving curl where installed.
-fn start_others(watch_root: &Path, dir: &Path, scripts: bool) -> Vec<Other> {
-    let mut out = Vec::new();
-    let mut cmd = Command::new("inotifywait");
-    cmd.args(["-m", "-r", "-q", "--format", "%e %w%f"]).arg(watch_root);
-    out.push(Other {
-        tool: "inotifywait -m -r",
-        proc: Proc::spawn(cmd, false),
-        fake: None,
-    });
-    if scripts && installed("watchexec", "--version") {
-        let fake = Fake::start();
-        let mut cmd = Command::new("watchexec");
-        cmd.args([
-            "--postpone",
-            "--quiet",
-            "--shell=none",
-            "--ignore-nothing",
-            "--on-busy-update=queue",
-        ])
-        .arg(format!("--debounce={}ms", DEBOUNCE.as_millis()))
-        .arg("-w")
-        .arg(watch_root)
-        .arg("--")
-        .arg("curl")
-        .args(curl_args(&fake));
-        out.push(Other {
-            tool: "watchexec + curl",
-            proc: Proc::spawn(cmd, false),
-            fake: Some(fake),
-        });
-    }
-    if scripts && installed("lsyncd", "-version") {
-        let fake = Fake::start();
-        let conf = dir.join("lsyncd.lua");
-        let args: Vec<String> = curl_args(&fake).iter().map(|a| format!("{a:?}")).collect();
-        std::fs::write(
-            &conf,
-            format!(
-                "settings {{ nodaemon = true, insist = true }}\n\
-                 purge = {{\n\
-                   delay = {},\n\
-                   maxProcesses = 1,\n\
-                   onStartup = function(event) end,\n\
-                   action = function(inlet)\n\
-                     local elist = inlet.getEvents()\n\
-                     spawn(elist, \"/usr/bin/curl\", {})\n\
-                   end,\n\
-                 }}\n\
-                 sync {{ purge, source = {:?} }}\n",
-                DEBOUNCE.as_secs().max(1),
-                args.join(", "),
-                watch_root.display().to_string()
-            ),
-        )
-        .unwrap();
-        let mut cmd = Command::new("lsyncd");
-        cmd.args(["-nodaemon", "-log", "Exec"]).arg(&conf);
-        out.push(Other {
-            tool: "lsyncd + curl",
-            proc: Proc::spawn(cmd, false),
-            fake: Some(fake),
-        });
-    }
-    out
+fn purges(fake: &Fake) -> Vec<Recorded> {
+    let mut v = fake.sitehost_purges();
+    v.extend(fake.vims_purges());
+    v.sort_by_key(|r| r.at);
+    v
 }
 
-fn start(rules: &Path, watch_root: &Path, dir: &Path, scripts: bool) -> (Proc, Vec<Other>, Duration) {
-    let t0 = Instant::now();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_purgewatch"));
-    cmd.args(["run", "-c"]).arg(rules).env("RUST_LOG", "info");
-    let d = Proc::spawn(cmd, true);
-    d.wait_line("ready", Duration::from_secs(600));
-    let startup = t0.elapsed();
-    let others = start_others(watch_root, dir, scripts);
-    // inotifywait prints nothing when its watches are set, nor do the others.
-    std::thread::sleep(Duration::from_secs(5));
-    (d, others, startup)
-}
-
-/// Waits for a script's purges after a storm: until none came for the debounce + 1.5 s, and at
-/// most 10 s past the debounce if none comes at all (it missed the storm).
-fn settle_other(fake: &Fake, before: usize, last_write: Instant) -> Vec<Recorded> {
+/// Waits until purge requests stop arriving after a storm: none for the debounce + 1.5 s, after
+/// at least one came. A script that never sends one is given 10 s past the debounce (it missed
+/// the storm); purgewatch must send one.
+fn settle(fake: &Fake, before: usize, last_write: Instant, must_arrive: bool) -> Vec<Recorded> {
+    let end = Instant::now() + Duration::from_secs(600);
     let (mut last_n, mut quiet_since) = (before, Instant::now());
     loop {
-        let n = fake.vims_purges().len();
+        let n = purges(fake).len();
         if n != last_n {
             last_n = n;
             quiet_since = Instant::now();
         }
         let quiet = quiet_since.elapsed() > DEBOUNCE + Duration::from_millis(1500);
-        if quiet && (n > before || last_write.elapsed() > DEBOUNCE + Duration::from_secs(10)) {
-            return fake.vims_purges()[before..].to_vec();
+        let given_up = !must_arrive && last_write.elapsed() > DEBOUNCE + Duration::from_secs(10);
+        if quiet && (n > before || given_up) {
+            return purges(fake)[before..].to_vec();
         }
+        assert!(Instant::now() < end, "no purge arrived");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// What every storm on one site runs against.
-struct Bench<'a> {
-    only: &'a Option<String>,
-    fake: &'a Fake,
-    d: &'a Proc,
-    others: &'a [Other],
+/// Waits until a process has printed nothing for a second (inotifywait done with a storm).
+fn quiet_output(p: &Proc) {
+    let (mut last, mut since) = (u64::MAX, Instant::now());
+    while since.elapsed() < Duration::from_secs(1) {
+        let n = p.count.load(Ordering::Relaxed);
+        if n != last {
+            (last, since) = (n, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A watcher the storms run through: purgewatch, or a tool users script instead.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Purgewatch,
+    Inotifywait,
+    Watchexec,
+    Lsyncd,
+    Watchman,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Purgewatch => "purgewatch",
+            Tool::Inotifywait => "inotifywait -m -r",
+            Tool::Watchexec => "watchexec + curl",
+            Tool::Lsyncd => "lsyncd + curl",
+            Tool::Watchman => "watchman trigger + curl",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        self.name().split_whitespace().next().unwrap_or("tool")
+    }
+
+    fn installed(self) -> bool {
+        match self {
+            Tool::Purgewatch => true,
+            Tool::Inotifywait => installed("inotifywait", "--help"),
+            Tool::Watchexec => installed("watchexec", "--version"),
+            Tool::Lsyncd => installed("lsyncd", "-version"),
+            Tool::Watchman => installed("watchman", "--version"),
+        }
+    }
+}
+
+/// One running watcher and the fake provider its requests go to.
+struct Watcher {
+    tool: Tool,
+    proc: Proc,
+    fake: Fake,
+    /// purgewatch's rules file (for the catch-up restart).
+    rules: PathBuf,
+}
+
+impl Watcher {
+    /// CPU seconds so far; for the scripts, with the curls they started and reaped.
+    fn cpu(&self) -> f64 {
+        cpu_secs(self.proc.pid(), self.tool != Tool::Purgewatch)
+    }
+}
+
+/// Starts `tool` on `watch_root` (purgewatch: a rule watching `rule_watch` under `dir`) and
+/// returns once it is watching, with the time purgewatch took to be ready.
+fn start(tool: Tool, dir: &Path, watch_root: &Path, rule_watch: &str) -> (Watcher, Duration) {
+    let fake = Fake::start();
+    let rules = rules(dir, &fake, rule_watch);
+    let t0 = Instant::now();
+    let mut cmd;
+    match tool {
+        Tool::Purgewatch => {
+            cmd = Command::new(env!("CARGO_BIN_EXE_purgewatch"));
+            cmd.args(["run", "-c"]).arg(&rules).env("RUST_LOG", "info");
+        }
+        Tool::Inotifywait => {
+            cmd = Command::new("inotifywait");
+            cmd.args(["-m", "-r", "-q", "--format", "%e %w%f"]).arg(watch_root);
+        }
+        Tool::Watchexec => {
+            cmd = Command::new("watchexec");
+            cmd.args([
+                "--postpone",
+                "--quiet",
+                "--shell=none",
+                "--ignore-nothing",
+                "--on-busy-update=queue",
+            ])
+            .arg(format!("--debounce={}ms", DEBOUNCE.as_millis()))
+            .arg("-w")
+            .arg(watch_root)
+            .arg("--")
+            .arg("curl")
+            .args(curl_args(&fake));
+        }
+        Tool::Lsyncd => {
+            let conf = dir.join("lsyncd.lua");
+            let args: Vec<String> = curl_args(&fake).iter().map(|a| format!("{a:?}")).collect();
+            std::fs::write(
+                &conf,
+                format!(
+                    "settings {{ nodaemon = true, insist = true }}\n\
+                     purge = {{\n\
+                       delay = {},\n\
+                       maxProcesses = 1,\n\
+                       onStartup = function(event) end,\n\
+                       action = function(inlet)\n\
+                         local elist = inlet.getEvents()\n\
+                         spawn(elist, \"/usr/bin/curl\", {})\n\
+                       end,\n\
+                     }}\n\
+                     sync {{ purge, source = {:?} }}\n",
+                    DEBOUNCE.as_secs().max(1),
+                    args.join(", "),
+                    watch_root.display().to_string()
+                ),
+            )
+            .unwrap();
+            cmd = Command::new("lsyncd");
+            cmd.args(["-nodaemon", "-log", "Exec"]).arg(&conf);
+        }
+        Tool::Watchman => {
+            // A private server; its settle period is the debounce, set in the watched root.
+            std::fs::write(
+                watch_root.join(".watchmanconfig"),
+                format!("{{\"settle\": {}}}", DEBOUNCE.as_millis()),
+            )
+            .unwrap();
+            cmd = Command::new("watchman");
+            cmd.args(["--foreground", "--no-save-state"])
+                .arg(format!("--sockname={}", dir.join("watchman.sock").display()))
+                .arg(format!("--logfile={}", dir.join("watchman.log").display()))
+                .arg(format!("--pidfile={}", dir.join("watchman.pid").display()))
+                .arg(format!("--statefile={}", dir.join("watchman.state").display()));
+        }
+    }
+    let proc = Proc::spawn(cmd, tool == Tool::Purgewatch);
+    if tool == Tool::Purgewatch {
+        proc.wait_line("ready", Duration::from_secs(600));
+    } else {
+        if tool == Tool::Watchman {
+            watchman_trigger(dir, watch_root, &fake);
+        }
+        // The others print nothing once their watches are set: give them time to set them.
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let took = t0.elapsed();
+    (
+        Watcher {
+            tool,
+            proc,
+            fake,
+            rules,
+        },
+        took,
+    )
+}
+
+/// `watchman watch ROOT` and a trigger that runs the purge-everything curl on any change.
+fn watchman_trigger(dir: &Path, root: &Path, fake: &Fake) {
+    let sock = dir.join("watchman.sock");
+    let end = Instant::now() + Duration::from_secs(60);
+    while !sock.exists() {
+        assert!(Instant::now() < end, "watchman did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let root = root.display().to_string();
+    let mut command = vec![serde_json::json!("curl")];
+    command.extend(curl_args(fake).into_iter().map(serde_json::Value::from));
+    for cmd in [
+        serde_json::json!(["watch", root]),
+        serde_json::json!(["trigger", root, {
+            "name": "purge", "expression": ["true"], "command": command, "append_files": false
+        }]),
+        serde_json::json!(["clock", root, {"sync_timeout": 600000}]),
+    ] {
+        let mut child = Command::new("watchman")
+            .arg(format!("--sockname={}", sock.display()))
+            .args(["--no-spawn", "-j"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("watchman client");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(cmd.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let reply = String::from_utf8_lossy(&out.stdout);
+        assert!(!reply.contains("\"error\""), "watchman {cmd}: {reply}");
+    }
+}
+
+/// One storm as one tool saw it, averaged over the repeats.
+struct Seen {
+    storm: String,
+    repeats: usize,
+    /// Purge requests per storm; for inotifywait, the events it printed (what a one-curl-per-
+    /// event script would send).
+    requests: f64,
+    /// Storms after which a request covering the last write arrived.
+    covered: usize,
+    recall: f64,
+    precision: f64,
+    /// Last write → the request that covers it: purgewatch's first request (it purges once per
+    /// settled batch), a script's last (earlier ones may have gone before the last write).
+    latency_ms: Vec<f64>,
+    cpu: f64,
+}
+
+impl Seen {
+    fn overhead_ms(&self) -> Vec<f64> {
+        let d = DEBOUNCE.as_secs_f64() * 1000.0;
+        self.latency_ms.iter().map(|l| l - d).collect()
+    }
 }
 
 fn run_storm(
-    b: &Bench,
+    w: &Watcher,
+    only: &Option<String>,
     name: &str,
     site: &mut Site,
     repeat: usize,
     mut storm: impl FnMut(&mut Site, usize) -> Vec<usize>,
-) -> Option<Row> {
-    let (only, fake, d, others) = (b.only, b.fake, b.d, b.others);
+) -> Option<Seen> {
     if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
         return None;
     }
-    let cpu0 = cpu_secs(d.pid(), false);
-    let mut rows: Vec<OtherRow> = others
-        .iter()
-        .map(|o| OtherRow {
-            tool: o.tool,
-            cpu: -cpu_secs(o.proc.pid(), true),
-            events: if o.fake.is_none() {
-                -(o.proc.count.load(Ordering::Relaxed) as f64)
-            } else {
-                0.0
-            },
-            covered: 0,
-            recall: 0.0,
-            precision: 0.0,
-            overhead_ms: Vec::new(),
-        })
-        .collect();
-    let mut overhead = Vec::new();
-    let (mut requests, mut recall, mut precision) = (0, 0.0, 0.0);
+    let (cpu0, printed0) = (w.cpu(), w.proc.count.load(Ordering::Relaxed));
+    let mut seen = Seen {
+        storm: name.into(),
+        repeats: repeat,
+        requests: 0.0,
+        covered: 0,
+        recall: 0.0,
+        precision: 0.0,
+        latency_ms: Vec::new(),
+        cpu: 0.0,
+    };
     for r in 0..repeat {
-        let before = purges(fake).len();
-        let before_others: Vec<usize> = others
-            .iter()
-            .map(|o| o.fake.as_ref().map_or(0, |f| f.vims_purges().len()))
-            .collect();
+        let before = purges(&w.fake).len();
         let changed = storm(site, r);
         let last_write = Instant::now();
-        let reqs = settle(fake, before);
-        let first = reqs.iter().map(|q| q.at).min().unwrap();
-        overhead.push((first.saturating_duration_since(last_write).as_secs_f64() - DEBOUNCE.as_secs_f64()) * 1000.0);
-        requests += reqs.len();
-        let (rc, pr) = score(site, &changed, &reqs);
-        recall += rc;
-        precision += pr;
-        for ((o, row), before) in others.iter().zip(&mut rows).zip(before_others) {
-            let Some(f) = &o.fake else { continue };
-            let reqs = settle_other(f, before, last_write);
-            row.events += reqs.len() as f64;
-            // Only a request after the last write covers it; earlier ones left it stale.
-            if let Some(last) = reqs.iter().map(|q| q.at).max().filter(|at| *at >= last_write) {
-                row.covered += 1;
-                row.overhead_ms
-                    .push(last.duration_since(last_write).as_secs_f64() * 1000.0);
-                let (rc, pr) = score(site, &changed, &reqs);
-                row.recall += rc;
-                row.precision += pr;
-            }
+        if w.tool == Tool::Inotifywait {
+            quiet_output(&w.proc);
+            continue;
+        }
+        let reqs = settle(&w.fake, before, last_write, w.tool == Tool::Purgewatch);
+        seen.requests += reqs.len() as f64;
+        let after: Vec<Instant> = reqs.iter().map(|q| q.at).filter(|at| *at >= last_write).collect();
+        let covering = if w.tool == Tool::Purgewatch {
+            after.iter().min()
+        } else {
+            after.iter().max()
+        };
+        if let Some(at) = covering {
+            seen.covered += 1;
+            seen.latency_ms
+                .push(at.duration_since(last_write).as_secs_f64() * 1000.0);
+            let (rc, pr) = score(site, &changed, &reqs);
+            seen.recall += rc;
+            seen.precision += pr;
         }
     }
     let n = repeat as f64;
-    for (o, row) in others.iter().zip(&mut rows) {
-        row.cpu = (row.cpu + cpu_secs(o.proc.pid(), true)) / n;
-        if o.fake.is_none() {
-            row.events += o.proc.count.load(Ordering::Relaxed) as f64;
-            row.covered = repeat;
-        }
-        row.events /= n;
-        row.recall /= n;
-        row.precision /= row.covered.max(1) as f64;
+    if w.tool == Tool::Inotifywait {
+        seen.requests = (w.proc.count.load(Ordering::Relaxed) - printed0) as f64;
+        seen.covered = repeat;
     }
-    Some(Row {
-        name: name.into(),
-        requests: (requests as f64 / n).round() as usize,
-        recall: recall / n,
-        precision: precision / n,
-        overhead_ms: overhead,
-        cpu: (cpu_secs(d.pid(), false) - cpu0) / n,
-        others: rows,
-    })
+    seen.requests /= n;
+    seen.recall /= n;
+    seen.precision /= seen.covered.max(1) as f64;
+    seen.cpu = (w.cpu() - cpu0) / n;
+    Some(seen)
 }
 
 fn write_changed(root: &Path, site: &Site, idx: &[usize]) {
@@ -585,42 +648,41 @@ fn copy_release(site: &Site, to: &Path) {
     site.write_all(to);
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` and `--list` probe bench binaries
-    }
-    let a = args();
-    let fake = Fake::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut rows = Vec::new();
-    println!(
-        "site: {} files in directories of 100; debounce {} ms; repeats {}",
-        a.files,
-        DEBOUNCE.as_millis(),
-        a.repeat
-    );
+/// What one tool's pass measured.
+struct Pass {
+    tool: Tool,
+    seen: Vec<Seen>,
+    start: Duration,
+    rss_a_kb: u64,
+    rss_b_kb: u64,
+    idle_wakeups: Option<f64>,
+    catch_up: Option<(usize, Duration)>,
+}
+
+/// Every storm through one tool alone, on a site of its own built the same way, so that no
+/// tool's reads show up in another's events or share its CPU.
+fn run_pass(tool: Tool, a: &Args, tmp: &Path) -> Pass {
+    eprintln!("storm: {} …", tool.name());
+    let only = &a.only;
+    let base = tmp.join(tool.slug());
+    let mut seen = Vec::new();
 
     // Site A: a plain directory; in-place storms and a rename swap.
-    let dir_a = tmp.path().join("a");
+    let dir_a = base.join("a");
     let root = dir_a.join("public");
     std::fs::create_dir_all(&root).unwrap();
     let mut site = Site::new(a.files);
     site.write_all(&root);
-    let rules_a = rules(&dir_a, &fake, "public");
-    let (d, others, first_start) = start(&rules_a, &root, &dir_a, !a.no_scripts);
-    let bench = Bench {
-        only: &a.only,
-        fake: &fake,
-        d: &d,
-        others: &others,
-    };
-    // Idle: nothing changes.
-    let w0 = wakeups(d.pid());
-    std::thread::sleep(Duration::from_secs(a.idle));
-    let idle_wakeups = (wakeups(d.pid()) - w0) as f64 / a.idle as f64;
+    let (w, start_took) = start(tool, &dir_a, &root, "public");
+    let idle_wakeups = (tool == Tool::Purgewatch).then(|| {
+        let w0 = wakeups(w.proc.pid());
+        std::thread::sleep(Duration::from_secs(a.idle));
+        (wakeups(w.proc.pid()) - w0) as f64 / a.idle as f64
+    });
 
-    rows.extend(run_storm(
-        &bench,
+    seen.extend(run_storm(
+        &w,
+        only,
         "hugo rewrite, 1% changed",
         &mut site,
         a.repeat,
@@ -630,7 +692,7 @@ fn main() {
             changed
         },
     ));
-    rows.extend(run_storm(&bench, "1,000 new files", &mut site, a.repeat, |s, r| {
+    seen.extend(run_storm(&w, only, "1,000 new files", &mut site, a.repeat, |s, r| {
         let base = s.files.len();
         for k in 0..1000 {
             s.files.push(format!("new{r}/b{}/n{k:03}.html", k / 100));
@@ -643,8 +705,9 @@ fn main() {
         }
         (base..base + 1000).collect()
     }));
-    rows.extend(run_storm(
-        &bench,
+    seen.extend(run_storm(
+        &w,
+        only,
         "rsync-style (temp + rename), 1%",
         &mut site,
         a.repeat,
@@ -659,12 +722,12 @@ fn main() {
             changed
         },
     ));
-    let trickle_repeat = a.repeat * 4;
-    rows.extend(run_storm(
-        &bench,
+    seen.extend(run_storm(
+        &w,
+        only,
         "trickle: single edits",
         &mut site,
-        trickle_repeat,
+        a.repeat * 4,
         |s, r| {
             let i = (r * 7919 + 13) % s.files.len();
             s.version[i] += 1;
@@ -672,8 +735,9 @@ fn main() {
             vec![i]
         },
     ));
-    rows.extend(run_storm(
-        &bench,
+    seen.extend(run_storm(
+        &w,
+        only,
         "rename swap (mv public.new public), 1%",
         &mut site,
         a.repeat,
@@ -688,38 +752,30 @@ fn main() {
             changed
         },
     ));
-    let rss_a = status_kb(d.pid(), "VmHWM");
-    let other_rss: Vec<(&str, u64)> = others
-        .iter()
-        .map(|o| (o.tool, status_kb(o.proc.pid(), "VmHWM")))
-        .collect();
-    drop(others);
-    drop(d);
+    let rss_a_kb = status_kb(w.proc.pid(), "VmHWM");
+    let Watcher { proc, fake, rules, .. } = w;
+    drop(proc);
 
-    // Catch-up: restart on the unchanged tree (warm page cache).
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_purgewatch"));
-    cmd.args(["run", "-c"]).arg(&rules_a);
-    let t0 = Instant::now();
-    let d = Proc::spawn(cmd, true);
-    d.wait_line("ready", Duration::from_secs(600));
-    let catch_up = t0.elapsed();
-    drop(d);
+    // Catch-up: purgewatch restarted on the unchanged tree (warm page cache).
+    let catch_up = (tool == Tool::Purgewatch).then(|| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_purgewatch"));
+        cmd.args(["run", "-c"]).arg(&rules);
+        let t0 = Instant::now();
+        let d = Proc::spawn(cmd, true);
+        d.wait_line("ready", Duration::from_secs(600));
+        (site.files.len(), t0.elapsed())
+    });
+    drop(fake);
 
     // Site B: `current -> releases/N`, switched atomically.
-    let dir_b = tmp.path().join("b");
+    let dir_b = base.join("b");
     let rel = |n: usize| dir_b.join(format!("releases/{n}"));
     copy_release(&site, &rel(0));
     std::os::unix::fs::symlink(rel(0), dir_b.join("current")).unwrap();
-    let rules_b = rules(&dir_b, &fake, "current");
-    let (d, others, _) = start(&rules_b, &dir_b, &dir_b, !a.no_scripts);
-    let bench = Bench {
-        only: &a.only,
-        fake: &fake,
-        d: &d,
-        others: &others,
-    };
-    rows.extend(run_storm(
-        &bench,
+    let (w, _) = start(tool, &dir_b, &dir_b, "current");
+    seen.extend(run_storm(
+        &w,
+        only,
         "symlink swap (current -> releases/N), 1%",
         &mut site,
         a.repeat,
@@ -732,104 +788,138 @@ fn main() {
             changed
         },
     ));
-    let rss_b = status_kb(d.pid(), "VmHWM");
-    drop(others);
-    drop(d);
+    let rss_b_kb = status_kb(w.proc.pid(), "VmHWM");
+    drop(w);
+    let _ = std::fs::remove_dir_all(&base);
+    Pass {
+        tool,
+        seen,
+        start: start_took,
+        rss_a_kb,
+        rss_b_kb,
+        idle_wakeups,
+        catch_up,
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and `--list` probe bench binaries
+    }
+    let a = args();
+    let tmp = tempfile::tempdir().unwrap();
+    println!(
+        "site: {} files in directories of 100; debounce {} ms; repeats {}",
+        a.files,
+        DEBOUNCE.as_millis(),
+        a.repeat
+    );
+    let mut tools = vec![Tool::Purgewatch, Tool::Inotifywait];
+    if !a.no_scripts {
+        tools.extend([Tool::Watchexec, Tool::Lsyncd, Tool::Watchman]);
+    }
+    let passes: Vec<Pass> = tools
+        .into_iter()
+        .filter(|t| t.installed())
+        .map(|t| run_pass(t, &a, tmp.path()))
+        .collect();
+    let pw = &passes[0];
+    let of = |tool: Tool, storm: &str| {
+        passes
+            .iter()
+            .find(|p| p.tool == tool)
+            .and_then(|p| p.seen.iter().find(|s| s.storm == storm))
+    };
+    let ms = |v: &[f64]| {
+        if v.is_empty() {
+            "never".to_string()
+        } else {
+            format!("{:.0} ms / {:.0} ms", percentile(v, 0.5), percentile(v, 0.99))
+        }
+    };
 
     println!();
     println!(
         "| storm | requests | recall | precision | last write → request − debounce, p50 / p99 | purgewatch CPU s | inotifywait CPU s | CPU ratio | inotifywait events (= curls of a per-event script) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        let iw = &r.others[0];
+    for s in &pw.seen {
+        let (iw_cpu, iw_events) = of(Tool::Inotifywait, &s.storm).map_or((f64::NAN, f64::NAN), |i| (i.cpu, i.requests));
         println!(
-            "| {} | {} | {:.3} | {:.3} | {:.0} ms / {:.0} ms | {:.3} | {:.3} | {} | {:.0} |",
-            r.name,
-            r.requests,
-            r.recall,
-            r.precision,
-            percentile(&r.overhead_ms, 0.5),
-            percentile(&r.overhead_ms, 0.99),
-            r.cpu,
-            iw.cpu,
-            ratio(r.cpu, iw.cpu),
-            iw.events
+            "| {} | {:.0} | {:.3} | {:.3} | {} | {:.3} | {:.3} | {} | {:.0} |",
+            s.storm,
+            s.requests,
+            s.recall,
+            s.precision,
+            ms(&s.overhead_ms()),
+            s.cpu,
+            iw_cpu,
+            ratio(s.cpu, iw_cpu),
+            iw_events
         );
     }
-    if rows.iter().any(|r| r.others.len() > 1) {
+    if passes.len() > 2 {
         // One table: each storm as purgewatch and every tool users script instead saw it.
         println!();
         println!(
             "| storm | tool | purge requests | storms covered | recall | precision | last write → covering request, p50 / p99 (debounce 1 s) | CPU s | purgewatch CPU ÷ tool CPU |"
         );
         println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-        let ms = |v: &[f64]| {
-            if v.is_empty() {
-                "never".to_string()
-            } else {
-                format!("{:.0} ms / {:.0} ms", percentile(v, 0.5), percentile(v, 0.99))
-            }
-        };
-        for r in &rows {
-            let n = r.overhead_ms.len();
-            let total: Vec<f64> = r
-                .overhead_ms
-                .iter()
-                .map(|o| o + DEBOUNCE.as_secs_f64() * 1000.0)
-                .collect();
-            println!(
-                "| {} | **purgewatch** | {} | {n}/{n} | {:.3} | {:.3} | {} | {:.3} | 1.0× |",
-                r.name,
-                r.requests,
-                r.recall,
-                r.precision,
-                ms(&total),
-                r.cpu
-            );
-            for o in &r.others {
-                let (requests, covered, recall, precision, latency) = if o.tool.starts_with("inotifywait") {
+        for s in &pw.seen {
+            for p in &passes {
+                let Some(o) = p.seen.iter().find(|o| o.storm == s.storm) else {
+                    continue;
+                };
+                let (requests, covered, recall, precision, latency) = match p.tool {
                     // It only prints events; a per-event script sends one full purge for each.
-                    let dash = || "–".to_string();
-                    (format!("{:.0}", o.events), dash(), dash(), dash(), dash())
-                } else {
-                    (
-                        format!("{:.1}", o.events),
-                        format!("{}/{n}", o.covered),
+                    Tool::Inotifywait => {
+                        let dash = || "–".to_string();
+                        (format!("{:.0}", o.requests), dash(), dash(), dash(), dash())
+                    }
+                    _ => (
+                        format!("{:.1}", o.requests),
+                        format!("{}/{}", o.covered, o.repeats),
                         format!("{:.3}", o.recall),
                         format!("{:.3}", o.precision),
-                        ms(&o.overhead_ms),
-                    )
+                        ms(&o.latency_ms),
+                    ),
+                };
+                let tool = if p.tool == Tool::Purgewatch {
+                    "**purgewatch**".to_string()
+                } else {
+                    p.tool.name().to_string()
                 };
                 println!(
-                    "| {} | {} | {requests} | {covered} | {recall} | {precision} | {latency} | {:.3} | {} |",
-                    r.name,
-                    o.tool,
+                    "| {} | {tool} | {requests} | {covered} | {recall} | {precision} | {latency} | {:.3} | {} |",
+                    s.storm,
                     o.cpu,
-                    ratio(r.cpu, o.cpu)
+                    ratio(s.cpu, o.cpu)
                 );
             }
         }
     }
     println!();
-    println!("| measure | purgewatch | the script's watcher |");
-    println!("|---|---:|---:|");
+    println!("| measure | tool | figure |");
+    println!("|---|---|---:|");
     println!(
-        "| first start (baseline, hashes every file) | {:.2} s | |",
-        first_start.as_secs_f64()
+        "| first start (baseline, hashes every file) | purgewatch | {:.2} s |",
+        pw.start.as_secs_f64()
     );
-    println!(
-        "| start-up catch-up of {} unchanged files | {:.2} s | |",
-        site.files.len(),
-        catch_up.as_secs_f64()
-    );
-    println!(
-        "| peak RSS | {:.1} MB (site A), {:.1} MB (site B) | |",
-        rss_a as f64 / 1024.0,
-        rss_b as f64 / 1024.0,
-    );
-    for (tool, kb) in other_rss {
-        println!("| peak RSS of {tool} (site A) | | {:.1} MB |", kb as f64 / 1024.0);
+    if let Some((files, took)) = pw.catch_up {
+        println!(
+            "| start-up catch-up of {files} unchanged files | purgewatch | {:.2} s |",
+            took.as_secs_f64()
+        );
     }
-    println!("| idle wakeups per second over {} s | {:.2} | |", a.idle, idle_wakeups);
+    for p in &passes {
+        println!(
+            "| peak RSS, site A / site B | {} | {:.1} MB / {:.1} MB |",
+            p.tool.name(),
+            p.rss_a_kb as f64 / 1024.0,
+            p.rss_b_kb as f64 / 1024.0
+        );
+    }
+    if let Some(w) = pw.idle_wakeups {
+        println!("| idle wakeups per second over {} s | purgewatch | {w:.2} |", a.idle);
+    }
 }
