@@ -126,6 +126,25 @@ struct Daemon {
     deferred_at: Option<Instant>,
     /// Paths compared or written since memory was last given back.
     trim_work: usize,
+    /// Settled changes not written to the state directory yet.
+    uncommitted: Vec<Settled>,
+}
+
+/// What one settle of a rule found, to be written in one transaction.
+struct Settled {
+    rule: String,
+    updates: Vec<(String, Option<FileMeta>)>,
+    rows: Vec<PendingRow>,
+}
+
+/// Runs blocking work (a state transaction) so that tasks spawned just before it (the purge
+/// requests) run meanwhile on another thread instead of waiting for this one.
+fn off_the_async_threads<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
@@ -269,6 +288,7 @@ impl Daemon {
             deferred: BTreeMap::new(),
             deferred_at: None,
             trim_work: 0,
+            uncommitted: Vec::new(),
             rules_file,
             store,
             seed,
@@ -407,6 +427,7 @@ impl Daemon {
                 let mut found = self.settle(i);
                 self.rules[i].rescan = Some(self.seq);
                 found += self.settle(i);
+                self.commit_settled();
                 if found > 0 {
                     tracing::info!(rule = %name, files = found, "found changes made while purgewatch was stopped");
                 }
@@ -748,6 +769,7 @@ impl Daemon {
             self.settle_for(&target);
             self.start_send(&target);
         }
+        self.commit_settled();
         self.give_back_memory();
     }
 
@@ -846,76 +868,59 @@ impl Daemon {
             self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
         }
         if now_updates.is_empty() {
-            if let Some(s) = self.store.as_mut()
-                && let Err(e) = s.commit_changes(&name, &[], &[], &[], now_ms())
-            {
-                tracing::warn!(rule = %name, "could not update the state directory: {e}");
-            }
+            self.uncommitted.push(Settled {
+                rule: name,
+                updates: Vec::new(),
+                rows: Vec::new(),
+            });
             return 0;
         }
-        let files: Vec<PendingFile> = diff
-            .changes
-            .iter()
-            .map(|Change { path, kind }| PendingFile {
-                rule: name.clone(),
-                path: path.clone(),
-                kind: *kind,
-            })
-            .collect();
         let targets: Vec<String> = r.rule.targets.clone();
         let now = now_ms();
-        let rows = match self
-            .store
-            .as_mut()
-            .map(|s| s.commit_changes(&name, &now_updates, &targets, &files, now))
-        {
-            Some(Ok(rows)) => {
-                self.next_seq = self.next_seq.max(rows.iter().map(|r| r.seq + 1).max().unwrap_or(0));
-                rows
+        let mut rows = Vec::with_capacity(targets.len() * diff.changes.len());
+        for t in &targets {
+            let queued = self.pending.get(t);
+            for Change { path, kind } in &diff.changes {
+                let key = (name.clone(), path.clone());
+                // A file already queued for the target keeps its first-seen time.
+                let first = queued.and_then(|p| p.get(&key)).map(|r| r.first_seen_ms);
+                rows.push(PendingRow {
+                    target: t.clone(),
+                    file: PendingFile {
+                        rule: key.0,
+                        path: key.1,
+                        kind: *kind,
+                    },
+                    first_seen_ms: first.unwrap_or(now),
+                    seq: self.next_seq,
+                });
+                self.next_seq += 1;
             }
-            other => {
-                if let Some(Err(e)) = other {
-                    tracing::error!(rule = %name, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}");
-                }
-                let mut rows = Vec::new();
-                for t in &targets {
-                    for f in &files {
-                        let first = self
-                            .pending
-                            .get(t)
-                            .and_then(|p| p.get(&(f.rule.clone(), f.path.clone())))
-                            .map(|r| r.first_seen_ms);
-                        rows.push(PendingRow {
-                            target: t.clone(),
-                            file: f.clone(),
-                            first_seen_ms: first.unwrap_or(now),
-                            seq: self.next_seq,
-                        });
-                        self.next_seq += 1;
-                    }
-                }
-                rows
-            }
-        };
+        }
+        let files = diff.changes.len();
         manifest.apply(&now_updates);
         tracing::debug!(
             rule = %name,
             candidates = n_candidates,
             hashed = diff.hashed,
-            changed = files.len(),
+            changed = files,
             expand_ms = expanded.as_millis() as u64,
             diff_ms = (compared - expanded).as_millis() as u64,
-            commit_ms = (started.elapsed() - compared).as_millis() as u64,
             "settled"
         );
-        let n = files.len();
         let touched: BTreeSet<String> = rows.iter().map(|r| r.target.clone()).collect();
-        for row in rows {
+        for row in &rows {
             self.pending
                 .entry(row.target.clone())
                 .or_default()
-                .insert((row.file.rule.clone(), row.file.path.clone()), row);
+                .insert((row.file.rule.clone(), row.file.path.clone()), row.clone());
         }
+        // Written once the purges are on their way: see [`Daemon::commit_settled`].
+        self.uncommitted.push(Settled {
+            rule: name,
+            updates: now_updates,
+            rows,
+        });
         // A target whose own timer is not running yet (a rescan, a catch-up) gets one now.
         let now = Instant::now();
         for t in touched {
@@ -923,7 +928,26 @@ impl Daemon {
                 self.touch_target(&t, now);
             }
         }
-        n
+        files
+    }
+
+    /// Writes what the last settles found, each rule in one transaction: its queued purges, its
+    /// manifest moved forward, its seen paths forgotten. Called once the purges are on their way
+    /// (the requests go out while this writes); a crash before it ends costs a second purge of
+    /// those files at the next start (the manifest still holds their old bytes), never a lost one.
+    fn commit_settled(&mut self) {
+        let (Some(store), false) = (self.store.as_mut(), self.uncommitted.is_empty()) else {
+            self.uncommitted.clear();
+            return;
+        };
+        let settled = std::mem::take(&mut self.uncommitted);
+        off_the_async_threads(|| {
+            for Settled { rule, updates, rows } in &settled {
+                if let Err(e) = store.commit_changes(rule, updates, rows) {
+                    tracing::error!(rule = %rule, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}");
+                }
+            }
+        });
     }
 
     fn start_send(&mut self, target: &str) {
@@ -1125,6 +1149,7 @@ impl Daemon {
                 self.settle(i);
             }
         }
+        self.commit_settled();
         let deadline = Instant::now() + self.config.shutdown_timeout;
         loop {
             for t in self.batcher.take_all() {

@@ -70,7 +70,6 @@ pub struct PurgeRecord {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    next_seq: i64,
 }
 
 pub fn now_ms() -> i64 {
@@ -165,10 +164,7 @@ impl Store {
                 reason: "no purgewatch schema version".into(),
             });
         }
-        let next_seq: i64 = conn
-            .query_row("SELECT coalesce(max(seq), 0) + 1 FROM pending", [], |r| r.get(0))
-            .map_err(broken)?;
-        Ok(Store { conn, path, next_seq })
+        Ok(Store { conn, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -249,45 +245,37 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// In one transaction: queue `files` for `targets`, move `rule`'s manifest forward, and
-    /// forget the rule's seen paths (they have just been compared).
+    /// In one transaction: queue `rows` (their seq and first-seen time are the caller's; a row
+    /// already queued for the same target and file keeps its first-seen time), move `rule`'s
+    /// manifest forward, and forget the rule's seen paths (they have just been compared).
     pub fn commit_changes(
         &mut self,
         rule: &str,
         updates: &[(String, Option<FileMeta>)],
-        targets: &[String],
-        files: &[PendingFile],
-        now_ms: i64,
-    ) -> Result<Vec<PendingRow>, StateError> {
+        rows: &[PendingRow],
+    ) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM seen WHERE rule = ?1", [rule])?;
-        let mut rows = Vec::new();
+        write_manifest(&tx, rule, updates)?;
         {
-            write_manifest(&tx, rule, updates)?;
             let mut pend = tx.prepare(
                 "INSERT INTO pending (target, rule, path, kind, first_seen_ms, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (target, rule, path) DO UPDATE SET kind = excluded.kind, seq = excluded.seq
-                 RETURNING first_seen_ms",
+                 ON CONFLICT (target, rule, path) DO UPDATE SET kind = excluded.kind, seq = excluded.seq",
             )?;
-            for target in targets {
-                for f in files {
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    let first: i64 = pend
-                        .query_row(params![target, f.rule, f.path, f.kind.as_str(), now_ms, seq], |r| {
-                            r.get(0)
-                        })?;
-                    rows.push(PendingRow {
-                        target: target.clone(),
-                        file: f.clone(),
-                        first_seen_ms: first,
-                        seq,
-                    });
-                }
+            for r in rows {
+                let f = &r.file;
+                pend.execute(params![
+                    r.target,
+                    f.rule,
+                    f.path,
+                    f.kind.as_str(),
+                    r.first_seen_ms,
+                    r.seq
+                ])?;
             }
         }
         tx.commit()?;
-        Ok(rows)
+        Ok(())
     }
 
     /// Writes manifest entries on their own (new metadata for files whose bytes did not change).
@@ -439,22 +427,19 @@ mod tests {
             let mut s = Store::open(dir.path()).unwrap();
             s.set_baseline("site", "/w", &Manifest::from_entries([("a.html".to_string(), meta)]))
                 .unwrap();
-            let rows = s
-                .commit_changes(
-                    "site",
-                    &[("b.html".into(), Some(meta))],
-                    &["cdn".into(), "www".into()],
-                    &[file("b.html")],
-                    1000,
-                )
+            let row = |target: &str, seq, first_seen_ms| PendingRow {
+                target: target.into(),
+                file: file("b.html"),
+                first_seen_ms,
+                seq,
+            };
+            let rows = vec![row("cdn", 1, 1000), row("www", 2, 1000)];
+            s.commit_changes("site", &[("b.html".into(), Some(meta))], &rows)
                 .unwrap();
-            assert_eq!(rows.len(), 2);
-            // A second change to the same file keeps its first-seen time and gets a newer seq.
-            let again = s
-                .commit_changes("site", &[], &["cdn".into()], &[file("b.html")], 2000)
-                .unwrap();
-            assert_eq!(again[0].first_seen_ms, 1000);
-            assert!(again[0].seq > rows[0].seq);
+            // A second change to the same file keeps its first-seen time and takes the newer seq.
+            s.commit_changes("site", &[], &[row("cdn", 3, 2000)]).unwrap();
+            let cdn: Vec<PendingRow> = s.pending().unwrap().into_iter().filter(|r| r.target == "cdn").collect();
+            assert_eq!((cdn.len(), cdn[0].first_seen_ms, cdn[0].seq), (1, 1000, 3));
             assert_eq!(
                 s.clear_pending("cdn", rows[0].seq).unwrap(),
                 0,
@@ -477,7 +462,7 @@ mod tests {
         .unwrap();
         s.record_seen(&[("site".into(), "c.html".into())], 9).unwrap();
         assert_eq!(ro.seen().unwrap()[1], ("site".into(), "c.html".into(), 5));
-        s.commit_changes("site", &[], &[], &[], 10).unwrap();
+        s.commit_changes("site", &[], &[]).unwrap();
         assert_eq!(s.seen().unwrap().len(), 1, "only the settled rule's seen paths go");
     }
 
