@@ -353,14 +353,7 @@ impl Diff {
 /// `Err` with `ErrorKind::IsADirectory`, so that callers can tell).
 pub fn stat_and_hash(path: &Path) -> io::Result<Option<FileMeta>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // One open and an fstat, not a stat and an open: each path lookup costs. O_NONBLOCK so that a
-    // FIFO in the tree does not block the open (it is then seen not to be a regular file).
-    let mut file = match std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-    {
+    let mut file = match open_for_hashing(path) {
         Ok(f) => f,
         // Gone, or a parent is not a directory any more, or a symlink loop: no file there.
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
@@ -376,9 +369,28 @@ pub fn stat_and_hash(path: &Path) -> io::Result<Option<FileMeta>> {
     }
     let mut hasher = blake3::Hasher::new();
     if meta.len() <= SMALL_FILE {
-        let mut buf = Vec::with_capacity(meta.len() as usize + 1);
-        file.read_to_end(&mut buf)?;
-        hasher.update(&buf);
+        // Read straight into a buffer kept per thread: `read_to_end` would stat the file again
+        // and seek to learn what the fstat above already said.
+        READ_BUF.with_borrow_mut(|buf| -> io::Result<()> {
+            buf.resize(meta.len() as usize + 1, 0);
+            let mut n = 0;
+            loop {
+                match file.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        n += k;
+                        if n == buf.len() {
+                            // It grew since the fstat: keep reading.
+                            buf.resize(n * 2, 0);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            hasher.update(&buf[..n]);
+            Ok(())
+        })?;
     } else {
         hasher.update_reader(file)?;
     }
@@ -387,6 +399,35 @@ pub fn stat_and_hash(path: &Path) -> io::Result<Option<FileMeta>> {
         mtime_ns: mtime_ns(&meta),
         hash: *hasher.finalize().as_bytes(),
     }))
+}
+
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Set once the kernel refused `O_NOATIME` (files owned by another user, without CAP_FOWNER).
+static NOATIME_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Opens a file to hash it: one open and an fstat, not a stat and an open (each path lookup
+/// costs). `O_NONBLOCK` so that a FIFO in the tree does not block the open (it is then seen not
+/// to be a regular file); `O_NOATIME` where the kernel allows it, so that reading a freshly
+/// deployed tree does not dirty (and journal) every inode in it for its access time.
+fn open_for_hashing(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::Ordering::Relaxed;
+    let open = |flags| {
+        std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | flags)
+            .open(path)
+    };
+    if !NOATIME_REFUSED.load(Relaxed) {
+        match open(libc::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => NOATIME_REFUSED.store(true, Relaxed),
+            other => return other,
+        }
+    }
+    open(0)
 }
 
 /// Files up to this size are read whole, in one buffer.
@@ -559,6 +600,35 @@ mod tests {
             .unwrap();
         assert!(made.success());
         assert!(stat_and_hash(&root.join("pipe")).unwrap().is_none());
+    }
+
+    #[test]
+    fn hashing_reads_every_size_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        // Empty, small, a buffer left bigger by the previous file, and past the one-read limit.
+        for len in [0usize, 5, 2, SMALL_FILE as usize + 4096, 3] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let p = dir.path().join(format!("f{len}"));
+            fs::write(&p, &bytes).unwrap();
+            let meta = stat_and_hash(&p).unwrap().unwrap();
+            assert_eq!(meta.size, len as u64);
+            assert_eq!(meta.hash, *blake3::hash(&bytes).as_bytes(), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn hashing_leaves_the_access_time_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.html");
+        fs::write(&p, "abc").unwrap();
+        // An access time older than the last write: reading would update it (relatime).
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        let f = fs::File::options().write(true).open(&p).unwrap();
+        f.set_times(fs::FileTimes::new().set_accessed(old)).unwrap();
+        drop(f);
+        let before = fs::metadata(&p).unwrap().accessed().unwrap();
+        stat_and_hash(&p).unwrap().unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().accessed().unwrap(), before);
     }
 
     #[test]
