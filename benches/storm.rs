@@ -8,6 +8,7 @@
 //! cargo bench --bench storm -- --files 100000    # 100,000 files
 //! cargo bench --bench storm -- --idle 30 --repeat 5
 //! cargo bench --bench storm -- --only swap --no-scripts  # some storms; inotifywait only
+//! cargo bench --bench storm -- --tools none             # purgewatch alone
 //! ```
 //!
 //! Per storm it reports: provider requests, recall and precision of the purged URLs (against the
@@ -37,8 +38,10 @@ struct Args {
     repeat: usize,
     /// Run only the storms whose name contains this.
     only: Option<String>,
-    /// Leave out watchexec and lsyncd (purgewatch and inotifywait only).
+    /// Leave out watchexec, lsyncd and watchman (purgewatch and inotifywait only).
     no_scripts: bool,
+    /// Run only these tools besides purgewatch (`--tools inotifywait,watchman`; `--tools none`).
+    tools: Option<String>,
 }
 
 fn args() -> Args {
@@ -48,6 +51,7 @@ fn args() -> Args {
         repeat: 5,
         only: None,
         no_scripts: false,
+        tools: None,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -58,6 +62,7 @@ fn args() -> Args {
             "--idle" => a.idle = next().expect("--idle SECONDS") as u64,
             "--repeat" => a.repeat = next().expect("--repeat N"),
             "--only" => a.only = v.get(i + 1).cloned(),
+            "--tools" => a.tools = v.get(i + 1).cloned(),
             "--no-scripts" => {
                 a.no_scripts = true;
                 i += 1;
@@ -413,9 +418,32 @@ struct Watcher {
     fake: Fake,
     /// purgewatch's rules file (for the catch-up restart).
     rules: PathBuf,
+    /// With STORM_DAEMON_LOG set: the daemon's log lines, with the bench's last writes among them.
+    log: Option<Arc<Mutex<Vec<String>>>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let (Some(log), Ok(path)) = (&self.log, std::env::var("STORM_DAEMON_LOG")) {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
+            for l in log.lock().unwrap().iter() {
+                writeln!(f, "{l}").unwrap();
+            }
+        }
+    }
 }
 
 impl Watcher {
+    fn stop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+
     /// CPU seconds so far; for the scripts, with the curls they started and reaped.
     fn cpu(&self) -> f64 {
         cpu_secs(self.proc.pid(), self.tool != Tool::Purgewatch)
@@ -432,7 +460,9 @@ fn start(tool: Tool, dir: &Path, watch_root: &Path, rule_watch: &str) -> (Watche
     match tool {
         Tool::Purgewatch => {
             cmd = Command::new(env!("CARGO_BIN_EXE_purgewatch"));
-            cmd.args(["run", "-c"]).arg(&rules).env("RUST_LOG", "info");
+            // STORM_RUST_LOG=purgewatch=debug with STORM_DAEMON_LOG=FILE: the daemon's log, to profile.
+            let level = std::env::var("STORM_RUST_LOG").unwrap_or_else(|_| "info".into());
+            cmd.args(["run", "-c"]).arg(&rules).env("RUST_LOG", level);
         }
         Tool::Inotifywait => {
             cmd = Command::new("inotifywait");
@@ -506,12 +536,14 @@ fn start(tool: Tool, dir: &Path, watch_root: &Path, rule_watch: &str) -> (Watche
         std::thread::sleep(Duration::from_secs(5));
     }
     let took = t0.elapsed();
+    let log = (tool == Tool::Purgewatch && std::env::var_os("STORM_DAEMON_LOG").is_some()).then(|| proc.lines.clone());
     (
         Watcher {
             tool,
             proc,
             fake,
             rules,
+            log,
         },
         took,
     )
@@ -605,12 +637,28 @@ fn run_storm(
         let before = purges(&w.fake).len();
         let changed = storm(site, r);
         let last_write = Instant::now();
+        if let Some(log) = &w.log {
+            log.lock().unwrap().push(format!(
+                "{} bench: last write of {name}",
+                humantime::format_rfc3339_micros(std::time::SystemTime::now())
+            ));
+        }
         if w.tool == Tool::Inotifywait {
             quiet_output(&w.proc);
             continue;
         }
         let reqs = settle(&w.fake, before, last_write, w.tool == Tool::Purgewatch);
         seen.requests += reqs.len() as f64;
+        if let Some(log) = &w.log {
+            for q in &reqs {
+                let wall = std::time::SystemTime::now() - q.at.elapsed();
+                log.lock().unwrap().push(format!(
+                    "{} bench: request arrived {}",
+                    humantime::format_rfc3339_micros(wall),
+                    q.path
+                ));
+            }
+        }
         let after: Vec<Instant> = reqs.iter().map(|q| q.at).filter(|at| *at >= last_write).collect();
         let covering = if w.tool == Tool::Purgewatch {
             after.iter().min()
@@ -753,19 +801,19 @@ fn run_pass(tool: Tool, a: &Args, tmp: &Path) -> Pass {
         },
     ));
     let rss_a_kb = status_kb(w.proc.pid(), "VmHWM");
-    let Watcher { proc, fake, rules, .. } = w;
-    drop(proc);
+    let mut w = w;
+    w.stop();
 
     // Catch-up: purgewatch restarted on the unchanged tree (warm page cache).
     let catch_up = (tool == Tool::Purgewatch).then(|| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_purgewatch"));
-        cmd.args(["run", "-c"]).arg(&rules);
+        cmd.args(["run", "-c"]).arg(&w.rules);
         let t0 = Instant::now();
         let d = Proc::spawn(cmd, true);
         d.wait_line("ready", Duration::from_secs(600));
         (site.files.len(), t0.elapsed())
     });
-    drop(fake);
+    drop(w);
 
     // Site B: `current -> releases/N`, switched atomically.
     let dir_b = base.join("b");
@@ -817,6 +865,9 @@ fn main() {
     let mut tools = vec![Tool::Purgewatch, Tool::Inotifywait];
     if !a.no_scripts {
         tools.extend([Tool::Watchexec, Tool::Lsyncd, Tool::Watchman]);
+    }
+    if let Some(only) = &a.tools {
+        tools.retain(|t| *t == Tool::Purgewatch || only.split(',').any(|o| o == t.slug()));
     }
     let passes: Vec<Pass> = tools
         .into_iter()

@@ -63,6 +63,9 @@ pub struct Changes {
     settled_seq: u64,
     /// The sequence number of the newest whole-tree listing (and hash) recorded here.
     tree_seq: Option<u64>,
+    /// The manifest's paths that listing did not have (files gone with the swap), found when
+    /// the listing ended, ahead of the comparison.
+    tree_lacks: Vec<String>,
 }
 
 /// What a finished hash means against the manifest: [`Found::Same`] (and the new metadata to
@@ -133,10 +136,25 @@ impl Changes {
 
     /// The whole tree, listed by a job queued at `seq`, has been recorded (with [`Changes::found`]
     /// for each of its files).
-    pub fn tree_listed(&mut self, seq: u64) {
-        if self.wants_tree(seq) {
-            self.tree_seq = self.tree_seq.max(Some(seq));
+    ///
+    /// The manifest's paths without a record here are noted as the ones the tree lacks: with
+    /// [`Changes::paths_to_compare`] they are every path a comparison must look at. (A path the
+    /// manifest gains later comes from a hash recorded here; one recorded later is compared
+    /// through its record.)
+    pub fn tree_listed(&mut self, seq: u64, manifest: &Manifest) {
+        if self.wants_tree(seq) && self.tree_seq < Some(seq) {
+            self.tree_seq = Some(seq);
+            self.tree_lacks = manifest
+                .paths()
+                .filter(|p| !self.paths.contains_key(p.as_str()))
+                .cloned()
+                .collect();
         }
+    }
+
+    /// The manifest's paths missing from the tree last listed (see [`Changes::tree_listed`]).
+    pub fn tree_lacks(&self) -> &[String] {
+        &self.tree_lacks
     }
 
     /// Whether a tree listed here was taken after `seq` (so that, with the events since, it
@@ -180,13 +198,16 @@ impl Changes {
     }
 
     /// Forgets everything after a comparison that saw all events up to `seq`.
-    pub fn settled(&mut self, seq: u64) {
-        // New maps, not `clear()`: after a storm the old ones' memory goes back.
-        self.paths = HashMap::new();
-        self.metas = HashMap::new();
-        self.dirty = 0;
-        self.settled_seq = seq;
-        self.tree_seq = None;
+    /// Returns the record it replaces, for the caller to drop once the purge is on its way
+    /// (after a storm, freeing 100,000 entries takes a while).
+    pub fn settled(&mut self, seq: u64) -> Changes {
+        std::mem::replace(
+            self,
+            Changes {
+                settled_seq: seq,
+                ..Changes::default()
+            },
+        )
     }
 
     /// What is known ahead, read together with the manifest (for [`Found::Same`]).
@@ -304,7 +325,7 @@ mod tests {
         assert!(!c.is_dirty("z"));
 
         assert!(!c.tree_covers(6));
-        c.tree_listed(6);
+        c.tree_listed(6, &m);
         assert!(c.tree_covers(5) && !c.tree_covers(6));
         assert_eq!(c.paths_to_compare().count(), 3); // nothing was in the manifest
         assert_eq!(c.recorded(), 3);
@@ -320,6 +341,30 @@ mod tests {
         assert_eq!(c.known(&m).known("q"), None);
         m = Manifest::default();
         assert_eq!(c.known(&m).known("x"), None);
+    }
+
+    #[test]
+    fn a_listed_tree_notes_the_manifest_paths_it_lacks() {
+        let mut m = Manifest::default();
+        for (p, n) in [("kept", 1), ("changed", 2), ("gone", 3), ("gone/too", 4)] {
+            m.apply(&[(p.to_string(), Some(meta(n)))]);
+        }
+        let mut c = Changes::default();
+        for (rel, n) in [("kept", 1), ("changed", 9), ("new", 5)] {
+            let (found, meta) = judge(&m, rel, Some(meta(n)));
+            c.found(rel.to_string(), 4, found, meta);
+        }
+        c.tree_listed(4, &m);
+        assert_eq!(c.tree_lacks(), ["gone", "gone/too"]);
+        let mut compare: Vec<&String> = c.paths_to_compare().collect();
+        compare.sort();
+        assert_eq!(compare, ["changed", "new"]);
+        // An older listing arriving late changes nothing; the comparison forgets the list.
+        c.tree_listed(3, &Manifest::default());
+        assert_eq!(c.tree_lacks().len(), 2);
+        let spent = c.settled(5);
+        assert_eq!(spent.tree_lacks().len(), 2);
+        assert!(c.tree_lacks().is_empty() && !c.tree_covers(0));
     }
 
     #[test]

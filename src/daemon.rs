@@ -128,6 +128,8 @@ struct Daemon {
     trim_work: usize,
     /// Settled changes not written to the state directory yet.
     uncommitted: Vec<Settled>,
+    /// What settled comparisons are done with, freed once their purges are on their way.
+    spent: Vec<(BTreeSet<String>, Changes)>,
 }
 
 /// What one settle of a rule found, to be written in one transaction.
@@ -189,7 +191,7 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
                 d.rescan_all();
             },
             _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => d.flush_seen(),
-            _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => d.flush_deferred(),
+            _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => d.on_deferred_timer(),
             Some(done) = hash_rx.recv() => d.on_hashed(done),
             _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => {
                 d.reload_at = None;
@@ -289,6 +291,7 @@ impl Daemon {
             deferred_at: None,
             trim_work: 0,
             uncommitted: Vec::new(),
+            spent: Vec::new(),
             rules_file,
             store,
             seed,
@@ -576,8 +579,10 @@ impl Daemon {
         let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule) else {
             return;
         };
-        if rt.root == root {
-            rt.changes.tree_listed(seq);
+        if rt.root == root
+            && let Some(manifest) = self.manifests.get(rule)
+        {
+            rt.changes.tree_listed(seq, manifest);
         }
         // The batch held for this tree goes now.
         if rt.tree_pending == Some(seq) {
@@ -624,6 +629,16 @@ impl Daemon {
             self.deferred.entry(rule.to_string()).or_default().extend(refreshed);
             self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
         }
+    }
+
+    /// Writes the deferred manifest entries, unless a swapped-in tree is being hashed: the
+    /// writes would take CPU from the hash that the batch waits for. They go after its settle.
+    fn on_deferred_timer(&mut self) {
+        if self.rules.iter().any(|r| r.tree_pending.is_some()) {
+            self.deferred_at = Some(Instant::now() + DEFERRED_FLUSH);
+            return;
+        }
+        self.flush_deferred();
     }
 
     /// Writes the manifest entries that were left out of the batch's transaction.
@@ -812,7 +827,7 @@ impl Daemon {
                 // Files already found to hold the manifest's bytes are not compared again.
                 let known = r.changes.known(manifest);
                 let mut c = manifest.expand(&r.root, r.changes.paths_to_compare(), &r.filter, &known);
-                c.extend(manifest.paths().filter(|p| !r.changes.is_same(p)).cloned());
+                c.extend(r.changes.tree_lacks().iter().cloned());
                 (c, Trust::Metadata)
             } else {
                 (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
@@ -840,11 +855,12 @@ impl Daemon {
             list_identical,
         );
         let n_candidates = candidates.len();
+        let diffed = started.elapsed();
         // A big comparison (or a big record of changes, about to be dropped): once its purge is
         // on its way, its memory goes back.
         self.trim_work += n_candidates + r.changes.recorded();
-        drop(candidates);
-        r.changes.settled(self.seq);
+        let spent = r.changes.settled(self.seq);
+        self.spent.push((candidates, spent));
         r.rescan = None;
         let compared = started.elapsed();
         for (path, skip) in &diff.skipped {
@@ -905,7 +921,8 @@ impl Daemon {
             hashed = diff.hashed,
             changed = files,
             expand_ms = expanded.as_millis() as u64,
-            diff_ms = (compared - expanded).as_millis() as u64,
+            diff_ms = (diffed - expanded).as_millis() as u64,
+            forget_ms = (compared - diffed).as_millis() as u64,
             "settled"
         );
         let touched: BTreeSet<String> = rows.iter().map(|r| r.target.clone()).collect();
@@ -936,17 +953,20 @@ impl Daemon {
     /// (the requests go out while this writes); a crash before it ends costs a second purge of
     /// those files at the next start (the manifest still holds their old bytes), never a lost one.
     fn commit_settled(&mut self) {
-        let (Some(store), false) = (self.store.as_mut(), self.uncommitted.is_empty()) else {
+        let Some(store) = self.store.as_mut() else {
             self.uncommitted.clear();
+            self.spent.clear();
             return;
         };
         let settled = std::mem::take(&mut self.uncommitted);
+        let spent = std::mem::take(&mut self.spent);
         off_the_async_threads(|| {
             for Settled { rule, updates, rows } in &settled {
                 if let Err(e) = store.commit_changes(rule, updates, rows) {
                     tracing::error!(rule = %rule, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}");
                 }
             }
+            drop(spent);
         });
     }
 
