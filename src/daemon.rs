@@ -953,6 +953,9 @@ impl Daemon {
     /// (the requests go out while this writes); a crash before it ends costs a second purge of
     /// those files at the next start (the manifest still holds their old bytes), never a lost one.
     fn commit_settled(&mut self) {
+        if self.uncommitted.is_empty() && self.spent.is_empty() {
+            return;
+        }
         let Some(store) = self.store.as_mut() else {
             self.uncommitted.clear();
             self.spent.clear();
