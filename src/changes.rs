@@ -129,7 +129,8 @@ impl Changes {
     }
 
     /// Whether `rel` was hashed ahead, found to hold the manifest's bytes, and has had no event
-    /// since: nothing to compare.
+    /// since: nothing to compare. (The daemon asks through [`Changes::paths_to_compare`].)
+    #[cfg(test)]
     pub fn is_same(&self, rel: &str) -> bool {
         self.paths.get(rel).is_some_and(PathState::is_same)
     }
