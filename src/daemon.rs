@@ -712,6 +712,7 @@ impl Daemon {
     /// The watched path was replaced or re-pointed: watch the new tree and compare all of it.
     fn reattach(&mut self, i: usize, now: Instant) {
         let r = &self.rules[i];
+        tracing::debug!(rule = %r.rule.name, "an event for {} itself", r.rule.watch.display());
         let Ok(new_root) = std::fs::canonicalize(&r.rule.watch) else {
             // Mid-swap: the new tree is not in place yet; its arrival is another event.
             return;
