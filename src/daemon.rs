@@ -139,16 +139,6 @@ struct Settled {
     rows: Vec<PendingRow>,
 }
 
-/// Runs blocking work (a state transaction) so that tasks spawned just before it (the purge
-/// requests) run meanwhile on another thread instead of waiting for this one.
-fn off_the_async_threads<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
 pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let queue = Arc::new(EventQueue::default());
@@ -950,28 +940,20 @@ impl Daemon {
     }
 
     /// Writes what the last settles found, each rule in one transaction: its queued purges, its
-    /// manifest moved forward, its seen paths forgotten. Called once the purges are on their way
-    /// (the requests go out while this writes); a crash before it ends costs a second purge of
-    /// those files at the next start (the manifest still holds their old bytes), never a lost one.
+    /// manifest moved forward, its seen paths forgotten. Called once the purges are on their way:
+    /// the daemon runs on the runtime's `block_on` thread, so the spawned requests go out on the
+    /// worker threads while this writes. A crash before it ends costs a second purge of those
+    /// files at the next start (the manifest still holds their old bytes), never a lost one.
     fn commit_settled(&mut self) {
-        if self.uncommitted.is_empty() && self.spent.is_empty() {
-            return;
-        }
-        let Some(store) = self.store.as_mut() else {
-            self.uncommitted.clear();
-            self.spent.clear();
-            return;
-        };
-        let settled = std::mem::take(&mut self.uncommitted);
-        let spent = std::mem::take(&mut self.spent);
-        off_the_async_threads(|| {
-            for Settled { rule, updates, rows } in &settled {
-                if let Err(e) = store.commit_changes(rule, updates, rows) {
+        if let Some(store) = self.store.as_mut() {
+            for Settled { rule, updates, rows } in self.uncommitted.drain(..) {
+                if let Err(e) = store.commit_changes(&rule, &updates, &rows) {
                     tracing::error!(rule = %rule, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}");
                 }
             }
-            drop(spent);
-        });
+        }
+        self.uncommitted.clear();
+        self.spent.clear();
     }
 
     fn start_send(&mut self, target: &str) {
