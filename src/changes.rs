@@ -8,7 +8,9 @@
 //! A hash that matches the manifest (an identical rewrite, the common case in a deploy storm) is
 //! kept as one flag: the caller has already moved the manifest's size and mtime forward. Only
 //! files whose bytes differ keep their new metadata here. So a storm over 100,000 files costs one
-//! small entry per file.
+//! small entry per file. A whole tree hashed after a swap costs less: its files that hold the
+//! manifest's bytes and had no event get no entry at all, only a mark on their manifest entry
+//! ([`Manifest::mark_listed`]).
 
 use std::collections::HashMap;
 
@@ -31,36 +33,32 @@ pub enum Found {
 struct PathState {
     /// The sequence number of its last event (0: none since the last comparison).
     seq: u64,
-    /// The sequence number the hash in `found` was queued at.
-    found_seq: u64,
+    /// What a hash queued at or after `seq` found (an event resets it: the hash is stale).
     found: Found,
     /// An event came for the path since the last comparison.
     dirty: bool,
 }
 
 impl PathState {
-    /// What the hash taken ahead found, if no event came for the path after it was queued.
-    fn found_now(&self) -> Found {
-        if self.seq <= self.found_seq {
-            self.found
-        } else {
-            Found::Nothing
-        }
-    }
-
     fn is_same(&self) -> bool {
-        self.found_now() == Found::Same
+        self.found == Found::Same
     }
 }
 
 #[derive(Debug, Default)]
 pub struct Changes {
-    paths: HashMap<String, PathState>,
+    paths: HashMap<Box<str>, PathState>,
     /// New metadata of files found to differ from the manifest.
-    metas: HashMap<String, FileMeta>,
+    metas: HashMap<Box<str>, FileMeta>,
+    /// Files of the tree being hashed found to hold the manifest's bytes, without a record.
+    listed_same: usize,
     dirty: usize,
-    /// Results queued at or before this were overtaken by a comparison.
+    /// Results queued at or before this were overtaken by a comparison (or by a new tree
+    /// swapped in under the paths).
     settled_seq: u64,
+    /// The newest whole-tree hash whose results were recorded: only its marks on the manifest
+    /// count.
+    tree_marks: u64,
     /// The sequence number of the newest whole-tree listing (and hash) recorded here.
     tree_seq: Option<u64>,
     /// The manifest's paths that listing did not have (files gone with the swap), found when
@@ -83,9 +81,10 @@ impl Changes {
     pub fn event(&mut self, rel: &str, seq: u64) -> bool {
         let state = match self.paths.get_mut(rel) {
             Some(s) => s,
-            None => self.paths.entry(rel.to_string()).or_default(),
+            None => self.paths.entry(rel.into()).or_default(),
         };
         state.seq = seq;
+        state.found = Found::Nothing;
         let new = !state.dirty;
         state.dirty = true;
         self.dirty += new as usize;
@@ -95,7 +94,7 @@ impl Changes {
     /// Marks paths dirty without an event (seen in the last run, not compared yet).
     pub fn mark_dirty(&mut self, paths: impl IntoIterator<Item = String>) {
         for p in paths {
-            let state = self.paths.entry(p).or_default();
+            let state = self.paths.entry(p.into_boxed_str()).or_default();
             self.dirty += !state.dirty as usize;
             state.dirty = true;
         }
@@ -105,9 +104,10 @@ impl Changes {
         self.paths.get(rel).is_some_and(|s| s.dirty)
     }
 
-    /// How many paths have a record (dirty, or hashed as part of a tree).
+    /// How many paths have a record (dirty, or hashed as part of a tree), counting the tree's
+    /// files kept as a mark on the manifest.
     pub fn recorded(&self) -> usize {
-        self.paths.len()
+        self.paths.len() + self.listed_same
     }
 
     pub fn has_dirty(&self) -> bool {
@@ -116,16 +116,16 @@ impl Changes {
 
     /// Every path recorded (dirty ones and those of a tree hashed ahead) that still needs a
     /// comparison: all but those found to hold the manifest's bytes.
-    pub fn paths_to_compare(&self) -> impl Iterator<Item = &String> {
-        self.paths.iter().filter(|(_, s)| !s.is_same()).map(|(p, _)| p)
+    pub fn paths_to_compare(&self) -> impl Iterator<Item = &str> {
+        self.paths.iter().filter(|(_, s)| !s.is_same()).map(|(p, _)| &**p)
     }
 
     /// The dirty paths that still need a comparison (see [`Changes::paths_to_compare`]).
-    pub fn dirty_to_compare(&self) -> impl Iterator<Item = &String> {
+    pub fn dirty_to_compare(&self) -> impl Iterator<Item = &str> {
         self.paths
             .iter()
             .filter(|(_, s)| s.dirty && !s.is_same())
-            .map(|(p, _)| p)
+            .map(|(p, _)| &**p)
     }
 
     /// Whether `rel` was hashed ahead, found to hold the manifest's bytes, and has had no event
@@ -138,15 +138,15 @@ impl Changes {
     /// The whole tree, listed by a job queued at `seq`, has been recorded (with [`Changes::found`]
     /// for each of its files).
     ///
-    /// The manifest's paths without a record here are noted as the ones the tree lacks: with
-    /// [`Changes::paths_to_compare`] they are every path a comparison must look at. (A path the
-    /// manifest gains later comes from a hash recorded here; one recorded later is compared
-    /// through its record.)
+    /// The manifest's paths neither marked by this tree's hash nor recorded here are noted as
+    /// the ones the tree lacks: with [`Changes::paths_to_compare`] they are every path a
+    /// comparison must look at. (A path the manifest gains later comes from a hash recorded here;
+    /// one recorded later is compared through its record.)
     pub fn tree_listed(&mut self, seq: u64, manifest: &Manifest) {
         if self.wants_tree(seq) && self.tree_seq < Some(seq) {
             self.tree_seq = Some(seq);
             self.tree_lacks = manifest
-                .paths()
+                .not_listed(seq)
                 .filter(|p| !self.paths.contains_key(p.as_str()))
                 .cloned()
                 .collect();
@@ -185,6 +185,7 @@ impl Changes {
         if self.paths.get(rel.as_str()).is_some_and(|s| s.seq > seq) {
             return;
         }
+        let rel = rel.into_boxed_str();
         match (found, meta) {
             (Found::Differs, Some(m)) => {
                 self.metas.insert(rel.clone(), m);
@@ -193,9 +194,48 @@ impl Changes {
                 self.metas.remove(&rel);
             }
         }
-        let state = self.paths.entry(rel).or_default();
-        state.found = found;
-        state.found_seq = seq;
+        self.paths.entry(rel).or_default().found = found;
+    }
+
+    /// Records what the hash of `rel` found as part of the whole tree hashed by job `seq` (see
+    /// [`Changes::found`]). A file with the manifest's bytes and no record here gets no record:
+    /// it is marked on its manifest entry instead, which [`Changes::tree_listed`] and
+    /// [`Changes::known`] read.
+    pub fn found_in_tree(
+        &mut self,
+        manifest: &mut Manifest,
+        rel: String,
+        seq: u64,
+        found: Found,
+        meta: Option<FileMeta>,
+    ) {
+        if !self.wants_tree(seq) {
+            return;
+        }
+        self.tree_marks = self.tree_marks.max(seq);
+        if found == Found::Same {
+            match self.paths.get(rel.as_str()) {
+                Some(s) if s.seq > seq => return,
+                Some(_) => {}
+                None => {
+                    manifest.mark_listed(&rel, seq);
+                    self.listed_same += 1;
+                    return;
+                }
+            }
+        }
+        self.found(rel, seq, found, meta);
+    }
+
+    /// A new tree was swapped in under the watched path at `seq`: what any hash taken before
+    /// found (in the old tree) no longer holds, though every recorded path stays dirty.
+    pub fn root_replaced(&mut self, seq: u64) {
+        self.settled_seq = self.settled_seq.max(seq);
+        for s in self.paths.values_mut() {
+            s.found = Found::Nothing;
+        }
+        self.metas.clear();
+        self.tree_lacks.clear();
     }
 
     /// Forgets everything after a comparison that saw all events up to `seq`.
@@ -228,7 +268,15 @@ pub struct KnownNow<'a> {
 
 impl Known for KnownNow<'_> {
     fn known(&self, rel: &str) -> Option<Option<FileMeta>> {
-        match self.changes.paths.get(rel)?.found_now() {
+        let Some(state) = self.changes.paths.get(rel) else {
+            // Marked by the newest tree hash (queued after the last comparison), no event since.
+            let c = self.changes;
+            return (c.tree_marks > c.settled_seq)
+                .then(|| self.manifest.listed_at(rel, c.tree_marks))
+                .flatten()
+                .map(|m| Some(*m));
+        };
+        match state.found {
             Found::Nothing => None,
             Found::Gone => Some(None),
             Found::Same => self.manifest.get(rel).map(|m| Some(*m)),
@@ -315,10 +363,7 @@ mod tests {
         c.event("x", 5);
         c.event("y", 7);
         for (rel, n) in [("x", 1), ("y", 2), ("z", 3)] {
-            if c.wants_tree(6) {
-                let (found, meta) = judge(&m, rel, Some(meta(n)));
-                c.found(rel.to_string(), 6, found, meta);
-            }
+            in_tree(&mut c, &mut m, rel, 6, n);
         }
         assert_eq!(c.known(&m).known("x"), Some(Some(meta(1))));
         assert_eq!(c.known(&m).known("y"), None); // changed after the tree was queued
@@ -357,7 +402,7 @@ mod tests {
         }
         c.tree_listed(4, &m);
         assert_eq!(c.tree_lacks(), ["gone", "gone/too"]);
-        let mut compare: Vec<&String> = c.paths_to_compare().collect();
+        let mut compare: Vec<&str> = c.paths_to_compare().collect();
         compare.sort();
         assert_eq!(compare, ["changed", "new"]);
         // An older listing arriving late changes nothing; the comparison forgets the list.
@@ -366,6 +411,76 @@ mod tests {
         let spent = c.settled(5);
         assert_eq!(spent.tree_lacks().len(), 2);
         assert!(c.tree_lacks().is_empty() && !c.tree_covers(0));
+    }
+
+    /// Judges and records a file of a whole tree hashed by job `seq`, the way the daemon does.
+    fn in_tree(c: &mut Changes, m: &mut Manifest, rel: &str, seq: u64, n: u8) {
+        if c.wants_tree(seq) {
+            let (found, new) = judge(m, rel, Some(meta(n)));
+            c.found_in_tree(m, rel.to_string(), seq, found, new);
+        }
+    }
+
+    #[test]
+    fn a_swapped_tree_marks_identical_files_on_the_manifest_instead_of_recording_them() {
+        let mut m = Manifest::default();
+        for (p, n) in [("same", 1), ("evented", 2), ("changed", 3), ("gone", 4)] {
+            m.apply(&[(p.to_string(), Some(meta(n)))]);
+        }
+        let mut c = Changes::default();
+        c.event("evented", 3); // before the tree's job (4) was queued
+        for (rel, n) in [("same", 1), ("evented", 2), ("changed", 9), ("new", 5)] {
+            in_tree(&mut c, &mut m, rel, 4, n);
+        }
+        // Only the event's path and the files that differ have a record.
+        assert_eq!(c.paths.len(), 3);
+        assert_eq!(c.recorded(), 4);
+        assert!(c.is_same("evented") && !c.is_same("same"));
+        assert_eq!(c.known(&m).known("same"), Some(Some(meta(1))));
+        assert_eq!(c.known(&m).known("gone"), None);
+        c.tree_listed(4, &m);
+        assert_eq!(c.tree_lacks(), ["gone"]);
+        let mut compare: Vec<&str> = c.paths_to_compare().collect();
+        compare.sort();
+        assert_eq!(compare, ["changed", "new"]);
+        // An event after the job: the mark no longer counts, the path is compared.
+        c.event("same", 5);
+        assert_eq!(c.known(&m).known("same"), None);
+        assert_eq!(c.paths_to_compare().count(), 3);
+        // After the comparison the marks are stale.
+        c.settled(6);
+        assert_eq!(c.known(&m).known("evented"), None);
+        in_tree(&mut c, &mut m, "x", 5, 1);
+        assert_eq!(c.recorded(), 0, "a job queued before the comparison is dropped");
+    }
+
+    #[test]
+    fn a_second_swap_overrules_what_was_found_in_the_first_tree() {
+        let mut m = Manifest::default();
+        for (p, n) in [("a", 1), ("b", 2), ("c", 3)] {
+            m.apply(&[(p.to_string(), Some(meta(n)))]);
+        }
+        let mut c = Changes::default();
+        c.event("c", 1);
+        // The first tree (job 3): a and c identical, b changed.
+        for (rel, n) in [("a", 1), ("b", 7), ("c", 3)] {
+            in_tree(&mut c, &mut m, rel, 3, n);
+        }
+        assert!(c.is_same("c"));
+        // A second tree is swapped in at 4 before the comparison; a file hash queued before it
+        // (job 2) comes back late and is dropped.
+        c.root_replaced(4);
+        assert!(!c.is_same("c") && c.is_dirty("c"));
+        assert_eq!(c.known(&m).known("b"), None, "the first tree's b is not the second's");
+        c.found("c".into(), 2, Found::Same, None);
+        assert!(!c.is_same("c"));
+        // The second tree (job 5) has only b, unchanged.
+        in_tree(&mut c, &mut m, "b", 5, 2);
+        assert_eq!(c.known(&m).known("a"), None, "marked by the first tree only");
+        assert_eq!(c.known(&m).known("b"), Some(Some(meta(2))));
+        c.tree_listed(5, &m);
+        assert_eq!(c.tree_lacks(), ["a"]);
+        assert_eq!(c.paths_to_compare().collect::<Vec<_>>(), ["c"]);
     }
 
     #[test]

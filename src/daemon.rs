@@ -613,7 +613,11 @@ impl Daemon {
                 manifest.set(&rel, new);
                 refreshed.push(rel.clone());
             }
-            rt.changes.found(rel, seq, found, meta);
+            if tree.is_some() {
+                rt.changes.found_in_tree(manifest, rel, seq, found, meta);
+            } else {
+                rt.changes.found(rel, seq, found, meta);
+            }
         }
         if self.store.is_some() && !refreshed.is_empty() {
             self.deferred.entry(rule.to_string()).or_default().extend(refreshed);
@@ -734,6 +738,7 @@ impl Daemon {
         r.root = new_root;
         r.root_id = id;
         r.rescan = Some(self.seq);
+        r.changes.root_replaced(self.seq);
         // Hash the new tree while the batch debounces (with a sequence number of its own, so that
         // the result is newer than the last comparison).
         self.seq += 1;

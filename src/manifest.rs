@@ -112,15 +112,44 @@ pub struct Diff {
     pub hashed: usize,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Manifest {
-    files: BTreeMap<String, FileMeta>,
+    files: BTreeMap<String, Entry>,
+}
+
+/// A file's recorded state, and the last whole-tree hash that found those bytes on disk.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    meta: FileMeta,
+    /// The sequence number of that tree hash (0: none). Kept in memory only: after a deploy
+    /// swap, the new tree's files that hold the recorded bytes are noted here rather than each
+    /// in a record of its own (see [`crate::changes`]).
+    listed: u64,
+}
+
+impl Entry {
+    fn new(meta: FileMeta) -> Entry {
+        Entry { meta, listed: 0 }
+    }
+}
+
+/// Two manifests are equal when they record the same files; the marks of tree hashes are not
+/// part of what was purged.
+impl PartialEq for Manifest {
+    fn eq(&self, other: &Manifest) -> bool {
+        self.files.len() == other.files.len()
+            && self
+                .files
+                .iter()
+                .zip(&other.files)
+                .all(|((p, a), (q, b))| p == q && a.meta == b.meta)
+    }
 }
 
 impl Manifest {
     pub fn from_entries(entries: impl IntoIterator<Item = (String, FileMeta)>) -> Manifest {
         Manifest {
-            files: entries.into_iter().collect(),
+            files: entries.into_iter().map(|(p, m)| (p, Entry::new(m))).collect(),
         }
     }
 
@@ -133,7 +162,24 @@ impl Manifest {
     }
 
     pub fn get(&self, path: &str) -> Option<&FileMeta> {
-        self.files.get(path)
+        self.files.get(path).map(|e| &e.meta)
+    }
+
+    /// Notes that the whole-tree hash queued at `seq` found `path`'s recorded bytes on disk.
+    pub fn mark_listed(&mut self, path: &str, seq: u64) {
+        if let Some(e) = self.files.get_mut(path) {
+            e.listed = e.listed.max(seq);
+        }
+    }
+
+    /// `path`'s recorded state, if the tree hash queued at `seq` found it on disk.
+    pub fn listed_at(&self, path: &str, seq: u64) -> Option<&FileMeta> {
+        self.files.get(path).filter(|e| e.listed == seq).map(|e| &e.meta)
+    }
+
+    /// The recorded paths that the tree hash queued at `seq` did not find holding their bytes.
+    pub fn not_listed(&self, seq: u64) -> impl Iterator<Item = &String> {
+        self.files.iter().filter(move |(_, e)| e.listed != seq).map(|(p, _)| p)
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &String> {
@@ -152,9 +198,9 @@ impl Manifest {
     /// Records `meta` for `path` (allocating only for a new path).
     pub fn set(&mut self, path: &str, meta: FileMeta) {
         match self.files.get_mut(path) {
-            Some(old) => *old = meta,
+            Some(old) => *old = Entry::new(meta),
             None => {
-                self.files.insert(path.to_string(), meta);
+                self.files.insert(path.to_string(), Entry::new(meta));
             }
         }
     }
@@ -175,14 +221,14 @@ impl Manifest {
     pub fn expand<'a>(
         &self,
         root: &Path,
-        dirty: impl IntoIterator<Item = &'a String>,
+        dirty: impl IntoIterator<Item = &'a str>,
         filter: &Filter,
         known: &(impl Known + ?Sized),
     ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for rel in dirty {
             if let Some(Some(_)) = known.known(rel) {
-                out.insert(rel.clone());
+                out.insert(rel.to_string());
                 continue;
             }
             let abs = root.join(rel);
@@ -196,10 +242,10 @@ impl Manifest {
                     out.extend(self.under(rel).cloned());
                 }
                 Ok(_) => {
-                    out.insert(rel.clone());
+                    out.insert(rel.to_string());
                 }
                 Err(_) => {
-                    out.insert(rel.clone());
+                    out.insert(rel.to_string());
                     out.extend(self.under(rel).cloned());
                 }
             }
@@ -233,7 +279,7 @@ impl Manifest {
         };
         let now_ns = now_ns();
         for rel in candidates {
-            let old = self.files.get(rel);
+            let old = self.get(rel);
             let verdict = filter.verdict(rel);
             if !verdict.is_keep() {
                 if old.is_some() {
@@ -553,7 +599,7 @@ mod tests {
         m.apply(&d.updates);
 
         fs::remove_dir_all(root.join("blog")).unwrap();
-        let cands = m.expand(root, &set(&["blog"]), &f, &KnownMap::new());
+        let cands = m.expand(root, set(&["blog"]).iter().map(String::as_str), &f, &KnownMap::new());
         assert_eq!(cands, set(&["blog", "blog/b.html", "blog/c.html"]));
         let d = m.diff(root, &cands, &f, Trust::Content, &KnownMap::new(), false);
         assert_eq!(d.changes.len(), 2);
@@ -641,7 +687,7 @@ mod tests {
         fs::write(root.join("a/b/c/x.html"), "x").unwrap();
         fs::write(root.join("a/y.html"), "y").unwrap();
         assert_eq!(
-            m.expand(root, &set(&["a"]), &f, &KnownMap::new()),
+            m.expand(root, set(&["a"]).iter().map(String::as_str), &f, &KnownMap::new()),
             set(&["a/b/c/x.html", "a/y.html"])
         );
     }

@@ -133,18 +133,15 @@ fn hash_tree(root: &Path, mut paths: Vec<String>, send: impl Fn(Vec<(String, Fil
         .unwrap_or(1)
         .max(1);
     let share = paths.len().div_ceil(threads).max(1);
-    // Each thread owns its share of the paths: they move into the results, never copied.
-    let mut shares = Vec::new();
-    while !paths.is_empty() {
-        let at = paths.len().saturating_sub(share);
-        shares.push(paths.split_off(at));
-    }
     let send = &send;
     std::thread::scope(|s| {
-        for part in shares {
+        // Each thread takes its share's paths out of the list: they move into the results,
+        // never copied (nor is the list).
+        for part in paths.chunks_mut(share) {
             s.spawn(move || {
                 let mut out = Vec::with_capacity(RESULT_CHUNK);
                 for rel in part {
+                    let rel = std::mem::take(rel);
                     if let Ok(Some(meta)) = stat_and_hash(&root.join(&rel)) {
                         out.push((rel, meta));
                     }

@@ -91,7 +91,8 @@ pub fn relative(root: &Path, path: &Path) -> Option<String> {
     if rel.as_os_str().is_empty() {
         return None;
     }
-    let mut out = String::new();
+    // Sized to fit: the string is kept (in the manifest, or a record of changes) per file.
+    let mut out = String::with_capacity(rel.as_os_str().len());
     for (i, c) in rel.components().enumerate() {
         if i > 0 {
             out.push('/');

@@ -138,3 +138,32 @@ fn edits_right_after_a_swap_are_purged_too() {
         assert!(!pattern_matches(&r.pattern(), "/blog/post.html"), "{}", r.pattern());
     }
 }
+
+#[test]
+fn a_second_swap_within_the_debounce_is_compared_on_its_own() {
+    // The first new tree is hashed while the batch debounces; a second one swapped in before
+    // the batch goes must be compared as it is, not as the first tree was found.
+    let fake = Fake::start();
+    let site = Site::new();
+    release(&site.root, "post v1");
+    site.write_rules(&site.rules_for(&fake, "2s", ""));
+    let d = site.start_with(&["run"], &[("RUST_LOG", "purgewatch=debug")]);
+    d.wait_ready();
+    let swap_in = |name: &str, old: &str| {
+        std::fs::rename(&site.root, site.path(old)).unwrap();
+        std::fs::rename(site.path(name), &site.root).unwrap();
+    };
+    release(&site.path("first"), "post v1");
+    release(&site.path("second"), "post v1");
+    std::fs::write(site.path("second/blog/same.html"), "changed").unwrap();
+    std::fs::remove_file(site.path("second/css/site.css")).unwrap();
+    swap_in("first", "public.0");
+    d.wait_for("hashed the new tree");
+    swap_in("second", "public.1");
+    assert_exact(
+        &fake,
+        &d,
+        &["/blog/same.html", "/css/site.css"],
+        &["/index.html", "/blog/post.html"],
+    );
+}
