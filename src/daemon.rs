@@ -28,7 +28,7 @@ use crate::providers::{self, Accepted, Provider};
 use crate::route::{Filter, relative};
 use crate::state::{PendingRow, StateError, Store, now_ms};
 use crate::systemd;
-use crate::watch::{EventQueue, WatchError, WatchMsg, Watcher};
+use crate::watch::{EventQueue, Taken, WatchError, WatchMsg, Watcher};
 
 /// How long a provider job is followed after a purge was accepted.
 const JOB_FOLLOW: Duration = Duration::from_secs(600);
@@ -166,7 +166,7 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
         let polling = d.rules.iter().any(|r| r.poll);
         tokio::select! {
             _ = &mut shutdown => break,
-            msgs = queue.recv() => d.on_watch(msgs),
+            taken = queue.recv() => d.on_watch(taken),
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => d.fire_due(),
             Some(res) = d.sends.join_next(), if !d.sends.is_empty() => match res {
                 Ok(sent) => d.on_sent(sent),
@@ -470,8 +470,8 @@ impl Daemon {
     /// A batch of events from the watcher. Repeated events for one path (a file written in
     /// several chunks) are handled once, as the last of them; the files that are complete go to
     /// the hashing worker in one job per rule.
-    fn on_watch(&mut self, msgs: Vec<WatchMsg>) {
-        let now = Instant::now();
+    fn on_watch(&mut self, taken: Taken) {
+        let Taken { msgs, newest: now } = taken;
         let mut paths: Vec<(PathBuf, bool)> = Vec::new();
         let mut touched = vec![false; self.rules.len()];
         for msg in msgs {

@@ -28,7 +28,7 @@ pub const GATHER: Duration = Duration::from_millis(5);
 /// Events from the notify thread, taken by the daemon in batches.
 #[derive(Default)]
 pub struct EventQueue {
-    msgs: Mutex<Vec<WatchMsg>>,
+    msgs: Mutex<Queued>,
     wake: tokio::sync::Notify,
     /// When the events queued now are taken. Kept here, not in the waiting future, so that a
     /// `recv` cancelled by another `select!` branch does not start its wait over (which, with
@@ -36,15 +36,33 @@ pub struct EventQueue {
     take_at: Mutex<Option<tokio::time::Instant>>,
 }
 
+#[derive(Default)]
+struct Queued {
+    msgs: Vec<WatchMsg>,
+    /// When the newest of them was queued.
+    newest: Option<std::time::Instant>,
+}
+
+/// Events taken from the queue.
+#[derive(Debug)]
+pub struct Taken {
+    pub msgs: Vec<WatchMsg>,
+    /// When the newest of them was queued by the notify thread. A debounce counts from here,
+    /// not from when the daemon got to them: events that queued while the daemon was busy
+    /// (re-adding a swapped tree's watches takes tens of milliseconds) are not made later.
+    pub newest: tokio::time::Instant,
+}
+
 impl EventQueue {
     fn push(&self, msg: WatchMsg) {
         let mut q = self.msgs.lock().unwrap_or_else(|e| e.into_inner());
-        let was_empty = q.is_empty();
-        if q.len() < QUEUE_LIMIT {
-            q.push(msg);
-        } else if !matches!(q.last(), Some(WatchMsg::Rescan)) {
-            q.push(WatchMsg::Rescan);
+        let was_empty = q.msgs.is_empty();
+        if q.msgs.len() < QUEUE_LIMIT {
+            q.msgs.push(msg);
+        } else if !matches!(q.msgs.last(), Some(WatchMsg::Rescan)) {
+            q.msgs.push(WatchMsg::Rescan);
         }
+        q.newest = Some(std::time::Instant::now());
         drop(q);
         if was_empty {
             self.wake.notify_one();
@@ -52,9 +70,9 @@ impl EventQueue {
     }
 
     /// Waits for events, lets more gather for [`GATHER`], and takes all that are queued.
-    pub async fn recv(&self) -> Vec<WatchMsg> {
+    pub async fn recv(&self) -> Taken {
         loop {
-            if !self.msgs.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            if !self.msgs.lock().unwrap_or_else(|e| e.into_inner()).msgs.is_empty() {
                 // A deploy writes thousands of files: taking them a few milliseconds' worth at a
                 // time costs a wake-up per batch instead of one per event, and the daemon sees
                 // a file's chunks and its close together.
@@ -65,7 +83,15 @@ impl EventQueue {
                     .get_or_insert_with(|| tokio::time::Instant::now() + GATHER);
                 tokio::time::sleep_until(at).await;
                 *self.take_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                return std::mem::take(&mut *self.msgs.lock().unwrap_or_else(|e| e.into_inner()));
+                let q = std::mem::take(&mut *self.msgs.lock().unwrap_or_else(|e| e.into_inner()));
+                // The std clock measures the age (the notify thread is outside the runtime); the
+                // runtime's clock dates it (paused in tests).
+                let now = tokio::time::Instant::now();
+                let age = q.newest.map_or(Duration::ZERO, |t| t.elapsed());
+                return Taken {
+                    msgs: q.msgs,
+                    newest: now.checked_sub(age).unwrap_or(now),
+                };
             }
             self.wake.notified().await;
         }
@@ -238,7 +264,8 @@ mod tests {
         while !done_seen {
             let msgs = tokio::time::timeout(std::time::Duration::from_secs(30), queue.recv())
                 .await
-                .unwrap();
+                .unwrap()
+                .msgs;
             for msg in msgs {
                 let WatchMsg::Paths { paths, done } = msg else {
                     panic!("unexpected {msg:?}")
@@ -258,9 +285,21 @@ mod tests {
                 done: false,
             });
         }
-        let msgs = q.recv().await;
+        let msgs = q.recv().await.msgs;
         assert_eq!(msgs.len(), QUEUE_LIMIT + 1);
         assert!(matches!(msgs.last(), Some(WatchMsg::Rescan)));
+    }
+
+    #[tokio::test]
+    async fn taken_events_are_dated_when_they_were_queued() {
+        let q = EventQueue::default();
+        q.push(WatchMsg::Rescan);
+        let queued = tokio::time::Instant::now();
+        // The daemon is busy elsewhere (re-adding watches) before it takes them.
+        std::thread::sleep(Duration::from_millis(30));
+        let taken = q.recv().await;
+        assert!(taken.newest <= queued);
+        assert!(taken.newest + Duration::from_millis(30) <= tokio::time::Instant::now());
     }
 
     #[tokio::test(start_paused = true)]
@@ -273,7 +312,7 @@ mod tests {
             _ = tokio::time::sleep(Duration::from_millis(3)) => {}
         }
         let start = tokio::time::Instant::now();
-        let msgs = q.recv().await;
+        let msgs = q.recv().await.msgs;
         assert_eq!(msgs.len(), 1);
         assert!(start.elapsed() < GATHER, "the wait started over");
     }
