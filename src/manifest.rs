@@ -330,13 +330,20 @@ impl Manifest {
         diff
     }
 
-    /// Takes the tree under `root` as it is now (a first start).
+    /// Takes the tree under `root` as it is now (a first start): every kept regular file that
+    /// can be read. Built straight into one list, sorted once, so that a first start on 100,000
+    /// files holds no more than the manifest and that list.
     pub fn baseline(root: &Path, filter: &Filter) -> Manifest {
-        let (candidates, _) = Manifest::default().everything(root, filter);
-        let diff = Manifest::default().diff(root, &candidates, filter, Trust::Content, &KnownMap::new(), false);
-        let mut m = Manifest::default();
-        m.apply(&diff.updates);
-        m
+        let files = walk(root, filter, None).files;
+        let mut entries = Vec::with_capacity(files.len());
+        for rel in files {
+            if let Ok(Some(meta)) = stat_and_hash(&root.join(&rel)) {
+                entries.push((rel, Entry::new(meta)));
+            }
+        }
+        Manifest {
+            files: entries.into_iter().collect(),
+        }
     }
 
     /// How many recorded files are below `dir` (`""`: all), counting at most `limit`.
