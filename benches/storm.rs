@@ -11,6 +11,11 @@
 //! cargo bench --bench storm -- --tools none             # purgewatch alone
 //! ```
 //!
+//! Run without `--bench` (as `cargo test` runs it: `test = true` in Cargo.toml), it is a smoke
+//! test instead: a 3,000-file site through every storm, purgewatch alone, and it fails unless each
+//! storm was purged exactly (recall and precision 1). So CI keeps the benchmark working and the
+//! deploy storms it measures correct, without timing anything.
+//!
 //! Per storm it reports: provider requests, recall and precision of the purged URLs (against the
 //! files whose bytes really changed, index aliases included), the time from the last write to the
 //! first purge request minus the debounce (p50/p99 over the repeats), the daemon's CPU seconds,
@@ -850,11 +855,27 @@ fn run_pass(tool: Tool, a: &Args, tmp: &Path) -> Pass {
     }
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` and `--list` probe bench binaries
+impl Args {
+    /// What `cargo test` runs: every storm once on a small site, purgewatch alone.
+    fn smoke() -> Args {
+        Args {
+            files: 3000,
+            idle: 1,
+            repeat: 1,
+            only: None,
+            no_scripts: true,
+            tools: Some("none".into()),
+        }
     }
-    let a = args();
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // tools probing bench binaries
+    }
+    // `cargo bench` passes --bench; `cargo test` runs the binary without it.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let a = if smoke { Args::smoke() } else { args() };
     let tmp = tempfile::tempdir().unwrap();
     println!(
         "site: {} files in directories of 100; debounce {} ms; repeats {}",
@@ -973,4 +994,24 @@ fn main() {
     if let Some(w) = pw.idle_wakeups {
         println!("| idle wakeups per second over {} s | purgewatch | {w:.2} |", a.idle);
     }
+    if smoke {
+        check_smoke(pw);
+    }
+}
+
+/// The smoke test's verdict: every storm purged, exactly the URLs whose files changed.
+fn check_smoke(pw: &Pass) {
+    assert_eq!(pw.seen.len(), 6, "every storm ran");
+    for s in &pw.seen {
+        assert!(
+            s.covered == s.repeats && s.recall == 1.0 && s.precision == 1.0,
+            "{}: purged in {} of {} runs, recall {:.3}, precision {:.3}",
+            s.storm,
+            s.covered,
+            s.repeats,
+            s.recall,
+            s.precision
+        );
+    }
+    println!("smoke test: every storm purged exactly what changed");
 }
