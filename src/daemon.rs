@@ -716,6 +716,7 @@ impl Daemon {
             return;
         }
         let old_root = r.root.clone();
+        let started = std::time::Instant::now();
         if let Some(w) = self.watcher.as_mut() {
             let res = if new_root == old_root {
                 w.refresh(&new_root)
@@ -728,6 +729,7 @@ impl Daemon {
                 self.rules[i].poll = true;
             }
         }
+        tracing::debug!(rule = %self.rules[i].rule.name, ms = started.elapsed().as_millis() as u64, "watching the new tree");
         tracing::info!(
             rule = %self.rules[i].rule.name,
             "{} now resolves to {}: comparing the new tree with the last purge",
