@@ -42,6 +42,14 @@ const SEEN_FLUSH: Duration = Duration::from_millis(100);
 const TRIM_AFTER: usize = 10_000;
 /// New metadata for files whose bytes did not change is written this long after the batch.
 const DEFERRED_FLUSH: Duration = Duration::from_millis(500);
+/// Deferred entries written per turn of the daemon's loop: a swap leaves one for every file of
+/// the new tree (its mtime moved), and one transaction of 100,000 rows holds the daemon's thread
+/// for hundreds of milliseconds.
+const DEFERRED_CHUNK: usize = 5_000;
+/// The pause between two chunks, for events and due batches to go first.
+const DEFERRED_STEP: Duration = Duration::from_millis(20);
+/// Deferred entries wait while a batch is open, but no longer than this.
+const DEFERRED_MAX_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
@@ -124,6 +132,8 @@ struct Daemon {
     /// written as the manifest in memory has them then.
     deferred: BTreeMap<String, Vec<String>>,
     deferred_at: Option<Instant>,
+    /// When the oldest deferred entry was put off.
+    deferred_since: Option<Instant>,
     /// Paths compared or written since memory was last given back.
     trim_work: usize,
     /// Settled changes not written to the state directory yet.
@@ -279,6 +289,7 @@ impl Daemon {
             prehasher,
             deferred: BTreeMap::new(),
             deferred_at: None,
+            deferred_since: None,
             trim_work: 0,
             uncommitted: Vec::new(),
             spent: Vec::new(),
@@ -625,24 +636,45 @@ impl Daemon {
         }
     }
 
-    /// Writes the deferred manifest entries, unless a swapped-in tree is being hashed: the
-    /// writes would take CPU from the hash that the batch waits for. They go after its settle.
+    /// Writes deferred manifest entries, a chunk at a time, once no batch is waiting: not while
+    /// a swapped-in tree is being hashed (the writes would take CPU from the hash the batch waits
+    /// for), nor while a batch is open (a chunk's transaction and fsync would hold the daemon's
+    /// thread past the batch's deadline); after [`DEFERRED_MAX_WAIT`], whatever is open.
     fn on_deferred_timer(&mut self) {
-        if self.rules.iter().any(|r| r.tree_pending.is_some()) {
-            self.deferred_at = Some(Instant::now() + DEFERRED_FLUSH);
+        let now = Instant::now();
+        let since = *self.deferred_since.get_or_insert(now);
+        let busy = self.rules.iter().any(|r| r.tree_pending.is_some()) || self.batcher.next_deadline().is_some();
+        if busy && now < since + DEFERRED_MAX_WAIT {
+            self.deferred_at = Some(now + DEFERRED_FLUSH);
             return;
         }
-        self.flush_deferred();
+        self.flush_deferred(DEFERRED_CHUNK);
+        if !self.deferred.is_empty() {
+            self.deferred_at = Some(Instant::now() + DEFERRED_STEP);
+        }
     }
 
-    /// Writes the manifest entries that were left out of the batch's transaction.
-    fn flush_deferred(&mut self) {
+    /// Writes up to `limit` of the manifest entries that were left out of the batches'
+    /// transactions.
+    fn flush_deferred(&mut self, limit: usize) {
         self.deferred_at = None;
-        for (rule, paths) in std::mem::take(&mut self.deferred) {
+        let started = std::time::Instant::now();
+        let mut left = limit;
+        while left > 0
+            && let Some(mut entry) = self.deferred.first_entry()
+        {
+            let paths = entry.get_mut();
+            let chunk = paths.split_off(paths.len().saturating_sub(left));
+            let rule = if paths.is_empty() {
+                entry.remove_entry().0
+            } else {
+                entry.key().clone()
+            };
+            left -= chunk.len();
             let Some(manifest) = self.manifests.get(&rule) else {
                 continue;
             };
-            let updates: Vec<(String, Option<FileMeta>)> = paths
+            let updates: Vec<(String, Option<FileMeta>)> = chunk
                 .into_iter()
                 .map(|p| {
                     let meta = manifest.get(&p).copied();
@@ -656,6 +688,14 @@ impl Daemon {
                 tracing::warn!(rule = %rule, "could not record file metadata (those files are hashed again at the next start): {e}");
             }
         }
+        if self.deferred.is_empty() {
+            self.deferred_since = None;
+        }
+        tracing::debug!(
+            rows = limit - left,
+            ms = started.elapsed().as_millis() as u64,
+            "wrote deferred file metadata"
+        );
         self.give_back_memory();
     }
 
@@ -1195,7 +1235,7 @@ impl Daemon {
             }
         }
         self.jobs.abort_all();
-        self.flush_deferred();
+        self.flush_deferred(usize::MAX);
         tracing::info!("stopped");
     }
 }
