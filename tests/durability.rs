@@ -162,3 +162,46 @@ fn a_state_file_from_a_newer_version_is_a_clear_error() {
         "never wiped"
     );
 }
+
+#[test]
+fn metadata_of_identical_rewrites_is_recorded_while_the_daemon_runs() {
+    // Identical bytes with a new mtime send nothing, but the new metadata is written to the
+    // state directory a little later (in chunks of 5,000 rows), so that the next start need not
+    // hash those files again: `plan`, reading the state beside the daemon, stops listing them.
+    let fake = Fake::start();
+    let site = Site::new();
+    let n = 6_000;
+    let path = |i: usize| format!("p{}/f{i:04}.html", i / 500);
+    for i in 0..n {
+        site.write(&path(i), &format!("page {i}"));
+    }
+    site.write_rules(&site.rules_for(&fake, "300ms", ""));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    // The same bytes again, with an mtime long past (outside the window in which size and mtime
+    // are not trusted).
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    for i in 0..n {
+        site.write(&path(i), &format!("page {i}"));
+        let f = std::fs::File::options()
+            .write(true)
+            .open(site.root.join(path(i)))
+            .unwrap();
+        f.set_modified(old).unwrap();
+    }
+    let identical = |out: &str| out.lines().filter(|l| l.contains("identical content")).count();
+    let mut last = String::new();
+    let recorded = wait_until(DEADLINE, || {
+        let (code, out, err) = site.run(&["plan"]);
+        assert_eq!(code, 0, "{err}");
+        last = out;
+        identical(&last) == 0
+    });
+    assert!(
+        recorded,
+        "still hashed by plan: {} files\n{}",
+        identical(&last),
+        d.log()
+    );
+    assert!(fake.vims_purges().is_empty(), "{:?}", fake.vims_purges());
+}
