@@ -135,7 +135,7 @@ impl Changes {
         self.paths.get(rel).is_some_and(PathState::is_same)
     }
 
-    /// The whole tree, listed by a job queued at `seq`, has been recorded (with [`Changes::found`]
+    /// The whole tree, listed by a job queued at `seq`, has been recorded (with [`Changes::found_in_tree`]
     /// for each of its files).
     ///
     /// The manifest's paths neither marked by this tree's hash nor recorded here are noted as
