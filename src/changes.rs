@@ -391,10 +391,7 @@ mod tests {
 
     #[test]
     fn a_listed_tree_notes_the_manifest_paths_it_lacks() {
-        let mut m = Manifest::default();
-        for (p, n) in [("kept", 1), ("changed", 2), ("gone", 3), ("gone/too", 4)] {
-            m.apply(&[(p.to_string(), Some(meta(n)))]);
-        }
+        let m = manifest_of(&[("kept", 1), ("changed", 2), ("gone", 3), ("gone/too", 4)]);
         let mut c = Changes::default();
         for (rel, n) in [("kept", 1), ("changed", 9), ("new", 5)] {
             let (found, meta) = judge(&m, rel, Some(meta(n)));
@@ -413,6 +410,11 @@ mod tests {
         assert!(c.tree_lacks().is_empty() && !c.tree_covers(0));
     }
 
+    /// A manifest recording `files` (path, `meta(n)`).
+    fn manifest_of(files: &[(&str, u8)]) -> Manifest {
+        Manifest::from_entries(files.iter().map(|&(p, n)| (p.to_string(), meta(n))))
+    }
+
     /// Judges and records a file of a whole tree hashed by job `seq`, the way the daemon does.
     fn in_tree(c: &mut Changes, m: &mut Manifest, rel: &str, seq: u64, n: u8) {
         if c.wants_tree(seq) {
@@ -423,10 +425,7 @@ mod tests {
 
     #[test]
     fn a_swapped_tree_marks_identical_files_on_the_manifest_instead_of_recording_them() {
-        let mut m = Manifest::default();
-        for (p, n) in [("same", 1), ("evented", 2), ("changed", 3), ("gone", 4)] {
-            m.apply(&[(p.to_string(), Some(meta(n)))]);
-        }
+        let mut m = manifest_of(&[("same", 1), ("evented", 2), ("changed", 3), ("gone", 4)]);
         let mut c = Changes::default();
         c.event("evented", 3); // before the tree's job (4) was queued
         for (rel, n) in [("same", 1), ("evented", 2), ("changed", 9), ("new", 5)] {
@@ -456,10 +455,7 @@ mod tests {
 
     #[test]
     fn a_second_swap_overrules_what_was_found_in_the_first_tree() {
-        let mut m = Manifest::default();
-        for (p, n) in [("a", 1), ("b", 2), ("c", 3)] {
-            m.apply(&[(p.to_string(), Some(meta(n)))]);
-        }
+        let mut m = manifest_of(&[("a", 1), ("b", 2), ("c", 3)]);
         let mut c = Changes::default();
         c.event("c", 1);
         // The first tree (job 3): a and c identical, b changed.
