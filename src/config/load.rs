@@ -84,6 +84,10 @@ pub fn load_str(
         }
     };
     let config = cx.config(&root);
+    // Reported in the order a reader meets them in the file (a stable sort keeps the order of
+    // several problems at one position).
+    cx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+    cx.warnings.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
     match config {
         Some(config) if cx.errors.is_empty() => Ok(Loaded {
             config,
@@ -384,17 +388,19 @@ impl Cx<'_> {
                 _ => {}
             }
         }
-        let targets = match targets_node {
+        let (targets, declared) = match targets_node {
             Some(node) => self.targets(node, &defaults),
             None => {
                 self.error(
                     root.pos,
                     "no `targets:` section: name at least one sitehost or vims target",
                 );
-                vec![]
+                (vec![], vec![])
             }
         };
-        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        // Rules are checked against every declared name: a target with errors of its own is
+        // reported once, not again as "unknown" in each rule that names it.
+        let names: Vec<&str> = declared.iter().map(String::as_str).collect();
         let rules = match rules_node {
             Some(node) => self.rules(node, &names),
             None => {
@@ -419,32 +425,34 @@ impl Cx<'_> {
         })
     }
 
-    fn targets(&mut self, node: &Node, defaults: &Tuning) -> Vec<Target> {
+    /// The valid targets, and the name of every target declared (valid or not).
+    fn targets(&mut self, node: &Node, defaults: &Tuning) -> (Vec<Target>, Vec<String>) {
         let Some(entries) = self.mapping(node, "targets") else {
-            return vec![];
+            return (vec![], vec![]);
         };
         let mut out: Vec<Target> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut declared: Vec<String> = Vec::new();
         for (k, v) in entries {
             let Some(name) = k.as_scalar().filter(|s| !s.is_empty()) else {
                 self.error(k.pos, "targets: each target needs a name as its key");
                 continue;
             };
-            if !seen.insert(name.to_string()) {
+            if declared.iter().any(|d| d == name) {
                 self.error(
                     k.pos,
                     format!("target \"{name}\" is defined twice (rename or remove one)"),
                 );
                 continue;
             }
+            declared.push(name.to_string());
             if let Some(t) = self.target(name, k.pos, v, defaults) {
                 out.push(t);
             }
         }
-        if out.is_empty() && self.errors.is_empty() {
+        if declared.is_empty() && self.errors.is_empty() {
             self.error(node.pos, "targets: no target defined");
         }
-        out
+        (out, declared)
     }
 
     fn target(&mut self, name: &str, pos: Pos, node: &Node, defaults: &Tuning) -> Option<Target> {
@@ -593,19 +601,20 @@ impl Cx<'_> {
             }
         };
         let mut out = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for (i, item) in items.iter().enumerate() {
-            if let Some(rule) = self.rule(i, item, targets) {
-                if !seen.insert(rule.name.clone()) {
-                    let pos = name_pos(item).unwrap_or(item.pos);
+            let rule = self.rule(i, item, targets);
+            // A second rule of the same name is an error whether or not either rule is valid.
+            if let Some((name, pos)) = rule_name(item) {
+                if !seen.insert(name) {
                     self.error(
                         pos,
-                        format!("rule \"{}\" is defined twice (rule names must be unique)", rule.name),
+                        format!("rule \"{name}\" is defined twice (rule names must be unique)"),
                     );
                     continue;
                 }
-                out.push(rule);
             }
+            out.extend(rule);
         }
         if items.is_empty() {
             self.error(node.pos, "rules: no rule defined");
@@ -734,12 +743,13 @@ impl Cx<'_> {
     }
 }
 
-fn name_pos(item: &Node) -> Option<Pos> {
+/// A rule item's `name:` and where its value is.
+fn rule_name(item: &Node) -> Option<(&str, Pos)> {
     match &item.value {
         Value::Map(entries) => entries
             .iter()
             .find(|(k, _)| k.as_scalar() == Some("name"))
-            .map(|(_, v)| v.pos),
+            .and_then(|(_, v)| Some((v.as_scalar()?, v.pos))),
         _ => None,
     }
 }

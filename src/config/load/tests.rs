@@ -200,3 +200,31 @@ fn state_dir_defaults() {
     let e = |k: &str| (k == "XDG_STATE_HOME").then(|| "/x".to_string());
     assert_eq!(default_state_dir(&e), Some(PathBuf::from("/x/purgewatch")));
 }
+
+#[test]
+fn every_problem_is_reported_once_in_file_order() {
+    let dir = site();
+    // Target "b" has an error of its own; the second rule "r" has one besides its name.
+    let text = "targets:\n  a:\n    type: vims\n    token: t\n    cdn_id: 1\n  b:\n    type: vims\n    token: t\n    cdn_id: 2\n    debunce: 1s\nrules:\n  - name: r\n    watch: public\n    targets: [a, b]\n  - name: r\n    watch: nothere\n    targets: [a]\n";
+    let errs = errors(dir.path(), text);
+    let all = errs.join("\n");
+    assert!(
+        all.contains("rules.yaml:10:5: target \"b\": unknown key `debunce`"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("unknown target \"b\""),
+        "b is declared, only invalid:\n{all}"
+    );
+    assert!(all.contains("rules.yaml:15:11: rule \"r\" is defined twice"), "{all}");
+    assert!(all.contains("rules.yaml:16:12: rule \"r\": watch: directory"), "{all}");
+    assert_eq!(errs.len(), 3, "{all}");
+    let positions: Vec<(usize, usize)> = errs
+        .iter()
+        .map(|e| {
+            let mut it = e.split(':').skip(1).map(|n| n.parse::<usize>().unwrap());
+            (it.next().unwrap(), it.next().unwrap())
+        })
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{all}");
+}
