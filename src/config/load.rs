@@ -605,14 +605,14 @@ impl Cx<'_> {
         for (i, item) in items.iter().enumerate() {
             let rule = self.rule(i, item, targets);
             // A second rule of the same name is an error whether or not either rule is valid.
-            if let Some((name, pos)) = rule_name(item) {
-                if !seen.insert(name) {
-                    self.error(
-                        pos,
-                        format!("rule \"{name}\" is defined twice (rule names must be unique)"),
-                    );
-                    continue;
-                }
+            if let Some((name, pos)) = rule_name(item)
+                && !seen.insert(name)
+            {
+                self.error(
+                    pos,
+                    format!("rule \"{name}\" is defined twice (rule names must be unique)"),
+                );
+                continue;
             }
             out.extend(rule);
         }
