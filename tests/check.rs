@@ -118,5 +118,12 @@ fn a_missing_rules_file_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/rules.yaml"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/rules.yaml: cannot read the rules file"),
+        "{err}"
+    );
+    // What the OS said, once, and how to point at another file.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("-c FILE"), "{err}");
 }

@@ -54,9 +54,9 @@ const RULE_KEYS: &[&str] = &[
 
 /// Reads and validates the rules file at `path`.
 pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     load_str(path, &text, opts, &|k| std::env::var(k).ok())
 }

@@ -146,8 +146,10 @@ impl fmt::Display for Diagnostic {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read the rules file: {source} (pass another with -c FILE or set PURGEWATCH_CONFIG)", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    // `error` rather than `source`: the message already says what the OS said, and a source
+    // would print it a second time in the `{:#}` chain `main` prints.
+    #[error("{}: cannot read the rules file: {error} (pass another with -c FILE or set PURGEWATCH_CONFIG)", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{}", render(.0))]
     Invalid(Vec<Diagnostic>),
 }
