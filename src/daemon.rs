@@ -63,11 +63,11 @@ pub enum DaemonError {
     State(#[from] StateError),
     #[error(transparent)]
     Watch(#[from] WatchError),
-    #[error("rule \"{rule}\": {}: {source}", path.display())]
+    #[error("rule \"{rule}\": {}: {error}", path.display())]
     Root {
         rule: String,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -378,15 +378,15 @@ impl Daemon {
     /// `seen` are paths that produced events in the last run but were not compared yet: they are
     /// hashed whatever their size and mtime say.
     fn add_rule(&mut self, rule: Rule, seen: BTreeSet<String>) -> Result<(), DaemonError> {
-        let root = std::fs::canonicalize(&rule.watch).map_err(|source| DaemonError::Root {
+        let root = std::fs::canonicalize(&rule.watch).map_err(|error| DaemonError::Root {
             rule: rule.name.clone(),
             path: rule.watch.clone(),
-            source,
+            error,
         })?;
-        let id = root_id(&root).map_err(|source| DaemonError::Root {
+        let id = root_id(&root).map_err(|error| DaemonError::Root {
             rule: rule.name.clone(),
             path: root.clone(),
-            source,
+            error,
         })?;
         let mut rt = RuleRt {
             filter: Filter::new(&rule),

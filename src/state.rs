@@ -24,10 +24,12 @@ const HISTORY: i64 = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state directory {}: cannot create it: {source} (set `state_dir:` in the rules file, or StateDirectory= in the unit)", path.display())]
-    CreateDir { path: PathBuf, source: std::io::Error },
-    #[error("state file {}: {source}", path.display())]
-    Open { path: PathBuf, source: rusqlite::Error },
+    // The causes are named `error`, not `source`: each message already says what the OS or SQLite
+    // said, and a `source()` would print it a second time in the chain `main` prints.
+    #[error("state directory {}: cannot create it: {error} (set `state_dir:` in the rules file, or StateDirectory= in the unit)", path.display())]
+    CreateDir { path: PathBuf, error: std::io::Error },
+    #[error("state file {}: {error}", path.display())]
+    Open { path: PathBuf, error: rusqlite::Error },
     #[error(
         "state file {} was written by a newer purgewatch (schema {found}, this one reads {SCHEMA_VERSION}): upgrade purgewatch, or move the file away to start over with a new baseline",
         path.display()
@@ -39,7 +41,13 @@ pub enum StateError {
     )]
     Broken { path: PathBuf, reason: String },
     #[error("state file: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> Self {
+        StateError::Sql(e)
+    }
 }
 
 /// A pending file with the order it was queued in.
@@ -99,14 +107,14 @@ CREATE TABLE seen (rule TEXT NOT NULL, path TEXT NOT NULL, first_seen_ms INTEGER
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+        std::fs::create_dir_all(dir).map_err(|error| StateError::CreateDir {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?;
         let path = dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|source| StateError::Open {
+        let conn = Connection::open(&path).map_err(|error| StateError::Open {
             path: path.clone(),
-            source,
+            error,
         })?;
         Store::init(conn, path, true)
     }
@@ -121,9 +129,9 @@ impl Store {
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|source| StateError::Open {
+        .map_err(|error| StateError::Open {
             path: path.clone(),
-            source,
+            error,
         })?;
         Store::init(conn, path, false).map(Some)
     }

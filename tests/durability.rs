@@ -164,6 +164,22 @@ fn a_state_file_from_a_newer_version_is_a_clear_error() {
 }
 
 #[test]
+fn a_state_directory_that_cannot_be_created_is_one_clear_error() {
+    let fake = Fake::start();
+    let site = site_with(&fake, "300ms");
+    // A plain file where the state directory should be.
+    std::fs::write(&site.state, "not a directory").unwrap();
+    let mut d = site.start(&["run"]);
+    assert_eq!(d.wait_exit(), 1, "{}", d.log());
+    let log = d.log();
+    let want = format!("state directory {}: cannot create it: ", site.state.display());
+    assert!(log.contains(&want), "{log}");
+    assert!(log.contains("set `state_dir:`"), "{log}");
+    // What the OS said, once.
+    assert_eq!(log.matches("(os error").count(), 1, "{log}");
+}
+
+#[test]
 fn metadata_of_identical_rewrites_is_recorded_while_the_daemon_runs() {
     // Identical bytes with a new mtime send nothing, but the new metadata is written to the
     // state directory a little later (in chunks of 5,000 rows), so that the next start need not
