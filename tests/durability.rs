@@ -1,5 +1,5 @@
-//! Nothing is lost: a kill during the debounce, changes made while stopped, a forced rescan, and
-//! `status` while the daemon runs.
+//! Nothing is lost: a kill during the debounce, changes made while stopped, a forced rescan, a real
+//! overflow of the kernel's inotify queue, and `status` while the daemon runs.
 
 mod common;
 
@@ -137,6 +137,48 @@ fn a_forced_rescan_finds_changes_no_event_reported() {
         vims[0].pattern()
     );
     assert!(!pattern_matches(&vims[0].pattern(), "/index.html"));
+}
+
+#[test]
+fn a_kernel_queue_overflow_is_rescanned_and_nothing_is_lost() {
+    let fake = Fake::start();
+    let site = site_with(&fake, "300ms");
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    // Frozen, the daemon reads nothing: the kernel's inotify queue fills up to
+    // fs.inotify.max_queued_events and then drops events, queueing IN_Q_OVERFLOW instead.
+    d.signal("STOP");
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Writes alternate between two files: the kernel merges an event only into an identical
+    // one just before it, so each write is one more event.
+    use std::io::Write;
+    let mut a = std::fs::File::create(site.root.join("a.html")).unwrap();
+    let mut b = std::fs::File::create(site.root.join("b.html")).unwrap();
+    for _ in 0..max / 2 + 1000 {
+        a.write_all(b"a").unwrap();
+        b.write_all(b"b").unwrap();
+    }
+    drop((a, b));
+    // This change happens after the queue is full: no event of it reaches the daemon.
+    site.write("blog/post.html", "post v2, written after the overflow");
+    d.signal("CONT");
+    d.wait_for("the kernel event queue overflowed");
+    let purged = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    let all_purged = |url: &str| fake.vims_purges().iter().any(|r| pattern_matches(&r.pattern(), url));
+    assert!(
+        wait_until(DEADLINE, || ["/blog/post.html", "/a.html", "/b.html"]
+            .iter()
+            .all(|u| all_purged(u))),
+        "{:?}\n{}",
+        purged.iter().map(|r| r.pattern()).collect::<Vec<_>>(),
+        d.log()
+    );
+    assert!(!all_purged("/index.html"), "unchanged and purged");
+    wait_requests(&fake, Route::SiteHostPurge, 1, &d);
 }
 
 #[test]
