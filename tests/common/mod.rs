@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests: a site in a temp directory, the real binary started
-//! on it, and waiting for conditions with generous deadlines (never fixed sleeps).
+//! on it, and waiting for conditions with generous deadlines. Tests sleep only to show that
+//! nothing *more* arrives (no extra purge after the expected one): a wait that can make a test
+//! pass wrongly on a slow machine, never fail.
 
 #![allow(dead_code)]
 
