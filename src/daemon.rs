@@ -7,7 +7,7 @@
 //! forward; before that, the change is still visible as a difference between the tree and the
 //! manifest, which start-up catch-up finds after any crash.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use crate::manifest::{Change, FileMeta, Manifest, Skip, Trust};
 use crate::plan::{self, PendingFile, Request};
 use crate::prehash::{self, Prehasher};
 use crate::providers::{self, Accepted, Provider};
-use crate::route::{Filter, relative};
+use crate::route::{self, Filter, relative};
 use crate::state::{PendingRow, StateError, Store, now_ms};
 use crate::systemd;
 use crate::watch::{EventQueue, Taken, WatchError, WatchMsg, Watcher};
@@ -107,6 +107,8 @@ struct Daemon {
     config: Config,
     opts: Options,
     rules_file: PathBuf,
+    /// Paths whose name is not UTF-8, warned about once each.
+    unnamed: HashSet<PathBuf>,
     store: Option<Store>,
     seed: Option<Store>,
     rules: Vec<RuleRt>,
@@ -294,6 +296,7 @@ impl Daemon {
             uncommitted: Vec::new(),
             spent: Vec::new(),
             rules_file,
+            unnamed: HashSet::new(),
             store,
             seed,
             opts,
@@ -718,7 +721,12 @@ impl Daemon {
                 continue;
             }
             let r = &self.rules[i];
-            let Some(rel) = relative(&r.root, path) else { continue };
+            let Some(rel) = relative(&r.root, path) else {
+                if route::unnamed(&r.root, path) && self.unnamed.insert(path.to_path_buf()) {
+                    tracing::warn!(rule = %r.rule.name, "{}: {}", path.display(), route::UNNAMED);
+                }
+                continue;
+            };
             let keep = r.filter.verdict(&rel).is_keep()
                 || r.changes.is_dirty(&rel)
                 || self

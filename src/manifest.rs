@@ -504,6 +504,12 @@ pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
     while let Some(entry) = it.next() {
         let Ok(entry) = entry else { continue };
         let Some(rel) = crate::route::relative(dir, entry.path()) else {
+            if entry.depth() > 0 {
+                tracing::warn!("{}: {}", entry.path().display(), crate::route::UNNAMED);
+                if entry.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
+            }
             continue;
         };
         let rel = join(rel);

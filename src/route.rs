@@ -85,7 +85,8 @@ impl Filter {
     }
 }
 
-/// `path` relative to `root`, with `/` separators; `None` when it is outside `root` or is `root`.
+/// `path` relative to `root`, with `/` separators; `None` when it is outside `root`, is `root`,
+/// or has a name that is not UTF-8 (see [`UNNAMED`]).
 pub fn relative(root: &Path, path: &Path) -> Option<String> {
     let rel = path.strip_prefix(root).ok()?;
     if rel.as_os_str().is_empty() {
@@ -97,9 +98,18 @@ pub fn relative(root: &Path, path: &Path) -> Option<String> {
         if i > 0 {
             out.push('/');
         }
-        out.push_str(&c.as_os_str().to_string_lossy());
+        out.push_str(c.as_os_str().to_str()?);
     }
     Some(out)
+}
+
+/// Why a file whose name is not UTF-8 is left out: a URL is text, and a lossy name would purge
+/// (and record) a file that does not exist.
+pub const UNNAMED: &str = "its name is not UTF-8, so purgewatch cannot name its URL and leaves it out (rename it, or purge by hand: `purgewatch purge TARGET --all`)";
+
+/// Whether `path` lies under `root` but [`relative`] cannot name it (a name that is not UTF-8).
+pub fn unnamed(root: &Path, path: &Path) -> bool {
+    path != root && path.starts_with(root) && path.to_str().is_none()
 }
 
 #[cfg(test)]
@@ -164,5 +174,16 @@ mod tests {
         );
         assert_eq!(relative(Path::new("/w"), Path::new("/w")), None);
         assert_eq!(relative(Path::new("/w"), Path::new("/x/a")), None);
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_not_guessed() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let bad = Path::new("/w/blog").join(OsStr::from_bytes(b"caf\xe9.html"));
+        assert_eq!(relative(Path::new("/w"), &bad), None);
+        assert!(unnamed(Path::new("/w"), &bad));
+        assert!(!unnamed(Path::new("/w"), Path::new("/w/blog/cafe.html")));
+        assert!(!unnamed(Path::new("/x"), &bad));
     }
 }

@@ -185,3 +185,35 @@ fn sigterm_sends_the_pending_batch_and_exits_0() {
     assert_eq!(vims.len(), 1);
     assert!(pattern_matches(&vims[0].pattern(), "/blog/post.html"));
 }
+
+#[test]
+fn a_file_name_that_is_not_utf8_is_named_in_a_warning_and_never_guessed() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let site = Site::new();
+    let fake = Fake::start();
+    // One such file is there at start (the baseline walk), one arrives while the daemon runs.
+    std::fs::write(site.root.join(OsStr::from_bytes(b"caf\xe9.html")), "old").unwrap();
+    let d = started(&site, &fake, "300ms");
+    assert_eq!(d.lines_containing("not UTF-8").len(), 1, "{}", d.log());
+    std::fs::write(site.root.join("blog").join(OsStr::from_bytes(b"n\xff.html")), "x").unwrap();
+    d.wait_for_lines("not UTF-8", 2);
+    let warning = d.lines_containing("not UTF-8").pop().unwrap();
+    assert!(
+        warning.contains("/blog/n") && warning.contains("purge TARGET --all"),
+        "{warning}"
+    );
+    // The daemon goes on: a real change is purged, and no guessed (lossy) name is in it.
+    site.write("blog/post.html", "post v2");
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    let p = vims[0].pattern();
+    assert!(pattern_matches(&p, "/blog/post.html"), "{p}");
+    assert!(!p.contains('\u{FFFD}'), "{p}");
+    d.wait_for("purged");
+    assert_eq!(
+        d.lines_containing("not UTF-8").len(),
+        2,
+        "one warning per file\n{}",
+        d.log()
+    );
+}
