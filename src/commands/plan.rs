@@ -54,9 +54,10 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         let (candidates, filtered) = manifest.everything(&root, &filter);
         let diff = manifest.diff(&root, &candidates, &filter, Trust::Metadata, &KnownMap::new(), true);
         let mut lines = vec![format!(
-            "rule \"{}\": {watch} ({} files at the last purge)",
+            "rule \"{}\": {watch} ({} file{} at the last purge)",
             rule.name,
-            manifest.len()
+            manifest.len(),
+            if manifest.len() == 1 { "" } else { "s" }
         )];
         lines.extend(
             diff.changes

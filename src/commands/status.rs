@@ -83,9 +83,10 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
                     _ => String::new(),
                 };
                 println!(
-                    "  last purge: {} ago, {} files, {}: {}{job}{msg}",
+                    "  last purge: {} ago, {} file{}, {}: {}{job}{msg}",
                     age(now - p.at_ms),
                     p.files,
+                    if p.files == 1 { "" } else { "s" },
                     p.request,
                     p.result
                 );
