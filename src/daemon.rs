@@ -98,6 +98,8 @@ struct Sent {
 
 struct JobDone {
     target: String,
+    /// The request the job came from, as the log lines describe it.
+    request: String,
     record: Option<i64>,
     job_id: String,
     outcome: JobOutcome,
@@ -1086,12 +1088,18 @@ impl Daemon {
                 (res, self.providers.get(&sent.target), self.config.target(&sent.target))
                 && let Some(job_id) = acc.job_id.clone()
             {
-                let (provider, pacer, rate, target) =
-                    (provider.clone(), self.pacer.clone(), t.rate_limit, sent.target.clone());
+                let (provider, pacer, rate, target, request) = (
+                    provider.clone(),
+                    self.pacer.clone(),
+                    t.rate_limit,
+                    sent.target.clone(),
+                    desc.clone(),
+                );
                 self.jobs.spawn(async move {
                     let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
                     JobDone {
                         target,
+                        request,
                         record: id,
                         job_id,
                         outcome,
@@ -1119,10 +1127,10 @@ impl Daemon {
                 tracing::info!(target = %job.target, job = %job.job_id, state = %s, "provider finished the purge")
             }
             JobOutcome::Failed(s) => {
-                tracing::error!(target = %job.target, job = %job.job_id, state = %s, "the provider's purge job failed")
+                tracing::error!(target = %job.target, job = %job.job_id, state = %s, request = %job.request, "the provider's purge job failed")
             }
             JobOutcome::Unknown(s) => {
-                tracing::warn!(target = %job.target, job = %job.job_id, "could not learn how the purge job ended: {s}")
+                tracing::warn!(target = %job.target, job = %job.job_id, request = %job.request, "could not learn how the purge job ended: {s}")
             }
         }
         if let (Some(s), Some(id)) = (self.store.as_mut(), job.record)

@@ -1,4 +1,5 @@
-//! Provider failures: retried with backoff when transient, not when permanent.
+//! Provider failures: retried with backoff when transient, not when permanent; a provider job
+//! that fails after the purge was accepted is an error naming the target and the request.
 
 mod common;
 
@@ -120,4 +121,31 @@ fn changes_during_a_retry_join_the_next_batch() {
     std::thread::sleep(Duration::from_secs(2));
     // 3 attempts for the first batch, then one for everything that came in meanwhile.
     assert_eq!(fake.sitehost_purges().len(), 4, "{}", d.log());
+}
+
+#[test]
+fn a_provider_job_that_fails_is_an_error_naming_target_and_request() {
+    let fake = Fake::start();
+    fake.set_job_state("Failed");
+    fake.set_task_state("FAILURE");
+    let (site, d) = running(&fake);
+    d.wait_for_lines("the provider's purge job failed", 2);
+    let lines = d.lines_containing("the provider's purge job failed");
+    let line = |target: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("target={target} ")))
+            .unwrap_or_else(|| panic!("no line for {target}: {lines:?}"))
+            .clone()
+    };
+    let (www, cdn) = (line("www"), line("cdn"));
+    assert!(www.contains("ERROR") && www.contains("state=Failed"), "{www}");
+    assert!(www.contains("request=purge stack mystack on ch-server1"), "{www}");
+    assert!(cdn.contains("ERROR") && cdn.contains("state=FAILURE"), "{cdn}");
+    assert!(cdn.contains("request=purge cdn 7") && cdn.contains("index"), "{cdn}");
+    assert!(!d.log().contains("sh-secret-key-123") && !d.log().contains("sk_live_testtoken"));
+    // `status` shows how each job ended.
+    let (code, out, err) = site.run(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": Failed") && out.contains(": FAILURE"), "{out}");
 }
