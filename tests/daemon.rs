@@ -168,6 +168,15 @@ fn max_delay_caps_constant_writes() {
 
 #[test]
 fn sigterm_sends_the_pending_batch_and_exits_0() {
+    stop_sends_the_pending_batch_and_exits_0("TERM");
+}
+
+#[test]
+fn sigint_sends_the_pending_batch_and_exits_0() {
+    stop_sends_the_pending_batch_and_exits_0("INT");
+}
+
+fn stop_sends_the_pending_batch_and_exits_0(signal: &str) {
     let site = Site::new();
     let fake = Fake::start();
     site.write("index.html", "<h1>home</h1>");
@@ -178,7 +187,7 @@ fn sigterm_sends_the_pending_batch_and_exits_0() {
     site.write("blog/post.html", "post v3");
     // Once the daemon has seen the change, stop it: the 1h debounce must not hold the purge back.
     d.wait_for("change seen");
-    d.signal("TERM");
+    d.signal(signal);
     assert_eq!(d.wait_exit(), 0, "{}", d.log());
     assert_eq!(fake.sitehost_purges().len(), 1, "{}", d.log());
     let vims = fake.vims_purges();
