@@ -135,5 +135,17 @@ fn usage_errors_exit_2_and_dry_run_sends_nothing() {
     let (code, out, err) = site.run(&["purge", "cdn", "--url", "/a.html", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("would send to \"cdn\""), "{out}");
+    // A full URL names its path.
+    let (code, out, err) = site.run(&["purge", "cdn", "--url", "https://example.com/blog/a.html", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let pattern = out.split("pattern ").nth(1).unwrap_or_default().trim();
+    let pattern: String = serde_json::from_str(pattern).unwrap_or_else(|e| panic!("{out}: {e}"));
+    assert!(pattern_matches(&pattern, "/blog/a.html"), "{out}");
+    assert!(pattern_matches(&pattern, "https://example.com/blog/a.html"), "{out}");
+    assert!(!pattern.contains("example"), "{out}");
+    // An empty pattern would purge everything: --all says so.
+    let (code, _, err) = site.run(&["purge", "cdn", "--pattern", ""]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--all"), "{err}");
     assert!(fake.requests().is_empty());
 }

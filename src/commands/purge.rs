@@ -41,18 +41,18 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             if args.all {
                 vec![Request::Pattern("*".into())]
             } else if let Some(p) = &args.pattern {
+                if p.is_empty() {
+                    return Err(CommandError::Usage(
+                        "--pattern \"\" matches every URL: use --all to purge everything".into(),
+                    ));
+                }
                 if p != "*" {
                     regex::Regex::new(p)
                         .map_err(|e| CommandError::Usage(format!("--pattern {p:?} is not a valid regex: {e}")))?;
                 }
                 vec![Request::Pattern(p.clone())]
             } else if !args.url.is_empty() {
-                let items: BTreeSet<Item> = args
-                    .url
-                    .iter()
-                    .map(|u| if u.starts_with('/') { u.clone() } else { format!("/{u}") })
-                    .map(Item::Url)
-                    .collect();
+                let items: BTreeSet<Item> = args.url.iter().map(|u| Item::Url(url_path(u))).collect();
                 plan::patterns(&items, v.patterns.max_bytes)
                     .into_iter()
                     .map(Request::Pattern)
@@ -144,4 +144,34 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
         return Err(CommandError::Failed(format!("purge of \"{}\" failed", target.name)));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The URL path `--url` names: a full URL loses its scheme and host (the patterns match the path
+/// in both forms the CDN may keep), a fragment never reaches the server, and a path gets its
+/// leading `/`.
+fn url_path(url: &str) -> String {
+    let url = url.split('#').next().unwrap_or_default();
+    let path = match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => url,
+    };
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_path;
+
+    #[test]
+    fn url_paths() {
+        assert_eq!(url_path("/blog/a.html"), "/blog/a.html");
+        assert_eq!(url_path("blog/a.html"), "/blog/a.html");
+        assert_eq!(url_path("https://example.com/blog/a.html?v=2#top"), "/blog/a.html?v=2");
+        assert_eq!(url_path("https://example.com"), "/");
+        assert_eq!(url_path("/a.html#x"), "/a.html");
+    }
 }
