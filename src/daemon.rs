@@ -86,6 +86,8 @@ struct RuleRt {
     poll: bool,
     /// The sequence number of a whole-tree hash still running on the worker (after a swap).
     tree_pending: Option<u64>,
+    /// The watched directory was found missing and that was logged (once, until it is back).
+    gone: bool,
 }
 
 struct Sent {
@@ -401,6 +403,7 @@ impl Daemon {
             rescan: None,
             poll: false,
             tree_pending: None,
+            gone: false,
             rule,
         };
         if let Some(w) = self.watcher.as_mut() {
@@ -861,9 +864,13 @@ impl Daemon {
         let name = self.rules[i].rule.name.clone();
         let r = &mut self.rules[i];
         if !r.root.is_dir() {
-            tracing::warn!(rule = %r.rule.name, "{} is not there right now; waiting for it to come back", r.root.display());
+            if !r.gone {
+                r.gone = true;
+                tracing::warn!(rule = %r.rule.name, "{} is not there right now; waiting for it to come back", r.root.display());
+            }
             return 0;
         }
+        r.gone = false;
         self.unsaved.retain(|(rule, _)| *rule != name);
         let started = std::time::Instant::now();
         let manifest = self.manifests.entry(name.clone()).or_default();

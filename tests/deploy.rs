@@ -167,3 +167,27 @@ fn a_second_swap_within_the_debounce_is_compared_on_its_own() {
         &["/index.html", "/blog/post.html"],
     );
 }
+
+#[test]
+fn a_watched_directory_that_goes_away_is_awaited_then_compared() {
+    let fake = Fake::start();
+    let site = Site::new();
+    release(&site.root, "post v1");
+    site.write_rules(&site.rules_for(&fake, "300ms", ""));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    // `rm -rf public` then, a while later, a new build in its place (no stylesheet this time).
+    std::fs::remove_dir_all(&site.root).unwrap();
+    d.wait_for("is not there right now");
+    assert!(fake.requests().is_empty(), "nothing is purged while the tree is gone");
+    release(&site.root, "post v2");
+    std::fs::remove_file(site.root.join("css/site.css")).unwrap();
+    assert_exact(
+        &fake,
+        &d,
+        &["/blog/post.html", "/css/site.css"],
+        &["/blog/same.html", "/index.html"],
+    );
+    // One warning for the one time it was gone, whatever the number of targets.
+    assert_eq!(d.lines_containing("is not there right now").len(), 1, "{}", d.log());
+}
