@@ -109,7 +109,8 @@ pub const UNNAMED: &str = "its name is not UTF-8, so purgewatch cannot name its 
 
 /// Whether `path` lies under `root` but [`relative`] cannot name it (a name that is not UTF-8).
 pub fn unnamed(root: &Path, path: &Path) -> bool {
-    path != root && path.starts_with(root) && path.to_str().is_none()
+    path.strip_prefix(root)
+        .is_ok_and(|rel| !rel.as_os_str().is_empty() && rel.to_str().is_none())
 }
 
 #[cfg(test)]
@@ -185,5 +186,9 @@ mod tests {
         assert!(unnamed(Path::new("/w"), &bad));
         assert!(!unnamed(Path::new("/w"), Path::new("/w/blog/cafe.html")));
         assert!(!unnamed(Path::new("/x"), &bad));
+        // Only the part below the root counts: a root with such a name still names its files.
+        let root = Path::new("/").join(OsStr::from_bytes(b"s\xe9"));
+        assert!(!unnamed(&root, &root.join("a.html")));
+        assert_eq!(relative(&root, &root.join("a.html")).as_deref(), Some("a.html"));
     }
 }
