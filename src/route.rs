@@ -103,8 +103,8 @@ pub fn relative(root: &Path, path: &Path) -> Option<String> {
     Some(out)
 }
 
-/// Why a file whose name is not UTF-8 is left out: a URL is text, and a lossy name would purge
-/// (and record) a file that does not exist.
+/// Why a file whose name is not UTF-8 is left out: a URL is text, and a lossy name stands for a
+/// file that does not exist (it used to be hashed as missing and dropped without a word).
 pub const UNNAMED: &str = "its name is not UTF-8, so purgewatch cannot name its URL and leaves it out (rename it, or purge by hand: `purgewatch purge TARGET --all`)";
 
 /// Whether `path` lies under `root` but [`relative`] cannot name it (a name that is not UTF-8).
