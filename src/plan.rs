@@ -200,6 +200,27 @@ const PATH: &AsciiSet = &CONTROLS
     .add(b'}')
     .add(b'%');
 
+/// `encoded` with the hex digits of its `%XX` escapes in lower case.
+fn lower_hex(encoded: &str) -> String {
+    if !encoded.contains('%') {
+        return encoded.to_string();
+    }
+    let mut out = String::with_capacity(encoded.len());
+    let mut hex_left = 0;
+    for c in encoded.chars() {
+        if hex_left > 0 {
+            out.push(c.to_ascii_lowercase());
+            hex_left -= 1;
+        } else {
+            out.push(c);
+            if c == '%' {
+                hex_left = 2;
+            }
+        }
+    }
+    out
+}
+
 /// The fewest patterns, each at most `max_bytes` long where one URL allows, that cover `items`.
 pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
     if items.is_empty() {
@@ -223,7 +244,17 @@ pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
             Item::All => unreachable!(),
         };
         let encoded = utf8_percent_encode(s, PATH).to_string();
-        for form in [s.clone(), encoded] {
+        // Browsers send escapes in upper-case hex; other clients may not, and a cache keeps the
+        // URL as it was asked for.
+        let lower = lower_hex(&encoded);
+        let mut forms = vec![s.as_str()];
+        if encoded != *s {
+            forms.push(&encoded);
+            if lower != encoded {
+                forms.push(&lower);
+            }
+        }
+        for form in forms {
             let mut k: Vec<char> = form.chars().collect();
             if exact {
                 k.push(END);

@@ -205,6 +205,8 @@ fn special_characters_are_escaped_and_encoded() {
         "/a%20(1)+[x].html",
         "/caf\u{e9} menu.html",
         "/caf%C3%A9%20menu.html",
+        "/caf%c3%a9%20menu.html",
+        "https://example.com/caf%c3%a9%20menu.html?v=2",
     ] {
         assert!(matches_any(&pats, u), "{u} {pats:?}");
     }
