@@ -19,6 +19,16 @@ fn release(dir: &Path, post: &str) {
     }
 }
 
+/// A site whose `public` holds release "post v1", and the daemon ready on it (debounce 300 ms).
+fn running_on_v1(fake: &Fake) -> (Site, Daemon) {
+    let site = Site::new();
+    release(&site.root, "post v1");
+    site.write_rules(&site.rules_for(fake, "300ms", ""));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    (site, d)
+}
+
 fn assert_exact(fake: &Fake, d: &Daemon, changed: &[&str], unchanged: &[&str]) {
     let vims = wait_requests(fake, Route::VimsPurge, 1, d);
     let p = vims[0].pattern();
@@ -36,11 +46,7 @@ fn assert_exact(fake: &Fake, d: &Daemon, changed: &[&str], unchanged: &[&str]) {
 #[test]
 fn a_directory_renamed_into_place() {
     let fake = Fake::start();
-    let site = Site::new();
-    release(&site.root, "post v1");
-    site.write_rules(&site.rules_for(&fake, "300ms", ""));
-    let d = site.start(&["run"]);
-    d.wait_ready();
+    let (site, d) = running_on_v1(&fake);
     let next = site.path("public.new");
     release(&next, "post v2");
     std::fs::write(next.join("blog/new.html"), "new").unwrap();
@@ -110,11 +116,7 @@ fn edits_right_after_a_swap_are_purged_too() {
     // The new tree is listed and hashed while the batch debounces; files changed, added or
     // removed after that listing must still be compared.
     let fake = Fake::start();
-    let site = Site::new();
-    release(&site.root, "post v1");
-    site.write_rules(&site.rules_for(&fake, "300ms", ""));
-    let d = site.start(&["run"]);
-    d.wait_ready();
+    let (site, d) = running_on_v1(&fake);
     let next = site.path("public.new");
     release(&next, "post v1");
     std::fs::rename(&site.root, site.path("public.old")).unwrap();
@@ -171,11 +173,7 @@ fn a_second_swap_within_the_debounce_is_compared_on_its_own() {
 #[test]
 fn a_watched_directory_that_goes_away_is_awaited_then_compared() {
     let fake = Fake::start();
-    let site = Site::new();
-    release(&site.root, "post v1");
-    site.write_rules(&site.rules_for(&fake, "300ms", ""));
-    let d = site.start(&["run"]);
-    d.wait_ready();
+    let (site, d) = running_on_v1(&fake);
     // `rm -rf public` then, a while later, a new build in its place (no stylesheet this time).
     std::fs::remove_dir_all(&site.root).unwrap();
     d.wait_for("is not there right now");
