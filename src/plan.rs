@@ -202,9 +202,6 @@ const PATH: &AsciiSet = &CONTROLS
 
 /// `encoded` with the hex digits of its `%XX` escapes in lower case.
 fn lower_hex(encoded: &str) -> String {
-    if !encoded.contains('%') {
-        return encoded.to_string();
-    }
     let mut out = String::with_capacity(encoded.len());
     let mut hex_left = 0;
     for c in encoded.chars() {
@@ -246,20 +243,20 @@ pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
         let encoded = utf8_percent_encode(s, PATH).to_string();
         // Browsers send escapes in upper-case hex; other clients may not, and a cache keeps the
         // URL as it was asked for.
-        let lower = lower_hex(&encoded);
-        let mut forms = vec![s.as_str()];
-        if encoded != *s {
-            forms.push(&encoded);
-            if lower != encoded {
-                forms.push(&lower);
-            }
-        }
-        for form in forms {
+        let mut push = |form: &str| {
             let mut k: Vec<char> = form.chars().collect();
             if exact {
                 k.push(END);
             }
             keys.push(k);
+        };
+        push(s);
+        if encoded != *s {
+            push(&encoded);
+            let lower = lower_hex(&encoded);
+            if lower != encoded {
+                push(&lower);
+            }
         }
     }
     keys.sort();
