@@ -1,10 +1,12 @@
 //! From changed files to provider requests: URLs, index aliases and VIMS regex patterns.
 //!
 //! A SiteHost target can only purge a whole stack, so any change is one request. A VIMS target
-//! purges by regex, matched against each cached URL, which may be a path (`/blog/a.html?v=2`) or
-//! a full URL (`https://host/blog/a.html`), so patterns are **never anchored at the start**. Each
-//! URL ends in `(?:$|\?)`: it matches the URL itself and with a query string, but not a longer
-//! sibling (`/a.html.bak`, `/blog2`). Paths are escaped, shared prefixes and suffixes are factored
+//! purges by regex, searched for in each cached URL, which may be a path (`/blog/a.html?v=2`), a
+//! full URL (`https://host/blog/a.html`) or host and path run together (`host/blog/a.html`, nginx's
+//! default key). So every pattern starts with [`PATH_START`]: the start of the key, an optional
+//! scheme and host, then the path — tied to the start of the *path*, so that `/index.xml` never
+//! matches `/blog/index.xml`. Each URL ends in `(?:$|\?)`: it matches the URL itself and with a
+//! query string, but not a longer sibling (`/a.html.bak`, `/blog2`). Paths are escaped, shared prefixes and suffixes are factored
 //! into one alternation, and a set too long for `max_bytes` is split across calls. Only syntax that
 //! Rust's `regex`, RE2, PCRE and Python share is used: literals, `\`-escaped punctuation,
 //! `(?:…)`, `|`, `?` and `$`.
@@ -23,6 +25,9 @@ pub const MAX_VIMS_CALLS: usize = 10;
 pub const MIN_FILES_FOR_ALL: usize = 50;
 /// The end of one URL: end of the cache key, or a query string.
 pub const URL_END: &str = "(?:$|\\?)";
+/// The start of a path in a cache key: the key's start, then an optional `scheme://`, then an
+/// optional host (anything up to the first `/`). Every pattern but `*` begins with it.
+pub const PATH_START: &str = "^(?:[^/]*//)?[^/]*";
 
 /// A file waiting to be purged for a target.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -266,7 +271,7 @@ pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
     let mut start = 0;
     while start < refs.len() {
         // The longest run from `start` whose pattern fits: grow by doubling, then bisect.
-        let fits = |end: usize| build(&refs[start..end]).len() <= max_bytes;
+        let fits = |end: usize| PATH_START.len() + build(&refs[start..end]).len() <= max_bytes;
         let mut good = start + 1;
         let mut step = 1;
         while good + step <= refs.len() && fits(good + step) {
@@ -282,7 +287,7 @@ pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
                 hi = mid
             }
         }
-        out.push(build(&refs[start..lo]));
+        out.push(format!("{PATH_START}{}", build(&refs[start..lo])));
         start = lo;
     }
     if out.len() > MAX_VIMS_CALLS {
