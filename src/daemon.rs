@@ -26,7 +26,7 @@ use crate::plan::{self, PendingFile, Request};
 use crate::prehash::{self, Prehasher};
 use crate::providers::{self, Accepted, Provider};
 use crate::route::{self, Filter, relative};
-use crate::state::{PendingRow, StateError, Store, now_ms};
+use crate::state::{DaemonLock, PendingRow, StateError, Store, now_ms};
 use crate::systemd;
 use crate::watch::{EventQueue, Taken, WatchError, WatchMsg, Watcher};
 
@@ -115,6 +115,8 @@ struct Daemon {
     unnamed: HashSet<PathBuf>,
     store: Option<Store>,
     seed: Option<Store>,
+    /// Held for the daemon's life (none in a dry run, which writes nothing).
+    _lock: Option<DaemonLock>,
     rules: Vec<RuleRt>,
     manifests: BTreeMap<String, Manifest>,
     /// target → (rule, path) → row
@@ -208,6 +210,7 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
         }
     }
     d.stop().await;
+    systemd::flush(Duration::from_secs(1));
     Ok(())
 }
 
@@ -265,6 +268,7 @@ impl Daemon {
         queue: Arc<EventQueue>,
         prehasher: Prehasher,
     ) -> Result<Daemon, DaemonError> {
+        let mut lock = None;
         let (store, seed) = if opts.dry_run {
             let seed = Store::open_read_only(&config.state_dir).unwrap_or_else(|e| {
                 tracing::warn!("dry run: not reading the state ({e}); every rule starts from a new baseline");
@@ -272,6 +276,8 @@ impl Daemon {
             });
             (None, seed)
         } else {
+            // One daemon per state directory: the lock first, then the store.
+            lock = Some(DaemonLock::acquire(&config.state_dir)?);
             (Some(Store::open(&config.state_dir)?), None)
         };
         let http = providers::http_client();
@@ -303,6 +309,7 @@ impl Daemon {
             unnamed: HashSet::new(),
             store,
             seed,
+            _lock: lock,
             opts,
             config: config.clone(),
         };

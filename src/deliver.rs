@@ -15,6 +15,16 @@ use crate::config::RetryPolicy;
 use crate::plan::Request;
 use crate::providers::{Accepted, JobState, Provider, ProviderError};
 
+/// The longest a provider's `Retry-After` is honoured for (or `retry_backoff_max`, when that is
+/// longer): a provider asking for `Retry-After: 999999` would otherwise hold every purge of the
+/// target for days.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(120);
+
+/// How long a `Retry-After` is honoured under `policy`.
+pub fn retry_after_cap(policy: &RetryPolicy) -> Duration {
+    RETRY_AFTER_CAP.max(policy.backoff_max)
+}
+
 /// The delay before retry number `attempt` (1 for the first retry).
 pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
     let exp = policy
@@ -24,7 +34,7 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>
     let half = capped / 2;
     let jittered = half + half.mul_f64(fastrand::f64());
     match retry_after {
-        Some(ra) => jittered.max(ra),
+        Some(ra) => jittered.max(ra.min(retry_after_cap(policy))),
         None => jittered,
     }
 }
@@ -104,7 +114,15 @@ pub async fn send(
             provider.purge(req).await
         },
         |attempt, error, delay| {
-            tracing::warn!(target: "purgewatch", target_name = %provider.target, attempt, retry_in = ?delay, "purge failed, will retry: {error}");
+            let capped = match error.retry_after() {
+                Some(ra) if ra > retry_after_cap(policy) => format!(
+                    " (the provider asked for Retry-After {}; honoured up to {})",
+                    humantime::format_duration(ra),
+                    humantime::format_duration(retry_after_cap(policy))
+                ),
+                _ => String::new(),
+            };
+            tracing::warn!(target: "purgewatch", target_name = %provider.target, attempt, retry_in = ?delay, "purge failed, will retry: {error}{capped}");
         },
     )
     .await
@@ -207,6 +225,9 @@ mod tests {
             let d9 = backoff(&p, 9, None);
             assert!(d9 >= Duration::from_secs(4) && d9 <= Duration::from_secs(8), "{d9:?}");
             assert!(backoff(&p, 1, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+            // `Retry-After: 999999` waits no longer than the cap.
+            let huge = backoff(&p, 1, Some(Duration::from_secs(999_999)));
+            assert_eq!(huge, RETRY_AFTER_CAP, "{huge:?}");
         }
     }
 

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -8,7 +9,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             let code = err.exit_code();
-            eprintln!("{:#}", anyhow::Error::from(err));
+            if !err.is_quiet() {
+                // Where stderr is gone too there is no one left to tell.
+                let _ = writeln!(std::io::stderr(), "{:#}", anyhow::Error::from(err));
+            }
             code
         }
     }

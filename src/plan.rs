@@ -206,7 +206,7 @@ const PATH: &AsciiSet = &CONTROLS
     .add(b'%');
 
 /// `encoded` with the hex digits of its `%XX` escapes in lower case.
-fn lower_hex(encoded: &str) -> String {
+pub(crate) fn lower_hex(encoded: &str) -> String {
     let mut out = String::with_capacity(encoded.len());
     let mut hex_left = 0;
     for c in encoded.chars() {

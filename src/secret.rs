@@ -21,12 +21,44 @@ impl Secret {
     }
 
     /// Replaces every occurrence of the secret in `text` (a provider's reply, an error) with
-    /// `[redacted]`, so that nothing echoed back can leak it into a log line.
+    /// `[redacted]`, so that nothing echoed back can leak it into a log line: as it is, and in
+    /// the forms a reply may quote it in (percent-encoded with either case of hex, form-encoded,
+    /// JSON-escaped).
     pub fn scrub(&self, text: &str) -> String {
         if self.0.len() < 4 {
             return text.to_string();
         }
-        text.replace(&self.0, "[redacted]")
+        let mut out = text.to_string();
+        for form in self.forms() {
+            if out.contains(&form) {
+                out = out.replace(&form, "[redacted]");
+            }
+        }
+        out
+    }
+
+    /// The secret as it is and as URLs, forms and JSON strings write it, longest first.
+    fn forms(&self) -> Vec<String> {
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        let raw = self.0.as_str();
+        let percent = utf8_percent_encode(raw, NON_ALPHANUMERIC).to_string();
+        // application/x-www-form-urlencoded: `*-._` stay, a space is `+`.
+        let form: String = raw
+            .bytes()
+            .map(|b| match b {
+                b' ' => "+".to_string(),
+                b'*' | b'-' | b'.' | b'_' => (b as char).to_string(),
+                b if b.is_ascii_alphanumeric() => (b as char).to_string(),
+                b => format!("%{b:02X}"),
+            })
+            .collect();
+        let json = serde_json::to_string(raw).unwrap_or_default();
+        let json = json.trim_matches('"').to_string();
+        let lower = |s: &str| crate::plan::lower_hex(s);
+        let mut forms = vec![raw.to_string(), lower(&percent), lower(&form), json, percent, form];
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        forms
     }
 }
 
@@ -51,5 +83,20 @@ mod tests {
         let s = Secret::new("sk_live_abcdef");
         assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
         assert_eq!(s.scrub("bad key sk_live_abcdef!"), "bad key [redacted]!");
+    }
+
+    #[test]
+    fn encoded_forms_are_scrubbed_too() {
+        let s = Secret::new("k3y/with spaces+&=\"quote");
+        for text in [
+            "k3y/with spaces+&=\"quote",
+            "k3y%2Fwith%20spaces%2B%26%3D%22quote",
+            "k3y%2fwith%20spaces%2b%26%3d%22quote",
+            "k3y%2Fwith+spaces%2B%26%3D%22quote",
+            "{\"msg\": \"apikey k3y/with spaces+&=\\\"quote invalid\"}",
+        ] {
+            let out = s.scrub(text);
+            assert!(out.contains("[redacted]") && !out.contains("k3y"), "{text} -> {out}");
+        }
     }
 }

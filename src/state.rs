@@ -40,8 +40,119 @@ pub enum StateError {
         path.display()
     )]
     Broken { path: PathBuf, reason: String },
+    #[error("state file {}: {reason}", path.display())]
+    Unusable { path: PathBuf, reason: String },
+    #[error(
+        "another purgewatch{} is running on the state directory {}: stop it first, or give this one its own `state_dir:` (two daemons would send every purge twice)",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        dir.display()
+    )]
+    Locked { dir: PathBuf, pid: Option<u32> },
+    #[error("state directory {}: cannot take the daemon's lock: {error}", dir.display())]
+    Lock { dir: PathBuf, error: std::io::Error },
     #[error("state file: {0}")]
     Sql(rusqlite::Error),
+}
+
+/// What a SQLite error at opening means for the person who has to act on it: only a file that
+/// is not a database, or a damaged one, is "move it away"; a full disk, a read-only filesystem
+/// or a permission problem leaves the file (and the work pending in it) as it is.
+fn open_error(path: &Path, e: rusqlite::Error) -> StateError {
+    use rusqlite::ErrorCode;
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    let reason = match code {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            return StateError::Broken {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            };
+        }
+        Some(ErrorCode::DiskFull) => {
+            "the disk is full: free some space there and start again (the state file is intact; do not move it away, it holds pending purges)".to_string()
+        }
+        Some(ErrorCode::ReadOnly) => {
+            "the file or its filesystem is read-only: purgewatch must write there (check the mount, ReadWritePaths= or StateDirectory= in the unit)".to_string()
+        }
+        Some(ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => format!(
+            "permission denied or cannot open ({e}): the user purgewatch runs as must own the state directory and file"
+        ),
+        _ => e.to_string(),
+    };
+    StateError::Unusable {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// The daemon's hold on its state directory: an exclusive `flock` on `state_dir/daemon.lock`,
+/// released when the process ends however it ends. The file holds the pid, for the error a
+/// second daemon prints.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: std::fs::File,
+}
+
+/// The lock file in the state directory.
+pub const LOCK_FILE: &str = "daemon.lock";
+
+impl DaemonLock {
+    /// Takes the lock, or says which process holds it.
+    pub fn acquire(dir: &Path) -> Result<DaemonLock, StateError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        create_dir(dir)?;
+        let lock_error = |error| StateError::Lock {
+            dir: dir.to_path_buf(),
+            error,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join(LOCK_FILE))
+            .map_err(lock_error)?;
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(lock_error(err));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(StateError::Locked {
+                dir: dir.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(lock_error)?;
+        Ok(DaemonLock { _file: file })
+    }
+}
+
+/// Creates the state directory, readable by its owner only (it says which files a site has and
+/// how its purges went), if it is not there yet.
+fn create_dir(dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|error| StateError::CreateDir {
+            path: dir.to_path_buf(),
+            error,
+        })
 }
 
 impl From<rusqlite::Error> for StateError {
@@ -107,15 +218,19 @@ CREATE TABLE seen (rule TEXT NOT NULL, path TEXT NOT NULL, first_seen_ms INTEGER
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StateError> {
-        std::fs::create_dir_all(dir).map_err(|error| StateError::CreateDir {
-            path: dir.to_path_buf(),
-            error,
-        })?;
+        use std::os::unix::fs::OpenOptionsExt;
+        create_dir(dir)?;
         let path = dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|error| StateError::Open {
-            path: path.clone(),
-            error,
-        })?;
+        // Created 0600 before SQLite opens it (SQLite gives its -wal and -shm files the same
+        // mode); an existing file keeps the mode its owner gave it.
+        if !path.exists() {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+        }
+        let conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
         Store::init(conn, path, true)
     }
 
@@ -137,10 +252,7 @@ impl Store {
     }
 
     fn init(conn: Connection, path: PathBuf, writable: bool) -> Result<Store, StateError> {
-        let broken = |e: rusqlite::Error| StateError::Broken {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let broken = |e: rusqlite::Error| open_error(&path, e);
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(broken)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

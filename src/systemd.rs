@@ -1,43 +1,167 @@
 //! systemd notifications (`Type=notify`): READY, RELOADING, STOPPING, STATUS and WATCHDOG.
 //! Every call is a no-op when `$NOTIFY_SOCKET` is not set.
+//!
+//! Nothing here blocks the caller. A datagram to the notify socket blocks while the socket's
+//! buffer is full (a supervisor that reads late, PID 1 busy re-executing), so the sends happen on
+//! one thread of their own: READY, RELOADING, STOPPING and WATCHDOG wait there in order (at most
+//! [`QUEUE`] of them; past that the oldest are dropped); a STATUS= only ever keeps its latest text,
+//! and is dropped whenever a newer one comes before it could go.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-fn send(states: &[NotifyState]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
+/// State changes waiting for the socket, at most.
+const QUEUE: usize = 64;
+
+#[derive(Default)]
+struct Pending {
+    /// Whole messages (state changes, with their STATUS= if any), oldest first.
+    changes: VecDeque<String>,
+    /// The latest STATUS= not sent yet.
+    status: Option<String>,
+    /// A message is being sent now.
+    busy: bool,
+}
+
+struct Notifier {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+fn notifier() -> Option<&'static Notifier> {
+    static N: OnceLock<Option<&'static Notifier>> = OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var_os("NOTIFY_SOCKET")?;
+        let n: &'static Notifier = Box::leak(Box::new(Notifier {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("sd-notify".into())
+            .spawn(move || n.run())
+            .map_err(|e| tracing::warn!("systemd notifications are off: cannot start their thread: {e}"))
+            .ok()?;
+        Some(n)
+    })
+}
+
+impl Notifier {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!("sd_notify failed: {e}");
+
+    fn run(&self) {
+        loop {
+            let msg = {
+                let mut p = self.lock();
+                p.busy = false;
+                self.wake.notify_all();
+                let msg = loop {
+                    if let Some(m) = p.changes.pop_front() {
+                        break m;
+                    }
+                    if let Some(s) = p.status.take() {
+                        break s;
+                    }
+                    p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+                };
+                p.busy = true;
+                msg
+            };
+            if let Err(e) = send_now(&msg) {
+                tracing::debug!("sd_notify failed: {e}");
+            }
+        }
+    }
+
+    fn push_change(&self, msg: String) {
+        let mut p = self.lock();
+        if p.changes.len() >= QUEUE {
+            p.changes.pop_front();
+        }
+        // A change carries its own STATUS=; an older one waiting is stale.
+        if msg.contains("STATUS=") {
+            p.status = None;
+        }
+        p.changes.push_back(msg);
+        self.wake.notify_all();
+    }
+
+    fn set_status(&self, msg: String) {
+        self.lock().status = Some(msg);
+        self.wake.notify_all();
+    }
+
+    /// Waits until everything queued has gone, or `limit` passes.
+    fn flush(&self, limit: Duration) {
+        let end = Instant::now() + limit;
+        let mut p = self.lock();
+        while !p.changes.is_empty() || p.status.is_some() || p.busy {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            p = self.wake.wait_timeout(p, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+fn message(states: &[NotifyState]) -> String {
+    states.iter().map(|s| format!("{s}\n")).collect()
+}
+
+fn send_now(msg: &str) -> std::io::Result<()> {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    sock.connect(path)?;
+    sock.send(msg.as_bytes()).map(|_| ())
+}
+
+fn change(states: &[NotifyState]) {
+    if let Some(n) = notifier() {
+        n.push_change(message(states));
     }
 }
 
 pub fn ready(status: &str) {
-    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    change(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 pub fn reloading() {
     match NotifyState::monotonic_usec_now() {
-        Ok(now) => send(&[NotifyState::Reloading, now]),
-        Err(_) => send(&[NotifyState::Reloading]),
+        Ok(now) => change(&[NotifyState::Reloading, now]),
+        Err(_) => change(&[NotifyState::Reloading]),
     }
 }
 
 pub fn stopping() {
-    send(&[
+    change(&[
         NotifyState::Stopping,
         NotifyState::Status("stopping: sending pending purges"),
     ]);
 }
 
+/// A STATUS= line; dropped if a newer one comes before it could go.
 pub fn status(status: &str) {
-    send(&[NotifyState::Status(status)]);
+    if let Some(n) = notifier() {
+        n.set_status(message(&[NotifyState::Status(status)]));
+    }
 }
 
 pub fn watchdog() {
-    send(&[NotifyState::Watchdog]);
+    change(&[NotifyState::Watchdog]);
+}
+
+/// Gives what is queued up to `limit` to reach the socket (at exit).
+pub fn flush(limit: Duration) {
+    if let Some(n) = notifier() {
+        n.flush(limit);
+    }
 }
 
 /// How often to ping the watchdog: half of `$WATCHDOG_USEC`, when it is set for this process.

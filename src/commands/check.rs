@@ -8,7 +8,7 @@ use crate::providers::{Provider, http_client};
 
 pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CommandError> {
     let config = load(cli, false)?.config;
-    println!(
+    outln!(
         "{}: ok ({} target{}, {} rule{})",
         cli.config.display(),
         config.targets.len(),
@@ -25,10 +25,10 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CommandError> {
     for t in &config.targets {
         let provider = Provider::new(t, http.clone());
         match rt.block_on(provider.check()) {
-            Ok(msg) => println!("target \"{}\" ({}): ok: {msg}", t.name, t.kind.type_name()),
+            Ok(msg) => outln!("target \"{}\" ({}): ok: {msg}", t.name, t.kind.type_name()),
             Err(e) => {
                 failed += 1;
-                eprintln!("target \"{}\" ({}): {e}", t.name, t.kind.type_name());
+                errln!("target \"{}\" ({}): {e}", t.name, t.kind.type_name());
             }
         }
     }

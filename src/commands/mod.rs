@@ -1,11 +1,6 @@
 //! What each subcommand does. [`run`] dispatches and maps errors to exit statuses:
 //! 0 success, 1 a runtime failure, 2 a usage or rules-file error.
 
-mod check;
-mod plan;
-mod purge;
-mod status;
-
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
@@ -25,16 +20,57 @@ pub enum CommandError {
     Daemon(#[from] DaemonError),
     #[error("{0}")]
     Failed(String),
+    /// Standard output could not be written. A reader that went away (`plan | head -1`) ends
+    /// the command quietly with status 0, as ripgrep does; any other write error is status 1.
+    #[error("cannot write to standard output: {0}")]
+    Output(std::io::Error),
 }
 
 impl CommandError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CommandError::Config(_) | CommandError::Usage(_) => ExitCode::from(2),
+            _ if self.is_quiet() => ExitCode::SUCCESS,
             _ => ExitCode::from(1),
         }
     }
+
+    /// True when there is nothing to say: the reader of standard output closed the pipe.
+    pub fn is_quiet(&self) -> bool {
+        matches!(self, CommandError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
 }
+
+/// Writes one line to standard output, or says why it could not (see [`CommandError::Output`]).
+pub(crate) fn write_line(line: std::fmt::Arguments<'_>) -> Result<(), CommandError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(CommandError::Output)
+}
+
+/// `println!` for commands: a closed pipe or a full disk is an error the command returns, never
+/// a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::commands::write_line(format_args!($($arg)*))?
+    };
+}
+
+/// `eprintln!` that never panics: where standard error is gone there is no one left to tell.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+mod check;
+mod plan;
+mod purge;
+mod status;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {

@@ -118,7 +118,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         files.sort();
         files.dedup();
         let requests = plan::plan(target, &files, &config.rules, &manifests);
-        println!(
+        outln!(
             "target \"{}\" ({}): {} file{}, {} request{}",
             target.name,
             target.kind.type_name(),
@@ -129,11 +129,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         );
         for report in &feeding {
             for line in &report.lines {
-                println!("  {line}");
+                outln!("  {line}");
             }
         }
         for f in files.iter().filter(|f| !feeding.iter().any(|r| r.changed.contains(f))) {
-            println!(
+            outln!(
                 "    queued {}  ({}, rule {}, not sent yet by the daemon)",
                 f.path,
                 f.kind.as_str(),
@@ -142,7 +142,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         }
         let provider = Provider::new(target, http.clone());
         for r in &requests {
-            println!("  request: {}", provider.describe(r));
+            outln!("  request: {}", provider.describe(r));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -69,7 +69,7 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
     let provider = Provider::new(&target, http);
     if args.dry_run {
         for req in &requests {
-            println!("dry-run: would send to \"{}\": {}", target.name, provider.describe(req));
+            outln!("dry-run: would send to \"{}\": {}", target.name, provider.describe(req));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -96,7 +96,7 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             .and_then(|s| s.record_purge(&deliver::record(&target.name, 0, &desc, &res)).ok());
         let accepted = match res {
             Ok(acc) => {
-                println!(
+                outln!(
                     "purged \"{}\": {desc} (job {})",
                     target.name,
                     acc.job_id.as_deref().unwrap_or("-")
@@ -104,7 +104,7 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
                 Some(acc)
             }
             Err(f) => {
-                eprintln!("target \"{}\": purge failed: {f}", target.name);
+                errln!("target \"{}\": purge failed: {f}", target.name);
                 failed = true;
                 None
             }
@@ -113,7 +113,7 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             continue;
         };
         let Some(job) = acc.job_id else {
-            println!("the provider gave no job id to wait for");
+            outln!("the provider gave no job id to wait for");
             continue;
         };
         let outcome = rt.block_on(deliver::follow_job(
@@ -125,14 +125,14 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
         ));
         match &outcome {
             JobOutcome::Done(s) => {
-                println!("job {job} finished: {s}");
+                outln!("job {job} finished: {s}");
             }
             JobOutcome::Failed(s) => {
-                eprintln!("target \"{}\": job {job} failed: {s}", target.name);
+                errln!("target \"{}\": job {job} failed: {s}", target.name);
                 failed = true;
             }
             JobOutcome::Unknown(s) => {
-                eprintln!("target \"{}\": could not confirm job {job}: {s}", target.name);
+                errln!("target \"{}\": could not confirm job {job}: {s}", target.name);
                 failed = true;
             }
         }

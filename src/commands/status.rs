@@ -11,12 +11,12 @@ use crate::state::{Store, now_ms};
 pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
     let config = load(cli, true)?.config;
     let Some(store) = Store::open_read_only(&config.state_dir)? else {
-        println!(
+        outln!(
             "no state yet in {} (the daemon has not run with these rules)",
             config.state_dir.display()
         );
         for t in &config.targets {
-            println!(
+            outln!(
                 "target \"{}\" ({}): nothing pending, never purged",
                 t.name,
                 t.kind.type_name()
@@ -24,7 +24,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    println!("state: {}", store.path().display());
+    outln!("state: {}", store.path().display());
     let now = now_ms();
     let mut pending: BTreeMap<String, (usize, i64)> = BTreeMap::new();
     for row in store.pending()? {
@@ -53,11 +53,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         }
     }
     for (name, kind) in names {
-        println!("target \"{name}\" ({kind})");
+        outln!("target \"{name}\" ({kind})");
         let (queued, q_oldest) = pending.get(&name).copied().unwrap_or((0, i64::MAX));
         let (waiting, w_oldest) = seen.get(&name).copied().unwrap_or((0, i64::MAX));
         if queued + waiting == 0 {
-            println!("  pending: none");
+            outln!("  pending: none");
         } else {
             let n = queued + waiting;
             let settling = if waiting > 0 {
@@ -66,7 +66,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
                 String::new()
             };
             let oldest = age(now - q_oldest.min(w_oldest));
-            println!(
+            outln!(
                 "  pending: {n} file{}{settling}, oldest {oldest} ago",
                 if n == 1 { "" } else { "s" }
             );
@@ -82,7 +82,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
                     ("failed", Some(m)) => format!(": {m}"),
                     _ => String::new(),
                 };
-                println!(
+                outln!(
                     "  last purge: {} ago, {} file{}, {}: {}{job}{msg}",
                     age(now - p.at_ms),
                     p.files,
@@ -91,7 +91,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
                     p.result
                 );
             }
-            None => println!("  last purge: never"),
+            None => outln!("  last purge: never"),
         }
     }
     Ok(ExitCode::SUCCESS)

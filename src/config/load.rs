@@ -52,12 +52,52 @@ const RULE_KEYS: &[&str] = &[
     "purge",
 ];
 
+/// The largest rules file read: a rules file is a few kilobytes; past this it is a mistake
+/// (`-c /dev/zero`, a log file) and is refused before parsing.
+pub const MAX_RULES_BYTES: u64 = 1024 * 1024;
+
 /// Reads and validates the rules file at `path`.
 pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    use std::io::Read;
+    let read_error = |error| ConfigError::Read {
         path: path.to_path_buf(),
         error,
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_RULES_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    let at_start = |message: String| {
+        ConfigError::Invalid(vec![Diagnostic {
+            file: path.to_path_buf(),
+            pos: Some(Pos { line: 1, col: 1 }),
+            message,
+        }])
+    };
+    if bytes.len() as u64 > MAX_RULES_BYTES {
+        return Err(at_start(format!(
+            "the rules file is larger than {} KiB: is this the right file? (a rules file is a few kilobytes)",
+            MAX_RULES_BYTES / 1024
+        )));
+    }
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            // Valid up to here, so this slice is text.
+            let before = std::str::from_utf8(good).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+            let bad = e.as_bytes()[good.len()];
+            return Err(ConfigError::Invalid(vec![Diagnostic {
+                file: path.to_path_buf(),
+                pos: Some(Pos { line, col }),
+                message: format!(
+                    "the rules file is not valid UTF-8 (byte 0x{bad:02x}): save it as UTF-8 (`iconv -t UTF-8`)"
+                ),
+            }]));
+        }
+    };
     load_str(path, &text, opts, &|k| std::env::var(k).ok())
 }
 
@@ -302,6 +342,46 @@ impl Cx<'_> {
         }
     }
 
+    /// A provider's API URL: absolute, http or https, with no user name or password in it (the
+    /// URL is printed in logs and errors; credentials belong in `api_key`/`token`). The value is
+    /// never quoted back, in case it holds a password.
+    fn api_url(&mut self, node: &Node, what: &str) -> Option<String> {
+        let s = self.string(node, what, false)?;
+        let s = s.trim();
+        let problem = match reqwest::Url::parse(s) {
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                format!("the scheme `{}` is not http or https", u.scheme())
+            }
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                "it carries a user name or password: remove it (`https://host/...`) and put the credential in the target's api_key/token".into()
+            }
+            Ok(u) if u.host_str().is_none_or(str::is_empty) => "it has no host".into(),
+            Ok(_) => return Some(s.to_string()),
+            Err(e) => format!("it is not an absolute URL ({e})"),
+        };
+        self.error(
+            node.pos,
+            format!("{what}: {problem}; write it like https://api.example.com/path"),
+        );
+        None
+    }
+
+    /// A provider id that is a whole number (`client_id`, `cdn_id`, a VIMS host id).
+    fn id(&mut self, node: Option<&Node>, what: &str, key: &str, value: String) -> Option<String> {
+        let v = value.trim();
+        if !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(v.to_string());
+        }
+        let hint = if key == "host" { " or `all`" } else { "" };
+        if let Some(n) = node {
+            self.error(
+                n.pos,
+                format!("{what}: {key} `{value}` is not a whole number{hint} (the provider's id, like 7)"),
+            );
+        }
+        None
+    }
+
     fn tuning(&mut self, key: &str, v: &Node, t: &mut Tuning, what: &str) {
         let what = format!("{what}: {key}");
         match key {
@@ -409,6 +489,25 @@ impl Cx<'_> {
             }
         };
         let state_dir = state_dir.or_else(|| default_state_dir(self.env));
+        if let Some(dir) = &state_dir {
+            let state_pos = top.iter().find(|(k, _, _)| *k == "state_dir").map(|(_, _, v)| v.pos);
+            let state = real_path(dir);
+            for (rule, watch_pos) in &rules {
+                let root = real_path(&rule.watch);
+                if state.starts_with(&root) {
+                    self.error(
+                        state_pos.unwrap_or(*watch_pos),
+                        format!(
+                            "rule \"{}\" watches {}, which holds the state directory {}: the daemon would purge its own writes; set `state_dir:` outside every watched tree (like /var/lib/purgewatch)",
+                            rule.name,
+                            rule.watch.display(),
+                            dir.display()
+                        ),
+                    );
+                }
+            }
+        }
+        let rules = rules.into_iter().map(|(r, _)| r).collect();
         let Some(state_dir) = state_dir else {
             self.error(
                 root.pos,
@@ -502,9 +601,10 @@ impl Cx<'_> {
         };
         let kind = match ty.as_str() {
             "sitehost" => {
-                let api_url = field("api_url").and_then(|v| self.string(v, &format!("{what}: api_url"), false));
+                let api_url = field("api_url").and_then(|v| self.api_url(v, &format!("{what}: api_url")));
                 let api_key = self.secret(&what, pos, field("api_key"), field("api_key_file"), "api_key");
-                let client_id = required(self, "client_id", "your SiteHost client id, like 12345");
+                let client_id = required(self, "client_id", "your SiteHost client id, like 12345")
+                    .and_then(|id| self.id(field("client_id"), &what, "client_id", id));
                 let server = required(self, "server", "the server the stack is on, like ch-server1");
                 let stack = required(self, "stack", "the stack name");
                 TargetKind::SiteHost(SiteHost {
@@ -516,11 +616,18 @@ impl Cx<'_> {
                 })
             }
             _ => {
-                let api_url = field("api_url").and_then(|v| self.string(v, &format!("{what}: api_url"), false));
+                let api_url = field("api_url").and_then(|v| self.api_url(v, &format!("{what}: api_url")));
                 let token = self.secret(&what, pos, field("token"), field("token_file"), "token");
-                let cdn_id = required(self, "cdn_id", "the CDN service id from VIMS, like 7");
+                let cdn_id = required(self, "cdn_id", "the CDN service id from VIMS, like 7")
+                    .and_then(|id| self.id(field("cdn_id"), &what, "cdn_id", id));
                 let host = match field("host") {
-                    Some(v) => self.string(v, &format!("{what}: host"), false),
+                    Some(v) => self.string(v, &format!("{what}: host"), false).and_then(|h| {
+                        if h == "all" {
+                            Some(h)
+                        } else {
+                            self.id(Some(v), &what, "host", h)
+                        }
+                    }),
                     None => Some("all".into()),
                 };
                 TargetKind::Vims(Vims {
@@ -591,7 +698,8 @@ impl Cx<'_> {
         }
     }
 
-    fn rules(&mut self, node: &Node, targets: &[&str]) -> Vec<Rule> {
+    /// The valid rules, each with where its `watch:` value is.
+    fn rules(&mut self, node: &Node, targets: &[&str]) -> Vec<(Rule, Pos)> {
         let items: &[Node] = match &node.value {
             Value::Seq(items) => items,
             _ if node.is_null() => &[],
@@ -622,7 +730,7 @@ impl Cx<'_> {
         out
     }
 
-    fn rule(&mut self, index: usize, node: &Node, targets: &[&str]) -> Option<Rule> {
+    fn rule(&mut self, index: usize, node: &Node, targets: &[&str]) -> Option<(Rule, Pos)> {
         let entries = self.mapping(node, &format!("rule #{}", index + 1))?;
         let name = entries
             .iter()
@@ -647,17 +755,24 @@ impl Cx<'_> {
             index_files: vec!["index.html".into()],
             purge: PurgeMode::Changed,
         };
-        let mut has_watch = false;
+        let mut watch_pos = None;
         let mut has_targets = false;
         for (key, _, v) in self.keys(entries, RULE_KEYS, &what) {
             let kw = format!("{what}: {key}");
             match key {
                 "name" => {}
                 "watch" => {
-                    has_watch = true;
+                    watch_pos = Some(v.pos);
                     if let Some(p) = self.path(v, &kw, false) {
                         match std::fs::metadata(&p) {
-                            Ok(m) if m.is_dir() => {}
+                            Ok(m) if m.is_dir() => {
+                                if let Some(fs) = system_tree(&real_path(&p)) {
+                                    self.error(
+                                        v.pos,
+                                        format!("{kw}: {} is {fs}, not a site: watch the directory your site is built into", p.display()),
+                                    );
+                                }
+                            }
                             Ok(_) => self.error(v.pos, format!("{kw}: {} is not a directory", p.display())),
                             Err(e) => self.error(
                                 v.pos,
@@ -729,7 +844,7 @@ impl Cx<'_> {
                 _ => {}
             }
         }
-        if !has_watch {
+        if watch_pos.is_none() {
             self.error(node.pos, format!("{what}: missing `watch:` (the directory to watch)"));
         }
         if !has_targets {
@@ -738,9 +853,40 @@ impl Cx<'_> {
         if self.errors.len() != n_errors {
             None
         } else {
-            Some(rule)
+            Some((rule, watch_pos.unwrap_or(node.pos)))
         }
     }
+}
+
+/// `path` with every symlink resolved, as far as it exists; the rest is appended as written (a
+/// state directory may not exist yet).
+fn real_path(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut cur = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            return missing.iter().rev().fold(real, |acc: PathBuf, part| acc.join(part));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// What a directory that is no site is, when it is one: the root, or a kernel pseudo-filesystem
+/// (walking `/proc` never ends: it holds every process's view of the whole tree).
+fn system_tree(real: &Path) -> Option<&'static str> {
+    if real == Path::new("/") {
+        return Some("the root of the filesystem");
+    }
+    ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|p| real.starts_with(p))
+        .then_some("a kernel pseudo-filesystem")
 }
 
 /// A rule item's `name:` and where its value is.

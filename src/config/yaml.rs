@@ -79,11 +79,26 @@ enum Frame {
     Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
 }
 
+/// The most nodes a document's aliases may expand to. A rules file has a few hundred nodes; nested aliases (`b: [*a, *a, *a, ...]`, `c: [*b, *b, ...]`) grow exponentially, and
+/// 600 bytes of them would otherwise take gigabytes.
+pub const MAX_NODES: usize = 100_000;
+
+/// How many nodes `node` holds, itself included.
+fn size(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Scalar { .. } => 0,
+        Value::Seq(items) => items.iter().map(size).sum(),
+        Value::Map(items) => items.iter().map(|(k, v)| size(k) + size(v)).sum(),
+    }
+}
+
 /// Parses the first document of `text`. An empty document gives a null node at 1:1.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    // Each anchored node with its size, and how many nodes the aliases so far expanded to.
+    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
+    let mut nodes = 0usize;
     let mut root: Option<Node> = None;
     loop {
         let (event, span) = match parser.next_event() {
@@ -119,11 +134,20 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 anchor,
             )),
             Event::Alias(id) => {
-                let node = anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                let (node, n) = anchors.get(&id).ok_or_else(|| SyntaxError {
                     pos,
                     message: "alias to an unknown anchor".into(),
                 })?;
-                Some((Node { pos, ..node }, 0))
+                nodes = nodes.saturating_add(*n);
+                if nodes > MAX_NODES {
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!(
+                            "aliases expand past {MAX_NODES} nodes (an alias bomb?): write the values out, or use fewer nested aliases"
+                        ),
+                    });
+                }
+                Some((Node { pos, ..node.clone() }, 0))
             }
             Event::SequenceStart(anchor, _) => {
                 stack.push(Frame::Seq(pos, anchor, Vec::new()));
@@ -167,7 +191,8 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         };
         if let Some((node, anchor)) = finished {
             if anchor != 0 {
-                anchors.insert(anchor, node.clone());
+                let n = size(&node);
+                anchors.insert(anchor, (node.clone(), n));
             }
             match stack.last_mut() {
                 None => root = Some(node),
@@ -228,6 +253,26 @@ mod tests {
     fn syntax_error_has_position() {
         let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.pos.line >= 1, "{err:?}");
+    }
+
+    #[test]
+    fn an_alias_bomb_is_an_error_at_the_alias_that_crosses_the_bound() {
+        let mut doc = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let prev = (b'a' + i - 1) as char;
+            let cur = (b'a' + i) as char;
+            doc.push_str(&format!(
+                "{cur}: &{cur} [{}]\n",
+                vec![format!("*{prev}"); 10].join(", ")
+            ));
+        }
+        let started = std::time::Instant::now();
+        let err = parse(&doc).unwrap_err();
+        assert!(err.message.contains("alias bomb"), "{err:?}");
+        assert!(err.pos.line > 1 && err.pos.line <= 12, "{err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // A few aliases are fine.
+        assert!(parse("a: &a {k: v}\nb: *a\nc: *a\n").is_ok());
     }
 
     #[test]

@@ -82,11 +82,14 @@ pub struct Provider {
     vims: vims::TaskPath,
 }
 
-/// The HTTP client every provider shares: rustls, connect and total timeouts.
+/// The HTTP client every provider shares: rustls, connect and total timeouts, and no redirects:
+/// a redirected POST would re-send the form (API key included) to another host, or turn into a
+/// GET whose `{"status": true}` looks like a purge. A 3xx is an error that names its `Location`.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("purgewatch/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the TLS backend initialises")
@@ -151,7 +154,9 @@ impl Provider {
     }
 }
 
-/// A reply, read whole (up to a limit).
+/// A reply, read whole (up to [`BODY_LIMIT`]) and scrubbed of the secret before anything looks
+/// at it: a provider that echoes the key or token back cannot leak it into a log line, an error,
+/// `status` or the state file.
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub status: StatusCode,
@@ -159,23 +164,39 @@ pub(crate) struct Reply {
     pub excerpt: String,
     pub html: bool,
     pub retry_after: Option<Duration>,
+    /// Where a 3xx pointed.
+    pub location: Option<String>,
 }
 
-const BODY_LIMIT: usize = 256 * 1024;
+/// The most of a reply that is read: API replies are a few hundred bytes; more is an error.
+pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// Sends a request; a network error or timeout is transient. `what` names the request.
+/// Sends a request; a network error or timeout is transient, a request that cannot be built
+/// (a bad URL) is permanent. `what` names the request.
 pub(crate) async fn send(rb: RequestBuilder, what: &str, secret: &Secret) -> Result<Reply, ProviderError> {
-    let resp = rb.send().await.map_err(|e| {
-        let kind = if e.is_timeout() {
+    let mut resp = rb.send().await.map_err(|e| {
+        let builder = e.is_builder();
+        let kind = if builder {
+            "the request cannot be built (check api_url)"
+        } else if e.is_timeout() {
             "timed out"
         } else if e.is_connect() {
             "could not connect"
         } else {
             "failed"
         };
-        ProviderError::transient(secret.scrub(&format!("{what}: {kind}: {}", error_chain(&e.without_url()))))
+        let message = secret.scrub(&format!("{what}: {kind}: {}", error_chain(&e.without_url())));
+        if builder {
+            ProviderError::permanent(message)
+        } else {
+            ProviderError::transient(message)
+        }
     })?;
     let status = resp.status();
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| secret.scrub(&String::from_utf8_lossy(v.as_bytes())));
     let retry_after = resp
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -186,22 +207,35 @@ pub(crate) async fn send(rb: RequestBuilder, what: &str, secret: &Secret) -> Res
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("html"));
-    let bytes = resp.bytes().await.map_err(|e| {
-        ProviderError::transient(format!(
-            "{what}: reading the reply failed: {}",
-            error_chain(&e.without_url())
-        ))
-    })?;
-    let body = &bytes[..bytes.len().min(BODY_LIMIT)];
-    let text = String::from_utf8_lossy(body);
-    let json = serde_json::from_slice::<Value>(body).ok();
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > BODY_LIMIT => {
+                return Err(ProviderError::transient(format!(
+                    "{what}: HTTP {status}: the reply is larger than {} KiB (an API reply is a few hundred bytes): not read further",
+                    BODY_LIMIT / 1024
+                )));
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ProviderError::transient(secret.scrub(&format!(
+                    "{what}: reading the reply failed: {}",
+                    error_chain(&e.without_url())
+                ))));
+            }
+        }
+    }
+    let text = secret.scrub(&String::from_utf8_lossy(&body));
+    let json = serde_json::from_str::<Value>(&text).ok();
     let html = json.is_none() && (is_html_type || text.trim_start().starts_with('<'));
     Ok(Reply {
         status,
         json,
-        excerpt: secret.scrub(&excerpt(&text)),
+        excerpt: excerpt(&text),
         html,
         retry_after,
+        location,
     })
 }
 
@@ -210,6 +244,13 @@ pub(crate) fn http_error(what: &str, reply: &Reply) -> ProviderError {
     let said = provider_message(reply);
     let message = format!("{what}: HTTP {}{said}", reply.status);
     let s = reply.status.as_u16();
+    if reply.status.is_redirection() {
+        let to = reply.location.as_deref().unwrap_or("no Location given");
+        return ProviderError::permanent(format!(
+            "{what}: HTTP {}: redirected to {to}; provider calls follow no redirects (set api_url to the address the API answers at)",
+            reply.status
+        ));
+    }
     if s == 408 || s == 429 || reply.status.is_server_error() {
         ProviderError::Transient {
             message,
