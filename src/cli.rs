@@ -41,7 +41,7 @@ pub enum Command {
     /// Purge a target now.
     Purge(PurgeArgs),
     /// Show pending purges and the last purge of each target.
-    Status,
+    Status(StatusArgs),
     /// Compare each watched tree with the last purge and show what would be purged.
     Plan,
 }
@@ -51,6 +51,13 @@ pub struct RunArgs {
     /// Watch and plan as usual, but send nothing and write no state: log each purge instead.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON object (for scripts and monitoring checks).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

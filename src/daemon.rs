@@ -22,6 +22,7 @@ use crate::changes::{Changes, Found, judge};
 use crate::config::{self, Config, LoadOptions, Rule, Target};
 use crate::deliver::{self, Failed, JobOutcome, Pacer};
 use crate::manifest::{Change, FileMeta, Manifest, Skip, Trust};
+use crate::metrics;
 use crate::plan::{self, PendingFile, Request};
 use crate::prehash::{self, Prehasher};
 use crate::providers::{self, Accepted, Provider};
@@ -34,6 +35,11 @@ use crate::watch::{EventQueue, Taken, WatchError, WatchMsg, Watcher};
 const JOB_FOLLOW: Duration = Duration::from_secs(600);
 /// A save of the rules file is read this long after the last event (editors write in steps).
 const RELOAD_SETTLE: Duration = Duration::from_millis(300);
+/// What `/healthz` says of a tree that could not be fully watched.
+const WATCH_LIMIT_PROBLEM: &str =
+    "not fully watched: the inotify watch limit is reached (raise fs.inotify.max_user_watches); rescanned every 30s";
+/// How often the loop turns at the least while `/healthz` is served.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Rules whose tree could not be fully watched are rescanned this often.
 const POLL_EVERY: Duration = Duration::from_secs(30);
 /// Paths seen are written to the state directory at most this long after their event.
@@ -63,6 +69,8 @@ pub enum DaemonError {
     State(#[from] StateError),
     #[error(transparent)]
     Watch(#[from] WatchError),
+    #[error(transparent)]
+    Listen(#[from] crate::monitor::ListenError),
     #[error("rule \"{rule}\": {}: {error}", path.display())]
     Root {
         rule: String,
@@ -88,10 +96,14 @@ struct RuleRt {
     tree_pending: Option<u64>,
     /// The watched directory was found missing and that was logged (once, until it is back).
     gone: bool,
+    /// The watched directory was removed since it was last watched: its watch is gone.
+    lost: bool,
 }
 
 struct Sent {
     target: String,
+    /// The batch's files.
+    batch: Vec<PendingFile>,
     files: usize,
     max_seq: i64,
     first_seen_ms: i64,
@@ -100,6 +112,8 @@ struct Sent {
 
 struct JobDone {
     target: String,
+    /// The files of the batch the job purges.
+    batch: Vec<PendingFile>,
     /// The request the job came from, as the log lines describe it.
     request: String,
     record: Option<i64>,
@@ -117,6 +131,9 @@ struct Daemon {
     seed: Option<Store>,
     /// Held for the daemon's life (none in a dry run, which writes nothing).
     _lock: Option<DaemonLock>,
+    /// `/metrics` and `/healthz`, when `metrics_listen` is set.
+    monitor: Option<crate::monitor::Server>,
+    hooks: crate::hook::Hooks,
     rules: Vec<RuleRt>,
     manifests: BTreeMap<String, Manifest>,
     /// target → (rule, path) → row
@@ -175,8 +192,12 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.reset();
+    // While /healthz is served, the loop turns at least this often, so that a quiet daemon is not
+    // taken for a stalled one.
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
     tokio::pin!(shutdown);
     loop {
+        metrics::get().health.turned();
         let deadline = d.batcher.next_deadline();
         let reload_at = d.reload_at;
         let flush_at = d.flush_at;
@@ -196,7 +217,7 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
             _ = hup.recv() => d.reload("SIGHUP"),
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1: rescanning every tree against its manifest");
-                d.rescan_all();
+                d.rescan_all("signal");
             },
             _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => d.flush_seen(),
             _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => d.on_deferred_timer(),
@@ -207,6 +228,7 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
             },
             _ = tick(&mut watchdog) => systemd::watchdog(),
             _ = poll.tick(), if polling => d.poll(),
+            _ = heartbeat.tick(), if d.monitor.is_some() => {},
         }
     }
     d.stop().await;
@@ -310,10 +332,15 @@ impl Daemon {
             store,
             seed,
             _lock: lock,
+            monitor: None,
+            hooks: Default::default(),
             opts,
             config: config.clone(),
         };
         d.set_providers();
+        if let Some(addr) = config.metrics_listen {
+            d.monitor = Some(crate::monitor::start(addr)?);
+        }
         if let Some(dir) = d.rules_file.parent()
             && let Some(w) = d.watcher.as_mut()
             && let Err(e) = w.add(dir, false)
@@ -354,7 +381,44 @@ impl Daemon {
                 d.batcher.due_now(target, now);
             }
         }
+        d.publish_pending();
         Ok(d)
+    }
+
+    /// Each target's queue, for `/metrics`.
+    fn publish_pending(&self) {
+        for t in &self.config.targets {
+            let rows = self.pending.get(&t.name);
+            let n = rows.map_or(0, |r| r.len());
+            let oldest = rows.and_then(|r| r.values().map(|r| r.first_seen_ms).min());
+            metrics::get().set_pending(&t.name, n, oldest);
+        }
+    }
+
+    /// Tells `on_failure` (when the target has one) that a purge failed.
+    fn tell_failure(&mut self, target: &str, request: &str, error: &str, files: &[PendingFile]) {
+        let Some(argv) = self.config.target(target).and_then(|t| t.on_failure.clone()) else {
+            return;
+        };
+        let mut urls = Vec::new();
+        for f in files {
+            if let Some(r) = self.config.rule(&f.rule) {
+                urls.extend(plan::urls_for(r, &f.path));
+            }
+            if urls.len() >= crate::hook::MAX_URLS {
+                break;
+            }
+        }
+        self.hooks.fire(
+            &argv,
+            crate::hook::Failure {
+                target: target.to_string(),
+                request: request.to_string(),
+                error: error.to_string(),
+                files: files.len(),
+                urls,
+            },
+        );
     }
 
     fn summary(&self) -> String {
@@ -411,6 +475,7 @@ impl Daemon {
             poll: false,
             tree_pending: None,
             gone: false,
+            lost: false,
             rule,
         };
         if let Some(w) = self.watcher.as_mut() {
@@ -423,6 +488,9 @@ impl Daemon {
                 Ok(()) => {}
                 Err(e @ WatchError::WatchLimit { .. }) => {
                     tracing::error!(rule = %rt.rule.name, "{e}; until then the tree is rescanned every {}s", POLL_EVERY.as_secs());
+                    metrics::get()
+                        .health
+                        .set_problem(&rt.rule.name, Some(WATCH_LIMIT_PROBLEM.into()));
                     rt.poll = true;
                 }
                 Err(e) => return Err(e.into()),
@@ -498,28 +566,35 @@ impl Daemon {
     /// the hashing worker in one job per rule.
     fn on_watch(&mut self, taken: Taken) {
         let Taken { msgs, newest: now } = taken;
-        let mut paths: Vec<(PathBuf, bool)> = Vec::new();
+        let mut paths: Vec<(PathBuf, bool, bool)> = Vec::new();
         let mut touched = vec![false; self.rules.len()];
         for msg in msgs {
             match msg {
-                WatchMsg::Paths { paths: ps, done } => {
+                WatchMsg::Paths {
+                    paths: ps,
+                    done,
+                    removed,
+                } => {
                     for p in ps {
                         match paths.last_mut() {
-                            Some((last, d)) if *last == p => *d = done,
-                            _ => paths.push((p, done)),
+                            Some((last, d, r)) if *last == p => {
+                                *d = done;
+                                *r |= removed;
+                            }
+                            _ => paths.push((p, done, removed)),
                         }
                     }
                 }
                 WatchMsg::Rescan => {
                     tracing::warn!("the kernel event queue overflowed: rescanning every tree against its manifest");
-                    self.rescan_all();
+                    self.rescan_all("overflow");
                 }
                 WatchMsg::Error(e) => self.on_watch_error(e),
             }
         }
         let mut to_hash: Vec<Vec<(String, u64)>> = vec![Vec::new(); self.rules.len()];
-        for (path, done) in paths {
-            self.on_path(&path, now, done, &mut touched, &mut to_hash);
+        for (path, done, removed) in paths {
+            self.on_path(&path, now, done, removed, &mut touched, &mut to_hash);
         }
         for (i, files) in to_hash.into_iter().enumerate() {
             if !files.is_empty() {
@@ -546,6 +621,9 @@ impl Daemon {
                     POLL_EVERY.as_secs()
                 );
                 for r in &mut self.rules {
+                    metrics::get()
+                        .health
+                        .set_problem(&r.rule.name, Some(WATCH_LIMIT_PROBLEM.into()));
                     r.poll = true;
                 }
             }
@@ -553,10 +631,12 @@ impl Daemon {
         }
     }
 
-    /// Compares every tree with its manifest at the next batch (events may have been lost).
-    fn rescan_all(&mut self) {
+    /// Compares every tree with its manifest at the next batch (events may have been lost);
+    /// `reason` is counted in `/metrics`.
+    fn rescan_all(&mut self, reason: &str) {
         let now = Instant::now();
         for i in 0..self.rules.len() {
+            metrics::get().rescan(&self.rules[i].rule.name, reason);
             self.rules[i].rescan = Some(self.seq);
             self.touch_targets(i, now);
         }
@@ -721,6 +801,7 @@ impl Daemon {
         path: &Path,
         now: Instant,
         done: bool,
+        removed: bool,
         touched: &mut [bool],
         to_hash: &mut [Vec<(String, u64)>],
     ) {
@@ -729,7 +810,7 @@ impl Daemon {
         }
         for i in 0..self.rules.len() {
             if path == self.rules[i].rule.watch {
-                self.reattach(i, now);
+                self.reattach(i, now, removed);
                 continue;
             }
             let r = &self.rules[i];
@@ -748,6 +829,7 @@ impl Daemon {
                 || (path.is_dir() && !r.filter.excludes_dir(&rel));
             if keep {
                 tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
+                metrics::get().events(&self.rules[i].rule.name, 1);
                 self.seq += 1;
                 let seq = self.seq;
                 let first = self.rules[i].changes.event(&rel, seq);
@@ -763,18 +845,23 @@ impl Daemon {
         }
     }
 
-    /// The watched path was replaced or re-pointed: watch the new tree and compare all of it.
-    fn reattach(&mut self, i: usize, now: Instant) {
-        let r = &self.rules[i];
-        tracing::debug!(rule = %r.rule.name, "an event for {} itself", r.rule.watch.display());
+    /// The watched path was replaced, re-pointed, or removed and made again: watch the new tree
+    /// and compare all of it. `removed`: the event was a removal of the watched path.
+    fn reattach(&mut self, i: usize, now: Instant, removed: bool) {
+        let r = &mut self.rules[i];
+        tracing::debug!(rule = %r.rule.name, removed, "an event for {} itself", r.rule.watch.display());
+        // A removed directory took its watch with it: whatever stands there next must be watched
+        // anew, even if it got the same inode number.
+        r.lost |= removed;
         let Ok(new_root) = std::fs::canonicalize(&r.rule.watch) else {
             // Mid-swap: the new tree is not in place yet; its arrival is another event.
             return;
         };
         let Ok(id) = root_id(&new_root) else { return };
-        if new_root == r.root && id == r.root_id {
+        if new_root == r.root && id == r.root_id && !r.lost {
             return;
         }
+        r.lost = false;
         let old_root = r.root.clone();
         let started = std::time::Instant::now();
         if let Some(w) = self.watcher.as_mut() {
@@ -797,6 +884,7 @@ impl Daemon {
             new_root.display()
         );
         let r = &mut self.rules[i];
+        metrics::get().rescan(&r.rule.name, "swap");
         r.root = new_root;
         r.root_id = id;
         r.rescan = Some(self.seq);
@@ -818,6 +906,7 @@ impl Daemon {
         let now = Instant::now();
         for i in 0..self.rules.len() {
             if self.rules[i].poll {
+                metrics::get().rescan(&self.rules[i].rule.name, "watch_limit");
                 self.rules[i].rescan = Some(self.seq);
                 self.touch_targets(i, now);
             }
@@ -843,6 +932,7 @@ impl Daemon {
             self.start_send(&target);
         }
         self.commit_settled();
+        self.publish_pending();
         self.give_back_memory();
     }
 
@@ -874,8 +964,14 @@ impl Daemon {
             if !r.gone {
                 r.gone = true;
                 tracing::warn!(rule = %r.rule.name, "{} is not there right now; waiting for it to come back", r.root.display());
+                metrics::get()
+                    .health
+                    .set_problem(&name, Some(format!("{} is missing", r.rule.watch.display())));
             }
             return 0;
+        }
+        if r.gone {
+            metrics::get().health.set_problem(&name, None);
         }
         r.gone = false;
         self.unsaved.retain(|(rule, _)| *rule != name);
@@ -977,6 +1073,7 @@ impl Daemon {
         }
         let files = diff.changes.len();
         manifest.apply(&now_updates);
+        metrics::get().manifest(&name, manifest.len());
         tracing::debug!(
             rule = %name,
             candidates = n_candidates,
@@ -1066,6 +1163,7 @@ impl Daemon {
             }
             Sent {
                 target: name,
+                batch: files,
                 files: n,
                 max_seq,
                 first_seen_ms,
@@ -1077,6 +1175,23 @@ impl Daemon {
     fn on_sent(&mut self, sent: Sent) {
         self.batcher.set_busy(&sent.target, false);
         let latency = Duration::from_millis((now_ms() - sent.first_seen_ms).max(0) as u64);
+        let provider_type = self.providers.get(&sent.target).map_or("unknown", |p| p.type_name());
+        let m = metrics::get();
+        for (_, _, res) in &sent.results {
+            m.request(
+                &sent.target,
+                provider_type,
+                if res.is_ok() { "accepted" } else { "failed" },
+            );
+        }
+        if !sent.results.is_empty() && sent.results.iter().all(|(_, _, r)| r.is_ok()) {
+            m.purged(&sent.target, sent.files, latency.as_secs_f64());
+        }
+        for (_req, desc, res) in &sent.results {
+            if let Err(f) = res {
+                self.tell_failure(&sent.target, desc, &f.to_string(), &sent.batch);
+            }
+        }
         for (_req, desc, res) in &sent.results {
             match res {
                 Ok(acc) => {
@@ -1102,17 +1217,19 @@ impl Daemon {
                 (res, self.providers.get(&sent.target), self.config.target(&sent.target))
                 && let Some(job_id) = acc.job_id.clone()
             {
-                let (provider, pacer, rate, target, request) = (
+                let (provider, pacer, rate, target, request, batch) = (
                     provider.clone(),
                     self.pacer.clone(),
                     t.rate_limit,
                     sent.target.clone(),
                     desc.clone(),
+                    sent.batch.clone(),
                 );
                 self.jobs.spawn(async move {
                     let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
                     JobDone {
                         target,
+                        batch,
                         request,
                         record: id,
                         job_id,
@@ -1132,16 +1249,25 @@ impl Daemon {
                 self.touch_target(&sent.target, Instant::now());
             }
         }
+        self.publish_pending();
         systemd::status(&self.summary());
     }
 
     fn on_job(&mut self, job: JobDone) {
+        let state = match &job.outcome {
+            JobOutcome::Done(_) => "done",
+            JobOutcome::Failed(_) => "failed",
+            JobOutcome::Unknown(_) => "unknown",
+        };
+        metrics::get().job(&job.target, state);
         match &job.outcome {
             JobOutcome::Done(s) => {
                 tracing::info!(target = %job.target, job = %job.job_id, state = %s, "provider finished the purge")
             }
             JobOutcome::Failed(s) => {
-                tracing::error!(target = %job.target, job = %job.job_id, state = %s, request = %job.request, "the provider's purge job failed")
+                tracing::error!(target = %job.target, job = %job.job_id, state = %s, request = %job.request, "the provider's purge job failed");
+                let error = format!("the provider's job {} failed: {s}", job.job_id);
+                self.tell_failure(&job.target, &job.request, &error, &job.batch);
             }
             JobOutcome::Unknown(s) => {
                 tracing::warn!(target = %job.target, job = %job.job_id, request = %job.request, "could not learn how the purge job ended: {s}")
@@ -1177,6 +1303,17 @@ impl Daemon {
         let new = loaded.config;
         if new.state_dir != self.config.state_dir {
             tracing::warn!("state_dir changes take effect at the next start");
+        }
+        if new.metrics_listen != self.config.metrics_listen {
+            // The old endpoint goes first: the new address may be the same port on another
+            // interface.
+            self.monitor = None;
+            if let Some(addr) = new.metrics_listen {
+                match crate::monitor::start(addr) {
+                    Ok(server) => self.monitor = Some(server),
+                    Err(e) => tracing::error!("reload: {e}; /metrics and /healthz are off until the next reload"),
+                }
+            }
         }
         // Rules that are gone, or that now watch another directory, are dropped; a rule that
         // keeps its directory keeps its watch, manifest and dirty paths.
@@ -1217,6 +1354,9 @@ impl Daemon {
                 }
             }
         }
+        let names: Vec<&str> = self.rules.iter().map(|r| r.rule.name.as_str()).collect();
+        metrics::get().health.retain_rules(&names);
+        self.publish_pending();
         let status = self.summary();
         tracing::info!("reloaded {}: {status}", self.config.source.display());
         systemd::ready(&status);

@@ -114,6 +114,11 @@ pub async fn send(
             provider.purge(req).await
         },
         |attempt, error, delay| {
+            let m = crate::metrics::get();
+            m.request(&provider.target, provider.type_name(), "retried");
+            if let Some(reason) = error.reason() {
+                m.retry(&provider.target, reason.as_str());
+            }
             let capped = match error.retry_after() {
                 Some(ra) if ra > retry_after_cap(policy) => format!(
                     " (the provider asked for Retry-After {}; honoured up to {})",
@@ -202,6 +207,7 @@ pub async fn follow_job(provider: &Provider, pacer: &Pacer, rate: f64, id: &str,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::Reason;
 
     fn policy(attempts: u32) -> RetryPolicy {
         RetryPolicy {
@@ -239,7 +245,7 @@ mod tests {
             &policy(8),
             |attempt| async move {
                 if attempt <= 3 {
-                    Err(ProviderError::transient("HTTP 500"))
+                    Err(ProviderError::transient(Reason::ServerError, "HTTP 500"))
                 } else {
                     Ok(attempt)
                 }
@@ -268,6 +274,7 @@ mod tests {
                     Err(ProviderError::Transient {
                         message: "429".into(),
                         retry_after: Some(Duration::from_secs(2)),
+                        reason: Reason::TooMany,
                     })
                 } else {
                     Ok(())
@@ -296,7 +303,7 @@ mod tests {
         assert_eq!(calls, 1);
         let out: Result<(), _> = retry(
             &policy(3),
-            |_| async { Err(ProviderError::transient("HTTP 503")) },
+            |_| async { Err(ProviderError::transient(Reason::ServerError, "HTTP 503")) },
             |_, _, _| {},
         )
         .await;

@@ -30,6 +30,9 @@
 //! * [`daemon`]: `daemon::run(config, shutdown)` ties it together; [`cli`] is the command line.
 //!
 //! [`config`] loads and validates the rules file.
+//!
+//! Around the pipeline: [`metrics`] counts what each stage does and [`monitor`] serves it
+//! (`/metrics`, `/healthz`) on `metrics_listen`; [`hook`] runs `on_failure` when a purge fails.
 
 pub mod batch;
 pub mod changes;
@@ -38,9 +41,12 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod hook;
 pub mod logging;
 pub mod manifest;
 pub mod memory;
+pub mod metrics;
+pub mod monitor;
 pub mod plan;
 pub mod prehash;
 pub mod providers;

@@ -104,7 +104,14 @@ pub enum WatchMsg {
     /// Something happened at these paths (created, written, removed, renamed, attributes).
     /// `done` is true when the event leaves a file in its final state (closed after writing,
     /// renamed into place, removed, attributes changed), so that it is worth hashing now.
-    Paths { paths: Vec<PathBuf>, done: bool },
+    /// `removed` is true for a removal: a watch on a removed directory is gone with it, even if
+    /// a new directory of the same name (and, the inode number being reused, the same id) is
+    /// there by the time the event is read.
+    Paths {
+        paths: Vec<PathBuf>,
+        done: bool,
+        removed: bool,
+    },
     /// Events were lost (kernel queue overflow): compare every tree with its manifest.
     Rescan,
     /// The watcher hit a problem it cannot fix by itself.
@@ -157,15 +164,23 @@ impl Watcher {
                     EventKind::Access(AccessKind::Close(AccessMode::Write)) => WatchMsg::Paths {
                         paths: ev.paths,
                         done: true,
+                        removed: false,
                     },
                     EventKind::Access(_) => return,
                     EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_) => WatchMsg::Paths {
                         paths: ev.paths,
                         done: false,
+                        removed: false,
+                    },
+                    EventKind::Remove(_) => WatchMsg::Paths {
+                        paths: ev.paths,
+                        done: true,
+                        removed: true,
                     },
                     _ => WatchMsg::Paths {
                         paths: ev.paths,
                         done: true,
+                        removed: false,
                     },
                 },
                 Err(e) => match e.kind {
@@ -267,7 +282,7 @@ mod tests {
                 .unwrap()
                 .msgs;
             for msg in msgs {
-                let WatchMsg::Paths { paths, done } = msg else {
+                let WatchMsg::Paths { paths, done, .. } = msg else {
                     panic!("unexpected {msg:?}")
                 };
                 assert_eq!(paths, vec![file.clone()]);
@@ -283,6 +298,7 @@ mod tests {
             q.push(WatchMsg::Paths {
                 paths: vec!["/x".into()],
                 done: false,
+                removed: false,
             });
         }
         let msgs = q.recv().await.msgs;

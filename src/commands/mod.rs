@@ -79,7 +79,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Run(args) => run_daemon(&cli, args.dry_run),
         Command::Check(args) => check::run(&cli, args),
         Command::Purge(args) => purge::run(&cli, args),
-        Command::Status => status::run(&cli),
+        Command::Status(args) => status::run(&cli, args),
         Command::Plan => plan::run(&cli),
     }
 }

@@ -1,47 +1,53 @@
-//! `purgewatch status`: pending purges and the last purge per target, from the state directory.
-//! Reads only, so it works while the daemon runs.
+//! `purgewatch status [--json]`: pending purges and the last purge per target, from the state
+//! directory. Reads only, so it works while the daemon runs.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{Value, json};
 
 use super::{CommandError, age, load};
-use crate::cli::Cli;
-use crate::state::{Store, now_ms};
+use crate::cli::{Cli, StatusArgs};
+use crate::state::{PurgeRecord, Store, now_ms};
 
-pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
+/// What `status` knows of one target.
+struct TargetStatus {
+    name: String,
+    /// `sitehost`, `vims`, or "not in the rules file" for a target only the state remembers.
+    kind: String,
+    /// Files queued for the target.
+    queued: usize,
+    /// Paths that produced events and wait for their debounce.
+    waiting: usize,
+    /// When the oldest of them was first seen (ms since the epoch).
+    oldest_ms: Option<i64>,
+    last: Option<PurgeRecord>,
+}
+
+pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     let config = load(cli, true)?.config;
-    let Some(store) = Store::open_read_only(&config.state_dir)? else {
-        outln!(
-            "no state yet in {} (the daemon has not run with these rules)",
-            config.state_dir.display()
-        );
-        for t in &config.targets {
-            outln!(
-                "target \"{}\" ({}): nothing pending, never purged",
-                t.name,
-                t.kind.type_name()
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    };
-    outln!("state: {}", store.path().display());
-    let now = now_ms();
+    let store = Store::open_read_only(&config.state_dir)?;
     let mut pending: BTreeMap<String, (usize, i64)> = BTreeMap::new();
-    for row in store.pending()? {
-        let e = pending.entry(row.target).or_insert((0, i64::MAX));
-        e.0 += 1;
-        e.1 = e.1.min(row.first_seen_ms);
-    }
-    // Paths that produced events and wait for their debounce count for every target of their rule.
     let mut seen: BTreeMap<String, (usize, i64)> = BTreeMap::new();
-    for (rule, _path, first) in store.seen()? {
-        for t in config.rule(&rule).map(|r| r.targets.clone()).unwrap_or_default() {
-            let e = seen.entry(t).or_insert((0, i64::MAX));
+    let mut last = BTreeMap::new();
+    if let Some(store) = &store {
+        for row in store.pending()? {
+            let e = pending.entry(row.target).or_insert((0, i64::MAX));
             e.0 += 1;
-            e.1 = e.1.min(first);
+            e.1 = e.1.min(row.first_seen_ms);
         }
+        // Paths that produced events and wait for their debounce count for every target of
+        // their rule.
+        for (rule, _path, first) in store.seen()? {
+            for t in config.rule(&rule).map(|r| r.targets.clone()).unwrap_or_default() {
+                let e = seen.entry(t).or_insert((0, i64::MAX));
+                e.0 += 1;
+                e.1 = e.1.min(first);
+            }
+        }
+        last = store.last_purges()?;
     }
-    let last = store.last_purges()?;
     let mut names: Vec<(String, String)> = config
         .targets
         .iter()
@@ -52,26 +58,53 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
             names.push((extra.clone(), "not in the rules file".into()));
         }
     }
-    for (name, kind) in names {
-        outln!("target \"{name}\" ({kind})");
-        let (queued, q_oldest) = pending.get(&name).copied().unwrap_or((0, i64::MAX));
-        let (waiting, w_oldest) = seen.get(&name).copied().unwrap_or((0, i64::MAX));
-        if queued + waiting == 0 {
+    let targets: Vec<TargetStatus> = names
+        .into_iter()
+        .map(|(name, kind)| {
+            let (queued, q_oldest) = pending.get(&name).copied().unwrap_or((0, i64::MAX));
+            let (waiting, w_oldest) = seen.get(&name).copied().unwrap_or((0, i64::MAX));
+            let oldest = q_oldest.min(w_oldest);
+            TargetStatus {
+                last: last.remove(&name),
+                name,
+                kind,
+                queued,
+                waiting,
+                oldest_ms: (oldest != i64::MAX).then_some(oldest),
+            }
+        })
+        .collect();
+    if args.json {
+        let state = store.as_ref().map(|s| s.path().display().to_string());
+        outln!("{}", as_json(state, &targets));
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &store {
+        Some(s) => outln!("state: {}", s.path().display()),
+        None => outln!(
+            "no state yet in {} (the daemon has not run with these rules)",
+            config.state_dir.display()
+        ),
+    }
+    let now = now_ms();
+    for t in &targets {
+        outln!("target \"{}\" ({})", t.name, t.kind);
+        let n = t.queued + t.waiting;
+        if n == 0 {
             outln!("  pending: none");
         } else {
-            let n = queued + waiting;
-            let settling = if waiting > 0 {
-                format!(" ({waiting} waiting for the debounce)")
+            let settling = if t.waiting > 0 {
+                format!(" ({} waiting for the debounce)", t.waiting)
             } else {
                 String::new()
             };
-            let oldest = age(now - q_oldest.min(w_oldest));
+            let oldest = age(now - t.oldest_ms.unwrap_or(now));
             outln!(
                 "  pending: {n} file{}{settling}, oldest {oldest} ago",
                 if n == 1 { "" } else { "s" }
             );
         }
-        match last.get(&name) {
+        match &t.last {
             Some(p) => {
                 let job = match (&p.job_id, &p.job_state) {
                     (Some(id), Some(state)) => format!(", job {id}: {state}"),
@@ -95,4 +128,81 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An RFC 3339 time (UTC, seconds) for ms since the epoch.
+fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// `status --json`: one object with a `targets` object keyed by target name.
+fn as_json(state: Option<String>, targets: &[TargetStatus]) -> Value {
+    let now = now_ms();
+    let targets: serde_json::Map<String, Value> = targets
+        .iter()
+        .map(|t| {
+            let last = t.last.as_ref().map(|p| {
+                json!({
+                    "outcome": p.result,
+                    "at": rfc3339(p.at_ms),
+                    "files": p.files,
+                    "request": p.request,
+                    "job_id": p.job_id,
+                    "job_state": p.job_state,
+                    "message": p.message,
+                })
+            });
+            let value = json!({
+                "type": t.kind,
+                "pending_files": t.queued + t.waiting,
+                "queued_files": t.queued,
+                "waiting_files": t.waiting,
+                "oldest_pending_seconds": t.oldest_ms.map(|o| (now - o).max(0) / 1000),
+                "last_purge": last,
+            });
+            (t.name.clone(), value)
+        })
+        .collect();
+    json!({ "state": state, "targets": targets })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_contract_fields() {
+        let targets = vec![
+            TargetStatus {
+                name: "cdn".into(),
+                kind: "vims".into(),
+                queued: 2,
+                waiting: 1,
+                oldest_ms: Some(now_ms() - 5000),
+                last: Some(PurgeRecord {
+                    target: "cdn".into(),
+                    at_ms: 1_700_000_000_000,
+                    files: 3,
+                    request: "purge cdn 7".into(),
+                    result: "accepted".into(),
+                    ..Default::default()
+                }),
+            },
+            TargetStatus {
+                name: "www".into(),
+                kind: "sitehost".into(),
+                queued: 0,
+                waiting: 0,
+                oldest_ms: None,
+                last: None,
+            },
+        ];
+        let v = as_json(None, &targets);
+        assert_eq!(v["targets"]["cdn"]["pending_files"], 3);
+        assert_eq!(v["targets"]["cdn"]["last_purge"]["outcome"], "accepted");
+        assert_eq!(v["targets"]["cdn"]["last_purge"]["at"], "2023-11-14T22:13:20Z");
+        assert!(v["targets"]["www"]["last_purge"].is_null());
+        assert_eq!(v["targets"]["www"]["pending_files"], 0);
+    }
 }

@@ -18,7 +18,14 @@ pub struct LoadOptions {
     pub dry_run: bool,
 }
 
-const TOP_KEYS: &[&str] = &["state_dir", "defaults", "targets", "rules", "shutdown_timeout"];
+const TOP_KEYS: &[&str] = &[
+    "state_dir",
+    "defaults",
+    "targets",
+    "rules",
+    "shutdown_timeout",
+    "metrics_listen",
+];
 const TUNING_KEYS: &[&str] = &[
     "debounce",
     "max_delay",
@@ -29,6 +36,7 @@ const TUNING_KEYS: &[&str] = &[
     "max_pattern_bytes",
     "widen_threshold",
     "purge_all_threshold",
+    "on_failure",
 ];
 const SITEHOST_KEYS: &[&str] = &[
     "type",
@@ -145,6 +153,7 @@ struct Tuning {
     retry: RetryPolicy,
     rate_limit: f64,
     patterns: PatternSettings,
+    on_failure: Option<Vec<String>>,
 }
 
 impl Default for Tuning {
@@ -163,6 +172,7 @@ impl Default for Tuning {
                 widen_threshold: 1.0,
                 all_threshold: 0.5,
             },
+            on_failure: None,
         }
     }
 }
@@ -366,6 +376,30 @@ impl Cx<'_> {
         None
     }
 
+    /// `metrics_listen`: an address and port. Anything but loopback is served, with a warning
+    /// (the metrics name targets and rules; the health check is unauthenticated).
+    fn listen_address(&mut self, node: &Node) -> Option<std::net::SocketAddr> {
+        let s = self.string(node, "metrics_listen", false)?;
+        match s.trim().parse::<std::net::SocketAddr>() {
+            Ok(addr) => {
+                if !addr.ip().is_loopback() {
+                    self.warn(
+                        node.pos,
+                        format!("metrics_listen: {addr} is reachable from other hosts: /metrics and /healthz have no authentication (use 127.0.0.1 and a local scraper, or a firewall)"),
+                    );
+                }
+                Some(addr)
+            }
+            Err(_) => {
+                self.error(
+                    node.pos,
+                    format!("metrics_listen: `{s}` is not an address and port, like 127.0.0.1:9780 or [::1]:9780"),
+                );
+                None
+            }
+        }
+    }
+
     /// A provider id that is a whole number (`client_id`, `cdn_id`, a VIMS host id).
     fn id(&mut self, node: Option<&Node>, what: &str, key: &str, value: String) -> Option<String> {
         let v = value.trim();
@@ -430,6 +464,19 @@ impl Cx<'_> {
                     t.patterns.all_threshold = x
                 }
             }
+            "on_failure" => {
+                let argv: Vec<String> = self.strings(v, &what).into_iter().map(|(s, _)| s).collect();
+                match argv.first() {
+                    _ if v.is_null() => t.on_failure = None,
+                    Some(program) if !program.trim().is_empty() => t.on_failure = Some(argv),
+                    _ => self.error(
+                        v.pos,
+                        format!(
+                            "{what}: name a program and its arguments, like [/usr/local/bin/notify-ops, --channel, web]"
+                        ),
+                    ),
+                }
+            }
             _ => unreachable!("tuning key {key} listed but not handled"),
         }
     }
@@ -447,6 +494,7 @@ impl Cx<'_> {
         let mut defaults = Tuning::default();
         let mut state_dir = None;
         let mut shutdown_timeout = Duration::from_secs(10);
+        let mut metrics_listen = None;
         let (mut targets_node, mut rules_node) = (None, None);
         for (key, _k, v) in &top {
             match *key {
@@ -463,6 +511,7 @@ impl Cx<'_> {
                         }
                     }
                 }
+                "metrics_listen" => metrics_listen = self.listen_address(v),
                 "targets" => targets_node = Some(*v),
                 "rules" => rules_node = Some(*v),
                 _ => {}
@@ -519,6 +568,7 @@ impl Cx<'_> {
             source: self.file.clone(),
             state_dir,
             shutdown_timeout,
+            metrics_listen,
             targets,
             rules,
         })
@@ -648,6 +698,7 @@ impl Cx<'_> {
             max_delay: tuning.max_delay,
             retry: tuning.retry,
             rate_limit: tuning.rate_limit,
+            on_failure: tuning.on_failure,
             kind,
         })
     }

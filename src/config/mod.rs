@@ -28,6 +28,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How long SIGTERM waits for pending purges to go out.
     pub shutdown_timeout: Duration,
+    /// Where `/metrics` and `/healthz` are served; none when absent.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub targets: Vec<Target>,
     pub rules: Vec<Rule>,
 }
@@ -69,6 +71,8 @@ pub struct Target {
     pub retry: RetryPolicy,
     /// Requests per second allowed per provider account.
     pub rate_limit: f64,
+    /// A command (program and arguments, no shell) run when a purge fails for good.
+    pub on_failure: Option<Vec<String>>,
     pub kind: TargetKind,
 }
 

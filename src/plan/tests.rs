@@ -38,6 +38,7 @@ fn vims() -> Target {
             backoff_max: Duration::from_secs(1),
         },
         rate_limit: 10.0,
+        on_failure: None,
         kind: TargetKind::Vims(Vims {
             api_url: "http://x".into(),
             token: Default::default(),

@@ -18,22 +18,67 @@ use crate::config::{Target, TargetKind};
 use crate::plan::Request;
 use crate::secret::Secret;
 
+/// Why a transient failure happened: what the retry is counted under in `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No connection, or it broke.
+    Network,
+    Timeout,
+    /// HTTP 5xx.
+    ServerError,
+    /// HTTP 429.
+    TooMany,
+    /// HTTP 408.
+    RequestTimeout,
+    /// An HTML page where JSON was expected.
+    Html,
+    /// A 2xx reply without SiteHost's `"status": true` or VIMS's `"status": "ok"`.
+    StatusFalse,
+    /// A reply larger than [`BODY_LIMIT`].
+    TooLarge,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Network => "network",
+            Reason::Timeout => "timeout",
+            Reason::ServerError => "5xx",
+            Reason::TooMany => "429",
+            Reason::RequestTimeout => "408",
+            Reason::Html => "html",
+            Reason::StatusFalse => "status_false",
+            Reason::TooLarge => "too_large",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProviderError {
     #[error("{message}")]
     Transient {
         message: String,
         retry_after: Option<Duration>,
+        reason: Reason,
     },
     #[error("{message}")]
     Permanent { message: String },
 }
 
 impl ProviderError {
-    pub fn transient(message: impl Into<String>) -> ProviderError {
+    pub fn transient(reason: Reason, message: impl Into<String>) -> ProviderError {
         ProviderError::Transient {
             message: message.into(),
             retry_after: None,
+            reason,
+        }
+    }
+
+    /// Why a transient failure happened; `None` for a permanent one.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            ProviderError::Transient { reason, .. } => Some(*reason),
+            ProviderError::Permanent { .. } => None,
         }
     }
 
@@ -125,6 +170,11 @@ impl Provider {
         }
     }
 
+    /// `sitehost` or `vims`.
+    pub fn type_name(&self) -> &'static str {
+        self.kind.type_name()
+    }
+
     pub async fn purge(&self, req: &Request) -> Result<Accepted, ProviderError> {
         match &self.kind {
             TargetKind::SiteHost(s) => sitehost::purge(&self.http, s).await,
@@ -175,7 +225,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// (a bad URL) is permanent. `what` names the request.
 pub(crate) async fn send(rb: RequestBuilder, what: &str, secret: &Secret) -> Result<Reply, ProviderError> {
     let mut resp = rb.send().await.map_err(|e| {
-        let builder = e.is_builder();
+        let (builder, timeout) = (e.is_builder(), e.is_timeout());
         let kind = if builder {
             "the request cannot be built (check api_url)"
         } else if e.is_timeout() {
@@ -188,8 +238,10 @@ pub(crate) async fn send(rb: RequestBuilder, what: &str, secret: &Secret) -> Res
         let message = secret.scrub(&format!("{what}: {kind}: {}", error_chain(&e.without_url())));
         if builder {
             ProviderError::permanent(message)
+        } else if timeout {
+            ProviderError::transient(Reason::Timeout, message)
         } else {
-            ProviderError::transient(message)
+            ProviderError::transient(Reason::Network, message)
         }
     })?;
     let status = resp.status();
@@ -211,18 +263,24 @@ pub(crate) async fn send(rb: RequestBuilder, what: &str, secret: &Secret) -> Res
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) if body.len() + chunk.len() > BODY_LIMIT => {
-                return Err(ProviderError::transient(format!(
-                    "{what}: HTTP {status}: the reply is larger than {} KiB (an API reply is a few hundred bytes): not read further",
-                    BODY_LIMIT / 1024
-                )));
+                return Err(ProviderError::transient(
+                    Reason::TooLarge,
+                    format!(
+                        "{what}: HTTP {status}: the reply is larger than {} KiB (an API reply is a few hundred bytes): not read further",
+                        BODY_LIMIT / 1024
+                    ),
+                ));
             }
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break,
             Err(e) => {
-                return Err(ProviderError::transient(secret.scrub(&format!(
-                    "{what}: reading the reply failed: {}",
-                    error_chain(&e.without_url())
-                ))));
+                return Err(ProviderError::transient(
+                    Reason::Network,
+                    secret.scrub(&format!(
+                        "{what}: reading the reply failed: {}",
+                        error_chain(&e.without_url())
+                    )),
+                ));
             }
         }
     }
@@ -251,14 +309,27 @@ pub(crate) fn http_error(what: &str, reply: &Reply) -> ProviderError {
             reply.status
         ));
     }
-    if s == 408 || s == 429 || reply.status.is_server_error() {
+    let reason = match s {
+        408 => Some(Reason::RequestTimeout),
+        429 => Some(Reason::TooMany),
+        _ if reply.status.is_server_error() && reply.html => Some(Reason::Html),
+        _ if reply.status.is_server_error() => Some(Reason::ServerError),
+        _ => None,
+    };
+    if let Some(reason) = reason {
         ProviderError::Transient {
             message,
             retry_after: reply.retry_after,
+            reason,
         }
     } else {
         ProviderError::Permanent { message }
     }
+}
+
+/// Why a 2xx reply that is not a success is retried.
+pub(crate) fn unsuccessful(reply: &Reply) -> Reason {
+    if reply.html { Reason::Html } else { Reason::StatusFalse }
 }
 
 /// `: "<message>"` from a JSON reply's `msg`/`message`, or an excerpt of the body.

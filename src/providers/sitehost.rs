@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{Accepted, JobState, ProviderError, Reply, http_error, id_text, provider_message, send};
+use super::{Accepted, JobState, ProviderError, Reply, http_error, id_text, provider_message, send, unsuccessful};
 use crate::config::SiteHost;
 
 fn status_true(reply: &Reply) -> Option<bool> {
@@ -22,11 +22,14 @@ fn ok_reply(what: &str, reply: &Reply) -> Result<(), ProviderError> {
     }
     match status_true(reply) {
         Some(true) => Ok(()),
-        _ => Err(ProviderError::transient(format!(
-            "{what}: HTTP {} without \"status\": true{}",
-            reply.status,
-            provider_message(reply)
-        ))),
+        _ => Err(ProviderError::transient(
+            unsuccessful(reply),
+            format!(
+                "{what}: HTTP {} without \"status\": true{}",
+                reply.status,
+                provider_message(reply)
+            ),
+        )),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::{Value, json};
 
-use super::{Accepted, JobState, ProviderError, Reply, http_error, id_text, provider_message, send};
+use super::{Accepted, JobState, ProviderError, Reply, http_error, id_text, provider_message, send, unsuccessful};
 use crate::config::Vims;
 
 /// Which task URL form works: 0 unknown, 1 `tasks/`, 2 `task/`.
@@ -29,11 +29,14 @@ fn ok_reply(what: &str, reply: &Reply) -> Result<(), ProviderError> {
     }
     match status_of(reply) {
         Some("ok") => Ok(()),
-        _ => Err(ProviderError::transient(format!(
-            "{what}: HTTP {} without \"status\": \"ok\"{}",
-            reply.status,
-            provider_message(reply)
-        ))),
+        _ => Err(ProviderError::transient(
+            unsuccessful(reply),
+            format!(
+                "{what}: HTTP {} without \"status\": \"ok\"{}",
+                reply.status,
+                provider_message(reply)
+            ),
+        )),
     }
 }
 

@@ -267,3 +267,26 @@ pub fn touch_rel(root: &Path, rel: &str) {
     let f = std::fs::File::options().write(true).open(root.join(rel)).unwrap();
     f.set_modified(std::time::SystemTime::now()).unwrap();
 }
+
+/// `GET path` over plain HTTP/1.0 (no chunked replies): the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, body.to_string())
+}
+
+impl Daemon {
+    /// The address `/metrics` is served on, from the daemon's log (`metrics_listen` with port 0
+    /// picks a free one).
+    pub fn metrics_addr(&self) -> String {
+        self.wait_for("serving /metrics and /healthz on http://");
+        let line = self.lines_containing("serving /metrics and /healthz on http://")[0].clone();
+        line.rsplit("http://").next().unwrap().trim().to_string()
+    }
+}

@@ -1,0 +1,160 @@
+//! `on_failure`: a command run (no shell) when a purge fails for good or a provider job ends in
+//! failure, so that someone is told.
+//!
+//! It gets `PURGEWATCH_TARGET`, `PURGEWATCH_REQUEST`, `PURGEWATCH_ERROR` (scrubbed of secrets, as
+//! every provider message is), `PURGEWATCH_FILES` (a count) and `PURGEWATCH_URLS` (the first 50,
+//! one a line) — and of the daemon's own environment only `PATH`, `HOME`, `USER`, `LOGNAME`,
+//! `LANG`, `LC_ALL` and `TZ`, since the rest may hold the very secrets the rules file reads with
+//! `${VAR}`. It runs at most once per target per [`MIN_GAP`] (the failures skipped meanwhile are
+//! counted in the log), for at most [`TIME_LIMIT`]; its exit status and stderr are logged.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// A hook runs at most once per target in this time.
+pub const MIN_GAP: Duration = Duration::from_secs(60);
+/// A hook still running after this is killed.
+pub const TIME_LIMIT: Duration = Duration::from_secs(10);
+/// URLs passed in `PURGEWATCH_URLS`, at most.
+pub const MAX_URLS: usize = 50;
+/// The daemon's environment variables a hook inherits.
+const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
+
+/// What failed.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub target: String,
+    /// The request, as the log lines describe it.
+    pub request: String,
+    pub error: String,
+    pub files: usize,
+    pub urls: Vec<String>,
+}
+
+impl Failure {
+    /// The hook's environment (besides what it inherits).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let urls: Vec<&str> = self.urls.iter().take(MAX_URLS).map(String::as_str).collect();
+        vec![
+            ("PURGEWATCH_TARGET", self.target.clone()),
+            ("PURGEWATCH_REQUEST", self.request.clone()),
+            ("PURGEWATCH_ERROR", self.error.clone()),
+            ("PURGEWATCH_FILES", self.files.to_string()),
+            ("PURGEWATCH_URLS", urls.join("\n")),
+        ]
+    }
+}
+
+/// When each target's hook last ran, and how many failures were not told since.
+#[derive(Debug, Default)]
+pub struct Hooks {
+    last: HashMap<String, Instant>,
+    skipped: HashMap<String, u64>,
+}
+
+impl Hooks {
+    /// Runs `argv` for `failure` on a task of its own, unless the target's hook ran less than
+    /// [`MIN_GAP`] ago. Returns whether it was started.
+    pub fn fire(&mut self, argv: &[String], failure: Failure) -> bool {
+        let now = Instant::now();
+        let target = failure.target.clone();
+        if self.last.get(&target).is_some_and(|t| now < *t + MIN_GAP) {
+            let n = self.skipped.entry(target.clone()).or_default();
+            *n += 1;
+            tracing::info!(target = %target, skipped = *n, "on_failure not run: it ran less than a minute ago for this target");
+            return false;
+        }
+        self.last.insert(target.clone(), now);
+        if let Some(n) = self.skipped.remove(&target) {
+            tracing::info!(target = %target, "on_failure: {n} failure(s) in the last minute were not told (one run per minute)");
+        }
+        let argv = argv.to_vec();
+        tokio::spawn(async move { run(&argv, &failure).await });
+        true
+    }
+}
+
+/// Runs the hook to its end (or kills it at [`TIME_LIMIT`]) and logs how it went.
+pub async fn run(argv: &[String], failure: &Failure) {
+    let Some((program, args)) = argv.split_first() else {
+        return;
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(INHERITED.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
+        .envs(failure.env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let target = &failure.target;
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(target = %target, "on_failure: cannot run {program}: {e}");
+            return;
+        }
+    };
+    match tokio::time::timeout(TIME_LIMIT, child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stderr = stderr.trim();
+            let said = if stderr.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", stderr.chars().take(2000).collect::<String>())
+            };
+            if out.status.success() {
+                tracing::info!(target = %target, "on_failure {program} ran ({}){said}", out.status);
+            } else {
+                tracing::warn!(target = %target, "on_failure {program} failed ({}){said}", out.status);
+            }
+        }
+        Ok(Err(e)) => tracing::error!(target = %target, "on_failure {program}: {e}"),
+        Err(_) => tracing::warn!(
+            target = %target,
+            "on_failure {program} was still running after {}s and was killed",
+            TIME_LIMIT.as_secs()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure() -> Failure {
+        Failure {
+            target: "cdn".into(),
+            request: "purge cdn 7".into(),
+            error: "HTTP 401".into(),
+            files: 3,
+            urls: (0..60).map(|i| format!("/p{i}.html")).collect(),
+        }
+    }
+
+    #[test]
+    fn the_environment_names_what_failed_and_at_most_50_urls() {
+        let env: HashMap<&str, String> = failure().env().into_iter().collect();
+        assert_eq!(env["PURGEWATCH_TARGET"], "cdn");
+        assert_eq!(env["PURGEWATCH_FILES"], "3");
+        assert_eq!(env["PURGEWATCH_URLS"].lines().count(), MAX_URLS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_one_run_per_target_per_minute() {
+        let mut hooks = Hooks::default();
+        let argv = vec!["true".to_string()];
+        assert!(hooks.fire(&argv, failure()));
+        assert!(!hooks.fire(&argv, failure()));
+        let mut other = failure();
+        other.target = "www".into();
+        assert!(hooks.fire(&argv, other));
+        tokio::time::advance(MIN_GAP).await;
+        assert!(hooks.fire(&argv, failure()));
+    }
+}

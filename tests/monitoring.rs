@@ -1,0 +1,278 @@
+//! Monitoring on the real binary: `/metrics` (parsed with a Prometheus text parser), `/healthz`,
+//! `status --json` and the `on_failure` hook.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+
+/// The samples of a scrape: `name{labels}` (labels sorted) → value.
+fn scrape(addr: &str) -> HashMap<String, f64> {
+    let (code, body) = http_get(addr, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("the Prometheus text format");
+    parsed
+        .samples
+        .into_iter()
+        .filter_map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let mut labels: Vec<(String, String)> =
+                s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            labels.sort();
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            Some((format!("{}{{{}}}", s.metric, labels.join(",")), value))
+        })
+        .collect()
+}
+
+fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
+    samples.get(key).copied().unwrap_or(0.0)
+}
+
+fn running_with(fake: &Fake, extra_top: &str) -> (Site, Daemon) {
+    let site = Site::new();
+    site.write("index.html", "home");
+    site.write("blog/post.html", "post");
+    site.write_rules(&format!(
+        "metrics_listen: 127.0.0.1:0\n{extra_top}{}",
+        site.rules_for(fake, "200ms", "")
+    ));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    (site, d)
+}
+
+#[test]
+fn metrics_count_accepted_retried_and_failed_purges() {
+    let fake = Fake::start();
+    let (site, d) = running_with(&fake, "");
+    let addr = d.metrics_addr();
+    let s = scrape(&addr);
+    assert!(
+        s.keys().any(|k| k.starts_with("purgewatch_build_info{version=")),
+        "{s:?}"
+    );
+
+    // A change: both targets accept.
+    site.write("blog/post.html", "post v2");
+    wait_requests(&fake, Route::VimsPurge, 1, &d);
+    wait_requests(&fake, Route::SiteHostPurge, 1, &d);
+    assert!(wait_until(DEADLINE, || {
+        let s = scrape(&addr);
+        value(
+            &s,
+            "purgewatch_purge_requests_total{outcome=accepted,provider=vims,target=cdn}",
+        ) == 1.0
+            && value(
+                &s,
+                "purgewatch_purge_requests_total{outcome=accepted,provider=sitehost,target=www}",
+            ) == 1.0
+    }));
+    let s = scrape(&addr);
+    assert_eq!(value(&s, "purgewatch_purged_files_total{target=cdn}"), 1.0, "{s:?}");
+    assert_eq!(value(&s, "purgewatch_pending_files{target=cdn}"), 0.0);
+    assert_eq!(
+        value(&s, "purgewatch_purge_latency_seconds_count{target=cdn}"),
+        1.0,
+        "{s:?}"
+    );
+    assert!(value(&s, "purgewatch_last_success_timestamp_seconds{target=cdn}") > 1.6e9);
+    assert!(value(&s, "purgewatch_events_total{rule=site}") >= 1.0);
+    assert_eq!(value(&s, "purgewatch_manifest_files{rule=site}"), 2.0);
+
+    // A 500 that is retried, then accepted.
+    fake.script(
+        Route::VimsPurge,
+        vec![Reply::json(
+            500,
+            serde_json::json!({"status": "error", "message": "busy"}),
+        )],
+    );
+    site.write("blog/post.html", "post v3");
+    wait_requests(&fake, Route::VimsPurge, 3, &d);
+    assert!(wait_until(DEADLINE, || {
+        value(
+            &scrape(&addr),
+            "purgewatch_purge_requests_total{outcome=accepted,provider=vims,target=cdn}",
+        ) == 2.0
+    }));
+    let s = scrape(&addr);
+    assert_eq!(
+        value(
+            &s,
+            "purgewatch_purge_requests_total{outcome=retried,provider=vims,target=cdn}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&s, "purgewatch_retries_total{reason=5xx,target=cdn}"),
+        1.0,
+        "{s:?}"
+    );
+
+    // A 401 that fails for good.
+    fake.script(
+        Route::VimsPurge,
+        vec![Reply::json(
+            401,
+            serde_json::json!({"status": "error", "message": "invalid token"}),
+        )],
+    );
+    site.write("blog/post.html", "post v4");
+    d.wait_for("purge failed for good");
+    assert!(wait_until(DEADLINE, || {
+        value(
+            &scrape(&addr),
+            "purgewatch_purge_requests_total{outcome=failed,provider=vims,target=cdn}",
+        ) == 1.0
+    }));
+    let s = scrape(&addr);
+    assert_eq!(value(&s, "purgewatch_purged_files_total{target=cdn}"), 2.0, "{s:?}");
+
+    // Every metric the example alerting rules use is exported.
+    let (_, body) = http_get(&addr, "/metrics");
+    let exported: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let alerts = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/alerts.yaml")).unwrap();
+    let used: std::collections::BTreeSet<&str> = regex::Regex::new(r"purgewatch_[a-z_]+")
+        .unwrap()
+        .find_iter(&alerts)
+        .map(|m| m.as_str())
+        .collect();
+    assert!(used.len() >= 5, "{used:?}");
+    for name in used {
+        assert!(exported.contains(&name), "{name} is not exported: {exported:?}");
+    }
+}
+
+#[test]
+fn healthz_is_200_while_every_tree_is_watched_and_503_when_one_is_gone() {
+    let fake = Fake::start();
+    let (site, d) = running_with(&fake, "");
+    let addr = d.metrics_addr();
+    let (code, body) = http_get(&addr, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ok");
+    std::fs::remove_dir_all(&site.root).unwrap();
+    assert!(
+        wait_until(DEADLINE, || http_get(&addr, "/healthz").0 == 503),
+        "{}",
+        d.log()
+    );
+    let (_, body) = http_get(&addr, "/healthz");
+    assert!(body.contains("public") && body.contains("missing"), "{body}");
+    // Back again: healthy again.
+    site.write("index.html", "home");
+    assert!(
+        wait_until(DEADLINE, || http_get(&addr, "/healthz").0 == 200),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_port_in_use_is_an_error_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write_rules(&format!(
+        "metrics_listen: {addr}\n{}",
+        site.rules_for(&fake, "200ms", "")
+    ));
+    let mut d = site.start(&["run"]);
+    assert_eq!(d.wait_exit(), 1, "{}", d.log());
+    assert!(d.log().contains(&format!("metrics_listen {addr}")), "{}", d.log());
+}
+
+#[test]
+fn status_json_parses_and_has_the_contract_fields() {
+    let fake = Fake::start();
+    fake.script(
+        Route::VimsPurge,
+        vec![Reply::json(
+            401,
+            serde_json::json!({"status": "error", "message": "invalid token"}),
+        )],
+    );
+    let (site, d) = running_with(&fake, "");
+    let (code, out, err) = site.run(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["targets"]["www"]["pending_files"], 0, "{v}");
+    assert!(v["targets"]["cdn"]["last_purge"].is_null(), "{v}");
+    site.write("index.html", "home v2");
+    d.wait_for("purge failed for good");
+    wait_requests(&fake, Route::SiteHostPurge, 1, &d);
+    assert!(wait_until(DEADLINE, || {
+        let (_, out, _) = site.run(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["targets"]["www"]["last_purge"]["outcome"] == "accepted"
+            && v["targets"]["cdn"]["last_purge"]["outcome"] == "failed"
+    }));
+    let (_, out, _) = site.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let at = v["targets"]["www"]["last_purge"]["at"].as_str().unwrap();
+    assert!(humantime::parse_rfc3339(at).is_ok(), "{at}");
+    assert!(!out.contains("sk_live_testtoken"));
+}
+
+#[test]
+fn on_failure_runs_with_what_failed_and_no_secret_in_its_environment() {
+    let fake = Fake::start();
+    fake.script(
+        Route::VimsPurge,
+        vec![Reply::json(
+            401,
+            serde_json::json!({"status": "error", "message": "invalid token"}),
+        )],
+    );
+    let site = Site::new();
+    site.write("index.html", "home");
+    let out = site.path("hook.env");
+    let rules = site.rules_for(&fake, "200ms", "").replace(
+        "    host: all\n",
+        &format!(
+            "    host: all\n    on_failure: [/bin/sh, -c, 'env > {} ; echo told >&2']\n",
+            out.display()
+        ),
+    );
+    site.write_rules(&rules);
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    site.write("index.html", "home v2");
+    assert!(
+        wait_until(DEADLINE, || std::fs::read_to_string(&out)
+            .is_ok_and(|s| s.contains("PURGEWATCH_URLS"))),
+        "{}",
+        d.log()
+    );
+    let env = std::fs::read_to_string(&out).unwrap();
+    assert!(env.contains("PURGEWATCH_TARGET=cdn"), "{env}");
+    assert!(env.contains("PURGEWATCH_FILES=1"), "{env}");
+    assert!(env.contains("PURGEWATCH_ERROR=") && env.contains("HTTP 401"), "{env}");
+    assert!(env.contains("/index.html"), "{env}");
+    assert!(
+        !env.contains("sh-secret-key-123") && !env.contains("sk_live_testtoken"),
+        "{env}"
+    );
+    assert!(!env.contains("PW_TEST_SITEHOST_KEY"), "{env}");
+    d.wait_for("on_failure /bin/sh ran");
+    assert!(
+        d.lines_containing("on_failure /bin/sh ran")[0].contains("told"),
+        "{}",
+        d.log()
+    );
+    // The other target (SiteHost, no hook configured at target level) was purged normally.
+    wait_requests(&fake, Route::SiteHostPurge, 1, &d);
+}
