@@ -29,6 +29,9 @@ fn rule(i: usize) -> Rule {
         url_prefix: "/".into(),
         index_files: vec!["index.html".into()],
         purge: PurgeMode::Changed,
+        verify: None,
+        warm: false,
+        warm_limit: 200,
     }
 }
 

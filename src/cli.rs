@@ -44,6 +44,20 @@ pub enum Command {
     Status(StatusArgs),
     /// Compare each watched tree with the last purge and show what would be purged.
     Plan,
+    /// Check what the edge serves for the current tree's URLs; exit 1 if any is stale.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The rule to check (default: every rule with `verify:`).
+    pub rule: Option<String>,
+    /// How many URLs to check per rule (default: the rule's `verify.sample`).
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    pub sample: Option<usize>,
+    /// Check every URL of the tree.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

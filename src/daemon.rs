@@ -7,7 +7,7 @@
 //! forward; before that, the change is still visible as a difference between the tree and the
 //! manifest, which start-up catch-up finds after any crash.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use crate::providers::{self, Accepted, Provider};
 use crate::route::{self, Filter, relative};
 use crate::state::{DaemonLock, PendingRow, StateError, Store, now_ms};
 use crate::systemd;
+use crate::verify;
 use crate::watch::{EventQueue, Taken, WatchError, WatchMsg, Watcher};
 
 /// How long a provider job is followed after a purge was accepted.
@@ -113,12 +114,23 @@ struct Sent {
 struct JobDone {
     target: String,
     /// The files of the batch the job purges.
-    batch: Vec<PendingFile>,
+    batch: Arc<Vec<PendingFile>>,
+    /// The batch's entry in [`Daemon::awaiting`], when it is to be verified or warmed.
+    awaiting: Option<u64>,
     /// The request the job came from, as the log lines describe it.
     request: String,
     record: Option<i64>,
     job_id: String,
     outcome: JobOutcome,
+}
+
+/// A purged batch waiting for its provider jobs to end before it is verified or warmed.
+struct Awaiting {
+    target: String,
+    batch: Arc<Vec<PendingFile>>,
+    jobs_left: usize,
+    /// Every job so far ended in success.
+    ok: bool,
 }
 
 struct Daemon {
@@ -146,6 +158,13 @@ struct Daemon {
     watcher: Option<Watcher>,
     sends: JoinSet<Sent>,
     jobs: JoinSet<JobDone>,
+    /// Batches to verify or warm once every job of theirs has ended.
+    awaiting: HashMap<u64, Awaiting>,
+    next_awaiting: u64,
+    /// Verifications running (aborted at shutdown: they never hold it up).
+    verifies: JoinSet<verify::Report>,
+    /// The client for the edge (`verify.base_url`).
+    edge: reqwest::Client,
     reload_at: Option<Instant>,
     /// Paths seen but not yet in the state directory, and when they must be written.
     unsaved: Vec<(String, String)>,
@@ -213,6 +232,9 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
             },
             Some(res) = d.jobs.join_next(), if !d.jobs.is_empty() => {
                 if let Ok(job) = res { d.on_job(job) }
+            },
+            Some(res) = d.verifies.join_next(), if !d.verifies.is_empty() => {
+                if let Ok(report) = res { d.on_verified(report) }
             },
             _ = hup.recv() => d.reload("SIGHUP"),
             _ = usr1.recv() => {
@@ -316,6 +338,10 @@ impl Daemon {
             watcher: Some(Watcher::new(queue)?),
             sends: JoinSet::new(),
             jobs: JoinSet::new(),
+            awaiting: HashMap::new(),
+            next_awaiting: 0,
+            verifies: JoinSet::new(),
+            edge: verify::edge_client(),
             reload_at: None,
             unsaved: Vec::new(),
             flush_at: None,
@@ -392,6 +418,144 @@ impl Daemon {
             let n = rows.map_or(0, |r| r.len());
             let oldest = rows.and_then(|r| r.values().map(|r| r.first_seen_ms).min());
             metrics::get().set_pending(&t.name, n, oldest);
+        }
+    }
+
+    /// Whether a batch just sent is to be verified or warmed, and when: at once when no request
+    /// left a provider job to follow, else once every job has ended (see [`Daemon::on_job`]).
+    /// Returns the batch's entry in `awaiting`, when it has one.
+    fn await_batch(
+        &mut self,
+        target: &str,
+        batch: &Arc<Vec<PendingFile>>,
+        results: &[(Request, String, Result<Accepted, Failed>)],
+    ) -> Option<u64> {
+        let wanted = self
+            .config
+            .rules
+            .iter()
+            .any(|r| r.verify.is_some() && r.targets.iter().any(|t| t == target));
+        if !wanted || results.is_empty() || results.iter().any(|(_, _, r)| r.is_err()) {
+            return None;
+        }
+        let jobs = results
+            .iter()
+            .filter(|(_, _, r)| r.as_ref().is_ok_and(|a| a.job_id.is_some()))
+            .count();
+        if jobs == 0 {
+            self.verify_batch(target, batch);
+            return None;
+        }
+        self.next_awaiting += 1;
+        self.awaiting.insert(
+            self.next_awaiting,
+            Awaiting {
+                target: target.to_string(),
+                batch: batch.clone(),
+                jobs_left: jobs,
+                ok: true,
+            },
+        );
+        Some(self.next_awaiting)
+    }
+
+    /// The purge of `batch` for `target` has ended well: for each of its rules with `verify`,
+    /// check a sample on the edge (and warm it, with `warm: true`), on tasks of their own.
+    fn verify_batch(&mut self, target: &str, batch: &[PendingFile]) {
+        let (Some(t), Some(provider)) = (self.config.target(target), self.providers.get(target)) else {
+            return;
+        };
+        for rule in &self.config.rules {
+            let Some(v) = &rule.verify else { continue };
+            if !rule.targets.iter().any(|x| x == target) {
+                continue;
+            }
+            let empty = Manifest::default();
+            let manifest = self.manifests.get(&rule.name).unwrap_or(&empty);
+            if rule.warm {
+                let urls: Vec<String> = batch
+                    .iter()
+                    .filter(|f| f.rule == rule.name && f.kind != crate::manifest::ChangeKind::Deleted)
+                    .map(|f| verify::check_url(rule, &f.path))
+                    .collect();
+                let (http, base, limit, after, name) = (
+                    self.edge.clone(),
+                    v.base_url.clone(),
+                    rule.warm_limit,
+                    v.after,
+                    rule.name.clone(),
+                );
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let ok = verify::warm(&http, &base, &urls, limit).await;
+                    tracing::info!(rule = %name, warmed = ok, of = urls.len().min(limit), "warmed the edge");
+                });
+            }
+            let expects = verify::sample(rule, batch, manifest, v.sample);
+            if expects.is_empty() {
+                continue;
+            }
+            self.verifies.spawn(verify::run(verify::Job {
+                target: t.clone(),
+                rule: rule.clone(),
+                verify: v.clone(),
+                expects,
+                provider: provider.clone(),
+                pacer: self.pacer.clone(),
+                http: self.edge.clone(),
+            }));
+        }
+    }
+
+    /// A verification ended: log it, record it for `status`, count it, and tell `on_failure`
+    /// about URLs still stale.
+    fn on_verified(&mut self, r: verify::Report) {
+        let m = metrics::get();
+        m.verified(&r.target, "fresh", r.fresh);
+        m.verified(&r.target, "stale", r.stale.len());
+        m.verified(&r.target, "unreachable", r.unreachable.len());
+        for (url, why) in &r.unreachable {
+            tracing::warn!(target = %r.target, rule = %r.rule, "could not verify {url}: {why} (is verify.base_url right and up?)");
+        }
+        for (url, why) in &r.stale {
+            tracing::error!(
+                target = %r.target,
+                rule = %r.rule,
+                "still stale after {} re-purge{}: {url} {why}",
+                r.repurges,
+                if r.repurges == 1 { "" } else { "s" }
+            );
+        }
+        if r.stale.is_empty() {
+            tracing::info!(target = %r.target, rule = %r.rule, checked = r.checked, fresh = r.fresh, repurges = r.repurges, "verified: the edge serves the new bytes");
+        }
+        let detail = if !r.stale.is_empty() {
+            Some(format!(
+                "stale: {}",
+                r.stale.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(" ")
+            ))
+        } else if !r.unreachable.is_empty() {
+            Some(format!("could not verify: {}", r.unreachable[0].1))
+        } else {
+            None
+        };
+        if let Some(s) = self.store.as_mut()
+            && let Err(e) = s.record_verification(&crate::state::VerifyRecord {
+                target: r.target.clone(),
+                at_ms: now_ms(),
+                checked: r.checked as i64,
+                fresh: r.fresh as i64,
+                stale: r.stale.len() as i64,
+                unreachable: r.unreachable.len() as i64,
+                detail: detail.clone(),
+            })
+        {
+            tracing::warn!("could not record the verification: {e}");
+        }
+        if !r.stale.is_empty() {
+            let error = detail.unwrap_or_default();
+            let request = format!("verify {}", r.rule);
+            self.tell_failure(&r.target, &request, &error, &[]);
         }
     }
 
@@ -1172,7 +1336,7 @@ impl Daemon {
         });
     }
 
-    fn on_sent(&mut self, sent: Sent) {
+    fn on_sent(&mut self, mut sent: Sent) {
         self.batcher.set_busy(&sent.target, false);
         let latency = Duration::from_millis((now_ms() - sent.first_seen_ms).max(0) as u64);
         let provider_type = self.providers.get(&sent.target).map_or("unknown", |p| p.type_name());
@@ -1192,6 +1356,8 @@ impl Daemon {
                 self.tell_failure(&sent.target, desc, &f.to_string(), &sent.batch);
             }
         }
+        let batch = Arc::new(std::mem::take(&mut sent.batch));
+        let awaiting = self.await_batch(&sent.target, &batch, &sent.results);
         for (_req, desc, res) in &sent.results {
             match res {
                 Ok(acc) => {
@@ -1223,13 +1389,14 @@ impl Daemon {
                     t.rate_limit,
                     sent.target.clone(),
                     desc.clone(),
-                    sent.batch.clone(),
+                    batch.clone(),
                 );
                 self.jobs.spawn(async move {
                     let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
                     JobDone {
                         target,
                         batch,
+                        awaiting,
                         request,
                         record: id,
                         job_id,
@@ -1260,6 +1427,18 @@ impl Daemon {
             JobOutcome::Unknown(_) => "unknown",
         };
         metrics::get().job(&job.target, state);
+        if let Some(id) = job.awaiting
+            && let Some(a) = self.awaiting.get_mut(&id)
+        {
+            a.ok &= matches!(job.outcome, JobOutcome::Done(_));
+            a.jobs_left = a.jobs_left.saturating_sub(1);
+            if a.jobs_left == 0 {
+                let a = self.awaiting.remove(&id).expect("just seen");
+                if a.ok {
+                    self.verify_batch(&a.target, &a.batch);
+                }
+            }
+        }
         match &job.outcome {
             JobOutcome::Done(s) => {
                 tracing::info!(target = %job.target, job = %job.job_id, state = %s, "provider finished the purge")
@@ -1405,6 +1584,7 @@ impl Daemon {
             }
         }
         self.jobs.abort_all();
+        self.verifies.abort_all();
         self.flush_deferred(usize::MAX);
         tracing::info!("stopped");
     }

@@ -32,7 +32,9 @@
 //! [`config`] loads and validates the rules file.
 //!
 //! Around the pipeline: [`metrics`] counts what each stage does and [`monitor`] serves it
-//! (`/metrics`, `/healthz`) on `metrics_listen`; [`hook`] runs `on_failure` when a purge fails.
+//! (`/metrics`, `/healthz`) on `metrics_listen`; [`hook`] runs `on_failure` when a purge fails;
+//! [`verify`] checks what the edge serves once a purge's job has ended, and re-purges what is
+//! still stale.
 
 pub mod batch;
 pub mod changes;
@@ -54,4 +56,5 @@ pub mod route;
 pub mod secret;
 pub mod state;
 pub mod systemd;
+pub mod verify;
 pub mod watch;

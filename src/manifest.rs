@@ -559,6 +559,9 @@ mod tests {
             url_prefix: "/".into(),
             index_files: vec![],
             purge: PurgeMode::Changed,
+            verify: None,
+            warm: false,
+            warm_limit: 200,
         })
     }
 

@@ -48,6 +48,13 @@ pub struct RetryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerifyLabels {
+    pub target: String,
+    /// `fresh`, `stale` (after every re-purge) or `unreachable`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabels {
     pub rule: String,
 }
@@ -82,6 +89,7 @@ pub struct Metrics {
     pub rescans: Family<RescanLabels, Counter>,
     pub manifest_files: Family<RuleLabels, Gauge>,
     pub retries: Family<RetryLabels, Counter>,
+    pub verified: Family<VerifyLabels, Counter>,
     /// When each target's oldest pending file was first seen (ms since the epoch), for
     /// `purgewatch_oldest_pending_seconds` at scrape time.
     oldest_seen_ms: Mutex<BTreeMap<String, i64>>,
@@ -167,6 +175,7 @@ impl Metrics {
             rescans: Family::default(),
             manifest_files: Family::default(),
             retries: Family::default(),
+            verified: Family::default(),
             oldest_seen_ms: Mutex::new(BTreeMap::new()),
             health: Health::default(),
             registry: Registry::default(),
@@ -233,6 +242,11 @@ impl Metrics {
             "purgewatch_retries",
             "Failed attempts that were retried, by reason",
             m.retries.clone(),
+        );
+        registry.register(
+            "purgewatch_verified_urls",
+            "URLs checked on the edge after a purge, by result: fresh, stale (after every re-purge), unreachable",
+            m.verified.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -320,6 +334,17 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    pub fn verified(&self, target: &str, result: &str, n: usize) {
+        if n > 0 {
+            self.verified
+                .get_or_create(&VerifyLabels {
+                    target: target.into(),
+                    result: result.into(),
+                })
+                .inc_by(n as u64);
+        }
     }
 
     pub fn manifest(&self, rule: &str, files: usize) {

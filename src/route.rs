@@ -131,6 +131,9 @@ mod tests {
             url_prefix: "/".into(),
             index_files: vec![],
             purge: PurgeMode::Changed,
+            verify: None,
+            warm: false,
+            warm_limit: 200,
         }
     }
 

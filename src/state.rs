@@ -186,6 +186,27 @@ pub struct PurgeRecord {
     pub message: Option<String>,
 }
 
+/// How the last check of what the edge serves went, for a target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyRecord {
+    pub target: String,
+    pub at_ms: i64,
+    pub checked: i64,
+    pub fresh: i64,
+    pub stale: i64,
+    pub unreachable: i64,
+    /// The stale URLs, or why the edge could not be asked.
+    pub detail: Option<String>,
+}
+
+/// Tables added after schema 1 was released: created where missing, so that an older
+/// purgewatch still opens the file (it ignores them).
+const ADDED: &str = "
+CREATE TABLE IF NOT EXISTS verifications (target TEXT PRIMARY KEY, at_ms INTEGER NOT NULL,
+    checked INTEGER NOT NULL, fresh INTEGER NOT NULL, stale INTEGER NOT NULL,
+    unreachable INTEGER NOT NULL, detail TEXT);
+";
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -278,6 +299,7 @@ impl Store {
                 ))
                 .map_err(broken)?;
             }
+            conn.execute_batch(ADDED).map_err(broken)?;
         } else if version == 0 {
             return Err(StateError::Broken {
                 path,
@@ -465,6 +487,43 @@ impl Store {
             params![id, state, message],
         )?;
         Ok(())
+    }
+
+    /// Records how the last verification for `v.target` went (one row per target).
+    pub fn record_verification(&mut self, v: &VerifyRecord) -> Result<(), StateError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO verifications (target, at_ms, checked, fresh, stale, unreachable, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![v.target, v.at_ms, v.checked, v.fresh, v.stale, v.unreachable, v.detail],
+        )?;
+        Ok(())
+    }
+
+    /// The last verification of each target (none in a state file from before verification).
+    pub fn last_verifications(&self) -> Result<BTreeMap<String, VerifyRecord>, StateError> {
+        let Ok(mut stmt) = self
+            .conn
+            .prepare("SELECT target, at_ms, checked, fresh, stale, unreachable, detail FROM verifications")
+        else {
+            return Ok(BTreeMap::new());
+        };
+        let rows = stmt.query_map([], |r| {
+            Ok(VerifyRecord {
+                target: r.get(0)?,
+                at_ms: r.get(1)?,
+                checked: r.get(2)?,
+                fresh: r.get(3)?,
+                stale: r.get(4)?,
+                unreachable: r.get(5)?,
+                detail: r.get(6)?,
+            })
+        })?;
+        let mut out = BTreeMap::new();
+        for rec in rows {
+            let rec = rec?;
+            out.insert(rec.target.clone(), rec);
+        }
+        Ok(out)
     }
 
     /// The last purge of each target.

@@ -71,6 +71,7 @@ mod check;
 mod plan;
 mod purge;
 mod status;
+mod verify;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
@@ -81,6 +82,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
         Command::Purge(args) => purge::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
         Command::Plan => plan::run(&cli),
+        Command::Verify(args) => verify::run(&cli, args),
     }
 }
 

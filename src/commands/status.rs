@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{CommandError, age, load};
 use crate::cli::{Cli, StatusArgs};
-use crate::state::{PurgeRecord, Store, now_ms};
+use crate::state::{PurgeRecord, Store, VerifyRecord, now_ms};
 
 /// What `status` knows of one target.
 struct TargetStatus {
@@ -23,6 +23,7 @@ struct TargetStatus {
     /// When the oldest of them was first seen (ms since the epoch).
     oldest_ms: Option<i64>,
     last: Option<PurgeRecord>,
+    verified: Option<VerifyRecord>,
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
@@ -31,7 +32,9 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     let mut pending: BTreeMap<String, (usize, i64)> = BTreeMap::new();
     let mut seen: BTreeMap<String, (usize, i64)> = BTreeMap::new();
     let mut last = BTreeMap::new();
+    let mut verified = BTreeMap::new();
     if let Some(store) = &store {
+        verified = store.last_verifications()?;
         for row in store.pending()? {
             let e = pending.entry(row.target).or_insert((0, i64::MAX));
             e.0 += 1;
@@ -66,6 +69,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
             let oldest = q_oldest.min(w_oldest);
             TargetStatus {
                 last: last.remove(&name),
+                verified: verified.remove(&name),
                 name,
                 kind,
                 queued,
@@ -126,6 +130,21 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
             }
             None => outln!("  last purge: never"),
         }
+        if let Some(v) = &t.verified {
+            let detail = v.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+            outln!(
+                "  last verification: {} ago, {} checked, {} fresh, {} stale{}{detail}",
+                age(now - v.at_ms),
+                v.checked,
+                v.fresh,
+                v.stale,
+                if v.unreachable > 0 {
+                    format!(", {} unreachable", v.unreachable)
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -153,7 +172,18 @@ fn as_json(state: Option<String>, targets: &[TargetStatus]) -> Value {
                     "message": p.message,
                 })
             });
+            let verified = t.verified.as_ref().map(|v| {
+                json!({
+                    "at": rfc3339(v.at_ms),
+                    "checked": v.checked,
+                    "fresh": v.fresh,
+                    "stale": v.stale,
+                    "unreachable": v.unreachable,
+                    "detail": v.detail,
+                })
+            });
             let value = json!({
+                "last_verification": verified,
                 "type": t.kind,
                 "pending_files": t.queued + t.waiting,
                 "queued_files": t.queued,
@@ -188,6 +218,7 @@ mod tests {
                     result: "accepted".into(),
                     ..Default::default()
                 }),
+                verified: None,
             },
             TargetStatus {
                 name: "www".into(),
@@ -196,6 +227,7 @@ mod tests {
                 waiting: 0,
                 oldest_ms: None,
                 last: None,
+                verified: None,
             },
         ];
         let v = as_json(None, &targets);

@@ -58,7 +58,11 @@ const RULE_KEYS: &[&str] = &[
     "url_prefix",
     "index_files",
     "purge",
+    "verify",
+    "warm",
+    "warm_limit",
 ];
+const VERIFY_KEYS: &[&str] = &["base_url", "sample", "after", "repurge", "check"];
 
 /// The largest rules file read: a rules file is a few kilobytes; past this it is a mistake
 /// (`-c /dev/zero`, a log file) and is refused before parsing.
@@ -374,6 +378,65 @@ impl Cx<'_> {
             format!("{what}: {problem}; write it like https://api.example.com/path"),
         );
         None
+    }
+
+    /// A rule's `verify:` mapping.
+    fn verify(&mut self, node: &Node, what: &str) -> Option<Verify> {
+        let entries = self.mapping(node, what)?;
+        let mut v = Verify {
+            base_url: String::new(),
+            sample: 20,
+            after: Duration::from_secs(2),
+            repurge: 2,
+            check: VerifyCheck::Content,
+        };
+        let mut has_base = false;
+        let n_errors = self.errors.len();
+        for (key, _, val) in self.keys(entries, VERIFY_KEYS, what) {
+            let kw = format!("{what}: {key}");
+            match key {
+                "base_url" => {
+                    has_base = true;
+                    if let Some(u) = self.api_url(val, &kw) {
+                        v.base_url = u.trim_end_matches('/').to_string();
+                    }
+                }
+                "sample" => {
+                    if let Some(n) = self.number::<usize>(val, &kw, "a number of URLs") {
+                        v.sample = n
+                    }
+                }
+                "after" => {
+                    if let Some(d) = self.duration(val, &kw) {
+                        v.after = d
+                    }
+                }
+                "repurge" => {
+                    if let Some(n) = self.number::<u32>(val, &kw, "a number of re-purges") {
+                        v.repurge = n
+                    }
+                }
+                "check" => match self.string(val, &kw, false).as_deref() {
+                    Some("content") => v.check = VerifyCheck::Content,
+                    Some("status") => v.check = VerifyCheck::Status,
+                    Some(other) => {
+                        let hint = did_you_mean(other, ["content", "status"].into_iter());
+                        self.error(val.pos, format!("{kw}: `{other}` must be `content` or `status`{hint}"));
+                    }
+                    None => {}
+                },
+                _ => {}
+            }
+        }
+        if !has_base {
+            self.error(
+                node.pos,
+                format!(
+                    "{what}: missing `base_url:` (where the watched directory is served, like https://www.example.com)"
+                ),
+            );
+        }
+        (self.errors.len() == n_errors).then_some(v)
     }
 
     /// `metrics_listen`: an address and port. Anything but loopback is served, with a warning
@@ -805,7 +868,11 @@ impl Cx<'_> {
             url_prefix: "/".into(),
             index_files: vec!["index.html".into()],
             purge: PurgeMode::Changed,
+            verify: None,
+            warm: false,
+            warm_limit: 200,
         };
+        let mut warm_pos = None;
         let mut watch_pos = None;
         let mut has_targets = false;
         for (key, _, v) in self.keys(entries, RULE_KEYS, &what) {
@@ -883,6 +950,21 @@ impl Cx<'_> {
                     }
                 }
                 "index_files" => rule.index_files = self.strings(v, &kw).into_iter().map(|(s, _)| s).collect(),
+                "verify" => rule.verify = self.verify(v, &kw),
+                "warm" => match self.string(v, &kw, false).as_deref() {
+                    Some("true") => {
+                        rule.warm = true;
+                        warm_pos = Some(v.pos);
+                    }
+                    Some("false") => rule.warm = false,
+                    Some(other) => self.error(v.pos, format!("{kw}: `{other}` must be true or false")),
+                    None => {}
+                },
+                "warm_limit" => match self.number::<usize>(v, &kw, "a number of URLs") {
+                    Some(n) if n > 0 => rule.warm_limit = n,
+                    Some(_) => self.error(v.pos, format!("{kw}: must be at least 1 (or set `warm: false`)")),
+                    None => {}
+                },
                 "purge" => match self.string(v, &kw, false).as_deref() {
                     Some("changed") => rule.purge = PurgeMode::Changed,
                     Some("all") => rule.purge = PurgeMode::All,
@@ -897,6 +979,12 @@ impl Cx<'_> {
         }
         if watch_pos.is_none() {
             self.error(node.pos, format!("{what}: missing `watch:` (the directory to watch)"));
+        }
+        if let (Some(pos), None) = (warm_pos, &rule.verify) {
+            self.error(
+                pos,
+                format!("{what}: warm: true needs `verify: {{base_url: https://...}}` to know where the site is served (`sample: 0` warms without checking)"),
+            );
         }
         if !has_targets {
             self.error(node.pos, format!("{what}: missing `targets:` (a list of target names)"));

@@ -129,6 +129,36 @@ pub struct Rule {
     pub url_prefix: String,
     pub index_files: Vec<String>,
     pub purge: PurgeMode,
+    /// Check what the edge serves after a purge.
+    pub verify: Option<Verify>,
+    /// GET the changed URLs through `verify.base_url` after a purge, so the edge fetches them.
+    pub warm: bool,
+    /// URLs warmed per batch, at most.
+    pub warm_limit: usize,
+}
+
+/// How a rule's purges are verified against the edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verify {
+    /// Where the watched directory is served, without a trailing `/`.
+    pub base_url: String,
+    /// URLs checked per batch.
+    pub sample: usize,
+    /// Wait after the provider's job or task has ended.
+    pub after: Duration,
+    /// Re-purges of URLs still stale before giving up.
+    pub repurge: u32,
+    pub check: VerifyCheck,
+}
+
+/// What makes a URL fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyCheck {
+    /// The body is the file's bytes; a deleted file answers 404 or 410.
+    Content,
+    /// Only the status: 2xx for a file that exists, 404 or 410 for a deleted one (for an origin
+    /// that rewrites HTML on the fly).
+    Status,
 }
 
 /// One problem in a rules file.

@@ -16,6 +16,9 @@ fn rule(prefix: &str) -> Rule {
         url_prefix: prefix.into(),
         index_files: vec!["index.html".into()],
         purge: PurgeMode::Changed,
+        verify: None,
+        warm: false,
+        warm_limit: 200,
     }
 }
 

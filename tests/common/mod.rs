@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod edge;
 pub mod fake;
 
 use std::io::{BufRead, BufReader};
@@ -13,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
+pub use edge::Edge;
 #[allow(unused_imports)]
 pub use fake::Reply;
 pub use fake::{Fake, Recorded, Route};
