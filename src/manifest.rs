@@ -289,14 +289,20 @@ impl Manifest {
                 diff.skipped.push((rel.clone(), Skip::Filtered(verdict)));
                 continue;
             }
-            if let Some(k) = known.known(rel) {
+            let abs = root.join(rel);
+            // What was learnt ahead counts only while the disk still says the same: a file
+            // hashed as gone may have been written back since (a deploy that empties the tree and
+            // fills it again, in directories re-made faster than their watches), and a file
+            // hashed ahead may have been written again without an event reaching us.
+            if let Some(k) = known.known(rel)
+                && still_true(&abs, k.as_ref())
+            {
                 match k {
                     Some(new) => diff.compare(rel, old, new),
                     None => diff.gone(rel, old),
                 }
                 continue;
             }
-            let abs = root.join(rel);
             if let Some(old) = old
                 && trust == Trust::Metadata
             {
@@ -353,6 +359,17 @@ impl Manifest {
         } else {
             self.under(dir).take(limit).count()
         }
+    }
+}
+
+/// Whether the disk still agrees with what a hash taken ahead found at `abs`: no regular file
+/// there (`None`), or a regular file of the same size and mtime.
+pub fn still_true(abs: &Path, known: Option<&FileMeta>) -> bool {
+    match (std::fs::metadata(abs), known) {
+        (Ok(m), None) => !m.is_file(),
+        (Err(_), None) => true,
+        (Ok(m), Some(k)) => m.is_file() && m.len() == k.size && mtime_ns(&m) == k.mtime_ns,
+        (Err(_), Some(_)) => false,
     }
 }
 

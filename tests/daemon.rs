@@ -57,6 +57,7 @@ fn a_single_change_is_one_sitehost_call_and_a_targeted_vims_pattern() {
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(fake.sitehost_purges().len(), 1);
     assert_eq!(fake.vims_purges().len(), 1);
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -82,6 +83,7 @@ fn a_500_file_burst_is_one_sitehost_call() {
             "{url} not covered by {pats:?}"
         );
     }
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -103,6 +105,7 @@ fn a_new_nested_directory_is_seen() {
         "{}",
         vims[1].pattern()
     );
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -126,6 +129,7 @@ fn excluded_files_and_identical_rewrites_send_nothing() {
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(fake.vims_purges().len(), 1, "{}", d.log());
     assert_eq!(fake.sitehost_purges().len(), 1);
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -136,6 +140,7 @@ fn deleted_files_are_purged() {
     std::fs::remove_file(site.root.join("blog/post.html")).unwrap();
     let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
     assert!(pattern_matches(&vims[0].pattern(), "/blog/post.html"));
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -164,6 +169,7 @@ fn max_delay_caps_constant_writes() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(start.elapsed() >= Duration::from_secs(2), "not before max_delay");
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -193,6 +199,7 @@ fn stop_sends_the_pending_batch_and_exits_0(signal: &str) {
     let vims = fake.vims_purges();
     assert_eq!(vims.len(), 1);
     assert!(pattern_matches(&vims[0].pattern(), "/blog/post.html"));
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -225,4 +232,5 @@ fn a_file_name_that_is_not_utf8_is_named_in_a_warning_and_never_guessed() {
         "one warning per file\n{}",
         d.log()
     );
+    assert_plan_empty(&site);
 }

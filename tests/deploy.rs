@@ -66,6 +66,7 @@ fn a_directory_renamed_into_place() {
         "{}",
         vims[1].pattern()
     );
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -109,6 +110,7 @@ fn a_symlink_switched_to_a_new_release() {
         "{}",
         vims[1].pattern()
     );
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -139,6 +141,7 @@ fn edits_right_after_a_swap_are_purged_too() {
         assert!(!pattern_matches(&r.pattern(), "/blog/same.html"), "{}", r.pattern());
         assert!(!pattern_matches(&r.pattern(), "/blog/post.html"), "{}", r.pattern());
     }
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -168,6 +171,7 @@ fn a_second_swap_within_the_debounce_is_compared_on_its_own() {
         &["/blog/same.html", "/css/site.css"],
         &["/index.html", "/blog/post.html"],
     );
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -188,4 +192,30 @@ fn a_watched_directory_that_goes_away_is_awaited_then_compared() {
     );
     // One warning for the one time it was gone, whatever the number of targets.
     assert_eq!(d.lines_containing("is not there right now").len(), 1, "{}", d.log());
+    assert_plan_empty(&site);
+}
+
+#[test]
+fn the_watched_directory_removed_and_made_again_at_once_is_watched_anew() {
+    // `rm -rf public && mkdir public && build`: the new directory may get the old one's inode
+    // number, but the old watch went with the old directory.
+    let fake = Fake::start();
+    let (site, d) = running_on_v1(&fake);
+    std::fs::remove_dir_all(&site.root).unwrap();
+    release(&site.root, "post v2");
+    assert_exact(
+        &fake,
+        &d,
+        &["/blog/post.html"],
+        &["/blog/same.html", "/index.html", "/css/site.css"],
+    );
+    // The new tree is watched.
+    site.write("blog/same.html", "changed now");
+    let vims = wait_requests(&fake, Route::VimsPurge, 2, &d);
+    assert!(
+        pattern_matches(&vims[1].pattern(), "/blog/same.html"),
+        "{}",
+        vims[1].pattern()
+    );
+    assert_plan_empty(&site);
 }

@@ -92,6 +92,7 @@ fn hugo_rewrite_of_5000_files_purges_exactly_the_20_that_changed() {
     );
     assert_eq!(recall, 1.0);
     assert_eq!(precision, 1.0);
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -119,6 +120,7 @@ fn identical_rewrites_and_touch_r_send_nothing() {
     let p = regex::Regex::new(&vims[0].pattern()).unwrap();
     let purged: Vec<&String> = files.iter().filter(|f| urls(f).iter().any(|u| p.is_match(u))).collect();
     assert_eq!(purged, vec!["s07/page-050.html"], "pattern {}", vims[0].pattern());
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -138,6 +140,7 @@ fn a_rename_purges_both_names() {
         "{p}"
     );
     assert!(!pattern_matches(&p, "/blog/b.html"), "{p}");
+    assert_plan_empty(&site);
 }
 
 #[test]
@@ -252,4 +255,5 @@ fn a_deploy_in_bursts_closer_than_the_debounce_is_one_batch() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(fake.vims_purges().len(), 1, "{}", d.log());
     assert_eq!(fake.sitehost_purges().len(), 1, "{}", d.log());
+    assert_plan_empty(&site);
 }

@@ -293,3 +293,41 @@ impl Daemon {
         line.rsplit("http://").next().unwrap().trim().to_string()
     }
 }
+
+/// The invariant every deploy test ends on: once the daemon is idle, its record of each tree
+/// equals the disk, so `purgewatch plan` has nothing to purge for any target. (Polled: the
+/// daemon may still be committing its last batch.)
+pub fn assert_plan_empty(site: &Site) {
+    let mut last = String::new();
+    let ok = wait_until(DEADLINE, || {
+        let (code, out, err) = site.run(&["plan"]);
+        last = format!("exit {code}\n{out}{err}");
+        code == 0
+            && out
+                .lines()
+                .filter(|l| l.starts_with("target "))
+                .all(|l| l.contains(": 0 files, 0 requests"))
+    });
+    assert!(ok, "plan is not empty once the daemon is idle:\n{last}");
+}
+
+/// Stops the daemon (SIGTERM), starts it again on the same rules, and checks that the restart
+/// sends nothing: its record matched the disk. Returns the new daemon.
+pub fn restart_sends_nothing(site: &Site, fake: &Fake, mut d: Daemon) -> Daemon {
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), 0, "{}", d.log());
+    let before = fake.requests().len();
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    // Showing that nothing more arrives needs a wait (see the module's note).
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = fake.requests();
+    assert_eq!(
+        after.len(),
+        before,
+        "the restart sent {:?}\n{}",
+        &after[before..],
+        d.log()
+    );
+    d
+}
