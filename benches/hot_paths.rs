@@ -32,6 +32,7 @@ fn rule(i: usize) -> Rule {
         verify: None,
         warm: false,
         warm_limit: 200,
+        follow_symlinks: false,
     }
 }
 

@@ -9,7 +9,11 @@
 //! cargo bench --bench storm -- --idle 30 --repeat 5
 //! cargo bench --bench storm -- --only swap --no-scripts  # some storms; inotifywait only
 //! cargo bench --bench storm -- --tools none             # purgewatch alone
+//! cargo bench --bench storm -- --hugo-only --hugo-pages 1500,10000  # the real-site storms only
 //! ```
+//!
+//! With `hugo` on PATH, `cargo bench` also runs the real-site storms of `hugo_site.rs` (a Hugo
+//! blog of 1,500 pages by default) after the synthetic ones.
 //!
 //! Run without `--bench` (as `cargo test` runs it: `test = true` in Cargo.toml), it is a smoke
 //! test instead: a 3,000-file site through every storm, purgewatch alone, and it fails unless each
@@ -25,6 +29,8 @@
 
 #[path = "../tests/common/fake.rs"]
 mod fake;
+#[path = "storm/hugo_site.rs"]
+mod hugo_site;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -47,6 +53,10 @@ struct Args {
     no_scripts: bool,
     /// Run only these tools besides purgewatch (`--tools inotifywait,watchman`; `--tools none`).
     tools: Option<String>,
+    /// Sizes of the Hugo sites for the real-site storms (`--hugo-pages 1500,10000`).
+    hugo_pages: Vec<usize>,
+    /// Only the real-site storms.
+    hugo_only: bool,
 }
 
 fn args() -> Args {
@@ -57,6 +67,8 @@ fn args() -> Args {
         only: None,
         no_scripts: false,
         tools: None,
+        hugo_pages: vec![1500],
+        hugo_only: false,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -68,6 +80,17 @@ fn args() -> Args {
             "--repeat" => a.repeat = next().expect("--repeat N"),
             "--only" => a.only = v.get(i + 1).cloned(),
             "--tools" => a.tools = v.get(i + 1).cloned(),
+            "--hugo-pages" => {
+                a.hugo_pages = v
+                    .get(i + 1)
+                    .map(|l| l.split(',').filter_map(|n| n.parse().ok()).collect())
+                    .unwrap_or_default()
+            }
+            "--hugo-only" => {
+                a.hugo_only = true;
+                i += 1;
+                continue;
+            }
             "--no-scripts" => {
                 a.no_scripts = true;
                 i += 1;
@@ -865,6 +888,8 @@ impl Args {
             only: None,
             no_scripts: true,
             tools: Some("none".into()),
+            hugo_pages: vec![],
+            hugo_only: false,
         }
     }
 }
@@ -877,6 +902,18 @@ fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     let a = if smoke { Args::smoke() } else { args() };
     let tmp = tempfile::tempdir().unwrap();
+    if !smoke {
+        for &pages in &a.hugo_pages {
+            let bin = Path::new(env!("CARGO_BIN_EXE_purgewatch"));
+            let settle_after = |fake: &Fake, before: usize, last: Instant| settle(fake, before, last, true);
+            if let Some(deploys) = hugo_site::run(bin, tmp.path(), pages, DEBOUNCE, settle_after) {
+                hugo_site::report(pages, &deploys);
+            }
+        }
+        if a.hugo_only {
+            return;
+        }
+    }
     println!(
         "site: {} files in directories of 100; debounce {} ms; repeats {}",
         a.files,

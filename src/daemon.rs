@@ -335,7 +335,7 @@ impl Daemon {
             batcher: Batcher::new(),
             pacer: Arc::new(Pacer::default()),
             http,
-            watcher: Some(Watcher::new(queue)?),
+            watcher: Some(Watcher::new(queue, config.rules.iter().any(|r| r.follow_symlinks))?),
             sends: JoinSet::new(),
             jobs: JoinSet::new(),
             awaiting: HashMap::new(),

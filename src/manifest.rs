@@ -510,16 +510,40 @@ pub struct Walk {
     pub filtered: Vec<(String, Verdict)>,
 }
 
-/// Walks `dir` following symlinks; `prefix` is `dir`'s path relative to the watched root.
+/// Directory symlinks already warned about (one warning per link).
+static OUTSIDE_WARNED: std::sync::Mutex<BTreeSet<std::path::PathBuf>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// Walks `dir` following symlinks; `prefix` is `dir`'s path relative to the watched root. A
+/// directory symlink that leads out of the watched tree (`etc -> /etc`) is not followed unless
+/// the rule says `follow_symlinks: true`: its files are no part of the site, and may be secret.
 pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
     let mut out = Walk::default();
     let join = |rel: String| match prefix {
         Some(p) => format!("{p}/{rel}"),
         None => rel,
     };
+    let depth = prefix.map_or(0, |p| p.split('/').count());
+    let root = dir.ancestors().nth(depth).unwrap_or(dir);
+    let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let mut it = walkdir::WalkDir::new(dir).follow_links(true).into_iter();
     while let Some(entry) = it.next() {
         let Ok(entry) = entry else { continue };
+        if entry.path_is_symlink()
+            && entry.file_type().is_dir()
+            && !filter.follow_symlinks
+            && entry.depth() > 0
+            && !std::fs::canonicalize(entry.path()).is_ok_and(|real| real.starts_with(&real_root))
+        {
+            let mut warned = OUTSIDE_WARNED.lock().unwrap_or_else(|e| e.into_inner());
+            if warned.insert(entry.path().to_path_buf()) {
+                tracing::warn!(
+                    "{}: a symlink to a directory outside the watched tree: not followed (set `follow_symlinks: true` on the rule to follow it)",
+                    entry.path().display()
+                );
+            }
+            it.skip_current_dir();
+            continue;
+        }
         let Some(rel) = crate::route::relative(dir, entry.path()) else {
             if entry.depth() > 0 {
                 tracing::warn!("{}: {}", entry.path().display(), crate::route::UNNAMED);
@@ -579,6 +603,7 @@ mod tests {
             verify: None,
             warm: false,
             warm_limit: 200,
+            follow_symlinks: false,
         })
     }
 

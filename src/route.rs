@@ -41,6 +41,8 @@ pub struct Filter {
     exclude: GlobSet,
     exclude_globs: Vec<String>,
     matches: Vec<Regex>,
+    /// Follow directory symlinks that lead out of the tree.
+    pub follow_symlinks: bool,
 }
 
 impl Filter {
@@ -58,6 +60,7 @@ impl Filter {
             exclude: set(&rule.exclude),
             exclude_globs: rule.exclude.iter().map(|g| g.glob().to_string()).collect(),
             matches: rule.matches.clone(),
+            follow_symlinks: rule.follow_symlinks,
         }
     }
 
@@ -134,6 +137,7 @@ mod tests {
             verify: None,
             warm: false,
             warm_limit: 200,
+            follow_symlinks: false,
         }
     }
 

@@ -378,6 +378,7 @@ mod tests {
             verify: None,
             warm: false,
             warm_limit: 200,
+            follow_symlinks: false,
         }
     }
 

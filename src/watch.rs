@@ -155,7 +155,11 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(queue: Arc<EventQueue>) -> Result<Watcher, WatchError> {
+    /// A watcher feeding `queue`. With `follow_symlinks`, recursive watches descend into
+    /// directory symlinks (a rule with `follow_symlinks: true`); otherwise a symlink that leads out
+    /// of a watched tree is not watched through (the roots themselves are resolved before they are
+    /// watched, so a `current -> releases/N` root still works).
+    pub fn new(queue: Arc<EventQueue>, follow_symlinks: bool) -> Result<Watcher, WatchError> {
         let handler = move |res: notify::Result<notify::Event>| {
             let msg = match res {
                 Ok(ev) if ev.need_rescan() || ev.flag() == Some(Flag::Rescan) => WatchMsg::Rescan,
@@ -201,7 +205,7 @@ impl Watcher {
             | EventKindMask::MODIFY_NAME
             | EventKindMask::ACCESS_CLOSE;
         let config = notify::Config::default()
-            .with_follow_symlinks(true)
+            .with_follow_symlinks(follow_symlinks)
             .with_event_kinds(kinds);
         let inner = RecommendedWatcher::new(handler, config).map_err(|e| specialise(e, Path::new("inotify")))?;
         Ok(Watcher {
@@ -270,7 +274,7 @@ mod tests {
     async fn events_arrive_with_their_paths_and_reads_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Arc::new(EventQueue::default());
-        let mut w = Watcher::new(queue.clone()).unwrap();
+        let mut w = Watcher::new(queue.clone(), false).unwrap();
         w.add(dir.path(), true).unwrap();
         let file = dir.path().join("a.html");
         std::fs::write(&file, "x").unwrap();

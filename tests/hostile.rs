@@ -364,3 +364,45 @@ fn a_notify_socket_nobody_reads_never_stops_the_daemon() {
     }
     drop(sock);
 }
+
+#[test]
+fn a_directory_symlink_out_of_the_tree_is_not_followed_unless_asked() {
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write("index.html", "home");
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("gshadow"), "root:secret").unwrap();
+    std::os::unix::fs::symlink(outside.path(), site.root.join("etc")).unwrap();
+    site.write_rules(&site.rules_for(&fake, "200ms", ""));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    let warned = d.lines_containing("outside the watched tree");
+    assert_eq!(warned.len(), 1, "{}", d.log());
+    assert!(
+        warned[0].contains("etc") && warned[0].contains("follow_symlinks"),
+        "{}",
+        warned[0]
+    );
+    let (_, out, _) = site.run(&["plan"]);
+    assert!(!out.contains("gshadow"), "{out}");
+    // A change there is no change of the site; a change of the site still is.
+    std::fs::write(outside.path().join("gshadow"), "root:changed").unwrap();
+    site.write("index.html", "home v2");
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(fake.vims_purges().len(), 1);
+    assert!(
+        !pattern_matches(&vims[0].pattern(), "/etc/gshadow"),
+        "{}",
+        vims[0].pattern()
+    );
+    let state = std::fs::read(site.state.join("state.sqlite3")).unwrap();
+    assert!(!String::from_utf8_lossy(&state).contains("gshadow"));
+    assert_plan_empty(&site);
+
+    // Asked for: the link is followed, and its files are part of the site.
+    site.write_rules(&site.rules_for(&fake, "200ms", "    follow_symlinks: true\n"));
+    let (code, out, err) = site.run(&["plan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("purge  etc/gshadow  (created)"), "{out}");
+}

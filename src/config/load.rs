@@ -61,6 +61,7 @@ const RULE_KEYS: &[&str] = &[
     "verify",
     "warm",
     "warm_limit",
+    "follow_symlinks",
 ];
 const VERIFY_KEYS: &[&str] = &["base_url", "sample", "after", "repurge", "check"];
 
@@ -871,6 +872,7 @@ impl Cx<'_> {
             verify: None,
             warm: false,
             warm_limit: 200,
+            follow_symlinks: false,
         };
         let mut warm_pos = None;
         let mut watch_pos = None;
@@ -957,6 +959,12 @@ impl Cx<'_> {
                         warm_pos = Some(v.pos);
                     }
                     Some("false") => rule.warm = false,
+                    Some(other) => self.error(v.pos, format!("{kw}: `{other}` must be true or false")),
+                    None => {}
+                },
+                "follow_symlinks" => match self.string(v, &kw, false).as_deref() {
+                    Some("true") => rule.follow_symlinks = true,
+                    Some("false") => rule.follow_symlinks = false,
                     Some(other) => self.error(v.pos, format!("{kw}: `{other}` must be true or false")),
                     None => {}
                 },

@@ -135,6 +135,9 @@ pub struct Rule {
     pub warm: bool,
     /// URLs warmed per batch, at most.
     pub warm_limit: usize,
+    /// Follow directory symlinks that lead out of the watched tree (off: they are skipped, with
+    /// one warning naming the link).
+    pub follow_symlinks: bool,
 }
 
 /// How a rule's purges are verified against the edge.

@@ -19,6 +19,7 @@ fn rule(prefix: &str) -> Rule {
         verify: None,
         warm: false,
         warm_limit: 200,
+        follow_symlinks: false,
     }
 }
 
