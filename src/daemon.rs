@@ -411,6 +411,53 @@ impl Daemon {
         Ok(d)
     }
 
+    /// Notices a state file deleted (or replaced) while the daemon runs, says so, and writes a
+    /// new one from what the daemon holds: each rule's record of its tree and the purges still
+    /// queued. Without this, every write would go to the deleted file and be lost at the next
+    /// start.
+    fn check_store(&mut self) {
+        let Some(store) = self.store.as_ref() else { return };
+        if !store.is_gone() {
+            return;
+        }
+        let path = store.path().to_path_buf();
+        tracing::error!(
+            "the state file {} was deleted or replaced while purgewatch runs: writing a new one from the daemon's record (rules, manifests, queued purges)",
+            path.display()
+        );
+        self.store = None;
+        let mut store = match Store::open(&self.config.state_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    "cannot write a new state file: {e}; changes are purged but not recorded until it can be"
+                );
+                return;
+            }
+        };
+        let mut result = Ok(());
+        for rt in &self.rules {
+            let name = &rt.rule.name;
+            let empty = Manifest::default();
+            let manifest = self.manifests.get(name).unwrap_or(&empty);
+            let rows: Vec<PendingRow> = self
+                .pending
+                .values()
+                .flat_map(|p| p.values())
+                .filter(|r| &r.file.rule == name)
+                .cloned()
+                .collect();
+            result = result
+                .and_then(|()| store.set_baseline(name, &rt.rule.watch.display().to_string(), manifest))
+                .and_then(|()| store.commit_changes(name, &[], &rows));
+        }
+        match result {
+            Ok(()) => tracing::info!("wrote a new state file {}", path.display()),
+            Err(e) => tracing::error!("writing the new state file {} failed: {e}", path.display()),
+        }
+        self.store = Some(store);
+    }
+
     /// Each target's queue, for `/metrics`.
     fn publish_pending(&self) {
         for t in &self.config.targets {
@@ -1277,6 +1324,7 @@ impl Daemon {
     /// worker threads while this writes. A crash before it ends costs a second purge of those
     /// files at the next start (the manifest still holds their old bytes), never a lost one.
     fn commit_settled(&mut self) {
+        self.check_store();
         if let Some(store) = self.store.as_mut() {
             for Settled { rule, updates, rows } in self.uncommitted.drain(..) {
                 if let Err(e) = store.commit_changes(&rule, &updates, &rows) {
@@ -1356,6 +1404,7 @@ impl Daemon {
                 self.tell_failure(&sent.target, desc, &f.to_string(), &sent.batch);
             }
         }
+        self.check_store();
         let batch = Arc::new(std::mem::take(&mut sent.batch));
         let awaiting = self.await_batch(&sent.target, &batch, &sent.results);
         for (_req, desc, res) in &sent.results {

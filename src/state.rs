@@ -63,6 +63,9 @@ fn open_error(path: &Path, e: rusqlite::Error) -> StateError {
         rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
         _ => None,
     };
+    // SQLite often reports a full disk as a plain I/O error (it could not grow the -shm or -wal
+    // file): ask the filesystem.
+    let fs = path.parent().and_then(filesystem_state);
     let reason = match code {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
             return StateError::Broken {
@@ -70,10 +73,10 @@ fn open_error(path: &Path, e: rusqlite::Error) -> StateError {
                 reason: e.to_string(),
             };
         }
-        Some(ErrorCode::DiskFull) => {
+        _ if fs == Some(FsState::Full) || code == Some(ErrorCode::DiskFull) => {
             "the disk is full: free some space there and start again (the state file is intact; do not move it away, it holds pending purges)".to_string()
         }
-        Some(ErrorCode::ReadOnly) => {
+        _ if fs == Some(FsState::ReadOnly) || code == Some(ErrorCode::ReadOnly) => {
             "the file or its filesystem is read-only: purgewatch must write there (check the mount, ReadWritePaths= or StateDirectory= in the unit)".to_string()
         }
         Some(ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => format!(
@@ -85,6 +88,31 @@ fn open_error(path: &Path, e: rusqlite::Error) -> StateError {
         path: path.to_path_buf(),
         reason,
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FsState {
+    Full,
+    ReadOnly,
+    Fine,
+}
+
+/// Whether the filesystem holding `dir` is full or mounted read-only.
+fn filesystem_state(dir: &Path) -> Option<FsState> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statvfs buffer this function owns.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(if st.f_flag & libc::ST_RDONLY != 0 {
+        FsState::ReadOnly
+    } else if st.f_bavail == 0 {
+        FsState::Full
+    } else {
+        FsState::Fine
+    })
 }
 
 /// The daemon's hold on its state directory: an exclusive `flock` on `state_dir/daemon.lock`,
@@ -210,6 +238,13 @@ CREATE TABLE IF NOT EXISTS verifications (target TEXT PRIMARY KEY, at_ms INTEGER
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The file's (device, inode) when it was opened, to notice it being deleted or replaced.
+    id: Option<(u64, u64)>,
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 pub fn now_ms() -> i64 {
@@ -306,7 +341,14 @@ impl Store {
                 reason: "no purgewatch schema version".into(),
             });
         }
-        Ok(Store { conn, path })
+        let id = file_id(&path);
+        Ok(Store { conn, path, id })
+    }
+
+    /// True when the file this store writes to is no longer at its path (deleted, or replaced
+    /// by another file): what is written would go to a file nobody will read again.
+    pub fn is_gone(&self) -> bool {
+        file_id(&self.path) != self.id
     }
 
     pub fn path(&self) -> &Path {

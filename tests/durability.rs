@@ -263,3 +263,70 @@ fn metadata_of_identical_rewrites_is_recorded_while_the_daemon_runs() {
     );
     assert!(fake.vims_purges().is_empty(), "{:?}", fake.vims_purges());
 }
+
+#[test]
+fn a_state_file_deleted_while_running_is_noticed_and_written_anew() {
+    let fake = Fake::start();
+    let site = site_with(&fake, "200ms");
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    for entry in std::fs::read_dir(&site.state).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("state.sqlite3") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    site.write("index.html", "home v2");
+    wait_requests(&fake, Route::VimsPurge, 1, &d);
+    d.wait_for("was deleted or replaced while purgewatch runs");
+    d.wait_for("wrote a new state file");
+    assert!(site.state.join("state.sqlite3").exists());
+    // The new file holds the daemon's record: nothing to purge, and a restart sends nothing.
+    assert_plan_empty(&site);
+    restart_sends_nothing(&site, &fake, d);
+}
+
+/// A small tmpfs mounted at `dir` for the test's life (the tests run as root, as CI does).
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(dir: &std::path::Path, size: &str) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t tmpfs failed: this test needs root, as CI has");
+        Mount(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_at_start_says_so_and_is_never_called_damage() {
+    let fake = Fake::start();
+    let site = site_with(&fake, "200ms");
+    let _mount = Mount::tmpfs(&site.state, "1m");
+    let mut d = site.start(&["run"]);
+    d.wait_ready();
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), 0);
+    // Fill the disk to the last byte.
+    let mut filler = std::fs::File::create(site.state.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+    let mut d = site.start(&["run"]);
+    let code = d.wait_exit();
+    let log = d.log();
+    assert_eq!(code, 1, "{log}");
+    assert!(
+        log.contains("disk is full") && !log.contains("damaged") && !log.contains("move it away to start over"),
+        "{log}"
+    );
+}
