@@ -116,7 +116,7 @@ fn manifest_diff(c: &mut Criterion) {
         }
     }
     let filter = Filter::new(&rule(0).clone_with_no_filters());
-    let manifest = Manifest::baseline(dir.path(), &filter);
+    let manifest = Manifest::baseline(dir.path(), &filter).unwrap();
     assert_eq!(manifest.len(), 100_000);
     let mut group = c.benchmark_group("manifest");
     group.sample_size(10);

@@ -204,9 +204,11 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
     let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1")?;
     let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<prehash::Done>();
     let mut d = Daemon::start(config, opts, queue.clone(), Prehasher::start(hash_tx))?;
-    let status = d.summary();
-    tracing::info!("ready: {status}");
-    systemd::ready(&status);
+    if !crate::shutdown::requested() {
+        let status = d.summary();
+        tracing::info!("ready: {status}");
+        systemd::ready(&status);
+    }
 
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
     let mut poll = tokio::time::interval(POLL_EVERY);
@@ -732,7 +734,10 @@ impl Daemon {
             }
             None => {
                 let rt = self.rules.last().expect("just pushed");
-                let manifest = Manifest::baseline(&rt.root, &rt.filter);
+                let Some(manifest) = Manifest::baseline(&rt.root, &rt.filter) else {
+                    tracing::info!(rule = %name, "stopping: the first baseline of this rule was not finished and is taken at the next start");
+                    return Ok(());
+                };
                 tracing::info!(
                     rule = %name,
                     files = manifest.len(),

@@ -54,6 +54,7 @@ pub mod prehash;
 pub mod providers;
 pub mod route;
 pub mod secret;
+pub mod shutdown;
 pub mod state;
 pub mod systemd;
 pub mod verify;

@@ -339,17 +339,26 @@ impl Manifest {
     /// Takes the tree under `root` as it is now (a first start): every kept regular file that
     /// can be read. Built straight into one list, sorted once, so that a first start on 100,000
     /// files holds no more than the manifest and that list.
-    pub fn baseline(root: &Path, filter: &Filter) -> Manifest {
-        let files = walk(root, filter, None).files;
+    /// `None` when the walk was cut short by a stop (a partial baseline would make every file
+    /// it missed look new at the next start).
+    pub fn baseline(root: &Path, filter: &Filter) -> Option<Manifest> {
+        let walked = walk(root, filter, None);
+        if !walked.complete {
+            return None;
+        }
+        let files = walked.files;
         let mut entries = Vec::with_capacity(files.len());
-        for rel in files {
+        for (i, rel) in files.into_iter().enumerate() {
+            if i % 1024 == 1023 && crate::shutdown::requested() {
+                return None;
+            }
             if let Ok(Some(meta)) = stat_and_hash(&root.join(&rel)) {
                 entries.push((rel, Entry::new(meta)));
             }
         }
-        Manifest {
+        Some(Manifest {
             files: entries.into_iter().collect(),
-        }
+        })
     }
 
     /// How many recorded files are below `dir` (`""`: all), counting at most `limit`.
@@ -504,10 +513,22 @@ fn open_for_hashing(path: &Path) -> io::Result<std::fs::File> {
 const SMALL_FILE: u64 = 256 * 1024;
 
 /// Files under a directory, split into kept and filtered.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Walk {
     pub files: Vec<String>,
     pub filtered: Vec<(String, Verdict)>,
+    /// False when the walk ended early because the process is stopping.
+    pub complete: bool,
+}
+
+impl Default for Walk {
+    fn default() -> Walk {
+        Walk {
+            files: Vec::new(),
+            filtered: Vec::new(),
+            complete: true,
+        }
+    }
 }
 
 /// Directory symlinks already warned about (one warning per link).
@@ -526,7 +547,15 @@ pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
     let root = dir.ancestors().nth(depth).unwrap_or(dir);
     let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let mut it = walkdir::WalkDir::new(dir).follow_links(true).into_iter();
+    let mut seen = 0u32;
     while let Some(entry) = it.next() {
+        seen = seen.wrapping_add(1);
+        if seen % 1024 == 0 && crate::shutdown::requested() {
+            // A stop was asked for: a partial list only misses files (found at the next start),
+            // it never makes one look deleted.
+            out.complete = false;
+            break;
+        }
         let Ok(entry) = entry else { continue };
         if entry.path_is_symlink()
             && entry.file_type().is_dir()
@@ -620,7 +649,7 @@ mod tests {
         fs::write(root.join("blog/b.html"), "b").unwrap();
         fs::write(root.join(".hidden"), "h").unwrap();
         let f = filter(&["**/.*"]);
-        let mut m = Manifest::baseline(root, &f);
+        let mut m = Manifest::baseline(root, &f).unwrap();
         assert_eq!(m.len(), 2);
 
         fs::write(root.join("a.html"), "a").unwrap(); // identical rewrite
@@ -671,7 +700,7 @@ mod tests {
         let root = dir.path();
         fs::write(root.join("a.html"), "a").unwrap();
         let f = filter(&[]);
-        let m = Manifest::baseline(root, &f);
+        let m = Manifest::baseline(root, &f).unwrap();
         // Same bytes with a new mtime: no change, new metadata for later.
         let later = SystemTime::now() + Duration::from_secs(5);
         fs::File::options()
@@ -740,7 +769,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let f = filter(&[]);
-        let m = Manifest::baseline(root, &f);
+        let m = Manifest::baseline(root, &f).unwrap();
         fs::create_dir_all(root.join("a/b/c")).unwrap();
         fs::write(root.join("a/b/c/x.html"), "x").unwrap();
         fs::write(root.join("a/y.html"), "y").unwrap();
@@ -763,7 +792,7 @@ mod tests {
             .set_modified(old)
             .unwrap();
         let f = filter(&[]);
-        let m = Manifest::baseline(root, &f);
+        let m = Manifest::baseline(root, &f).unwrap();
         let d = m.diff(root, &set(&["a.html"]), &f, Trust::Metadata, &KnownMap::new(), false);
         assert_eq!(d.hashed, 0);
         assert!(d.changes.is_empty());

@@ -234,3 +234,30 @@ fn a_file_name_that_is_not_utf8_is_named_in_a_warning_and_never_guessed() {
     );
     assert_plan_empty(&site);
 }
+
+#[test]
+fn a_stop_during_the_first_walk_of_a_big_tree_ends_it_at_once() {
+    let site = Site::new();
+    let fake = Fake::start();
+    for d in 0..300 {
+        let dir = site.root.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("p{f}.html")), "x").unwrap();
+        }
+    }
+    site.write_rules(&site.rules_for(&fake, "1s", ""));
+    let mut d = site.start_with(&["run"], &[("RUST_LOG", "info,purgewatch=debug")]);
+    d.wait_for("SIGTERM and SIGINT are handled from here on");
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), 0, "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains("the first baseline of this rule was not finished"),
+        "{log}"
+    );
+    assert!(!log.contains("ready"), "{log}");
+    // Nothing half-done was recorded: the next start takes the baseline whole.
+    let (_, out, _) = site.run(&["plan"]);
+    assert!(out.contains("no baseline yet"), "{out}");
+}

@@ -113,13 +113,22 @@ fn run_daemon(cli: &Cli, dry_run: bool) -> Result<ExitCode, CommandError> {
             signal(SignalKind::terminate()).map_err(|e| CommandError::Failed(format!("cannot handle SIGTERM: {e}")))?;
         let mut int =
             signal(SignalKind::interrupt()).map_err(|e| CommandError::Failed(format!("cannot handle SIGINT: {e}")))?;
-        let shutdown = async move {
+        // Signals are watched on a task of their own, so that a stop asked for while the daemon
+        // is busy (a first walk of a big tree) is noted at once (see `crate::shutdown`).
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
             let which = tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };
+            crate::shutdown::request();
             tracing::info!("{which} received");
+            let _ = tx.send(());
+        });
+        let shutdown = async move {
+            let _ = rx.await;
         };
+        tracing::debug!("SIGTERM and SIGINT are handled from here on");
         daemon::run(loaded.config, daemon::Options { dry_run }, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
