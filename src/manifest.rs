@@ -550,7 +550,7 @@ pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
     let mut seen = 0u32;
     while let Some(entry) = it.next() {
         seen = seen.wrapping_add(1);
-        if seen % 1024 == 0 && crate::shutdown::requested() {
+        if seen.is_multiple_of(1024) && crate::shutdown::requested() {
             // A stop was asked for: a partial list only misses files (found at the next start),
             // it never makes one look deleted.
             out.complete = false;
