@@ -4,12 +4,27 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::logging::LogFormat;
+/// `--version`: the package version and the git revision it was built from (set by build.rs;
+/// the version alone where the source has no git history).
+const VERSION: &str = match option_env!("PURGEWATCH_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "purgewatch",
-    version,
+    version = VERSION,
     about = "Watch static-site deploy directories and purge exactly what changed from SiteHost and VIMS CDN caches"
 )]
 pub struct Cli {

@@ -4,12 +4,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
+pub use crate::cli::LogFormat;
 
 /// Installs the global subscriber. Called once, by the command line.
 pub fn init(format: LogFormat) {

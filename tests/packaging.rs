@@ -1,0 +1,96 @@
+//! What build.rs generates for the package from the clap definition: a man page per command and
+//! the bash, zsh and fish completions, each naming every subcommand and flag; and `--version`
+//! with the git revision.
+
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+
+fn assets() -> PathBuf {
+    // build.rs copies them next to the binary: target/<profile>/assets.
+    PathBuf::from(env!("CARGO_BIN_EXE_purgewatch"))
+        .parent()
+        .unwrap()
+        .join("assets")
+}
+
+fn read(rel: &str) -> String {
+    let p = assets().join(rel);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    // roff escapes dashes.
+    text.replace("\\-", "-")
+}
+
+fn long_flags(cmd: &clap::Command) -> Vec<String> {
+    cmd.get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect()
+}
+
+#[test]
+fn man_pages_name_every_subcommand_and_flag() {
+    let cli = purgewatch::cli::Cli::command();
+    let main = read("man/purgewatch.1");
+    assert!(main.contains(".TH purgewatch 1"), "{main}");
+    for flag in long_flags(&cli) {
+        assert!(main.contains(&flag), "purgewatch.1 lacks {flag}");
+    }
+    for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = sub.get_name();
+        assert!(
+            main.contains(&format!("purgewatch-{name}(1)")),
+            "purgewatch.1 lacks {name}"
+        );
+        let page = read(&format!("man/purgewatch-{name}.1"));
+        for flag in long_flags(sub) {
+            assert!(page.contains(&flag), "purgewatch-{name}.1 lacks {flag}");
+        }
+    }
+}
+
+#[test]
+fn completions_name_every_subcommand_and_flag() {
+    let cli = purgewatch::cli::Cli::command();
+    for file in [
+        "completions/purgewatch.bash",
+        "completions/_purgewatch",
+        "completions/purgewatch.fish",
+    ] {
+        let text = read(file);
+        for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+            assert!(text.contains(sub.get_name()), "{file} lacks {}", sub.get_name());
+            for flag in long_flags(sub) {
+                let bare = flag.trim_start_matches("--");
+                assert!(
+                    text.contains(&flag) || text.contains(&format!("-l {bare}")),
+                    "{file} lacks {flag}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_packaged_unit_runs_the_installed_binary() {
+    let unit = read("purgewatch.service");
+    assert!(unit.contains("ExecStart=/usr/bin/purgewatch run"), "{unit}");
+    assert!(!unit.contains("/usr/local/bin"), "{unit}");
+}
+
+#[test]
+fn version_names_the_git_revision() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_purgewatch"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("purgewatch {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    // Built from a git checkout (as CI and developers build it): the revision is named.
+    if std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.git")).exists() {
+        assert!(text.contains("(git "), "{text}");
+    }
+}
