@@ -204,6 +204,8 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
     let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1")?;
     let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<prehash::Done>();
     let mut d = Daemon::start(config, opts, queue.clone(), Prehasher::start(hash_tx))?;
+    // Healthy from the moment it says it is ready.
+    metrics::get().health.turned();
     if !crate::shutdown::requested() {
         let status = d.summary();
         tracing::info!("ready: {status}");

@@ -159,6 +159,7 @@ fn healthz_is_200_while_every_tree_is_watched_and_503_when_one_is_gone() {
     let fake = Fake::start();
     let (site, d) = running_with(&fake, "");
     let addr = d.metrics_addr();
+    // Healthy as soon as it says it is ready.
     let (code, body) = http_get(&addr, "/healthz");
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
