@@ -1,0 +1,412 @@
+//! Sending what is queued: planning a target's batch, the send and its outcome (logs, state,
+//! metrics, `on_failure`), following provider jobs, and verifying or warming the edge after.
+
+use super::*;
+
+pub(super) struct Sent {
+    pub(super) target: String,
+    /// The batch's files.
+    pub(super) batch: Vec<PendingFile>,
+    pub(super) files: usize,
+    pub(super) max_seq: i64,
+    pub(super) first_seen_ms: i64,
+    pub(super) results: Vec<(Request, String, Result<Accepted, Failed>)>,
+}
+
+pub(super) struct JobDone {
+    pub(super) target: String,
+    /// The files of the batch the job purges.
+    pub(super) batch: Arc<Vec<PendingFile>>,
+    /// The batch's entry in [`Daemon::awaiting`], when it is to be verified or warmed.
+    pub(super) awaiting: Option<u64>,
+    /// The request the job came from, as the log lines describe it.
+    pub(super) request: String,
+    pub(super) record: Option<i64>,
+    pub(super) job_id: String,
+    pub(super) outcome: JobOutcome,
+}
+
+/// A purged batch waiting for its provider jobs to end before it is verified or warmed.
+pub(super) struct Awaiting {
+    pub(super) target: String,
+    pub(super) batch: Arc<Vec<PendingFile>>,
+    pub(super) jobs_left: usize,
+    /// Every job so far ended in success.
+    pub(super) ok: bool,
+}
+
+fn summarize_files(files: &[PendingFile]) -> String {
+    let mut parts: Vec<String> = files
+        .iter()
+        .take(10)
+        .map(|f| format!("{} {}", f.kind.as_str(), f.path))
+        .collect();
+    if files.len() > 10 {
+        parts.push(format!("and {} more", files.len() - 10));
+    }
+    parts.join(", ")
+}
+
+fn urls_of(files: &[PendingFile], rules: &[Rule]) -> String {
+    let mut urls = Vec::new();
+    for f in files {
+        match rules.iter().find(|r| r.name == f.rule) {
+            Some(r) => urls.extend(plan::urls_for(r, &f.path)),
+            None => urls.push(format!("(rule {} removed) {}", f.rule, f.path)),
+        }
+        if urls.len() > 20 {
+            urls.truncate(20);
+            urls.push("…".into());
+            break;
+        }
+    }
+    urls.join(" ")
+}
+
+impl Daemon {
+    /// Each target's queue, for `/metrics`.
+    pub(super) fn publish_pending(&self) {
+        for t in &self.config.targets {
+            let rows = self.pending.get(&t.name);
+            let n = rows.map_or(0, |r| r.len());
+            let oldest = rows.and_then(|r| r.values().map(|r| r.first_seen_ms).min());
+            metrics::get().set_pending(&t.name, n, oldest);
+        }
+    }
+
+    /// Whether a batch just sent is to be verified or warmed, and when: at once when no request
+    /// left a provider job to follow, else once every job has ended (see [`Daemon::on_job`]).
+    /// Returns the batch's entry in `awaiting`, when it has one.
+    pub(super) fn await_batch(
+        &mut self,
+        target: &str,
+        batch: &Arc<Vec<PendingFile>>,
+        results: &[(Request, String, Result<Accepted, Failed>)],
+    ) -> Option<u64> {
+        let wanted = self
+            .config
+            .rules
+            .iter()
+            .any(|r| r.verify.is_some() && r.targets.iter().any(|t| t == target));
+        if !wanted || results.is_empty() || results.iter().any(|(_, _, r)| r.is_err()) {
+            return None;
+        }
+        let jobs = results
+            .iter()
+            .filter(|(_, _, r)| r.as_ref().is_ok_and(|a| a.job_id.is_some()))
+            .count();
+        if jobs == 0 {
+            self.verify_batch(target, batch);
+            return None;
+        }
+        self.next_awaiting += 1;
+        self.awaiting.insert(
+            self.next_awaiting,
+            Awaiting {
+                target: target.to_string(),
+                batch: batch.clone(),
+                jobs_left: jobs,
+                ok: true,
+            },
+        );
+        Some(self.next_awaiting)
+    }
+
+    /// The purge of `batch` for `target` has ended well: for each of its rules with `verify`,
+    /// check a sample on the edge (and warm it, with `warm: true`), on tasks of their own.
+    pub(super) fn verify_batch(&mut self, target: &str, batch: &[PendingFile]) {
+        let (Some(t), Some(provider)) = (self.config.target(target), self.providers.get(target)) else {
+            return;
+        };
+        for rule in &self.config.rules {
+            let Some(v) = &rule.verify else { continue };
+            if !rule.targets.iter().any(|x| x == target) {
+                continue;
+            }
+            let empty = Manifest::default();
+            let manifest = self.manifests.get(&rule.name).unwrap_or(&empty);
+            if rule.warm {
+                let urls: Vec<String> = batch
+                    .iter()
+                    .filter(|f| f.rule == rule.name && f.kind != crate::manifest::ChangeKind::Deleted)
+                    .map(|f| verify::check_url(rule, &f.path))
+                    .collect();
+                let (http, base, limit, after, name) = (
+                    self.edge.clone(),
+                    v.base_url.clone(),
+                    rule.warm_limit,
+                    v.after,
+                    rule.name.clone(),
+                );
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let ok = verify::warm(&http, &base, &urls, limit).await;
+                    tracing::info!(rule = %name, warmed = ok, of = urls.len().min(limit), "warmed the edge");
+                });
+            }
+            let expects = verify::sample(rule, batch, manifest, v.sample);
+            if expects.is_empty() {
+                continue;
+            }
+            self.verifies.spawn(verify::run(verify::Job {
+                target: t.clone(),
+                rule: rule.clone(),
+                verify: v.clone(),
+                expects,
+                provider: provider.clone(),
+                pacer: self.pacer.clone(),
+                http: self.edge.clone(),
+            }));
+        }
+    }
+
+    /// A verification ended: log it, record it for `status`, count it, and tell `on_failure`
+    /// about URLs still stale.
+    pub(super) fn on_verified(&mut self, r: verify::Report) {
+        let m = metrics::get();
+        m.verified(&r.target, "fresh", r.fresh);
+        m.verified(&r.target, "stale", r.stale.len());
+        m.verified(&r.target, "unreachable", r.unreachable.len());
+        for (url, why) in &r.unreachable {
+            tracing::warn!(target = %r.target, rule = %r.rule, "could not verify {url}: {why} (is verify.base_url right and up?)");
+        }
+        for (url, why) in &r.stale {
+            tracing::error!(
+                target = %r.target,
+                rule = %r.rule,
+                "still stale after {} re-purge{}: {url} {why}",
+                r.repurges,
+                if r.repurges == 1 { "" } else { "s" }
+            );
+        }
+        if r.stale.is_empty() {
+            tracing::info!(target = %r.target, rule = %r.rule, checked = r.checked, fresh = r.fresh, repurges = r.repurges, "verified: the edge serves the new bytes");
+        }
+        let detail = if !r.stale.is_empty() {
+            Some(format!(
+                "stale: {}",
+                r.stale.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(" ")
+            ))
+        } else if !r.unreachable.is_empty() {
+            Some(format!("could not verify: {}", r.unreachable[0].1))
+        } else {
+            None
+        };
+        if let Some(s) = self.store.as_mut()
+            && let Err(e) = s.record_verification(&crate::state::VerifyRecord {
+                target: r.target.clone(),
+                at_ms: now_ms(),
+                checked: r.checked as i64,
+                fresh: r.fresh as i64,
+                stale: r.stale.len() as i64,
+                unreachable: r.unreachable.len() as i64,
+                detail: detail.clone(),
+            })
+        {
+            tracing::warn!("could not record the verification: {e}");
+        }
+        if !r.stale.is_empty() {
+            let error = detail.unwrap_or_default();
+            let request = format!("verify {}", r.rule);
+            self.tell_failure(&r.target, &request, &error, &[]);
+        }
+    }
+
+    /// Tells `on_failure` (when the target has one) that a purge failed.
+    pub(super) fn tell_failure(&mut self, target: &str, request: &str, error: &str, files: &[PendingFile]) {
+        let Some(argv) = self.config.target(target).and_then(|t| t.on_failure.clone()) else {
+            return;
+        };
+        let mut urls = Vec::new();
+        for f in files {
+            if let Some(r) = self.config.rule(&f.rule) {
+                urls.extend(plan::urls_for(r, &f.path));
+            }
+            if urls.len() >= crate::hook::MAX_URLS {
+                break;
+            }
+        }
+        self.hooks.fire(
+            &argv,
+            crate::hook::Failure {
+                target: target.to_string(),
+                request: request.to_string(),
+                error: error.to_string(),
+                files: files.len(),
+                urls,
+            },
+        );
+    }
+
+    pub(super) fn start_send(&mut self, target: &str) {
+        let Some(rows) = self.pending.get(target).filter(|p| !p.is_empty()) else {
+            return;
+        };
+        let Some(t) = self.config.target(target).cloned() else {
+            return;
+        };
+        let Some(provider) = self.providers.get(target).cloned() else {
+            return;
+        };
+        let files: Vec<PendingFile> = rows.values().map(|r| r.file.clone()).collect();
+        let max_seq = rows.values().map(|r| r.seq).max().unwrap_or(0);
+        let first_seen_ms = rows.values().map(|r| r.first_seen_ms).min().unwrap_or_else(now_ms);
+        let planning = std::time::Instant::now();
+        let requests = plan::plan(&t, &files, &self.config.rules, &self.manifests);
+        tracing::debug!(target = %target, files = files.len(), requests = requests.len(), plan_ms = planning.elapsed().as_millis() as u64, "planned");
+        let why = summarize_files(&files);
+        let urls = urls_of(&files, &self.config.rules);
+        if self.opts.dry_run {
+            for req in &requests {
+                tracing::info!(target = %target, files = files.len(), request = %provider.describe(req), urls = %urls, why = %why, "dry-run: would purge");
+            }
+            self.pending.remove(target);
+            return;
+        }
+        tracing::debug!(target = %target, files = files.len(), why = %why, "sending purge");
+        self.batcher.set_busy(target, true);
+        let pacer = self.pacer.clone();
+        let name = target.to_string();
+        let n = files.len();
+        self.sends.spawn(async move {
+            let mut results = Vec::new();
+            for req in requests {
+                let desc = provider.describe(&req);
+                let res = deliver::send(&provider, &pacer, &t.retry, t.rate_limit, &req).await;
+                results.push((req, desc, res));
+            }
+            Sent {
+                target: name,
+                batch: files,
+                files: n,
+                max_seq,
+                first_seen_ms,
+                results,
+            }
+        });
+    }
+
+    pub(super) fn on_sent(&mut self, mut sent: Sent) {
+        self.batcher.set_busy(&sent.target, false);
+        let latency = Duration::from_millis((now_ms() - sent.first_seen_ms).max(0) as u64);
+        let provider_type = self.providers.get(&sent.target).map_or("unknown", |p| p.type_name());
+        let m = metrics::get();
+        for (_, _, res) in &sent.results {
+            m.request(
+                &sent.target,
+                provider_type,
+                if res.is_ok() { "accepted" } else { "failed" },
+            );
+        }
+        if !sent.results.is_empty() && sent.results.iter().all(|(_, _, r)| r.is_ok()) {
+            m.purged(&sent.target, sent.files, latency.as_secs_f64());
+        }
+        for (_req, desc, res) in &sent.results {
+            if let Err(f) = res {
+                self.tell_failure(&sent.target, desc, &f.to_string(), &sent.batch);
+            }
+        }
+        self.check_store();
+        let batch = Arc::new(std::mem::take(&mut sent.batch));
+        let awaiting = self.await_batch(&sent.target, &batch, &sent.results);
+        for (_req, desc, res) in &sent.results {
+            match res {
+                Ok(acc) => {
+                    tracing::info!(
+                        target = %sent.target,
+                        files = sent.files,
+                        request = %desc,
+                        job = %acc.job_id.as_deref().unwrap_or("-"),
+                        since_first_change = %humantime::format_duration(Duration::from_millis(latency.as_millis() as u64)),
+                        "purged"
+                    );
+                }
+                Err(f) => {
+                    tracing::error!(target = %sent.target, files = sent.files, request = %desc, "purge failed for good, dropping it: {f}");
+                }
+            }
+            let id = self.store.as_mut().and_then(|s| {
+                s.record_purge(&deliver::record(&sent.target, sent.files, desc, res))
+                    .map_err(|e| tracing::warn!("could not record the purge: {e}"))
+                    .ok()
+            });
+            if let (Ok(acc), Some(provider), Some(t)) =
+                (res, self.providers.get(&sent.target), self.config.target(&sent.target))
+                && let Some(job_id) = acc.job_id.clone()
+            {
+                let (provider, pacer, rate, target, request, batch) = (
+                    provider.clone(),
+                    self.pacer.clone(),
+                    t.rate_limit,
+                    sent.target.clone(),
+                    desc.clone(),
+                    batch.clone(),
+                );
+                self.jobs.spawn(async move {
+                    let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
+                    JobDone {
+                        target,
+                        batch,
+                        awaiting,
+                        request,
+                        record: id,
+                        job_id,
+                        outcome,
+                    }
+                });
+            }
+        }
+        if let Some(s) = self.store.as_mut()
+            && let Err(e) = s.clear_pending(&sent.target, sent.max_seq)
+        {
+            tracing::error!(target = %sent.target, "could not clear sent purges from the state directory (they will be sent again after a restart): {e}");
+        }
+        if let Some(p) = self.pending.get_mut(&sent.target) {
+            p.retain(|_, r| r.seq > sent.max_seq);
+            if !p.is_empty() && self.batcher.first_change(&sent.target).is_none() {
+                self.touch_target(&sent.target, Instant::now());
+            }
+        }
+        self.publish_pending();
+        systemd::status(&self.summary());
+    }
+
+    pub(super) fn on_job(&mut self, job: JobDone) {
+        let state = match &job.outcome {
+            JobOutcome::Done(_) => "done",
+            JobOutcome::Failed(_) => "failed",
+            JobOutcome::Unknown(_) => "unknown",
+        };
+        metrics::get().job(&job.target, state);
+        if let Some(id) = job.awaiting
+            && let Some(a) = self.awaiting.get_mut(&id)
+        {
+            a.ok &= matches!(job.outcome, JobOutcome::Done(_));
+            a.jobs_left = a.jobs_left.saturating_sub(1);
+            if a.jobs_left == 0 {
+                let a = self.awaiting.remove(&id).expect("just seen");
+                if a.ok {
+                    self.verify_batch(&a.target, &a.batch);
+                }
+            }
+        }
+        match &job.outcome {
+            JobOutcome::Done(s) => {
+                tracing::info!(target = %job.target, job = %job.job_id, state = %s, "provider finished the purge")
+            }
+            JobOutcome::Failed(s) => {
+                tracing::error!(target = %job.target, job = %job.job_id, state = %s, request = %job.request, "the provider's purge job failed");
+                let error = format!("the provider's job {} failed: {s}", job.job_id);
+                self.tell_failure(&job.target, &job.request, &error, &job.batch);
+            }
+            JobOutcome::Unknown(s) => {
+                tracing::warn!(target = %job.target, job = %job.job_id, request = %job.request, "could not learn how the purge job ended: {s}")
+            }
+        }
+        if let (Some(s), Some(id)) = (self.store.as_mut(), job.record)
+            && let Err(e) = s.update_job(id, job.outcome.short_state(), Some(job.outcome.state()))
+        {
+            tracing::warn!("could not record the job result: {e}");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Filesystem events: which rule each path belongs to, marking paths dirty, handing finished
+//! files to the hashing worker, and taking its results.
+
+use super::*;
+
+impl Daemon {
+    /// A batch of events from the watcher. Repeated events for one path (a file written in
+    /// several chunks) are handled once, as the last of them; the files that are complete go to
+    /// the hashing worker in one job per rule.
+    pub(super) fn on_watch(&mut self, taken: Taken) {
+        let Taken { msgs, newest: now } = taken;
+        let mut paths: Vec<(PathBuf, bool, bool)> = Vec::new();
+        let mut touched = vec![false; self.rules.len()];
+        for msg in msgs {
+            match msg {
+                WatchMsg::Paths {
+                    paths: ps,
+                    done,
+                    removed,
+                } => {
+                    for p in ps {
+                        match paths.last_mut() {
+                            Some((last, d, r)) if *last == p => {
+                                *d = done;
+                                *r |= removed;
+                            }
+                            _ => paths.push((p, done, removed)),
+                        }
+                    }
+                }
+                WatchMsg::Rescan => {
+                    tracing::warn!("the kernel event queue overflowed: rescanning every tree against its manifest");
+                    self.rescan_all("overflow");
+                }
+                WatchMsg::Error(e) => self.on_watch_error(e),
+            }
+        }
+        let mut to_hash: Vec<Vec<(String, u64)>> = vec![Vec::new(); self.rules.len()];
+        for (path, done, removed) in paths {
+            self.on_path(&path, now, done, removed, &mut touched, &mut to_hash);
+        }
+        for (i, files) in to_hash.into_iter().enumerate() {
+            if !files.is_empty() {
+                let rt = &self.rules[i];
+                self.prehasher.send(prehash::Job::Files {
+                    rule: rt.rule.name.clone(),
+                    root: rt.root.clone(),
+                    files,
+                });
+            }
+        }
+        for (i, t) in touched.into_iter().enumerate() {
+            if t && i < self.rules.len() {
+                self.touch_targets(i, now);
+            }
+        }
+    }
+
+    pub(super) fn on_watch_error(&mut self, e: WatchError) {
+        match e {
+            WatchError::WatchLimit { .. } => {
+                tracing::error!(
+                    "{e}; the affected trees are rescanned every {}s until then",
+                    POLL_EVERY.as_secs()
+                );
+                for r in &mut self.rules {
+                    metrics::get()
+                        .health
+                        .set_problem(&r.rule.name, Some(WATCH_LIMIT_PROBLEM.into()));
+                    r.poll = true;
+                }
+            }
+            e => tracing::error!("{e}"),
+        }
+    }
+
+    /// A hash taken ahead came back: keep it if no event came for the path since.
+    pub(super) fn on_hashed(&mut self, done: prehash::Done) {
+        let (rule, files, tree) = match done {
+            prehash::Done::Files { rule, files } => (rule, files, None),
+            prehash::Done::TreePart { rule, root, seq, files } => {
+                if !self.rules.iter().any(|r| r.rule.name == rule && r.root == root) {
+                    return;
+                }
+                let files = files.into_iter().map(|(rel, meta)| (rel, seq, Some(meta))).collect();
+                (rule, files, Some(seq))
+            }
+            prehash::Done::TreeDone { rule, root, seq } => return self.tree_done(&rule, &root, seq),
+        };
+        self.record_hashes(&rule, files, tree);
+    }
+
+    /// A whole tree hashed ahead has been recorded.
+    pub(super) fn tree_done(&mut self, rule: &str, root: &Path, seq: u64) {
+        let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule) else {
+            return;
+        };
+        if rt.root == root
+            && let Some(manifest) = self.manifests.get(rule)
+        {
+            rt.changes.tree_listed(seq, manifest);
+        }
+        // The batch held for this tree goes now.
+        if rt.tree_pending == Some(seq) {
+            rt.tree_pending = None;
+            let targets = rt.rule.targets.clone();
+            let now = Instant::now();
+            for t in &targets {
+                self.batcher.release(t, now);
+            }
+            self.fire_due();
+        }
+    }
+
+    /// Records hashes taken ahead (`tree`: as part of the tree hashed by job `tree`).
+    pub(super) fn record_hashes(&mut self, rule: &str, files: Vec<(String, u64, Option<FileMeta>)>, tree: Option<u64>) {
+        let (Some(rt), Some(manifest)) = (
+            self.rules.iter_mut().find(|r| r.rule.name == rule),
+            self.manifests.get_mut(rule),
+        ) else {
+            return;
+        };
+        // Same bytes with new metadata: the manifest moves forward now (written to the state
+        // directory a little later), so that only a flag is kept per file.
+        let mut refreshed = Vec::new();
+        for (rel, seq, result) in files {
+            let wanted = if tree.is_some() {
+                rt.changes.wants_tree(seq)
+            } else {
+                rt.changes.wants(&rel, seq)
+            };
+            if !wanted {
+                continue;
+            }
+            let (found, meta) = judge(manifest, &rel, result);
+            if found == Found::Same
+                && let Some(new) = meta
+            {
+                manifest.set(&rel, new);
+                refreshed.push(rel.clone());
+            }
+            if tree.is_some() {
+                rt.changes.found_in_tree(manifest, rel, seq, found, meta);
+            } else {
+                rt.changes.found(rel, seq, found, meta);
+            }
+        }
+        if self.store.is_some() && !refreshed.is_empty() {
+            self.deferred.entry(rule.to_string()).or_default().extend(refreshed);
+            self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
+        }
+    }
+
+    /// One path with events: marks it dirty for every rule that keeps it, notes which rules were
+    /// `touched` and which files are ready `to_hash` (per rule).
+    pub(super) fn on_path(
+        &mut self,
+        path: &Path,
+        now: Instant,
+        done: bool,
+        removed: bool,
+        touched: &mut [bool],
+        to_hash: &mut [Vec<(String, u64)>],
+    ) {
+        if path == self.rules_file {
+            self.reload_at = Some(now + RELOAD_SETTLE);
+        }
+        for i in 0..self.rules.len() {
+            if path == self.rules[i].rule.watch {
+                self.reattach(i, now, removed);
+                continue;
+            }
+            let r = &self.rules[i];
+            let Some(rel) = relative(&r.root, path) else {
+                if route::unnamed(&r.root, path) && self.unnamed.insert(path.to_path_buf()) {
+                    tracing::warn!(rule = %r.rule.name, "{}: {}", path.display(), route::UNNAMED);
+                }
+                continue;
+            };
+            let keep = r.filter.verdict(&rel).is_keep()
+                || r.changes.is_dirty(&rel)
+                || self
+                    .manifests
+                    .get(&r.rule.name)
+                    .is_some_and(|m| m.get(&rel).is_some() || m.under(&rel).next().is_some())
+                || (path.is_dir() && !r.filter.excludes_dir(&rel));
+            if keep {
+                tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
+                metrics::get().events(&self.rules[i].rule.name, 1);
+                self.seq += 1;
+                let seq = self.seq;
+                let first = self.rules[i].changes.event(&rel, seq);
+                if first && self.store.is_some() {
+                    self.unsaved.push((self.rules[i].rule.name.clone(), rel.clone()));
+                    self.flush_at.get_or_insert(now + SEEN_FLUSH);
+                }
+                if done {
+                    to_hash[i].push((rel, seq));
+                }
+                touched[i] = true;
+            }
+        }
+    }
+}

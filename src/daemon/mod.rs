@@ -1,0 +1,456 @@
+//! `daemon::run(config, options, shutdown)`: the long-running process.
+//!
+//! One task owns all state and reacts to: filesystem events, a batch falling due, a send or job
+//! finishing, SIGHUP or a save of the rules file, the watchdog tick, and `shutdown`. Sends and job
+//! polls run as their own tasks and report back. Durability comes from [`crate::state`]: a change
+//! is queued for every target of its rule in the same transaction that moves the rule's manifest
+//! forward; before that, the change is still visible as a difference between the tree and the
+//! manifest, which start-up catch-up finds after any crash.
+//!
+//! This file holds the state, start-up, the `select!` loop and shutdown; each kind of reaction
+//! has a file of its own:
+//!
+//! * [`events`]: filesystem events → dirty paths and hash-ahead jobs, and the worker's results.
+//! * [`settle`]: a batch falling due → each rule compared with its manifest, changes queued.
+//! * [`dispatch`]: queued changes → planned requests, sends, their outcome, provider jobs,
+//!   verification and warming of the edge, `on_failure`.
+//! * [`writeback`]: what is written to the state directory, and when.
+//! * [`rules`]: rules added, removed, re-attached after a swap, rescanned, reloaded.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use crate::batch::Batcher;
+use crate::changes::{Changes, Found, judge};
+use crate::config::{self, Config, LoadOptions, Rule, Target};
+use crate::deliver::{self, Failed, JobOutcome, Pacer};
+use crate::manifest::{Change, FileMeta, Manifest, Skip, Trust};
+use crate::metrics;
+use crate::plan::{self, PendingFile, Request};
+use crate::prehash::{self, Prehasher};
+use crate::providers::{self, Accepted, Provider};
+use crate::route::{self, Filter, relative};
+use crate::state::{DaemonLock, PendingRow, StateError, Store, now_ms};
+use crate::systemd;
+use crate::verify;
+use crate::watch::{EventQueue, Taken, WatchError, WatchMsg, Watcher};
+
+mod dispatch;
+mod events;
+mod rules;
+mod settle;
+mod writeback;
+
+use dispatch::{Awaiting, JobDone, Sent};
+use writeback::Settled;
+
+/// How long a provider job is followed after a purge was accepted.
+const JOB_FOLLOW: Duration = Duration::from_secs(600);
+/// A save of the rules file is read this long after the last event (editors write in steps).
+const RELOAD_SETTLE: Duration = Duration::from_millis(300);
+/// What `/healthz` says of a tree that could not be fully watched.
+const WATCH_LIMIT_PROBLEM: &str =
+    "not fully watched: the inotify watch limit is reached (raise fs.inotify.max_user_watches); rescanned every 30s";
+/// How often the loop turns at the least while `/healthz` is served.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Rules whose tree could not be fully watched are rescanned this often.
+const POLL_EVERY: Duration = Duration::from_secs(30);
+/// Paths seen are written to the state directory at most this long after their event.
+const SEEN_FLUSH: Duration = Duration::from_millis(100);
+/// Memory is given back after this many paths have been compared or written.
+const TRIM_AFTER: usize = 10_000;
+/// New metadata for files whose bytes did not change is written this long after the batch.
+const DEFERRED_FLUSH: Duration = Duration::from_millis(500);
+/// Deferred entries written per turn of the daemon's loop: a swap leaves one for every file of
+/// the new tree (its mtime moved), and one transaction of 100,000 rows holds the daemon's thread
+/// for hundreds of milliseconds.
+const DEFERRED_CHUNK: usize = 5_000;
+/// The pause between two chunks, for events and due batches to go first.
+const DEFERRED_STEP: Duration = Duration::from_millis(20);
+/// Deferred entries wait while a batch is open, but no longer than this.
+const DEFERRED_MAX_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Plan and log, send nothing, write no state.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error(transparent)]
+    Listen(#[from] crate::monitor::ListenError),
+    #[error("rule \"{rule}\": {}: {error}", path.display())]
+    Root {
+        rule: String,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// A rule at run time.
+struct RuleRt {
+    rule: Rule,
+    filter: Filter,
+    /// The directory actually watched: `rule.watch` with symlinks resolved.
+    root: PathBuf,
+    root_id: (u64, u64),
+    /// Paths with events and hashes taken ahead since the last comparison.
+    changes: Changes,
+    /// The whole tree must be compared: asked for at this sequence number.
+    rescan: Option<u64>,
+    /// Not fully watched (inotify limit): rescanned every [`POLL_EVERY`].
+    poll: bool,
+    /// The sequence number of a whole-tree hash still running on the worker (after a swap).
+    tree_pending: Option<u64>,
+    /// The watched directory was found missing and that was logged (once, until it is back).
+    gone: bool,
+    /// The watched directory was removed since it was last watched: its watch is gone.
+    lost: bool,
+}
+
+struct Daemon {
+    config: Config,
+    opts: Options,
+    rules_file: PathBuf,
+    /// Paths whose name is not UTF-8, warned about once each.
+    unnamed: HashSet<PathBuf>,
+    store: Option<Store>,
+    seed: Option<Store>,
+    /// Held for the daemon's life (none in a dry run, which writes nothing).
+    _lock: Option<DaemonLock>,
+    /// `/metrics` and `/healthz`, when `metrics_listen` is set.
+    monitor: Option<crate::monitor::Server>,
+    hooks: crate::hook::Hooks,
+    rules: Vec<RuleRt>,
+    manifests: BTreeMap<String, Manifest>,
+    /// target → (rule, path) → row
+    pending: BTreeMap<String, BTreeMap<(String, String), PendingRow>>,
+    next_seq: i64,
+    batcher: Batcher,
+    providers: BTreeMap<String, Arc<Provider>>,
+    pacer: Arc<Pacer>,
+    http: reqwest::Client,
+    watcher: Option<Watcher>,
+    sends: JoinSet<Sent>,
+    jobs: JoinSet<JobDone>,
+    /// Batches to verify or warm once every job of theirs has ended.
+    awaiting: HashMap<u64, Awaiting>,
+    next_awaiting: u64,
+    /// Verifications running (aborted at shutdown: they never hold it up).
+    verifies: JoinSet<verify::Report>,
+    /// The client for the edge (`verify.base_url`).
+    edge: reqwest::Client,
+    reload_at: Option<Instant>,
+    /// Paths seen but not yet in the state directory, and when they must be written.
+    unsaved: Vec<(String, String)>,
+    flush_at: Option<Instant>,
+    /// Event sequence number.
+    seq: u64,
+    prehasher: Prehasher,
+    /// Manifest entries not written yet (identical bytes, new metadata): rule → paths. They are
+    /// written as the manifest in memory has them then.
+    deferred: BTreeMap<String, Vec<String>>,
+    deferred_at: Option<Instant>,
+    /// When the oldest deferred entry was put off.
+    deferred_since: Option<Instant>,
+    /// Paths compared or written since memory was last given back.
+    trim_work: usize,
+    /// Settled changes not written to the state directory yet.
+    uncommitted: Vec<Settled>,
+    /// What settled comparisons are done with, freed once their purges are on their way.
+    spent: Vec<(BTreeSet<String>, Changes)>,
+}
+
+/// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
+pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let queue = Arc::new(EventQueue::default());
+    let signal = |kind, name: &str| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|e| DaemonError::Watch(WatchError::Runtime(format!("cannot handle {name}: {e}"))))
+    };
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")?;
+    let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1")?;
+    let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<prehash::Done>();
+    let mut d = Daemon::start(config, opts, queue.clone(), Prehasher::start(hash_tx))?;
+    // Healthy from the moment it says it is ready.
+    metrics::get().health.turned();
+    if !crate::shutdown::requested() {
+        let status = d.summary();
+        tracing::info!("ready: {status}");
+        systemd::ready(&status);
+    }
+
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.reset();
+    // While /healthz is served, the loop turns at least this often, so that a quiet daemon is not
+    // taken for a stalled one.
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    tokio::pin!(shutdown);
+    loop {
+        metrics::get().health.turned();
+        let deadline = d.batcher.next_deadline();
+        let reload_at = d.reload_at;
+        let flush_at = d.flush_at;
+        let deferred_at = d.deferred_at;
+        let polling = d.rules.iter().any(|r| r.poll);
+        tokio::select! {
+            _ = &mut shutdown => break,
+            taken = queue.recv() => d.on_watch(taken),
+            _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => d.fire_due(),
+            Some(res) = d.sends.join_next(), if !d.sends.is_empty() => match res {
+                Ok(sent) => d.on_sent(sent),
+                Err(e) => tracing::error!("a purge task died: {e}"),
+            },
+            Some(res) = d.jobs.join_next(), if !d.jobs.is_empty() => {
+                if let Ok(job) = res { d.on_job(job) }
+            },
+            Some(res) = d.verifies.join_next(), if !d.verifies.is_empty() => {
+                if let Ok(report) = res { d.on_verified(report) }
+            },
+            _ = hup.recv() => d.reload("SIGHUP"),
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: rescanning every tree against its manifest");
+                d.rescan_all("signal");
+            },
+            _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => d.flush_seen(),
+            _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => d.on_deferred_timer(),
+            Some(done) = hash_rx.recv() => d.on_hashed(done),
+            _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => {
+                d.reload_at = None;
+                d.reload("the rules file changed");
+            },
+            _ = tick(&mut watchdog) => systemd::watchdog(),
+            _ = poll.tick(), if polling => d.poll(),
+            _ = heartbeat.tick(), if d.monitor.is_some() => {},
+        }
+    }
+    d.stop().await;
+    systemd::flush(Duration::from_secs(1));
+    Ok(())
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Daemon {
+    pub(super) fn start(
+        config: Config,
+        opts: Options,
+        queue: Arc<EventQueue>,
+        prehasher: Prehasher,
+    ) -> Result<Daemon, DaemonError> {
+        let mut lock = None;
+        let (store, seed) = if opts.dry_run {
+            let seed = Store::open_read_only(&config.state_dir).unwrap_or_else(|e| {
+                tracing::warn!("dry run: not reading the state ({e}); every rule starts from a new baseline");
+                None
+            });
+            (None, seed)
+        } else {
+            // One daemon per state directory: the lock first, then the store.
+            lock = Some(DaemonLock::acquire(&config.state_dir)?);
+            (Some(Store::open(&config.state_dir)?), None)
+        };
+        let http = providers::http_client();
+        let rules_file = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
+        let mut d = Daemon {
+            providers: BTreeMap::new(),
+            rules: Vec::new(),
+            manifests: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_seq: 1,
+            batcher: Batcher::new(),
+            pacer: Arc::new(Pacer::default()),
+            http,
+            watcher: Some(Watcher::new(queue, config.rules.iter().any(|r| r.follow_symlinks))?),
+            sends: JoinSet::new(),
+            jobs: JoinSet::new(),
+            awaiting: HashMap::new(),
+            next_awaiting: 0,
+            verifies: JoinSet::new(),
+            edge: verify::edge_client(),
+            reload_at: None,
+            unsaved: Vec::new(),
+            flush_at: None,
+            seq: 0,
+            prehasher,
+            deferred: BTreeMap::new(),
+            deferred_at: None,
+            deferred_since: None,
+            trim_work: 0,
+            uncommitted: Vec::new(),
+            spent: Vec::new(),
+            rules_file,
+            unnamed: HashSet::new(),
+            store,
+            seed,
+            _lock: lock,
+            monitor: None,
+            hooks: Default::default(),
+            opts,
+            config: config.clone(),
+        };
+        d.set_providers();
+        if let Some(addr) = config.metrics_listen {
+            d.monitor = Some(crate::monitor::start(addr)?);
+        }
+        if let Some(dir) = d.rules_file.parent()
+            && let Some(w) = d.watcher.as_mut()
+            && let Err(e) = w.add(dir, false)
+        {
+            tracing::warn!("the rules file will not be reloaded on save (SIGHUP still works): {e}");
+        }
+        let seen = match (&d.store, &d.seed) {
+            (Some(s), _) | (None, Some(s)) => s.seen()?,
+            _ => vec![],
+        };
+        for rule in config.rules.iter().cloned() {
+            let paths: BTreeSet<String> = seen
+                .iter()
+                .filter(|(r, _, _)| *r == rule.name)
+                .map(|(_, p, _)| p.clone())
+                .collect();
+            d.add_rule(rule, paths)?;
+        }
+        // Work left over from the last run goes first.
+        let rows = match (&d.store, &d.seed) {
+            (Some(s), _) | (None, Some(s)) => s.pending()?,
+            _ => vec![],
+        };
+        for row in rows {
+            if d.config.target(&row.target).is_none() {
+                continue;
+            }
+            d.next_seq = d.next_seq.max(row.seq + 1);
+            d.pending
+                .entry(row.target.clone())
+                .or_default()
+                .insert((row.file.rule.clone(), row.file.path.clone()), row);
+        }
+        let now = Instant::now();
+        for (target, rows) in &d.pending {
+            if !rows.is_empty() {
+                tracing::info!(target = %target, files = rows.len(), "queued purges left from the last run");
+                d.batcher.due_now(target, now);
+            }
+        }
+        d.publish_pending();
+        Ok(d)
+    }
+
+    pub(super) fn summary(&self) -> String {
+        let files: usize = self.pending.values().map(|p| p.len()).sum();
+        format!(
+            "{} rule{}, {} target{}, {} file{} pending{}",
+            self.rules.len(),
+            if self.rules.len() == 1 { "" } else { "s" },
+            self.config.targets.len(),
+            if self.config.targets.len() == 1 { "" } else { "s" },
+            files,
+            if files == 1 { "" } else { "s" },
+            if self.opts.dry_run {
+                " (dry run: nothing is sent)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    pub(super) fn set_providers(&mut self) {
+        self.providers = self
+            .config
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), Arc::new(Provider::new(t, self.http.clone()))))
+            .collect();
+    }
+
+    pub(super) fn target(&self, name: &str) -> Option<&Target> {
+        self.config.target(name)
+    }
+
+    pub(super) fn touch_targets(&mut self, i: usize, now: Instant) {
+        for t in self.rules[i].rule.targets.clone() {
+            self.touch_target(&t, now);
+        }
+    }
+
+    /// A change for `target`, timed by its own debounce and max_delay.
+    pub(super) fn touch_target(&mut self, target: &str, now: Instant) {
+        if let Some(t) = self.config.target(target) {
+            let (d, m) = (t.debounce, t.max_delay);
+            self.batcher.touch(target, d, m, now);
+        }
+    }
+
+    /// Stops watching, sends everything pending (bounded by `shutdown_timeout`), and returns.
+    pub(super) async fn stop(&mut self) {
+        systemd::stopping();
+        self.watcher = None;
+        tracing::info!("stopping: sending pending purges");
+        for i in 0..self.rules.len() {
+            if self.rules[i].rescan.is_some() || self.rules[i].changes.has_dirty() {
+                self.settle(i);
+            }
+        }
+        self.commit_settled();
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        loop {
+            for t in self.batcher.take_all() {
+                self.start_send(&t);
+            }
+            let idle: Vec<String> = self
+                .pending
+                .iter()
+                .filter(|(t, p)| !p.is_empty() && !self.batcher.is_busy(t))
+                .map(|(t, _)| t.clone())
+                .collect();
+            for t in idle {
+                self.start_send(&t);
+            }
+            if self.sends.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(res) = self.sends.join_next() => if let Ok(sent) = res { self.on_sent(sent) },
+                _ = sleep_until(deadline) => {
+                    let left: usize = self.pending.values().map(|p| p.len()).sum();
+                    tracing::warn!(
+                        files = left,
+                        "shutdown timeout ({}) reached: what is still pending is kept in the state directory and sent at the next start",
+                        humantime::format_duration(self.config.shutdown_timeout)
+                    );
+                    self.sends.abort_all();
+                    break;
+                }
+            }
+        }
+        self.jobs.abort_all();
+        self.verifies.abort_all();
+        self.flush_deferred(usize::MAX);
+        tracing::info!("stopped");
+    }
+}

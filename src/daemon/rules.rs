@@ -1,0 +1,271 @@
+//! Rules at run time: adding one (its watch, its baseline or catch-up), removing one, following
+//! a watched directory that is replaced or re-pointed, rescans, and reloading the rules file.
+
+use super::*;
+
+fn root_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+impl Daemon {
+    /// Watches a rule's tree and brings its manifest up to date (baseline or catch-up).
+    /// `seen` are paths that produced events in the last run but were not compared yet: they are
+    /// hashed whatever their size and mtime say.
+    pub(super) fn add_rule(&mut self, rule: Rule, seen: BTreeSet<String>) -> Result<(), DaemonError> {
+        let root = std::fs::canonicalize(&rule.watch).map_err(|error| DaemonError::Root {
+            rule: rule.name.clone(),
+            path: rule.watch.clone(),
+            error,
+        })?;
+        let id = root_id(&root).map_err(|error| DaemonError::Root {
+            rule: rule.name.clone(),
+            path: root.clone(),
+            error,
+        })?;
+        let mut rt = RuleRt {
+            filter: Filter::new(&rule),
+            root,
+            root_id: id,
+            changes: Changes::default(),
+            rescan: None,
+            poll: false,
+            tree_pending: None,
+            gone: false,
+            lost: false,
+            rule,
+        };
+        if let Some(w) = self.watcher.as_mut() {
+            if let Some(parent) = rt.rule.watch.parent()
+                && let Err(e) = w.add(parent, false)
+            {
+                tracing::warn!(rule = %rt.rule.name, "a replaced or re-pointed directory will not be noticed: {e}");
+            }
+            match w.add(&rt.root, true) {
+                Ok(()) => {}
+                Err(e @ WatchError::WatchLimit { .. }) => {
+                    tracing::error!(rule = %rt.rule.name, "{e}; until then the tree is rescanned every {}s", POLL_EVERY.as_secs());
+                    metrics::get()
+                        .health
+                        .set_problem(&rt.rule.name, Some(WATCH_LIMIT_PROBLEM.into()));
+                    rt.poll = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let name = rt.rule.name.clone();
+        let watch = rt.rule.watch.display().to_string();
+        let recorded = match (&self.store, &self.seed) {
+            (Some(s), _) | (None, Some(s)) => match s.rule_root(&name)? {
+                Some(root) if root == watch => Some(s.load_manifest(&name)?),
+                _ => None,
+            },
+            _ => None,
+        };
+        self.rules.push(rt);
+        match recorded {
+            Some(manifest) => {
+                self.manifests.insert(name.clone(), manifest);
+                let i = self.rules.len() - 1;
+                self.rules[i].changes.mark_dirty(seen);
+                let mut found = self.settle(i);
+                self.rules[i].rescan = Some(self.seq);
+                found += self.settle(i);
+                self.commit_settled();
+                if found > 0 {
+                    tracing::info!(rule = %name, files = found, "found changes made while purgewatch was stopped");
+                }
+            }
+            None => {
+                let rt = self.rules.last().expect("just pushed");
+                let Some(manifest) = Manifest::baseline(&rt.root, &rt.filter) else {
+                    tracing::info!(rule = %name, "stopping: the first baseline of this rule was not finished and is taken at the next start");
+                    return Ok(());
+                };
+                tracing::info!(
+                    rule = %name,
+                    files = manifest.len(),
+                    "first start for this rule: took the current tree as the baseline, nothing purged (run `purgewatch purge TARGET --all` for a first purge)"
+                );
+                if let Some(s) = self.store.as_mut() {
+                    s.set_baseline(&name, &watch, &manifest)?;
+                }
+                self.manifests.insert(name, manifest);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_rule(&mut self, i: usize) {
+        let rt = self.rules.remove(i);
+        if let Some(w) = self.watcher.as_mut() {
+            w.remove(&rt.root, true);
+            if let Some(parent) = rt.rule.watch.parent() {
+                w.remove(parent, false);
+            }
+        }
+        self.manifests.remove(&rt.rule.name);
+    }
+
+    /// Compares every tree with its manifest at the next batch (events may have been lost);
+    /// `reason` is counted in `/metrics`.
+    pub(super) fn rescan_all(&mut self, reason: &str) {
+        let now = Instant::now();
+        for i in 0..self.rules.len() {
+            metrics::get().rescan(&self.rules[i].rule.name, reason);
+            self.rules[i].rescan = Some(self.seq);
+            self.touch_targets(i, now);
+        }
+    }
+
+    /// The watched path was replaced, re-pointed, or removed and made again: watch the new tree
+    /// and compare all of it. `removed`: the event was a removal of the watched path.
+    pub(super) fn reattach(&mut self, i: usize, now: Instant, removed: bool) {
+        let r = &mut self.rules[i];
+        tracing::debug!(rule = %r.rule.name, removed, "an event for {} itself", r.rule.watch.display());
+        // A removed directory took its watch with it: whatever stands there next must be watched
+        // anew, even if it got the same inode number.
+        r.lost |= removed;
+        let Ok(new_root) = std::fs::canonicalize(&r.rule.watch) else {
+            // Mid-swap: the new tree is not in place yet; its arrival is another event.
+            return;
+        };
+        let Ok(id) = root_id(&new_root) else { return };
+        if new_root == r.root && id == r.root_id && !r.lost {
+            return;
+        }
+        r.lost = false;
+        let old_root = r.root.clone();
+        let started = std::time::Instant::now();
+        if let Some(w) = self.watcher.as_mut() {
+            let res = if new_root == old_root {
+                w.refresh(&new_root)
+            } else {
+                w.remove(&old_root, true);
+                w.add(&new_root, true)
+            };
+            if let Err(e) = res {
+                tracing::error!(rule = %self.rules[i].rule.name, "{e}");
+                self.rules[i].poll = true;
+            }
+        }
+        tracing::debug!(rule = %self.rules[i].rule.name, ms = started.elapsed().as_millis() as u64, "watching the new tree");
+        tracing::info!(
+            rule = %self.rules[i].rule.name,
+            "{} now resolves to {}: comparing the new tree with the last purge",
+            self.rules[i].rule.watch.display(),
+            new_root.display()
+        );
+        let r = &mut self.rules[i];
+        metrics::get().rescan(&r.rule.name, "swap");
+        r.root = new_root;
+        r.root_id = id;
+        r.rescan = Some(self.seq);
+        r.changes.root_replaced(self.seq);
+        // Hash the new tree while the batch debounces (with a sequence number of its own, so that
+        // the result is newer than the last comparison).
+        self.seq += 1;
+        r.tree_pending = Some(self.seq);
+        self.prehasher.send(prehash::Job::Tree {
+            rule: r.rule.name.clone(),
+            root: r.root.clone(),
+            filter: r.filter.clone(),
+            seq: self.seq,
+        });
+        self.touch_targets(i, now);
+    }
+
+    pub(super) fn poll(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.rules.len() {
+            if self.rules[i].poll {
+                metrics::get().rescan(&self.rules[i].rule.name, "watch_limit");
+                self.rules[i].rescan = Some(self.seq);
+                self.touch_targets(i, now);
+            }
+        }
+    }
+
+    pub(super) fn reload(&mut self, why: &str) {
+        let loaded = match config::load(
+            &self.config.source,
+            LoadOptions {
+                dry_run: self.opts.dry_run,
+            },
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!("reload ({why}) failed, the current rules stay in force: {line}");
+                }
+                systemd::status("reload failed: the current rules stay in force");
+                return;
+            }
+        };
+        systemd::reloading();
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let new = loaded.config;
+        if new.state_dir != self.config.state_dir {
+            tracing::warn!("state_dir changes take effect at the next start");
+        }
+        if new.metrics_listen != self.config.metrics_listen {
+            // The old endpoint goes first: the new address may be the same port on another
+            // interface.
+            self.monitor = None;
+            if let Some(addr) = new.metrics_listen {
+                match crate::monitor::start(addr) {
+                    Ok(server) => self.monitor = Some(server),
+                    Err(e) => tracing::error!("reload: {e}; /metrics and /healthz are off until the next reload"),
+                }
+            }
+        }
+        // Rules that are gone, or that now watch another directory, are dropped; a rule that
+        // keeps its directory keeps its watch, manifest and dirty paths.
+        let mut i = 0;
+        while i < self.rules.len() {
+            let keep = new
+                .rule(&self.rules[i].rule.name)
+                .is_some_and(|r| r.watch == self.rules[i].rule.watch);
+            if keep {
+                i += 1;
+            } else {
+                self.remove_rule(i);
+            }
+        }
+        self.config = Config {
+            state_dir: self.config.state_dir.clone(),
+            ..new.clone()
+        };
+        self.set_providers();
+        for t in self.pending.keys().cloned().collect::<Vec<_>>() {
+            if self.config.target(&t).is_none() {
+                tracing::warn!(target = %t, "target removed: its pending purges are kept in the state directory but not sent");
+                self.pending.remove(&t);
+                self.batcher.forget(&t);
+            }
+        }
+        for rule in new.rules {
+            match self.rules.iter_mut().find(|r| r.rule.name == rule.name) {
+                Some(rt) => {
+                    rt.filter = Filter::new(&rule);
+                    rt.rule = rule;
+                }
+                None => {
+                    let name = rule.name.clone();
+                    if let Err(e) = self.add_rule(rule, BTreeSet::new()) {
+                        tracing::error!(rule = %name, "could not start watching: {e}");
+                    }
+                }
+            }
+        }
+        let names: Vec<&str> = self.rules.iter().map(|r| r.rule.name.as_str()).collect();
+        metrics::get().health.retain_rules(&names);
+        self.publish_pending();
+        let status = self.summary();
+        tracing::info!("reloaded {}: {status}", self.config.source.display());
+        systemd::ready(&status);
+    }
+}

@@ -1,0 +1,153 @@
+//! The daemon's writes to the state directory: paths seen, settled changes (one transaction per
+//! rule), deferred metadata, and a state file deleted under the daemon written anew.
+
+use super::*;
+
+/// What one settle of a rule found, to be written in one transaction.
+pub(super) struct Settled {
+    pub(super) rule: String,
+    pub(super) updates: Vec<(String, Option<FileMeta>)>,
+    pub(super) rows: Vec<PendingRow>,
+}
+
+impl Daemon {
+    /// Notices a state file deleted (or replaced) while the daemon runs, says so, and writes a
+    /// new one from what the daemon holds: each rule's record of its tree and the purges still
+    /// queued. Without this, every write would go to the deleted file and be lost at the next
+    /// start.
+    pub(super) fn check_store(&mut self) {
+        let Some(store) = self.store.as_ref() else { return };
+        if !store.is_gone() {
+            return;
+        }
+        let path = store.path().to_path_buf();
+        tracing::error!(
+            "the state file {} was deleted or replaced while purgewatch runs: writing a new one from the daemon's record (rules, manifests, queued purges)",
+            path.display()
+        );
+        self.store = None;
+        let mut store = match Store::open(&self.config.state_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    "cannot write a new state file: {e}; changes are purged but not recorded until it can be"
+                );
+                return;
+            }
+        };
+        let mut result = Ok(());
+        for rt in &self.rules {
+            let name = &rt.rule.name;
+            let empty = Manifest::default();
+            let manifest = self.manifests.get(name).unwrap_or(&empty);
+            let rows: Vec<PendingRow> = self
+                .pending
+                .values()
+                .flat_map(|p| p.values())
+                .filter(|r| &r.file.rule == name)
+                .cloned()
+                .collect();
+            result = result
+                .and_then(|()| store.set_baseline(name, &rt.rule.watch.display().to_string(), manifest))
+                .and_then(|()| store.commit_changes(name, &[], &rows));
+        }
+        match result {
+            Ok(()) => tracing::info!("wrote a new state file {}", path.display()),
+            Err(e) => tracing::error!("writing the new state file {} failed: {e}", path.display()),
+        }
+        self.store = Some(store);
+    }
+
+    /// Writes the paths seen since the last flush to the state directory.
+    pub(super) fn flush_seen(&mut self) {
+        self.flush_at = None;
+        let paths = std::mem::take(&mut self.unsaved);
+        if let Some(s) = self.store.as_mut()
+            && !paths.is_empty()
+            && let Err(e) = s.record_seen(&paths, now_ms())
+        {
+            tracing::warn!("could not record seen changes in the state directory: {e}");
+        }
+    }
+
+    /// Writes deferred manifest entries, a chunk at a time, once no batch is waiting: not while
+    /// a swapped-in tree is being hashed (the writes would take CPU from the hash the batch waits
+    /// for), nor while a batch is open (a chunk's transaction and fsync would hold the daemon's
+    /// thread past the batch's deadline); after [`DEFERRED_MAX_WAIT`], whatever is open.
+    pub(super) fn on_deferred_timer(&mut self) {
+        let now = Instant::now();
+        let since = *self.deferred_since.get_or_insert(now);
+        let busy = self.rules.iter().any(|r| r.tree_pending.is_some()) || self.batcher.next_deadline().is_some();
+        if busy && now < since + DEFERRED_MAX_WAIT {
+            self.deferred_at = Some(now + DEFERRED_FLUSH);
+            return;
+        }
+        self.flush_deferred(DEFERRED_CHUNK);
+        if !self.deferred.is_empty() {
+            self.deferred_at = Some(Instant::now() + DEFERRED_STEP);
+        }
+    }
+
+    /// Writes up to `limit` of the manifest entries that were left out of the batches'
+    /// transactions.
+    pub(super) fn flush_deferred(&mut self, limit: usize) {
+        self.deferred_at = None;
+        let started = std::time::Instant::now();
+        let mut left = limit;
+        while left > 0
+            && let Some(mut entry) = self.deferred.first_entry()
+        {
+            let paths = entry.get_mut();
+            let chunk = paths.split_off(paths.len().saturating_sub(left));
+            let rule = if paths.is_empty() {
+                entry.remove_entry().0
+            } else {
+                entry.key().clone()
+            };
+            left -= chunk.len();
+            let Some(manifest) = self.manifests.get(&rule) else {
+                continue;
+            };
+            let updates: Vec<(String, Option<FileMeta>)> = chunk
+                .into_iter()
+                .map(|p| {
+                    let meta = manifest.get(&p).copied();
+                    (p, meta)
+                })
+                .collect();
+            self.trim_work += updates.len();
+            if let Some(s) = self.store.as_mut()
+                && let Err(e) = s.update_manifest(&rule, &updates)
+            {
+                tracing::warn!(rule = %rule, "could not record file metadata (those files are hashed again at the next start): {e}");
+            }
+        }
+        if self.deferred.is_empty() {
+            self.deferred_since = None;
+        }
+        tracing::debug!(
+            rows = limit - left,
+            ms = started.elapsed().as_millis() as u64,
+            "wrote deferred file metadata"
+        );
+        self.give_back_memory();
+    }
+
+    /// Writes what the last settles found, each rule in one transaction: its queued purges, its
+    /// manifest moved forward, its seen paths forgotten. Called once the purges are on their way:
+    /// the daemon runs on the runtime's `block_on` thread, so the spawned requests go out on the
+    /// worker threads while this writes. A crash before it ends costs a second purge of those
+    /// files at the next start (the manifest still holds their old bytes), never a lost one.
+    pub(super) fn commit_settled(&mut self) {
+        self.check_store();
+        if let Some(store) = self.store.as_mut() {
+            for Settled { rule, updates, rows } in self.uncommitted.drain(..) {
+                if let Err(e) = store.commit_changes(&rule, &updates, &rows) {
+                    tracing::error!(rule = %rule, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}");
+                }
+            }
+        }
+        self.uncommitted.clear();
+        self.spent.clear();
+    }
+}
