@@ -545,7 +545,8 @@ pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
     };
     let depth = prefix.map_or(0, |p| p.split('/').count());
     let root = dir.ancestors().nth(depth).unwrap_or(dir);
-    let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    // Resolved only when a directory symlink is met (most walks meet none).
+    let mut real_root: Option<std::path::PathBuf> = None;
     let mut it = walkdir::WalkDir::new(dir).follow_links(true).into_iter();
     let mut seen = 0u32;
     while let Some(entry) = it.next() {
@@ -561,7 +562,11 @@ pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
             && entry.file_type().is_dir()
             && !filter.follow_symlinks
             && entry.depth() > 0
-            && !std::fs::canonicalize(entry.path()).is_ok_and(|real| real.starts_with(&real_root))
+            && !std::fs::canonicalize(entry.path()).is_ok_and(|real| {
+                let root = real_root
+                    .get_or_insert_with(|| std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()));
+                real.starts_with(root)
+            })
         {
             let mut warned = OUTSIDE_WARNED.lock().unwrap_or_else(|e| e.into_inner());
             if warned.insert(entry.path().to_path_buf()) {
