@@ -37,6 +37,9 @@ struct PathState {
     found: Found,
     /// An event came for the path since the last comparison.
     dirty: bool,
+    /// An event other than an attribute change came (or the path was marked dirty without
+    /// events): a directory must be walked for files no event named (made before its watch).
+    walk: bool,
 }
 
 impl PathState {
@@ -78,11 +81,13 @@ pub fn judge(manifest: &Manifest, rel: &str, result: Option<FileMeta>) -> (Found
 
 impl Changes {
     /// An event for `rel` with sequence number `seq`. Returns true if the path was not dirty yet.
-    pub fn event(&mut self, rel: &str, seq: u64) -> bool {
+    /// `attrib`: the event changed attributes only.
+    pub fn event(&mut self, rel: &str, seq: u64, attrib: bool) -> bool {
         let state = match self.paths.get_mut(rel) {
             Some(s) => s,
             None => self.paths.entry(rel.into()).or_default(),
         };
+        state.walk |= !attrib;
         state.seq = seq;
         state.found = Found::Nothing;
         let new = !state.dirty;
@@ -97,6 +102,7 @@ impl Changes {
             let state = self.paths.entry(p.into_boxed_str()).or_default();
             self.dirty += !state.dirty as usize;
             state.dirty = true;
+            state.walk = true;
         }
     }
 
@@ -267,6 +273,10 @@ pub struct KnownNow<'a> {
 }
 
 impl Known for KnownNow<'_> {
+    fn needs_walk(&self, rel: &str) -> bool {
+        self.changes.paths.get(rel).is_none_or(|s| s.walk)
+    }
+
     fn known(&self, rel: &str) -> Option<Option<FileMeta>> {
         let Some(state) = self.changes.paths.get(rel) else {
             // Marked by the newest tree hash (queued after the last comparison), no event since.
@@ -314,12 +324,12 @@ mod tests {
     fn a_hash_counts_only_while_no_later_event_came() {
         let mut m = Manifest::default();
         let mut c = Changes::default();
-        assert!(c.event("a", 1));
-        assert!(!c.event("a", 2));
+        assert!(c.event("a", 1, false));
+        assert!(!c.event("a", 2, false));
         assert!(!c.wants("a", 1)); // overtaken by event 2
         hashed(&mut c, &mut m, "a", 2, Some(meta(2)));
         assert_eq!(c.known(&m).known("a"), Some(Some(meta(2))));
-        c.event("a", 3);
+        c.event("a", 3, false);
         assert_eq!(c.known(&m).known("a"), None);
         assert!(!c.wants("b", 4)); // no event for b
         assert!(c.is_dirty("a") && !c.is_dirty("b"));
@@ -330,8 +340,8 @@ mod tests {
     fn same_bytes_are_a_flag_read_from_the_manifest_and_gone_files_are_known_gone() {
         let mut m = Manifest::from_entries([("a".to_string(), meta(1)), ("b".to_string(), meta(2))]);
         let mut c = Changes::default();
-        c.event("a", 1);
-        c.event("b", 2);
+        c.event("a", 1, false);
+        c.event("b", 2, false);
         // a: same bytes, new mtime; the manifest moves forward and nothing is kept here.
         let newer = FileMeta {
             mtime_ns: 99,
@@ -346,7 +356,7 @@ mod tests {
         // Only b needs comparing; a is known to hold the manifest's bytes until its next event.
         assert!(c.is_same("a") && !c.is_same("b"));
         assert_eq!(c.dirty_to_compare().collect::<Vec<_>>(), vec!["b"]);
-        c.event("a", 3);
+        c.event("a", 3, false);
         assert!(!c.is_same("a"));
         assert_eq!(c.dirty_to_compare().count(), 2);
         assert_eq!(
@@ -360,8 +370,8 @@ mod tests {
     fn a_tree_hash_covers_paths_without_later_events_and_stale_results_are_dropped() {
         let mut m = Manifest::default();
         let mut c = Changes::default();
-        c.event("x", 5);
-        c.event("y", 7);
+        c.event("x", 5, false);
+        c.event("y", 7, false);
         for (rel, n) in [("x", 1), ("y", 2), ("z", 3)] {
             in_tree(&mut c, &mut m, rel, 6, n);
         }
@@ -380,7 +390,7 @@ mod tests {
         assert!(!c.has_dirty());
         assert!(!c.tree_covers(0));
         assert_eq!(c.known(&m).known("x"), None);
-        c.event("x", 8);
+        c.event("x", 8, false);
         assert!(!c.wants("x", 6)); // queued before the comparison
         assert!(!c.wants_tree(7));
         c.found("q".into(), 7, Found::Differs, Some(meta(1)));
@@ -427,7 +437,7 @@ mod tests {
     fn a_swapped_tree_marks_identical_files_on_the_manifest_instead_of_recording_them() {
         let mut m = manifest_of(&[("same", 1), ("evented", 2), ("changed", 3), ("gone", 4)]);
         let mut c = Changes::default();
-        c.event("evented", 3); // before the tree's job (4) was queued
+        c.event("evented", 3, false); // before the tree's job (4) was queued
         for (rel, n) in [("same", 1), ("evented", 2), ("changed", 9), ("new", 5)] {
             in_tree(&mut c, &mut m, rel, 4, n);
         }
@@ -443,7 +453,7 @@ mod tests {
         compare.sort();
         assert_eq!(compare, ["changed", "new"]);
         // An event after the job: the mark no longer counts, the path is compared.
-        c.event("same", 5);
+        c.event("same", 5, false);
         assert_eq!(c.known(&m).known("same"), None);
         assert_eq!(c.paths_to_compare().count(), 3);
         // After the comparison the marks are stale.
@@ -457,7 +467,7 @@ mod tests {
     fn a_second_swap_overrules_what_was_found_in_the_first_tree() {
         let mut m = manifest_of(&[("a", 1), ("b", 2), ("c", 3)]);
         let mut c = Changes::default();
-        c.event("c", 1);
+        c.event("c", 1, false);
         // The first tree (job 3): a and c identical, b changed.
         for (rel, n) in [("a", 1), ("b", 7), ("c", 3)] {
             in_tree(&mut c, &mut m, rel, 3, n);
@@ -485,6 +495,6 @@ mod tests {
         c.mark_dirty(["a".to_string(), "b".to_string(), "a".to_string()]);
         assert!(c.has_dirty());
         assert_eq!(c.dirty_to_compare().count(), 2);
-        assert!(!c.event("a", 1));
+        assert!(!c.event("a", 1, false));
     }
 }

@@ -80,6 +80,13 @@ pub trait Known {
     /// `Some(Some(meta))`: the file's metadata and hash; `Some(None)`: the path is not a regular
     /// file any more; `None`: nothing is known, look at the disk.
     fn known(&self, rel: &str) -> Option<Option<FileMeta>>;
+
+    /// Whether a directory at `rel` must be walked for files no event named. False only for a
+    /// directory whose events all changed its attributes (rsync setting every directory's mtime
+    /// after a deploy): the files in it had events of their own.
+    fn needs_walk(&self, _rel: &str) -> bool {
+        true
+    }
 }
 
 /// Known paths as a plain map.
@@ -233,6 +240,7 @@ impl Manifest {
             }
             let abs = root.join(rel);
             match std::fs::metadata(&abs) {
+                Ok(m) if m.is_dir() && !known.needs_walk(rel) => {}
                 Ok(m) if m.is_dir() => {
                     if !filter.excludes_dir(rel) {
                         for f in walk(&abs, filter, Some(rel)).files {
@@ -563,8 +571,8 @@ pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
             && !filter.follow_symlinks
             && entry.depth() > 0
             && !std::fs::canonicalize(entry.path()).is_ok_and(|real| {
-                let root = real_root
-                    .get_or_insert_with(|| std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()));
+                let root =
+                    real_root.get_or_insert_with(|| std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()));
                 real.starts_with(root)
             })
         {
@@ -621,6 +629,24 @@ mod tests {
     use super::*;
     use crate::config::{PurgeMode, Rule};
     use std::fs;
+
+    /// A directory whose only events changed its attributes (rsync setting its mtime) is not
+    /// walked; one with any other event (made, moved in) is, for files made before its watch.
+    #[test]
+    fn only_directories_with_more_than_attribute_events_are_walked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::write(root.join("d/unseen.html"), "x").unwrap();
+        let m = Manifest::default();
+        let mut c = crate::changes::Changes::default();
+        c.event("d", 1, true);
+        let got = m.expand(root, ["d"], &filter(&[]), &c.known(&m));
+        assert!(got.is_empty(), "{got:?}");
+        c.event("d", 2, false);
+        let got = m.expand(root, ["d"], &filter(&[]), &c.known(&m));
+        assert_eq!(got.into_iter().collect::<Vec<_>>(), vec!["d/unseen.html".to_string()]);
+    }
 
     fn filter(exclude: &[&str]) -> Filter {
         let g = |s: &&str| globset::GlobBuilder::new(s).literal_separator(true).build().unwrap();

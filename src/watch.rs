@@ -111,6 +111,9 @@ pub enum WatchMsg {
         paths: Vec<PathBuf>,
         done: bool,
         removed: bool,
+        /// Only the attributes changed (mode, owner, times): a directory with nothing but such
+        /// events holds no file its own events did not name, so it need not be walked.
+        attrib: bool,
     },
     /// Events were lost (kernel queue overflow): compare every tree with its manifest.
     Rescan,
@@ -169,22 +172,32 @@ impl Watcher {
                         paths: ev.paths,
                         done: true,
                         removed: false,
+                        attrib: false,
                     },
                     EventKind::Access(_) => return,
                     EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_) => WatchMsg::Paths {
                         paths: ev.paths,
                         done: false,
                         removed: false,
+                        attrib: false,
                     },
                     EventKind::Remove(_) => WatchMsg::Paths {
                         paths: ev.paths,
                         done: true,
                         removed: true,
+                        attrib: false,
+                    },
+                    EventKind::Modify(ModifyKind::Metadata(_)) => WatchMsg::Paths {
+                        paths: ev.paths,
+                        done: true,
+                        removed: false,
+                        attrib: true,
                     },
                     _ => WatchMsg::Paths {
                         paths: ev.paths,
                         done: true,
                         removed: false,
+                        attrib: false,
                     },
                 },
                 Err(e) => match e.kind {
@@ -303,6 +316,7 @@ mod tests {
                 paths: vec!["/x".into()],
                 done: false,
                 removed: false,
+                attrib: false,
             });
         }
         let msgs = q.recv().await.msgs;

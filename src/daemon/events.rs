@@ -3,13 +3,24 @@
 
 use super::*;
 
+/// What the events read for one path in one batch said.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Seen {
+    /// The last event left a file in its final state (worth hashing now).
+    pub(super) done: bool,
+    /// One of them was a removal.
+    pub(super) removed: bool,
+    /// All of them changed attributes only.
+    pub(super) attrib: bool,
+}
+
 impl Daemon {
     /// A batch of events from the watcher. Repeated events for one path (a file written in
     /// several chunks) are handled once, as the last of them; the files that are complete go to
     /// the hashing worker in one job per rule.
     pub(super) fn on_watch(&mut self, taken: Taken) {
         let Taken { msgs, newest: now } = taken;
-        let mut paths: Vec<(PathBuf, bool, bool)> = Vec::new();
+        let mut paths: Vec<(PathBuf, Seen)> = Vec::new();
         let mut touched = vec![false; self.rules.len()];
         for msg in msgs {
             match msg {
@@ -17,14 +28,16 @@ impl Daemon {
                     paths: ps,
                     done,
                     removed,
+                    attrib,
                 } => {
                     for p in ps {
                         match paths.last_mut() {
-                            Some((last, d, r)) if *last == p => {
-                                *d = done;
-                                *r |= removed;
+                            Some((last, seen)) if *last == p => {
+                                seen.done = done;
+                                seen.removed |= removed;
+                                seen.attrib &= attrib;
                             }
-                            _ => paths.push((p, done, removed)),
+                            _ => paths.push((p, Seen { done, removed, attrib })),
                         }
                     }
                 }
@@ -36,8 +49,8 @@ impl Daemon {
             }
         }
         let mut to_hash: Vec<Vec<(String, u64)>> = vec![Vec::new(); self.rules.len()];
-        for (path, done, removed) in paths {
-            self.on_path(&path, now, done, removed, &mut touched, &mut to_hash);
+        for (path, seen) in paths {
+            self.on_path(&path, now, seen, &mut touched, &mut to_hash);
         }
         for (i, files) in to_hash.into_iter().enumerate() {
             if !files.is_empty() {
@@ -157,8 +170,7 @@ impl Daemon {
         &mut self,
         path: &Path,
         now: Instant,
-        done: bool,
-        removed: bool,
+        seen: Seen,
         touched: &mut [bool],
         to_hash: &mut [Vec<(String, u64)>],
     ) {
@@ -167,7 +179,7 @@ impl Daemon {
         }
         for i in 0..self.rules.len() {
             if path == self.rules[i].rule.watch {
-                self.reattach(i, now, removed);
+                self.reattach(i, now, seen.removed);
                 continue;
             }
             let r = &self.rules[i];
@@ -189,12 +201,12 @@ impl Daemon {
                 metrics::get().events(&self.rules[i].rule.name, 1);
                 self.seq += 1;
                 let seq = self.seq;
-                let first = self.rules[i].changes.event(&rel, seq);
+                let first = self.rules[i].changes.event(&rel, seq, seen.attrib);
                 if first && self.store.is_some() {
                     self.unsaved.push((self.rules[i].rule.name.clone(), rel.clone()));
                     self.flush_at.get_or_insert(now + SEEN_FLUSH);
                 }
-                if done {
+                if seen.done {
                     to_hash[i].push((rel, seq));
                 }
                 touched[i] = true;
