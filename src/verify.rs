@@ -4,7 +4,8 @@
 //! A provider answering "purge accepted", or even "task SUCCESS", does not prove that visitors
 //! get the new bytes. purgewatch knows each file's BLAKE3, so after a purge's job has ended (and
 //! `verify.after` more), it GETs a sample of the batch's URLs through `verify.base_url` — with no
-//! cache-busting headers, at most [`CONCURRENCY`] at a time — and compares: a changed file is
+//! cache-busting headers, at most [`CONCURRENCY`] at a time, paced at the target's `rate_limit` —
+//! and compares: a changed file is
 //! fresh when the (decoded) body hashes to the recorded bytes, a deleted one when the edge answers
 //! 404 or 410. Stale URLs are purged again through the same planner, up to `verify.repurge`
 //! times; still stale is an error. With `check: status` only the status code is compared (for an
@@ -184,12 +185,29 @@ pub async fn check(http: &reqwest::Client, base_url: &str, e: &Expect, mode: Ver
     }
 }
 
-/// Checks every expectation, at most [`CONCURRENCY`] at a time, in order.
+/// Requests to the edge paced like the target's own: at most `rate` a second (shared by every
+/// check and warm of that `base_url`).
+#[derive(Clone)]
+pub struct Pace {
+    pub pacer: Arc<Pacer>,
+    pub rate: f64,
+}
+
+impl Pace {
+    async fn wait(pace: &Option<Pace>, base_url: &str) {
+        if let Some(p) = pace {
+            p.pacer.wait(&format!("edge {base_url}"), p.rate).await;
+        }
+    }
+}
+
+/// Checks every expectation, at most [`CONCURRENCY`] at a time (and `pace`d), in order.
 pub async fn check_all(
     http: &reqwest::Client,
     base_url: &str,
     expects: &[Expect],
     mode: VerifyCheck,
+    pace: Option<Pace>,
 ) -> Vec<(Expect, Verdict)> {
     let mut set = JoinSet::new();
     let mut out: Vec<Option<(Expect, Verdict)>> = vec![None; expects.len()];
@@ -197,7 +215,9 @@ pub async fn check_all(
     loop {
         while set.len() < CONCURRENCY && next < expects.len() {
             let (http, base, e, i) = (http.clone(), base_url.to_string(), expects[next].clone(), next);
+            let pace = pace.clone();
             set.spawn(async move {
+                Pace::wait(&pace, &base).await;
                 let v = check(&http, &base, &e, mode).await;
                 (i, e, v)
             });
@@ -214,15 +234,21 @@ pub async fn check_all(
 
 /// GETs up to `limit` URLs through `base_url` so that the edge fetches the new bytes before
 /// visitors ask; returns how many answered 2xx.
-pub async fn warm(http: &reqwest::Client, base_url: &str, urls: &[String], limit: usize) -> usize {
+pub async fn warm(http: &reqwest::Client, base_url: &str, urls: &[String], limit: usize, pace: Option<Pace>) -> usize {
     let mut set = JoinSet::new();
     let mut ok = 0;
     let mut urls = urls.iter().take(limit);
     loop {
         while set.len() < CONCURRENCY {
             let Some(u) = urls.next() else { break };
-            let (http, url) = (http.clone(), format!("{base_url}{u}"));
+            let (http, url, base, pace) = (
+                http.clone(),
+                format!("{base_url}{u}"),
+                base_url.to_string(),
+                pace.clone(),
+            );
             set.spawn(async move {
+                Pace::wait(&pace, &base).await;
                 match http.get(&url).send().await {
                     Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
                     _ => false,
@@ -299,7 +325,11 @@ pub async fn run(job: Job) -> Report {
     let mut round = 0;
     loop {
         tokio::time::sleep(verify.after).await;
-        let results = check_all(&job.http, &verify.base_url, &todo, verify.check).await;
+        let pace = Some(Pace {
+            pacer: job.pacer.clone(),
+            rate: job.target.rate_limit,
+        });
+        let results = check_all(&job.http, &verify.base_url, &todo, verify.check, pace).await;
         let mut stale = Vec::new();
         for (e, v) in results {
             match v {

@@ -277,3 +277,34 @@ fn on_failure_runs_with_what_failed_and_no_secret_in_its_environment() {
     // The other target (SiteHost, no hook configured at target level) was purged normally.
     wait_requests(&fake, Route::SiteHostPurge, 1, &d);
 }
+
+#[test]
+fn a_reload_that_changes_metrics_listen_moves_the_endpoint() {
+    let fake = Fake::start();
+    let (site, d) = running_with(&fake, "");
+    let first = d.metrics_addr();
+    assert_eq!(http_get(&first, "/healthz").0, 200);
+    // A reload with the same address keeps the listener.
+    d.signal("HUP");
+    d.wait_for("reloaded");
+    assert_eq!(http_get(&first, "/healthz").0, 200);
+    assert_eq!(
+        d.lines_containing("serving /metrics and /healthz").len(),
+        1,
+        "{}",
+        d.log()
+    );
+    // Another address: the endpoint moves there.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let second = taken.local_addr().unwrap().to_string();
+    drop(taken);
+    let rules = std::fs::read_to_string(&site.rules).unwrap();
+    site.write_rules(&rules.replace("metrics_listen: 127.0.0.1:0", &format!("metrics_listen: {second}")));
+    d.wait_for_lines("reloaded", 2);
+    d.wait_for_lines("serving /metrics and /healthz", 2);
+    assert_eq!(http_get(&second, "/healthz").0, 200);
+    assert!(
+        std::net::TcpStream::connect(&first).is_err(),
+        "the old address still answers"
+    );
+}

@@ -51,12 +51,6 @@ fn running(verify_extra: &str, rule_extra: &str, setup: impl FnOnce(&Edge)) -> (
     (site, fake, edge, d)
 }
 
-fn assert_plan_empty(site: &Site) {
-    let (code, out, err) = site.run(&["plan"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("0 files, 0 requests"), "{out}");
-}
-
 #[test]
 fn a_change_is_purged_then_verified_fresh() {
     let (site, fake, edge, d) = running("", "", |_| {});

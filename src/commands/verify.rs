@@ -58,7 +58,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode, CommandError> {
                 })
             })
             .collect();
-        let results = rt.block_on(verify::check_all(&http, &v.base_url, &expects, v.check));
+        let results = rt.block_on(verify::check_all(&http, &v.base_url, &expects, v.check, None));
         let mut fresh = 0;
         for (e, verdict) in &results {
             match verdict {

@@ -138,9 +138,13 @@ impl Daemon {
                     v.after,
                     rule.name.clone(),
                 );
+                let pace = verify::Pace {
+                    pacer: self.pacer.clone(),
+                    rate: t.rate_limit,
+                };
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
-                    let ok = verify::warm(&http, &base, &urls, limit).await;
+                    let ok = verify::warm(&http, &base, &urls, limit, Some(pace)).await;
                     tracing::info!(rule = %name, warmed = ok, of = urls.len().min(limit), "warmed the edge");
                 });
             }

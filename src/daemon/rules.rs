@@ -91,6 +91,7 @@ impl Daemon {
                 if let Some(s) = self.store.as_mut() {
                     s.set_baseline(&name, &watch, &manifest)?;
                 }
+                metrics::get().manifest(&name, manifest.len());
                 self.manifests.insert(name, manifest);
             }
         }
