@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use globset::GlobBuilder;
 use purgewatch::batch::Batcher;
-use purgewatch::config::{PurgeMode, Rule};
+use purgewatch::config::Rule;
 use purgewatch::manifest::{KnownMap, Manifest, Trust};
 use purgewatch::plan::{Item, patterns};
 use purgewatch::route::{Filter, relative};
@@ -17,8 +17,6 @@ use regex::Regex;
 fn rule(i: usize) -> Rule {
     let g = |s: String| GlobBuilder::new(&s).literal_separator(true).build().unwrap();
     Rule {
-        name: format!("r{i}"),
-        watch: format!("/srv/site{}", i % 10).into(),
         targets: vec!["cdn".into()],
         include: vec![g("**/*.html".into()), g("**/*.css".into()), g(format!("s{i:02}/**"))],
         exclude: vec![g("**/*.tmp".into()), g("**/.*".into()), g(".git/**".into())],
@@ -26,13 +24,7 @@ fn rule(i: usize) -> Rule {
             Regex::new(&format!("^s{:02}/", i % 50)).unwrap(),
             Regex::new(r"\.html$").unwrap(),
         ],
-        url_prefix: "/".into(),
-        index_files: vec!["index.html".into()],
-        purge: PurgeMode::Changed,
-        verify: None,
-        warm: false,
-        warm_limit: 200,
-        follow_symlinks: false,
+        ..Rule::new(format!("r{i}"), format!("/srv/site{}", i % 10))
     }
 }
 

@@ -627,7 +627,7 @@ fn now_ns() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{PurgeMode, Rule};
+    use crate::config::Rule;
     use std::fs;
 
     /// A directory whose only events changed its attributes (rsync setting its mtime) is not
@@ -651,19 +651,9 @@ mod tests {
     fn filter(exclude: &[&str]) -> Filter {
         let g = |s: &&str| globset::GlobBuilder::new(s).literal_separator(true).build().unwrap();
         Filter::new(&Rule {
-            name: "r".into(),
-            watch: "/".into(),
-            targets: vec![],
-            include: vec![],
             exclude: exclude.iter().map(g).collect(),
-            matches: vec![],
-            url_prefix: "/".into(),
             index_files: vec![],
-            purge: PurgeMode::Changed,
-            verify: None,
-            warm: false,
-            warm_limit: 200,
-            follow_symlinks: false,
+            ..Rule::new("r", "/")
         })
     }
 

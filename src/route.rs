@@ -119,25 +119,16 @@ pub fn unnamed(root: &Path, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PurgeMode;
     use globset::GlobBuilder;
 
     fn rule(include: &[&str], exclude: &[&str], matches: &[&str]) -> Rule {
         let g = |s: &&str| GlobBuilder::new(s).literal_separator(true).build().unwrap();
         Rule {
-            name: "r".into(),
-            watch: "/w".into(),
-            targets: vec![],
             include: include.iter().map(g).collect(),
             exclude: exclude.iter().map(g).collect(),
             matches: matches.iter().map(|m| Regex::new(m).unwrap()).collect(),
-            url_prefix: "/".into(),
             index_files: vec![],
-            purge: PurgeMode::Changed,
-            verify: None,
-            warm: false,
-            warm_limit: 200,
-            follow_symlinks: false,
+            ..Rule::new("r", "/w")
         }
     }
 

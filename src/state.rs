@@ -560,12 +560,7 @@ impl Store {
                 detail: r.get(6)?,
             })
         })?;
-        let mut out = BTreeMap::new();
-        for rec in rows {
-            let rec = rec?;
-            out.insert(rec.target.clone(), rec);
-        }
-        Ok(out)
+        by_target(rows, |r| &r.target)
     }
 
     /// The last purge of each target.
@@ -587,13 +582,21 @@ impl Store {
                 message: r.get(8)?,
             })
         })?;
-        let mut out = BTreeMap::new();
-        for rec in rows {
-            let rec = rec?;
-            out.insert(rec.target.clone(), rec);
-        }
-        Ok(out)
+        by_target(rows, |r| &r.target)
     }
+}
+
+/// Rows keyed by their target (the last row of a target wins).
+fn by_target<T>(
+    rows: impl Iterator<Item = rusqlite::Result<T>>,
+    target: impl Fn(&T) -> &String,
+) -> Result<BTreeMap<String, T>, StateError> {
+    let mut out = BTreeMap::new();
+    for rec in rows {
+        let rec = rec?;
+        out.insert(target(&rec).clone(), rec);
+    }
+    Ok(out)
 }
 
 /// Upserts (or, for `None`, deletes) `rule`'s manifest entries inside a transaction.

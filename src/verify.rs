@@ -391,25 +391,10 @@ pub async fn run(job: Job) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PurgeMode;
     use crate::manifest::FileMeta;
 
     fn rule() -> Rule {
-        Rule {
-            name: "site".into(),
-            watch: "/w".into(),
-            targets: vec![],
-            include: vec![],
-            exclude: vec![],
-            matches: vec![],
-            url_prefix: "/".into(),
-            index_files: vec!["index.html".into()],
-            purge: PurgeMode::Changed,
-            verify: None,
-            warm: false,
-            warm_limit: 200,
-            follow_symlinks: false,
-        }
+        Rule::new("site", "/w")
     }
 
     fn file(path: &str, kind: ChangeKind) -> PendingFile {

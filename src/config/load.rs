@@ -859,21 +859,7 @@ impl Cx<'_> {
             }
         };
         let n_errors = self.errors.len();
-        let mut rule = Rule {
-            name: name.unwrap_or_default(),
-            watch: PathBuf::new(),
-            targets: vec![],
-            include: vec![],
-            exclude: vec![],
-            matches: vec![],
-            url_prefix: "/".into(),
-            index_files: vec!["index.html".into()],
-            purge: PurgeMode::Changed,
-            verify: None,
-            warm: false,
-            warm_limit: 200,
-            follow_symlinks: false,
-        };
+        let mut rule = Rule::new(name.unwrap_or_default(), PathBuf::new());
         let mut warm_pos = None;
         let mut watch_pos = None;
         let mut has_targets = false;

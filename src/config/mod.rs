@@ -140,6 +140,28 @@ pub struct Rule {
     pub follow_symlinks: bool,
 }
 
+impl Rule {
+    /// A rule watching `watch` with every default: no filters, served at `/`, `index.html` as
+    /// the index file, targeted purges, no verification.
+    pub fn new(name: impl Into<String>, watch: impl Into<PathBuf>) -> Rule {
+        Rule {
+            name: name.into(),
+            watch: watch.into(),
+            targets: vec![],
+            include: vec![],
+            exclude: vec![],
+            matches: vec![],
+            url_prefix: "/".into(),
+            index_files: vec!["index.html".into()],
+            purge: PurgeMode::Changed,
+            verify: None,
+            warm: false,
+            warm_limit: 200,
+            follow_symlinks: false,
+        }
+    }
+}
+
 /// How a rule's purges are verified against the edge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verify {

@@ -7,19 +7,9 @@ use std::time::Duration;
 
 fn rule(prefix: &str) -> Rule {
     Rule {
-        name: "site".into(),
-        watch: "/w".into(),
         targets: vec!["cdn".into()],
-        include: vec![],
-        exclude: vec![],
-        matches: vec![],
         url_prefix: prefix.into(),
-        index_files: vec!["index.html".into()],
-        purge: PurgeMode::Changed,
-        verify: None,
-        warm: false,
-        warm_limit: 200,
-        follow_symlinks: false,
+        ..Rule::new("site", "/w")
     }
 }
 
