@@ -3,10 +3,11 @@
 //!
 //! It gets `PURGEWATCH_TARGET`, `PURGEWATCH_REQUEST`, `PURGEWATCH_ERROR` (scrubbed of secrets, as
 //! every provider message is), `PURGEWATCH_FILES` (a count) and `PURGEWATCH_URLS` (the first 50,
-//! one a line) — and of the daemon's own environment only `PATH`, `HOME`, `USER`, `LOGNAME`,
-//! `LANG`, `LC_ALL` and `TZ`, since the rest may hold the very secrets the rules file reads with
-//! `${VAR}`. It runs at most once per target per [`MIN_GAP`] (the failures skipped meanwhile are
-//! counted in the log), for at most [`TIME_LIMIT`]; its exit status and stderr are logged.
+//! one a line), and the daemon's own environment less every variable whose value holds a
+//! configured secret (the `${VAR}` the rules file read a key or token from) and systemd's
+//! per-process variables (`NOTIFY_SOCKET`, `WATCHDOG_*`, `LISTEN_*`). It runs at most once per
+//! target per [`MIN_GAP`] (the failures skipped meanwhile are counted in the log), for at most
+//! [`TIME_LIMIT`]; its exit status and stderr are logged.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -14,14 +15,38 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::secret::Secret;
+
 /// A hook runs at most once per target in this time.
 pub const MIN_GAP: Duration = Duration::from_secs(60);
 /// A hook still running after this is killed.
 pub const TIME_LIMIT: Duration = Duration::from_secs(10);
 /// URLs passed in `PURGEWATCH_URLS`, at most.
 pub const MAX_URLS: usize = 50;
-/// The daemon's environment variables a hook inherits.
-const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
+/// systemd's variables meant for the daemon alone.
+const NOT_INHERITED: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
+/// The daemon's environment as a hook gets it: without systemd's per-process variables and
+/// without any variable whose value holds one of `secrets`.
+pub fn inherited_env(secrets: &[Secret]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(k, v)| {
+            let key = k.to_string_lossy();
+            let value = v.to_string_lossy();
+            !NOT_INHERITED.contains(&key.as_ref())
+                && !secrets
+                    .iter()
+                    .any(|s| !s.expose().is_empty() && value.contains(s.expose()))
+        })
+        .collect()
+}
 
 /// What failed.
 #[derive(Clone, Debug)]
@@ -58,7 +83,7 @@ pub struct Hooks {
 impl Hooks {
     /// Runs `argv` for `failure` on a task of its own, unless the target's hook ran less than
     /// [`MIN_GAP`] ago. Returns whether it was started.
-    pub fn fire(&mut self, argv: &[String], failure: Failure) -> bool {
+    pub fn fire(&mut self, argv: &[String], failure: Failure, secrets: &[Secret]) -> bool {
         let now = Instant::now();
         let target = failure.target.clone();
         if self.last.get(&target).is_some_and(|t| now < *t + MIN_GAP) {
@@ -71,21 +96,21 @@ impl Hooks {
         if let Some(n) = self.skipped.remove(&target) {
             tracing::info!(target = %target, "on_failure: {n} failure(s) in the last minute were not told (one run per minute)");
         }
-        let argv = argv.to_vec();
-        tokio::spawn(async move { run(&argv, &failure).await });
+        let (argv, env) = (argv.to_vec(), inherited_env(secrets));
+        tokio::spawn(async move { run(&argv, &failure, env).await });
         true
     }
 }
 
 /// Runs the hook to its end (or kills it at [`TIME_LIMIT`]) and logs how it went.
-pub async fn run(argv: &[String], failure: &Failure) {
+pub async fn run(argv: &[String], failure: &Failure, env: Vec<(std::ffi::OsString, std::ffi::OsString)>) {
     let Some((program, args)) = argv.split_first() else {
         return;
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_clear()
-        .envs(INHERITED.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
+        .envs(env)
         .envs(failure.env())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -145,16 +170,25 @@ mod tests {
         assert_eq!(env["PURGEWATCH_URLS"].lines().count(), MAX_URLS);
     }
 
+    #[test]
+    fn variables_holding_a_secret_are_not_inherited() {
+        let path = std::env::var("PATH").unwrap_or_default();
+        let env = inherited_env(&[Secret::new(path.clone())]);
+        assert!(!env.iter().any(|(k, _)| k == "PATH"), "PATH holds the 'secret'");
+        let env = inherited_env(&[]);
+        assert!(path.is_empty() || env.iter().any(|(k, _)| k == "PATH"));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn at_most_one_run_per_target_per_minute() {
         let mut hooks = Hooks::default();
         let argv = vec!["true".to_string()];
-        assert!(hooks.fire(&argv, failure()));
-        assert!(!hooks.fire(&argv, failure()));
+        assert!(hooks.fire(&argv, failure(), &[]));
+        assert!(!hooks.fire(&argv, failure(), &[]));
         let mut other = failure();
         other.target = "www".into();
-        assert!(hooks.fire(&argv, other));
+        assert!(hooks.fire(&argv, other, &[]));
         tokio::time::advance(MIN_GAP).await;
-        assert!(hooks.fire(&argv, failure()));
+        assert!(hooks.fire(&argv, failure(), &[]));
     }
 }

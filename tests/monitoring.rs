@@ -249,7 +249,7 @@ fn on_failure_runs_with_what_failed_and_no_secret_in_its_environment() {
         ),
     );
     site.write_rules(&rules);
-    let d = site.start(&["run"]);
+    let d = site.start_with(&["run"], &[("HOOK_TEST_MARK", "inherited")]);
     d.wait_ready();
     site.write("index.html", "home v2");
     assert!(
@@ -267,6 +267,8 @@ fn on_failure_runs_with_what_failed_and_no_secret_in_its_environment() {
         !env.contains("sh-secret-key-123") && !env.contains("sk_live_testtoken"),
         "{env}"
     );
+    // The daemon's environment is inherited, but not a variable that holds a secret.
+    assert!(env.contains("HOOK_TEST_MARK=inherited"), "{env}");
     assert!(!env.contains("PW_TEST_SITEHOST_KEY"), "{env}");
     d.wait_for("on_failure /bin/sh ran");
     assert!(

@@ -230,6 +230,15 @@ impl Daemon {
                 break;
             }
         }
+        let secrets: Vec<crate::secret::Secret> = self
+            .config
+            .targets
+            .iter()
+            .map(|t| match &t.kind {
+                crate::config::TargetKind::SiteHost(s) => s.api_key.clone(),
+                crate::config::TargetKind::Vims(v) => v.token.clone(),
+            })
+            .collect();
         self.hooks.fire(
             &argv,
             crate::hook::Failure {
@@ -239,6 +248,7 @@ impl Daemon {
                 files: files.len(),
                 urls,
             },
+            &secrets,
         );
     }
 
