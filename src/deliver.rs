@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::RetryPolicy;
-use crate::plan::Request;
 use crate::providers::{Accepted, JobState, Provider, ProviderError};
+use crate::request::Request;
 
 /// The longest a provider's `Retry-After` is honoured for (or `retry_backoff_max`, when that is
 /// longer): a provider asking for `Retry-After: 999999` would otherwise hold every purge of the
@@ -166,7 +166,7 @@ pub fn record(target: &str, files: usize, request: &str, res: &Result<Accepted, 
     };
     crate::state::PurgeRecord {
         target: target.to_string(),
-        at_ms: crate::state::now_ms(),
+        at_ms: crate::clock::now_ms(),
         files: files as i64,
         request: request.to_string(),
         result: result.into(),

@@ -11,51 +11,57 @@
 //!                                             patterns)  pacing)
 //! ```
 //!
-//! * [`watch`]: a `notify` watcher that feeds filesystem events into a channel; it also watches
+//! * `watch`: a `notify` watcher that feeds filesystem events into a channel; it also watches
 //!   the parent of every watched directory (to see a `mv` or symlink-swap deploy) and the rules file.
 //! * [`route`]: maps an event's path to the rules that watch it and applies include/exclude/match.
 //! * [`batch`]: per-target debounce (`debounce` after the last change, at most `max_delay` after
 //!   the first).
 //! * [`manifest`]: what each rule's tree looked like at the last purge (size, mtime, BLAKE3); a
 //!   path is purged only when its content really changed, and start-up catch-up diffs against it.
-//!   [`prehash`] hashes finished files (and swapped-in trees) on a worker thread during the
-//!   debounce, so the comparison at its end is mostly lookups; [`changes`] keeps, per path, its
+//!   `prehash` hashes finished files (and swapped-in trees) on a worker thread during the
+//!   debounce, so the comparison at its end is mostly lookups; `changes` keeps, per path, its
 //!   events and those hashes until the comparison.
 //! * [`plan`]: turns changed files into URLs and the fewest provider requests (one SiteHost stack
 //!   purge; VIMS regex patterns).
-//! * [`deliver`]: sends a request with classification of failures, capped jittered backoff and
+//! * `deliver`: sends a request with classification of failures, capped jittered backoff and
 //!   per-account pacing.
-//! * [`providers`]: the SiteHost and VIMS HTTP APIs.
-//! * [`state`]: the durable store (manifests, pending purges, results) in the state directory.
-//! * [`daemon`]: `daemon::run(config, shutdown)` ties it together; [`cli`] is the command line.
+//! * `providers`: the SiteHost and VIMS HTTP APIs.
+//! * `state`: the durable store (manifests, pending purges, results) in the state directory.
+//! * `daemon`: `daemon::run(config, options, shutdown)` wires the stages: its `mod.rs` is the
+//!   loop, and `events`, `settle`, `dispatch`, `writeback` and `rules` each handle one kind of
+//!   reaction. [`cli`] is the command line, [`commands`] one file per subcommand.
 //!
-//! [`config`] loads and validates the rules file.
+//! [`config`] loads and validates the rules file. [`request`] holds the types that pass between
+//! stages (a pending file, a provider request); `clock` the time the state records;
+//! `shutdown` whether a stop was asked for (long walks look at it).
 //!
-//! Around the pipeline: [`metrics`] counts what each stage does and [`monitor`] serves it
-//! (`/metrics`, `/healthz`) on `metrics_listen`; [`hook`] runs `on_failure` when a purge fails;
-//! [`verify`] checks what the edge serves once a purge's job has ended, and re-purges what is
+//! Around the pipeline: `metrics` counts what each stage does and `monitor` serves it
+//! (`/metrics`, `/healthz`) on `metrics_listen`; `hook` runs `on_failure` when a purge fails;
+//! `verify` checks what the edge serves once a purge's job has ended, and re-purges what is
 //! still stale.
 
 pub mod batch;
-pub mod changes;
+pub(crate) mod changes;
 pub mod cli;
+pub(crate) mod clock;
 pub mod commands;
 pub mod config;
-pub mod daemon;
-pub mod deliver;
-pub mod hook;
-pub mod logging;
+pub(crate) mod daemon;
+pub(crate) mod deliver;
+pub(crate) mod hook;
+pub(crate) mod logging;
 pub mod manifest;
-pub mod memory;
-pub mod metrics;
-pub mod monitor;
+pub(crate) mod memory;
+pub(crate) mod metrics;
+pub(crate) mod monitor;
 pub mod plan;
-pub mod prehash;
-pub mod providers;
+pub(crate) mod prehash;
+pub(crate) mod providers;
+pub mod request;
 pub mod route;
-pub mod secret;
-pub mod shutdown;
-pub mod state;
-pub mod systemd;
-pub mod verify;
-pub mod watch;
+pub(crate) mod secret;
+pub(crate) mod shutdown;
+pub(crate) mod state;
+pub(crate) mod systemd;
+pub(crate) mod verify;
+pub(crate) mod watch;

@@ -21,7 +21,6 @@ pub struct ListenError {
 /// The endpoint, serving until dropped.
 #[derive(Debug)]
 pub struct Server {
-    pub addr: SocketAddr,
     task: JoinHandle<()>,
 }
 
@@ -48,7 +47,7 @@ pub fn start(addr: SocketAddr) -> Result<Server, ListenError> {
         }
     });
     tracing::info!("serving /metrics and /healthz on http://{bound}");
-    Ok(Server { addr: bound, task })
+    Ok(Server { task })
 }
 
 async fn scrape() -> impl IntoResponse {

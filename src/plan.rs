@@ -17,6 +17,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::config::{PatternSettings, PurgeMode, Rule, Target, TargetKind};
 use crate::manifest::{ChangeKind, Manifest, ancestors};
+use crate::request::{PendingFile, Request};
 
 /// At most this many VIMS calls for one batch; past it, purging everything is both fewer
 /// requests and safer.
@@ -29,14 +30,6 @@ pub const URL_END: &str = "(?:$|\\?)";
 /// optional host (anything up to the first `/`). Every pattern but `*` begins with it.
 pub const PATH_START: &str = "^(?:[^/]*//)?[^/]*";
 
-/// A file waiting to be purged for a target.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PendingFile {
-    pub rule: String,
-    pub path: String,
-    pub kind: ChangeKind,
-}
-
 /// What a VIMS pattern must cover.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Item {
@@ -46,24 +39,6 @@ pub enum Item {
     Prefix(String),
     /// Everything.
     All,
-}
-
-/// One request to a provider.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Request {
-    /// SiteHost: purge the whole stack.
-    Stack,
-    /// VIMS: purge the URLs that match this pattern (`*` for everything).
-    Pattern(String),
-}
-
-impl Request {
-    pub fn describe(&self) -> String {
-        match self {
-            Request::Stack => "whole stack".into(),
-            Request::Pattern(p) => format!("pattern {p:?}"),
-        }
-    }
 }
 
 /// The URL a file is served at, and the URLs of its directory when it is an index file.

@@ -44,7 +44,7 @@ pub enum Done {
         files: Vec<(String, FileMeta)>,
     },
     /// Every part of the tree has been sent: together they list the whole tree.
-    TreeDone { rule: String, root: PathBuf, seq: u64 },
+    TreeListed { rule: String, root: PathBuf, seq: u64 },
 }
 
 /// Files hashed per result sent back.
@@ -107,7 +107,7 @@ impl Prehasher {
                                 ms = started.elapsed().as_millis() as u64,
                                 "hashed the new tree"
                             );
-                            Done::TreeDone { rule, root, seq }
+                            Done::TreeListed { rule, root, seq }
                         }
                     };
                     if done.send(msg).is_err() {

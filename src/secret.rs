@@ -16,10 +16,6 @@ impl Secret {
         &self.0
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Replaces every occurrence of the secret in `text` (a provider's reply, an error) with
     /// `[redacted]`, so that nothing echoed back can leak it into a log line: as it is, and in
     /// the forms a reply may quote it in (percent-encoded with either case of hex, form-encoded,

@@ -9,12 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::clock::now_ms;
 use crate::manifest::{ChangeKind, FileMeta, Manifest};
-use crate::plan::PendingFile;
+use crate::request::PendingFile;
 
 /// Bumped on every incompatible schema change.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -245,13 +245,6 @@ pub struct Store {
 fn file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 const SCHEMA: &str = "

@@ -20,8 +20,9 @@ use tokio::task::JoinSet;
 use crate::config::{Rule, Target, TargetKind, Verify, VerifyCheck};
 use crate::deliver::{self, JobOutcome, Pacer};
 use crate::manifest::{ChangeKind, Manifest};
-use crate::plan::{self, Item, PendingFile, Request};
+use crate::plan::{self, Item};
 use crate::providers::Provider;
+use crate::request::{PendingFile, Request};
 
 /// Edge requests in flight at once, at most.
 pub const CONCURRENCY: usize = 4;

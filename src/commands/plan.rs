@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use super::{CommandError, load};
 use crate::cli::Cli;
 use crate::manifest::{KnownMap, Manifest, Skip, Trust};
-use crate::plan::{self, PendingFile};
+use crate::plan;
 use crate::providers::{Provider, http_client};
+use crate::request::PendingFile;
 use crate::route::Filter;
 use crate::state::Store;
 

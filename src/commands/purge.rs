@@ -9,8 +9,9 @@ use super::{CommandError, load, runtime};
 use crate::cli::{Cli, PurgeArgs};
 use crate::config::{RetryPolicy, TargetKind};
 use crate::deliver::{self, JobOutcome, Pacer};
-use crate::plan::{self, Item, Request};
+use crate::plan::{self, Item};
 use crate::providers::{Provider, http_client};
+use crate::request::Request;
 use crate::state::Store;
 
 /// How long `--wait` follows a job.

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::{CommandError, age, load};
 use crate::cli::{Cli, StatusArgs};
-use crate::state::{PurgeRecord, Store, VerifyRecord, now_ms};
+use crate::clock::now_ms;
+use crate::state::{PurgeRecord, Store, VerifyRecord};
 
 /// What `status` knows of one target.
 struct TargetStatus {

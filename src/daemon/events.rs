@@ -98,7 +98,7 @@ impl Daemon {
                 let files = files.into_iter().map(|(rel, meta)| (rel, seq, Some(meta))).collect();
                 (rule, files, Some(seq))
             }
-            prehash::Done::TreeDone { rule, root, seq } => return self.tree_done(&rule, &root, seq),
+            prehash::Done::TreeListed { rule, root, seq } => return self.tree_done(&rule, &root, seq),
         };
         self.record_hashes(&rule, files, tree);
     }

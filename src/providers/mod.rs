@@ -15,7 +15,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
 
 use crate::config::{Target, TargetKind};
-use crate::plan::Request;
+use crate::request::Request;
 use crate::secret::Secret;
 
 /// Why a transient failure happened: what the retry is counted under in `/metrics`.

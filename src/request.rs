@@ -1,0 +1,23 @@
+//! What passes between the stages: a file waiting to be purged for a target (from the comparison
+//! to the state directory and the planner), and one request to a provider (from the planner to
+//! delivery and the providers). Kept apart so that `state` and `providers` need not know the
+//! planner.
+
+use crate::manifest::ChangeKind;
+
+/// A file waiting to be purged for a target.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PendingFile {
+    pub rule: String,
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+/// One request to a provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// SiteHost: purge the whole stack.
+    Stack,
+    /// VIMS: purge the URLs that match this pattern (`*` for everything).
+    Pattern(String),
+}
