@@ -27,13 +27,14 @@
 //!   per-account pacing.
 //! * `providers`: the SiteHost and VIMS HTTP APIs.
 //! * `state`: the durable store (manifests, pending purges, results) in the state directory.
-//! * `daemon`: `daemon::run(config, options, shutdown)` wires the stages: its `mod.rs` is the
+//! * `daemon`: `daemon::run(config, options, signals)` wires the stages: its `mod.rs` is the
 //!   loop, and `events`, `settle`, `dispatch`, `writeback` and `rules` each handle one kind of
 //!   reaction. [`cli`] is the command line, [`commands`] one file per subcommand.
 //!
 //! [`config`] loads and validates the rules file. [`request`] holds the types that pass between
-//! stages (a pending file, a provider request); `clock` the time the state records;
-//! `shutdown` whether a stop was asked for (long walks look at it).
+//! stages (a pending file, a provider request); `clock` the time the state records; `signals`
+//! the four signals the daemon answers (in one place); `shutdown` whether a stop was asked for
+//! (long walks look at it).
 //!
 //! Around the pipeline: `metrics` counts what each stage does and `monitor` serves it
 //! (`/metrics`, `/healthz`) on `metrics_listen`; `hook` runs `on_failure` when a purge fails;
@@ -61,6 +62,7 @@ pub mod request;
 pub mod route;
 pub(crate) mod secret;
 pub(crate) mod shutdown;
+pub(crate) mod signals;
 pub(crate) mod state;
 pub(crate) mod systemd;
 pub(crate) mod verify;

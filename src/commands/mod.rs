@@ -108,28 +108,8 @@ fn run_daemon(cli: &Cli, dry_run: bool) -> Result<ExitCode, CommandError> {
     crate::memory::limit_arenas();
     let rt = runtime()?;
     rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term =
-            signal(SignalKind::terminate()).map_err(|e| CommandError::Failed(format!("cannot handle SIGTERM: {e}")))?;
-        let mut int =
-            signal(SignalKind::interrupt()).map_err(|e| CommandError::Failed(format!("cannot handle SIGINT: {e}")))?;
-        // Signals are watched on a task of their own, so that a stop asked for while the daemon
-        // is busy (a first walk of a big tree) is noted at once (see `crate::shutdown`).
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let which = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            crate::shutdown::request();
-            tracing::info!("{which} received");
-            let _ = tx.send(());
-        });
-        let shutdown = async move {
-            let _ = rx.await;
-        };
-        tracing::debug!("SIGTERM and SIGINT are handled from here on");
-        daemon::run(loaded.config, daemon::Options { dry_run }, shutdown).await?;
+        let signals = crate::signals::listen().map_err(|e| CommandError::Failed(e.to_string()))?;
+        daemon::run(loaded.config, daemon::Options { dry_run }, signals).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,7 +1,8 @@
-//! `daemon::run(config, options, shutdown)`: the long-running process.
+//! `daemon::run(config, options, signals)`: the long-running process.
 //!
 //! One task owns all state and reacts to: filesystem events, a batch falling due, a send or job
-//! finishing, SIGHUP or a save of the rules file, the watchdog tick, and `shutdown`. Sends and job
+//! finishing, SIGHUP or a save of the rules file, SIGUSR1, the watchdog tick, and a stop
+//! (SIGTERM, SIGINT; see [`crate::signals`]). Sends and job
 //! polls run as their own tasks and report back. Durability comes from [`crate::state`]: a change
 //! is queued for every target of its rule in the same transaction that moves the rule's manifest
 //! forward; before that, the change is still visible as a difference between the tree and the
@@ -18,7 +19,6 @@
 //! * [`rules`]: rules added, removed, re-attached after a swap, rescanned, reloaded.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +39,7 @@ use crate::prehash::{self, Prehasher};
 use crate::providers::{self, Accepted, Provider};
 use crate::request::{PendingFile, Request};
 use crate::route::{self, Filter, relative};
+use crate::signals::{Asked, Signals};
 use crate::state::{DaemonLock, PendingRow, StateError, Store};
 use crate::systemd;
 use crate::verify;
@@ -176,14 +177,9 @@ struct Daemon {
 }
 
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
-pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), DaemonError> {
     let queue = Arc::new(EventQueue::default());
-    let signal = |kind, name: &str| {
-        tokio::signal::unix::signal(kind)
-            .map_err(|e| DaemonError::Watch(WatchError::Runtime(format!("cannot handle {name}: {e}"))))
-    };
-    let mut hup = signal(tokio::signal::unix::SignalKind::hangup(), "SIGHUP")?;
-    let mut usr1 = signal(tokio::signal::unix::SignalKind::user_defined1(), "SIGUSR1")?;
+    let Signals { mut stop, mut asked } = signals;
     let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<prehash::Done>();
     let mut d = Daemon::start(config, opts, queue.clone(), Prehasher::start(hash_tx))?;
     // Healthy from the moment it says it is ready.
@@ -200,7 +196,6 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
     // While /healthz is served, the loop turns at least this often, so that a quiet daemon is not
     // taken for a stalled one.
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
-    tokio::pin!(shutdown);
     loop {
         metrics::get().health.turned();
         let deadline = d.batcher.next_deadline();
@@ -209,7 +204,7 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
         let deferred_at = d.deferred_at;
         let polling = d.rules.iter().any(|r| r.poll);
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut stop => break,
             taken = queue.recv() => d.on_watch(taken),
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => d.fire_due(),
             Some(res) = d.sends.join_next(), if !d.sends.is_empty() => match res {
@@ -222,10 +217,12 @@ pub async fn run(config: Config, opts: Options, shutdown: impl Future<Output = (
             Some(res) = d.verifies.join_next(), if !d.verifies.is_empty() => {
                 if let Ok(report) = res { d.on_verified(report) }
             },
-            _ = hup.recv() => d.reload("SIGHUP"),
-            _ = usr1.recv() => {
-                tracing::info!("SIGUSR1: rescanning every tree against its manifest");
-                d.rescan_all("signal");
+            Some(a) = asked.recv() => match a {
+                Asked::Reload => d.reload("SIGHUP"),
+                Asked::Rescan => {
+                    tracing::info!("SIGUSR1: rescanning every tree against its manifest");
+                    d.rescan_all("signal");
+                }
             },
             _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => d.flush_seen(),
             _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => d.on_deferred_timer(),
