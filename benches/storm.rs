@@ -995,7 +995,10 @@ fn main() {
             iw_events
         );
     }
-    if passes.len() > 2 {
+    if passes
+        .iter()
+        .any(|p| !matches!(p.tool, Tool::Purgewatch | Tool::Inotifywait))
+    {
         // One table: each storm as purgewatch and every tool users script instead saw it.
         println!();
         println!(

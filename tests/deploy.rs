@@ -43,6 +43,17 @@ fn assert_exact(fake: &Fake, d: &Daemon, changed: &[&str], unchanged: &[&str]) {
     assert_eq!(fake.vims_purges().len(), 1, "{}", d.log());
 }
 
+/// After a swap's purge: an edit in the new tree is seen and purged (the second VIMS request).
+fn assert_new_tree_watched(site: &Site, fake: &Fake, d: &Daemon) {
+    site.write("blog/same.html", "changed now");
+    let vims = wait_requests(fake, Route::VimsPurge, 2, d);
+    assert!(
+        pattern_matches(&vims[1].pattern(), "/blog/same.html"),
+        "{}",
+        vims[1].pattern()
+    );
+}
+
 #[test]
 fn a_directory_renamed_into_place() {
     let fake = Fake::start();
@@ -58,14 +69,7 @@ fn a_directory_renamed_into_place() {
         &["/blog/post.html", "/blog/new.html"],
         &["/blog/same.html", "/index.html", "/css/site.css"],
     );
-    // The new tree is watched.
-    site.write("blog/same.html", "changed now");
-    let vims = wait_requests(&fake, Route::VimsPurge, 2, &d);
-    assert!(
-        pattern_matches(&vims[1].pattern(), "/blog/same.html"),
-        "{}",
-        vims[1].pattern()
-    );
+    assert_new_tree_watched(&site, &fake, &d);
     assert_plan_empty(&site);
 }
 
@@ -209,13 +213,6 @@ fn the_watched_directory_removed_and_made_again_at_once_is_watched_anew() {
         &["/blog/post.html"],
         &["/blog/same.html", "/index.html", "/css/site.css"],
     );
-    // The new tree is watched.
-    site.write("blog/same.html", "changed now");
-    let vims = wait_requests(&fake, Route::VimsPurge, 2, &d);
-    assert!(
-        pattern_matches(&vims[1].pattern(), "/blog/same.html"),
-        "{}",
-        vims[1].pattern()
-    );
+    assert_new_tree_watched(&site, &fake, &d);
     assert_plan_empty(&site);
 }

@@ -12,12 +12,7 @@ const SH_KEY: &str = "sh-secret-key-123";
 const TOKEN: &str = "sk_live_testtoken";
 
 fn running(fake: &Fake) -> (Site, Daemon) {
-    let site = Site::new();
-    site.write("index.html", "home");
-    site.write_rules(&site.rules_for(fake, "200ms", ""));
-    let d = site.start(&["run"]);
-    d.wait_ready();
-    (site, d)
+    Site::running(fake, "200ms")
 }
 
 /// Every byte a user could read: the log, `status` (text), and the state directory's files.

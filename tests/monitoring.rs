@@ -87,13 +87,7 @@ fn metrics_count_accepted_retried_and_failed_purges() {
     assert_eq!(value(&s, "purgewatch_manifest_files{rule=site}"), 2.0);
 
     // A 500 that is retried, then accepted.
-    fake.script(
-        Route::VimsPurge,
-        vec![Reply::json(
-            500,
-            serde_json::json!({"status": "error", "message": "busy"}),
-        )],
-    );
+    fake.script(Route::VimsPurge, vec![Reply::vims_error(500, "busy")]);
     site.write("blog/post.html", "post v3");
     wait_requests(&fake, Route::VimsPurge, 3, &d);
     assert!(wait_until(DEADLINE, || {
@@ -117,13 +111,7 @@ fn metrics_count_accepted_retried_and_failed_purges() {
     );
 
     // A 401 that fails for good.
-    fake.script(
-        Route::VimsPurge,
-        vec![Reply::json(
-            401,
-            serde_json::json!({"status": "error", "message": "invalid token"}),
-        )],
-    );
+    fake.script(Route::VimsPurge, vec![Reply::vims_error(401, "invalid token")]);
     site.write("blog/post.html", "post v4");
     d.wait_for("purge failed for good");
     assert!(wait_until(DEADLINE, || {
@@ -199,13 +187,7 @@ fn a_port_in_use_is_an_error_naming_the_address() {
 #[test]
 fn status_json_parses_and_has_the_contract_fields() {
     let fake = Fake::start();
-    fake.script(
-        Route::VimsPurge,
-        vec![Reply::json(
-            401,
-            serde_json::json!({"status": "error", "message": "invalid token"}),
-        )],
-    );
+    fake.script(Route::VimsPurge, vec![Reply::vims_error(401, "invalid token")]);
     let (site, d) = running_with(&fake, "");
     let (code, out, err) = site.run(&["status", "--json"]);
     assert_eq!(code, 0, "{err}");
@@ -231,13 +213,7 @@ fn status_json_parses_and_has_the_contract_fields() {
 #[test]
 fn on_failure_runs_with_what_failed_and_no_secret_in_its_environment() {
     let fake = Fake::start();
-    fake.script(
-        Route::VimsPurge,
-        vec![Reply::json(
-            401,
-            serde_json::json!({"status": "error", "message": "invalid token"}),
-        )],
-    );
+    fake.script(Route::VimsPurge, vec![Reply::vims_error(401, "invalid token")]);
     let site = Site::new();
     site.write("index.html", "home");
     let out = site.path("hook.env");

@@ -6,12 +6,9 @@ mod common;
 use common::*;
 use std::time::Duration;
 
+/// The daemon ready on a one-page site, and that page changed.
 fn running(fake: &Fake) -> (Site, Daemon) {
-    let site = Site::new();
-    site.write("index.html", "home");
-    site.write_rules(&site.rules_for(fake, "200ms", ""));
-    let d = site.start(&["run"]);
-    d.wait_ready();
+    let (site, d) = Site::running(fake, "200ms");
     site.write("index.html", "home v2");
     (site, d)
 }

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -54,20 +53,7 @@ impl Edge {
             fake: fake.clone(),
             inner: inner.clone(),
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = Router::new().fallback(serve).with_state(shared);
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("edge started");
+        let addr = super::fake::serve(Router::new().fallback(serve).with_state(shared), 0);
         Edge {
             base_url: format!("http://{addr}"),
             inner,

@@ -80,6 +80,11 @@ impl Reply {
         }
     }
 
+    /// A VIMS-style error reply: `{"status": "error", "message": …}`.
+    pub fn vims_error(status: u16, message: &str) -> Reply {
+        Reply::json(status, serde_json::json!({"status": "error", "message": message}))
+    }
+
     pub fn html(status: u16, body: &str) -> Reply {
         Reply {
             status,
@@ -92,6 +97,25 @@ impl Reply {
         self.headers.push((k.into(), v.into()));
         self
     }
+}
+
+/// Serves `app` on 127.0.0.1:`port` (0: any free port) from a thread of its own; returns the
+/// address once it listens.
+pub fn serve(app: Router, port: u16) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the test server started")
 }
 
 /// Which endpoint a request is for.
@@ -150,21 +174,7 @@ impl Fake {
             verbose,
             ..Default::default()
         }));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let shared = inner.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = Router::new().fallback(handle).with_state(shared);
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("fake provider started");
+        let addr = serve(Router::new().fallback(handle).with_state(inner.clone()), port);
         Fake { addr, inner }
     }
 

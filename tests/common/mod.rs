@@ -111,6 +111,17 @@ rules:
         )
     }
 
+    /// A site with `index.html`, rules for `fake` with `debounce`, and the daemon running and
+    /// ready on it.
+    pub fn running(fake: &Fake, debounce: &str) -> (Site, Daemon) {
+        let site = Site::new();
+        site.write("index.html", "home");
+        site.write_rules(&site.rules_for(fake, debounce, ""));
+        let d = site.start(&["run"]);
+        d.wait_ready();
+        (site, d)
+    }
+
     /// Starts `purgewatch ARGS -c rules.yaml` with the test environment.
     pub fn start(&self, args: &[&str]) -> Daemon {
         self.start_with(args, &[])
