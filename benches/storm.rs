@@ -933,8 +933,7 @@ fn main() {
     if !smoke {
         for &pages in &a.hugo_pages {
             let bin = Path::new(env!("CARGO_BIN_EXE_purgewatch"));
-            let settle_after = |fake: &Fake, before: usize, last: Instant| settle(fake, before, last, true);
-            if let Some(deploys) = hugo_site::run(bin, tmp.path(), pages, DEBOUNCE, settle_after) {
+            if let Some(deploys) = hugo_site::run(bin, tmp.path(), pages) {
                 hugo_site::report(pages, &deploys);
             }
         }

@@ -171,22 +171,9 @@ fn plan_is_empty(bin: &Path, rules: &Path) -> bool {
             .all(|l| l.contains(": 0 files, 0 requests"))
 }
 
-fn vims_and_sitehost(fake: &Fake) -> Vec<Recorded> {
-    let mut v = fake.sitehost_purges();
-    v.extend(fake.vims_purges());
-    v.sort_by_key(|r| r.at);
-    v
-}
-
 /// Runs the four deploys on a `pages`-page site; `None` (with the reason printed) when hugo is
 /// missing.
-pub fn run(
-    bin: &Path,
-    tmp: &Path,
-    pages: usize,
-    debounce: Duration,
-    settle: impl Fn(&Fake, usize, Instant) -> Vec<Recorded>,
-) -> Option<Vec<Deploy>> {
+pub fn run(bin: &Path, tmp: &Path, pages: usize) -> Option<Vec<Deploy>> {
     if Command::new("hugo")
         .arg("version")
         .stdout(Stdio::null())
@@ -210,18 +197,8 @@ pub fn run(
         t.elapsed().as_secs_f64()
     );
     let fake = Fake::start();
-    let rules = dir.join("rules.yaml");
-    std::fs::write(
-        &rules,
-        format!(
-            "state_dir: {}\ndefaults:\n  debounce: {}ms\n  max_delay: 60s\ntargets:\n  www:\n    type: sitehost\n    api_url: {}\n    api_key: bench\n    client_id: 1\n    server: s\n    stack: x\n  cdn:\n    type: vims\n    api_url: {}\n    token: bench\n    cdn_id: 7\nrules:\n  - name: site\n    watch: public\n    targets: [www, cdn]\n",
-            dir.join("state").display(),
-            debounce.as_millis(),
-            fake.sitehost_url(),
-            fake.vims_url()
-        ),
-    )
-    .unwrap();
+    // The same rules as the synthetic storms (debounce 1 s, both targets, dotfiles excluded).
+    let rules = crate::rules(&dir, &fake, "public");
     let mut daemon = Command::new(bin)
         .args(["run", "-c"])
         .arg(&rules)
@@ -253,7 +230,7 @@ pub fn run(
     ];
     for (k, kind) in kinds.into_iter().enumerate() {
         let before = snapshot(&public);
-        let n = vims_and_sitehost(&fake).len();
+        let n = crate::purges(&fake).len();
         let last_write = match k {
             0 => {
                 write_page(&src, 17, 1);
@@ -303,10 +280,11 @@ pub fn run(
             }
         };
         let after = snapshot(&public);
-        let reqs = settle(&fake, n, last_write);
+        let reqs = crate::settle(&fake, n, last_write, true);
         let (differ, recall, precision) = score(&before, &after, &reqs);
         let first = reqs.first().map(|r| r.at).unwrap_or(last_write);
-        let overhead_ms = (first.saturating_duration_since(last_write).as_secs_f64() - debounce.as_secs_f64()) * 1000.0;
+        let overhead_ms =
+            (first.saturating_duration_since(last_write).as_secs_f64() - crate::DEBOUNCE.as_secs_f64()) * 1000.0;
         // Idle again: the record equals the disk.
         std::thread::sleep(Duration::from_millis(700));
         let plan_empty = plan_is_empty(bin, &rules);

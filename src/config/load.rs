@@ -63,6 +63,7 @@ const RULE_KEYS: &[&str] = &[
     "warm_limit",
     "follow_symlinks",
 ];
+const BOOLEAN: &[(&str, bool)] = &[("true", true), ("false", false)];
 const VERIFY_KEYS: &[&str] = &["base_url", "sample", "after", "repurge", "check"];
 
 /// The largest rules file read: a rules file is a few kilobytes; past this it is a mistake
@@ -381,6 +382,22 @@ impl Cx<'_> {
         None
     }
 
+    /// One of a few words (`changed` or `all`, `true` or `false`); anything else is an error
+    /// that lists them, with a "did you mean" hint.
+    fn choice<T: Copy>(&mut self, node: &Node, what: &str, options: &[(&str, T)]) -> Option<T> {
+        let word = self.string(node, what, false)?;
+        if let Some((_, v)) = options.iter().find(|(w, _)| *w == word) {
+            return Some(*v);
+        }
+        let names: Vec<String> = options.iter().map(|(w, _)| format!("`{w}`")).collect();
+        let hint = did_you_mean(&word, options.iter().map(|(w, _)| *w));
+        self.error(
+            node.pos,
+            format!("{what}: `{word}` must be {}{hint}", names.join(" or ")),
+        );
+        None
+    }
+
     /// A rule's `verify:` mapping.
     fn verify(&mut self, node: &Node, what: &str) -> Option<Verify> {
         let entries = self.mapping(node, what)?;
@@ -417,15 +434,12 @@ impl Cx<'_> {
                         v.repurge = n
                     }
                 }
-                "check" => match self.string(val, &kw, false).as_deref() {
-                    Some("content") => v.check = VerifyCheck::Content,
-                    Some("status") => v.check = VerifyCheck::Status,
-                    Some(other) => {
-                        let hint = did_you_mean(other, ["content", "status"].into_iter());
-                        self.error(val.pos, format!("{kw}: `{other}` must be `content` or `status`{hint}"));
+                "check" => {
+                    let options = [("content", VerifyCheck::Content), ("status", VerifyCheck::Status)];
+                    if let Some(c) = self.choice(val, &kw, &options) {
+                        v.check = c
                     }
-                    None => {}
-                },
+                }
                 _ => {}
             }
         }
@@ -939,35 +953,27 @@ impl Cx<'_> {
                 }
                 "index_files" => rule.index_files = self.strings(v, &kw).into_iter().map(|(s, _)| s).collect(),
                 "verify" => rule.verify = self.verify(v, &kw),
-                "warm" => match self.string(v, &kw, false).as_deref() {
-                    Some("true") => {
-                        rule.warm = true;
-                        warm_pos = Some(v.pos);
+                "warm" => {
+                    if let Some(b) = self.choice(v, &kw, BOOLEAN) {
+                        rule.warm = b;
+                        warm_pos = b.then_some(v.pos);
                     }
-                    Some("false") => rule.warm = false,
-                    Some(other) => self.error(v.pos, format!("{kw}: `{other}` must be true or false")),
-                    None => {}
-                },
-                "follow_symlinks" => match self.string(v, &kw, false).as_deref() {
-                    Some("true") => rule.follow_symlinks = true,
-                    Some("false") => rule.follow_symlinks = false,
-                    Some(other) => self.error(v.pos, format!("{kw}: `{other}` must be true or false")),
-                    None => {}
-                },
+                }
+                "follow_symlinks" => {
+                    if let Some(b) = self.choice(v, &kw, BOOLEAN) {
+                        rule.follow_symlinks = b
+                    }
+                }
                 "warm_limit" => match self.number::<usize>(v, &kw, "a number of URLs") {
                     Some(n) if n > 0 => rule.warm_limit = n,
                     Some(_) => self.error(v.pos, format!("{kw}: must be at least 1 (or set `warm: false`)")),
                     None => {}
                 },
-                "purge" => match self.string(v, &kw, false).as_deref() {
-                    Some("changed") => rule.purge = PurgeMode::Changed,
-                    Some("all") => rule.purge = PurgeMode::All,
-                    Some(other) => {
-                        let hint = did_you_mean(other, ["changed", "all"].into_iter());
-                        self.error(v.pos, format!("{kw}: `{other}` must be `changed` or `all`{hint}"));
+                "purge" => {
+                    if let Some(m) = self.choice(v, &kw, &[("changed", PurgeMode::Changed), ("all", PurgeMode::All)]) {
+                        rule.purge = m
                     }
-                    None => {}
-                },
+                }
                 _ => {}
             }
         }

@@ -42,6 +42,11 @@ impl Config {
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
     }
+
+    /// Every credential the rules hold (for scrubbing what leaves the daemon).
+    pub fn secrets(&self) -> Vec<Secret> {
+        self.targets.iter().map(|t| t.kind.api().1.clone()).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +92,14 @@ impl TargetKind {
         match self {
             TargetKind::SiteHost(_) => "sitehost",
             TargetKind::Vims(_) => "vims",
+        }
+    }
+
+    /// The provider's API URL and the credential sent to it.
+    pub fn api(&self) -> (&str, &Secret) {
+        match self {
+            TargetKind::SiteHost(s) => (&s.api_url, &s.api_key),
+            TargetKind::Vims(v) => (&v.api_url, &v.token),
         }
     }
 }

@@ -47,18 +47,28 @@ fn summarize_files(files: &[PendingFile]) -> String {
     parts.join(", ")
 }
 
-fn urls_of(files: &[PendingFile], rules: &[Rule]) -> String {
+/// The URLs of `files`, `limit` at most (a file whose rule is gone is named as such).
+fn batch_urls(files: &[PendingFile], rules: &[Rule], limit: usize) -> Vec<String> {
     let mut urls = Vec::new();
     for f in files {
         match rules.iter().find(|r| r.name == f.rule) {
             Some(r) => urls.extend(plan::urls_for(r, &f.path)),
             None => urls.push(format!("(rule {} removed) {}", f.rule, f.path)),
         }
-        if urls.len() > 20 {
-            urls.truncate(20);
-            urls.push("…".into());
+        if urls.len() >= limit {
+            urls.truncate(limit);
             break;
         }
+    }
+    urls
+}
+
+/// The first 20 URLs of `files`, for a log line.
+fn urls_of(files: &[PendingFile], rules: &[Rule]) -> String {
+    let mut urls = batch_urls(files, rules, 21);
+    if urls.len() > 20 {
+        urls.truncate(20);
+        urls.push("…".into());
     }
     urls.join(" ")
 }
@@ -221,24 +231,8 @@ impl Daemon {
         let Some(argv) = self.config.target(target).and_then(|t| t.on_failure.clone()) else {
             return;
         };
-        let mut urls = Vec::new();
-        for f in files {
-            if let Some(r) = self.config.rule(&f.rule) {
-                urls.extend(plan::urls_for(r, &f.path));
-            }
-            if urls.len() >= crate::hook::MAX_URLS {
-                break;
-            }
-        }
-        let secrets: Vec<crate::secret::Secret> = self
-            .config
-            .targets
-            .iter()
-            .map(|t| match &t.kind {
-                crate::config::TargetKind::SiteHost(s) => s.api_key.clone(),
-                crate::config::TargetKind::Vims(v) => v.token.clone(),
-            })
-            .collect();
+        let urls = batch_urls(files, &self.config.rules, crate::hook::MAX_URLS);
+        let secrets = self.config.secrets();
         self.hooks.fire(
             &argv,
             crate::hook::Failure {

@@ -152,10 +152,7 @@ impl Provider {
 
     /// Requests to one account share a rate limit: the API URL and a hash of the credential.
     pub fn account(&self) -> String {
-        let (url, secret) = match &self.kind {
-            TargetKind::SiteHost(s) => (&s.api_url, &s.api_key),
-            TargetKind::Vims(v) => (&v.api_url, &v.token),
-        };
+        let (url, secret) = self.kind.api();
         format!("{url}#{}", &blake3::hash(secret.expose().as_bytes()).to_hex()[..16])
     }
 
