@@ -21,7 +21,8 @@ impl Daemon {
     pub(super) fn on_watch(&mut self, taken: Taken) {
         let Taken { msgs, newest: now } = taken;
         let mut paths: Vec<(PathBuf, Seen)> = Vec::new();
-        let mut touched = vec![false; self.rules.len()];
+        // Per rule, how many paths it kept (counted into /metrics once per batch).
+        let mut touched = vec![0u64; self.rules.len()];
         for msg in msgs {
             match msg {
                 WatchMsg::Paths {
@@ -62,8 +63,9 @@ impl Daemon {
                 });
             }
         }
-        for (i, t) in touched.into_iter().enumerate() {
-            if t && i < self.rules.len() {
+        for (i, n) in touched.into_iter().enumerate() {
+            if n > 0 && i < self.rules.len() {
+                metrics::get().events(&self.rules[i].rule.name, n);
                 self.touch_targets(i, now);
             }
         }
@@ -164,14 +166,14 @@ impl Daemon {
         }
     }
 
-    /// One path with events: marks it dirty for every rule that keeps it, notes which rules were
-    /// `touched` and which files are ready `to_hash` (per rule).
+    /// One path with events: marks it dirty for every rule that keeps it, counts it in `touched`
+    /// (per rule) and notes which files are ready `to_hash` (per rule).
     pub(super) fn on_path(
         &mut self,
         path: &Path,
         now: Instant,
         seen: Seen,
-        touched: &mut [bool],
+        touched: &mut [u64],
         to_hash: &mut [Vec<(String, u64)>],
     ) {
         if path == self.rules_file {
@@ -198,7 +200,6 @@ impl Daemon {
                 || (path.is_dir() && !r.filter.excludes_dir(&rel));
             if keep {
                 tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
-                metrics::get().events(&self.rules[i].rule.name, 1);
                 self.seq += 1;
                 let seq = self.seq;
                 let first = self.rules[i].changes.event(&rel, seq, seen.attrib);
@@ -209,7 +210,7 @@ impl Daemon {
                 if seen.done {
                     to_hash[i].push((rel, seq));
                 }
-                touched[i] = true;
+                touched[i] += 1;
             }
         }
     }
