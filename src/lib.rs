@@ -46,6 +46,7 @@ pub(crate) mod changes;
 pub mod cli;
 pub(crate) mod clock;
 pub mod commands;
+pub(crate) mod compare;
 pub mod config;
 pub(crate) mod daemon;
 pub(crate) mod deliver;

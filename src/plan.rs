@@ -11,6 +11,7 @@
 //! Rust's `regex`, RE2, PCRE and Python share is used: literals, `\`-escaped punctuation,
 //! `(?:…)`, `|`, `?` and `$`.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -64,10 +65,10 @@ pub fn urls_for(rule: &Rule, rel: &str) -> Vec<String> {
 }
 
 /// The items that cover a target's pending files.
-pub fn items(
+pub fn items<M: Borrow<Manifest>>(
     files: &[PendingFile],
     rules: &[Rule],
-    manifests: &BTreeMap<String, Manifest>,
+    manifests: &BTreeMap<String, M>,
     s: &PatternSettings,
 ) -> BTreeSet<Item> {
     let mut by_rule: BTreeMap<&str, Vec<&PendingFile>> = BTreeMap::new();
@@ -86,7 +87,7 @@ pub fn items(
             continue;
         }
         let empty = Manifest::default();
-        let manifest = manifests.get(name).unwrap_or(&empty);
+        let manifest = manifests.get(name).map_or(&empty, Borrow::borrow);
         rule_items(rule, &files, manifest, s, &mut out);
     }
     if out.contains(&Item::All) {
@@ -146,11 +147,11 @@ fn rule_items(rule: &Rule, files: &[&PendingFile], manifest: &Manifest, s: &Patt
 }
 
 /// The requests for a target's pending files.
-pub fn plan(
+pub fn plan<M: Borrow<Manifest>>(
     target: &Target,
     files: &[PendingFile],
     rules: &[Rule],
-    manifests: &BTreeMap<String, Manifest>,
+    manifests: &BTreeMap<String, M>,
 ) -> Vec<Request> {
     if files.is_empty() {
         return vec![];

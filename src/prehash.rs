@@ -47,6 +47,15 @@ pub enum Done {
     TreeListed { rule: String, root: PathBuf, seq: u64 },
 }
 
+impl Done {
+    /// The rule whose files these are.
+    pub fn rule(&self) -> &str {
+        match self {
+            Done::Files { rule, .. } | Done::TreePart { rule, .. } | Done::TreeListed { rule, .. } => rule,
+        }
+    }
+}
+
 /// Files hashed per result sent back.
 const RESULT_CHUNK: usize = 1024;
 

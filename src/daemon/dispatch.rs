@@ -134,7 +134,7 @@ impl Daemon {
                 continue;
             }
             let empty = Manifest::default();
-            let manifest = self.manifests.get(&rule.name).unwrap_or(&empty);
+            let manifest = self.manifests.get(&rule.name).map_or(&empty, |m| &**m);
             if rule.warm {
                 let urls: Vec<String> = batch
                     .iter()

@@ -91,6 +91,13 @@ impl Daemon {
 
     /// A hash taken ahead came back: keep it if no event came for the path since.
     pub(super) fn on_hashed(&mut self, done: prehash::Done) {
+        // While the rule is being compared its manifest is only read: recorded once that is in.
+        if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == done.rule())
+            && rt.comparing.is_some()
+        {
+            rt.held.push(done);
+            return;
+        }
         let (rule, files, tree) = match done {
             prehash::Done::Files { rule, files } => (rule, files, None),
             prehash::Done::TreePart { rule, root, seq, files } => {
@@ -131,7 +138,7 @@ impl Daemon {
     pub(super) fn record_hashes(&mut self, rule: &str, files: Vec<(String, u64, Option<FileMeta>)>, tree: Option<u64>) {
         let (Some(rt), Some(manifest)) = (
             self.rules.iter_mut().find(|r| r.rule.name == rule),
-            self.manifests.get_mut(rule),
+            self.manifests.get_mut(rule).map(Arc::make_mut),
         ) else {
             return;
         };

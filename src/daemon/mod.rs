@@ -29,10 +29,11 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::batch::Batcher;
 use crate::changes::{Changes, Found, judge};
+use crate::compare::{self, Compared};
 use crate::clock::now_ms;
 use crate::config::{self, Config, LoadOptions, Rule, Target};
 use crate::deliver::{self, Failed, JobOutcome, Pacer};
-use crate::manifest::{Change, FileMeta, Manifest, Skip, Trust};
+use crate::manifest::{Change, FileMeta, Manifest, Skip};
 use crate::metrics;
 use crate::plan;
 use crate::prehash::{self, Prehasher};
@@ -121,6 +122,12 @@ struct RuleRt {
     gone: bool,
     /// The watched directory was removed since it was last watched: its watch is gone.
     lost: bool,
+    /// The comparison running for it (see [`compare`]): until it is in, its manifest is only read.
+    comparing: Option<u64>,
+    /// A batch fell due while it was being compared: compare again once that is in.
+    again: bool,
+    /// Hashes taken ahead that came back while it was being compared, recorded once that is in.
+    held: Vec<prehash::Done>,
 }
 
 struct Daemon {
@@ -137,7 +144,8 @@ struct Daemon {
     monitor: Option<crate::monitor::Server>,
     hooks: crate::hook::Hooks,
     rules: Vec<RuleRt>,
-    manifests: BTreeMap<String, Manifest>,
+    /// Each rule's record of its tree, shared with the comparison running for it (if any).
+    manifests: BTreeMap<String, Arc<Manifest>>,
     /// target → (rule, path) → row
     pending: BTreeMap<String, BTreeMap<(String, String), PendingRow>>,
     next_seq: i64,
@@ -172,8 +180,11 @@ struct Daemon {
     trim_work: usize,
     /// Settled changes not written to the state directory yet.
     uncommitted: Vec<Settled>,
-    /// What settled comparisons are done with, freed once their purges are on their way.
-    spent: Vec<(BTreeSet<String>, Changes)>,
+    /// Comparisons come back here (see [`Daemon::start_compare`]).
+    compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
+    next_compare: u64,
+    /// Targets that fell due, sent once every comparison of theirs is in.
+    comparing_for: BTreeSet<String>,
 }
 
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
@@ -181,7 +192,8 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
     let queue = Arc::new(EventQueue::default());
     let Signals { mut stop, mut asked } = signals;
     let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<prehash::Done>();
-    let mut d = Daemon::start(config, opts, queue.clone(), Prehasher::start(hash_tx))?;
+    let (compared_tx, mut compared_rx) = mpsc::unbounded_channel();
+    let mut d = Daemon::start(config, opts, queue.clone(), Prehasher::start(hash_tx), compared_tx)?;
     // Healthy from the moment it says it is ready.
     metrics::get().health.turned();
     if !crate::shutdown::requested() {
@@ -196,6 +208,7 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
     // While /healthz is served, the loop turns at least this often, so that a quiet daemon is not
     // taken for a stalled one.
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut stalls = Stalls::default();
     loop {
         metrics::get().health.turned();
         let deadline = d.batcher.next_deadline();
@@ -203,42 +216,95 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
         let flush_at = d.flush_at;
         let deferred_at = d.deferred_at;
         let polling = d.rules.iter().any(|r| r.poll);
-        tokio::select! {
+        let wake = tokio::select! {
             _ = &mut stop => break,
-            taken = queue.recv() => d.on_watch(taken),
-            _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => d.fire_due(),
-            Some(res) = d.sends.join_next(), if !d.sends.is_empty() => match res {
-                Ok(sent) => d.on_sent(sent),
-                Err(e) => tracing::error!("a purge task died: {e}"),
-            },
-            Some(res) = d.jobs.join_next(), if !d.jobs.is_empty() => {
-                if let Ok(job) = res { d.on_job(job) }
-            },
-            Some(res) = d.verifies.join_next(), if !d.verifies.is_empty() => {
-                if let Ok(report) = res { d.on_verified(report) }
-            },
-            Some(a) = asked.recv() => match a {
-                Asked::Reload => d.reload("SIGHUP"),
-                Asked::Rescan => {
-                    tracing::info!("SIGUSR1: rescanning every tree against its manifest");
-                    d.rescan_all("signal");
-                }
-            },
-            _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => d.flush_seen(),
-            _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => d.on_deferred_timer(),
-            Some(done) = hash_rx.recv() => d.on_hashed(done),
-            _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => {
-                d.reload_at = None;
-                d.reload("the rules file changed");
-            },
-            _ = tick(&mut watchdog) => systemd::watchdog(),
-            _ = poll.tick(), if polling => d.poll(),
-            _ = heartbeat.tick(), if d.monitor.is_some() => {},
-        }
+            taken = queue.recv() => Wake::Watch(taken),
+            _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => Wake::Due,
+            Some(res) = d.sends.join_next(), if !d.sends.is_empty() => Wake::Sent(res),
+            Some(res) = d.jobs.join_next(), if !d.jobs.is_empty() => Wake::Job(res),
+            Some(res) = d.verifies.join_next(), if !d.verifies.is_empty() => Wake::Verified(res),
+            Some(a) = asked.recv() => Wake::Asked(a),
+            _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => Wake::FlushSeen,
+            _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => Wake::Deferred,
+            Some(done) = hash_rx.recv() => Wake::Hashed(done),
+            Some((id, compared)) = compared_rx.recv() => Wake::Compared(id, compared),
+            _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => Wake::RulesSaved,
+            _ = tick(&mut watchdog) => Wake::Watchdog,
+            _ = poll.tick(), if polling => Wake::Poll,
+            _ = heartbeat.tick(), if d.monitor.is_some() => Wake::Heartbeat,
+        };
+        let began = std::time::Instant::now();
+        let what = wake.name();
+        d.handle(wake);
+        stalls.turned(what, began.elapsed());
     }
-    d.stop().await;
+    d.stop(&mut compared_rx).await;
     systemd::flush(Duration::from_secs(1));
     Ok(())
+}
+
+/// What woke the loop.
+enum Wake {
+    Watch(Taken),
+    Due,
+    Sent(Result<Sent, tokio::task::JoinError>),
+    Job(Result<JobDone, tokio::task::JoinError>),
+    Verified(Result<verify::Report, tokio::task::JoinError>),
+    Asked(Asked),
+    FlushSeen,
+    Deferred,
+    Hashed(prehash::Done),
+    Compared(u64, Compared),
+    RulesSaved,
+    Watchdog,
+    Poll,
+    Heartbeat,
+}
+
+impl Wake {
+    fn name(&self) -> &'static str {
+        match self {
+            Wake::Watch(_) => "events",
+            Wake::Due => "a batch due",
+            Wake::Sent(_) => "a purge sent",
+            Wake::Job(_) => "a provider job",
+            Wake::Verified(_) => "a verification",
+            Wake::Asked(Asked::Reload) => "SIGHUP",
+            Wake::Asked(Asked::Rescan) => "SIGUSR1",
+            Wake::FlushSeen => "writing seen paths",
+            Wake::Deferred => "writing deferred metadata",
+            Wake::Hashed(_) => "hashes taken ahead",
+            Wake::Compared(..) => "a comparison",
+            Wake::RulesSaved => "the rules file saved",
+            Wake::Watchdog => "the watchdog",
+            Wake::Poll => "a poll",
+            Wake::Heartbeat => "the heartbeat",
+        }
+    }
+}
+
+/// The loop's longest turns: how long timers, signals and the watchdog could have waited.
+#[derive(Default)]
+struct Stalls {
+    longest: Duration,
+}
+
+/// Turns at least this long are logged (at debug).
+const STALL_LOGGED: Duration = Duration::from_millis(20);
+
+impl Stalls {
+    fn turned(&mut self, what: &str, took: Duration) {
+        let longest = took > self.longest;
+        self.longest = self.longest.max(took);
+        if longest || took >= STALL_LOGGED {
+            tracing::debug!(
+                ms = took.as_secs_f64() * 1000.0,
+                during = what,
+                longest_ms = self.longest.as_secs_f64() * 1000.0,
+                "loop stall"
+            );
+        }
+    }
 }
 
 fn far_future() -> Instant {
@@ -255,11 +321,48 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 }
 
 impl Daemon {
+    /// Reacts to what woke the loop.
+    fn handle(&mut self, wake: Wake) {
+        match wake {
+            Wake::Watch(taken) => self.on_watch(taken),
+            Wake::Due => self.fire_due(),
+            Wake::Sent(Ok(sent)) => self.on_sent(sent),
+            Wake::Sent(Err(e)) => tracing::error!("a purge task died: {e}"),
+            Wake::Job(res) => {
+                if let Ok(job) = res {
+                    self.on_job(job)
+                }
+            }
+            Wake::Verified(res) => {
+                if let Ok(report) = res {
+                    self.on_verified(report)
+                }
+            }
+            Wake::Asked(Asked::Reload) => self.reload("SIGHUP"),
+            Wake::Asked(Asked::Rescan) => {
+                tracing::info!("SIGUSR1: rescanning every tree against its manifest");
+                self.rescan_all("signal");
+            }
+            Wake::FlushSeen => self.flush_seen(),
+            Wake::Deferred => self.on_deferred_timer(),
+            Wake::Hashed(done) => self.on_hashed(done),
+            Wake::Compared(id, compared) => self.on_compared(id, compared),
+            Wake::RulesSaved => {
+                self.reload_at = None;
+                self.reload("the rules file changed");
+            }
+            Wake::Watchdog => systemd::watchdog(),
+            Wake::Poll => self.poll(),
+            Wake::Heartbeat => {}
+        }
+    }
+
     pub(super) fn start(
         config: Config,
         opts: Options,
         queue: Arc<EventQueue>,
         prehasher: Prehasher,
+        compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
     ) -> Result<Daemon, DaemonError> {
         let mut lock = None;
         let (store, seed) = if opts.dry_run {
@@ -301,7 +404,9 @@ impl Daemon {
             deferred_since: None,
             trim_work: 0,
             uncommitted: Vec::new(),
-            spent: Vec::new(),
+            compared_tx,
+            next_compare: 0,
+            comparing_for: BTreeSet::new(),
             rules_file,
             unnamed: HashSet::new(),
             store,
@@ -406,10 +511,17 @@ impl Daemon {
     }
 
     /// Stops watching, sends everything pending (bounded by `shutdown_timeout`), and returns.
-    pub(super) async fn stop(&mut self) {
+    pub(super) async fn stop(&mut self, compared: &mut mpsc::UnboundedReceiver<(u64, Compared)>) {
         systemd::stopping();
         self.watcher = None;
         tracing::info!("stopping: sending pending purges");
+        // Comparisons under way are waited for; what is left is compared here.
+        while self.rules.iter().any(|r| r.comparing.is_some()) {
+            match compared.recv().await {
+                Some((id, c)) => self.on_compared(id, c),
+                None => break,
+            }
+        }
         for i in 0..self.rules.len() {
             if self.rules[i].rescan.is_some() || self.rules[i].changes.has_dirty() {
                 self.settle(i);

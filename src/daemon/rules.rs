@@ -34,6 +34,9 @@ impl Daemon {
             tree_pending: None,
             gone: false,
             lost: false,
+            comparing: None,
+            again: false,
+            held: Vec::new(),
             rule,
         };
         if let Some(w) = self.watcher.as_mut() {
@@ -66,7 +69,7 @@ impl Daemon {
         self.rules.push(rt);
         match recorded {
             Some(manifest) => {
-                self.manifests.insert(name.clone(), manifest);
+                self.manifests.insert(name.clone(), Arc::new(manifest));
                 let i = self.rules.len() - 1;
                 self.rules[i].changes.mark_dirty(seen);
                 let mut found = self.settle(i);
@@ -92,7 +95,7 @@ impl Daemon {
                     s.set_baseline(&name, &watch, &manifest)?;
                 }
                 metrics::get().manifest(&name, manifest.len());
-                self.manifests.insert(name, manifest);
+                self.manifests.insert(name, Arc::new(manifest));
             }
         }
         Ok(())

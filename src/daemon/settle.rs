@@ -1,5 +1,6 @@
-//! A batch falling due: comparing each rule's dirty paths (or whole tree) with its manifest and
-//! queueing what changed for every target of the rule.
+//! A batch falling due: each rule that feeds the target is compared with its manifest (on a
+//! blocking thread: see [`crate::compare`]) and what changed is queued for every target of the
+//! rule; a target is sent once every comparison it waits for is in.
 
 use super::*;
 
@@ -19,8 +20,39 @@ impl Daemon {
                 continue;
             }
             self.batcher.close(&target);
-            self.settle_for(&target);
-            self.start_send(&target);
+            for i in 0..self.rules.len() {
+                let r = &mut self.rules[i];
+                if !r.rule.targets.contains(&target) || !(r.rescan.is_some() || r.changes.has_dirty()) {
+                    continue;
+                }
+                if r.comparing.is_some() {
+                    // Events came while it was being compared: once that is in, again.
+                    r.again = true;
+                } else {
+                    self.start_compare(i);
+                }
+            }
+            self.comparing_for.insert(target);
+        }
+        self.send_compared();
+    }
+
+    /// Sends every target whose comparisons are all in, then writes what they found.
+    pub(super) fn send_compared(&mut self) {
+        let ready: Vec<String> = self
+            .comparing_for
+            .iter()
+            .filter(|t| {
+                !self
+                    .rules
+                    .iter()
+                    .any(|r| r.comparing.is_some() && r.rule.targets.contains(t))
+            })
+            .cloned()
+            .collect();
+        for t in &ready {
+            self.comparing_for.remove(t);
+            self.start_send(t);
         }
         self.commit_settled();
         self.publish_pending();
@@ -36,19 +68,51 @@ impl Daemon {
         }
     }
 
-    pub(super) fn settle_for(&mut self, target: &str) {
-        for i in 0..self.rules.len() {
-            let r = &self.rules[i];
-            if r.rule.targets.iter().any(|t| t == target) && (r.rescan.is_some() || r.changes.has_dirty()) {
-                self.settle(i);
-            }
+    /// Starts comparing rule `i` on a blocking thread; the result comes back to
+    /// [`Daemon::on_compared`].
+    pub(super) fn start_compare(&mut self, i: usize) {
+        let Some(job) = self.compare_job(i) else { return };
+        self.next_compare += 1;
+        let id = self.next_compare;
+        self.rules[i].comparing = Some(id);
+        let tx = self.compared_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            job.run(|c| {
+                let _ = tx.send((id, c));
+            })
+        });
+    }
+
+    /// A comparison came back: its findings are queued, hashes that came in meanwhile recorded,
+    /// and the targets waiting for it sent.
+    pub(super) fn on_compared(&mut self, id: u64, compared: Compared) {
+        let Some(i) = self.rules.iter().position(|r| r.comparing == Some(id)) else {
+            // The rule was removed (or re-made by a reload) meanwhile.
+            return;
+        };
+        self.rules[i].comparing = None;
+        self.settled(i, compared);
+        for done in std::mem::take(&mut self.rules[i].held) {
+            self.on_hashed(done);
+        }
+        if std::mem::take(&mut self.rules[i].again) && (self.rules[i].rescan.is_some() || self.rules[i].changes.has_dirty()) {
+            self.start_compare(i);
+        }
+        self.send_compared();
+    }
+
+    /// Compares rule `i`'s dirty paths (or its whole tree) in place (at start-up, and at stop)
+    /// and queues what changed. Returns the number of changed files.
+    pub(super) fn settle(&mut self, i: usize) -> usize {
+        match self.compare_job(i) {
+            Some(job) => self.settled(i, job.run_here()),
+            None => 0,
         }
     }
 
-    /// Compares rule `i`'s dirty paths (or its whole tree) with the manifest and queues what
-    /// changed for each of its targets. Returns the number of changed files.
-    pub(super) fn settle(&mut self, i: usize) -> usize {
-        // What is about to be compared must not be written as seen after the comparison.
+    /// What comparing rule `i` takes: its record (the rule starts a new one), its manifest,
+    /// what to look at. None while its directory is missing.
+    fn compare_job(&mut self, i: usize) -> Option<compare::Job> {
         let name = self.rules[i].rule.name.clone();
         let r = &mut self.rules[i];
         if !r.root.is_dir() {
@@ -59,59 +123,40 @@ impl Daemon {
                     .health
                     .set_problem(&name, Some(format!("{} is missing", r.rule.watch.display())));
             }
-            return 0;
+            return None;
         }
         if r.gone {
             metrics::get().health.set_problem(&name, None);
         }
         r.gone = false;
+        // What is about to be compared must not be written as seen after the comparison.
         self.unsaved.retain(|(rule, _)| *rule != name);
-        let started = std::time::Instant::now();
-        let manifest = self.manifests.entry(name.clone()).or_default();
         r.tree_pending = None;
-        let (candidates, trust) = if let Some(asked) = r.rescan {
-            if r.changes.tree_covers(asked) {
-                // The new tree was listed and hashed after the rescan was asked for: its list
-                // (and the events since) stand in for walking it again.
-                // Files already found to hold the manifest's bytes are not compared again.
-                let known = r.changes.known(manifest);
-                let mut c = manifest.expand(&r.root, r.changes.paths_to_compare(), &r.filter, &known);
-                c.extend(r.changes.tree_lacks().iter().cloned());
-                (c, Trust::Metadata)
-            } else {
-                (manifest.everything(&r.root, &r.filter).0, Trust::Metadata)
-            }
-        } else {
-            (
-                // Files already found to hold the manifest's bytes are not compared again.
-                manifest.expand(
-                    &r.root,
-                    r.changes.dirty_to_compare(),
-                    &r.filter,
-                    &r.changes.known(manifest),
-                ),
-                Trust::Content,
-            )
+        let scope = match r.rescan.take() {
+            Some(asked) => compare::Scope::Tree {
+                listed: r.changes.tree_covers(asked),
+            },
+            None => compare::Scope::Dirty,
         };
-        let expanded = started.elapsed();
-        let list_identical = self.opts.dry_run || tracing::enabled!(tracing::Level::DEBUG);
-        let diff = manifest.diff(
-            &r.root,
-            &candidates,
-            &r.filter,
-            trust,
-            &r.changes.known(manifest),
-            list_identical,
-        );
-        let n_candidates = candidates.len();
-        let diffed = started.elapsed();
-        // A big comparison (or a big record of changes, about to be dropped): once its purge is
-        // on its way, its memory goes back.
-        self.trim_work += n_candidates + r.changes.recorded();
-        let spent = r.changes.settled(self.seq);
-        self.spent.push((candidates, spent));
-        r.rescan = None;
-        let compared = started.elapsed();
+        Some(compare::Job {
+            manifest: self.manifests.entry(name.clone()).or_default().clone(),
+            record: r.changes.settled(self.seq),
+            root: r.root.clone(),
+            filter: r.filter.clone(),
+            scope,
+            list_identical: self.opts.dry_run || tracing::enabled!(tracing::Level::DEBUG),
+            rule: name,
+        })
+    }
+
+    /// Queues what comparing rule `i` found for each of its targets and moves its manifest
+    /// forward. Returns the number of changed files.
+    fn settled(&mut self, i: usize, c: Compared) -> usize {
+        let name = c.rule;
+        let diff = c.diff;
+        // A big comparison (or a big record of changes): once its purge is on its way, the
+        // memory it took goes back.
+        self.trim_work += c.candidates + c.recorded;
         for (path, skip) in &diff.skipped {
             if let Skip::Unreadable(_) = skip {
                 tracing::warn!(rule = %name, path = %path, "skipped: {}", skip.describe());
@@ -124,6 +169,7 @@ impl Daemon {
         // Only the entries of files that changed go into the batch's transaction; new metadata
         // for identical bytes is written a little later, off the path to the purge.
         let (now_updates, later) = (diff.updates, diff.refreshed);
+        let manifest = Arc::make_mut(self.manifests.entry(name.clone()).or_default());
         manifest.apply(&later);
         if self.store.is_some() && !later.is_empty() {
             self.deferred
@@ -140,7 +186,9 @@ impl Daemon {
             });
             return 0;
         }
-        let targets: Vec<String> = r.rule.targets.clone();
+        manifest.apply(&now_updates);
+        metrics::get().manifest(&name, manifest.len());
+        let targets: Vec<String> = self.rules[i].rule.targets.clone();
         let now = now_ms();
         let mut rows = Vec::with_capacity(targets.len() * diff.changes.len());
         for t in &targets {
@@ -163,16 +211,13 @@ impl Daemon {
             }
         }
         let files = diff.changes.len();
-        manifest.apply(&now_updates);
-        metrics::get().manifest(&name, manifest.len());
         tracing::debug!(
             rule = %name,
-            candidates = n_candidates,
+            candidates = c.candidates,
             hashed = diff.hashed,
             changed = files,
-            expand_ms = expanded.as_millis() as u64,
-            diff_ms = (diffed - expanded).as_millis() as u64,
-            forget_ms = (compared - diffed).as_millis() as u64,
+            expand_ms = c.expand.as_millis() as u64,
+            diff_ms = c.compare.as_millis() as u64,
             "settled"
         );
         let touched: BTreeSet<String> = rows.iter().map(|r| r.target.clone()).collect();
@@ -191,7 +236,7 @@ impl Daemon {
         // A target whose own timer is not running yet (a rescan, a catch-up) gets one now.
         let now = Instant::now();
         for t in touched {
-            if self.batcher.first_change(&t).is_none() && !self.batcher.is_busy(&t) {
+            if self.batcher.first_change(&t).is_none() && !self.batcher.is_busy(&t) && !self.comparing_for.contains(&t) {
                 self.touch_target(&t, now);
             }
         }

@@ -39,7 +39,7 @@ impl Daemon {
         for rt in &self.rules {
             let name = &rt.rule.name;
             let empty = Manifest::default();
-            let manifest = self.manifests.get(name).unwrap_or(&empty);
+            let manifest = self.manifests.get(name).map_or(&empty, |m| &**m);
             let rows: Vec<PendingRow> = self
                 .pending
                 .values()
@@ -148,6 +148,5 @@ impl Daemon {
             }
         }
         self.uncommitted.clear();
-        self.spent.clear();
     }
 }

@@ -184,7 +184,7 @@ fn a_whole_directory_is_widened_and_most_of_the_site_is_everything() {
 fn sitehost_is_one_stack_purge_and_purge_all_is_star() {
     let mut r = rule("/");
     r.purge = PurgeMode::All;
-    let m = BTreeMap::new();
+    let m: BTreeMap<String, Manifest> = BTreeMap::new();
     assert_eq!(
         plan(&vims(), &pending(&["a.html"]), &[r], &m),
         vec![Request::Pattern("*".into())]

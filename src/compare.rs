@@ -1,0 +1,179 @@
+//! Comparing: one rule's record of what happened since its last comparison (dirty paths, hashes
+//! taken ahead) against its manifest, giving what changed.
+//!
+//! A [`Job`] owns everything it needs (a shared handle on the manifest, the record taken from
+//! the rule), so the daemon runs it on a blocking thread while its loop goes on serving events,
+//! timers, signals and the watchdog; at start-up and at stop it runs in place.
+//! [`Job::run`] hands the [`Compared`] result over as soon as it exists and only then frees
+//! what the comparison needed (after a 100,000-file storm that takes a while, and nobody needs
+//! to wait for it).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::changes::Changes;
+use crate::manifest::{Diff, Manifest, Trust};
+use crate::route::Filter;
+
+/// What a comparison looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// The paths with events, each hashed unless it was hashed ahead.
+    Dirty,
+    /// The whole tree, trusting size and mtime (a rescan, a catch-up, a swap). `listed`: the
+    /// new tree was listed and hashed after the rescan was asked for, so that listing and the
+    /// events since stand in for walking it again.
+    Tree { listed: bool },
+}
+
+/// One rule's comparison, ready to run anywhere.
+pub(crate) struct Job {
+    pub rule: String,
+    pub root: PathBuf,
+    pub filter: Filter,
+    /// The rule's manifest, shared with the daemon: nobody writes it while the job runs.
+    pub manifest: Arc<Manifest>,
+    /// What happened since the last comparison (taken from the rule: new events go to a new record).
+    pub record: Changes,
+    pub scope: Scope,
+    /// List identical rewrites in [`Diff::skipped`] (a dry run, or debug logging).
+    pub list_identical: bool,
+}
+
+/// What a comparison found.
+#[derive(Debug)]
+pub(crate) struct Compared {
+    pub rule: String,
+    pub diff: Diff,
+    /// Paths compared.
+    pub candidates: usize,
+    /// Paths the record held (events and hashes taken ahead).
+    pub recorded: usize,
+    /// Time spent finding the candidates, and comparing them.
+    pub expand: Duration,
+    pub compare: Duration,
+}
+
+impl Job {
+    /// Compares, hands the result to `done`, then frees the record and the candidate list.
+    pub fn run(self, done: impl FnOnce(Compared)) {
+        let Job {
+            rule,
+            root,
+            filter,
+            manifest,
+            record,
+            scope,
+            list_identical,
+        } = self;
+        let started = Instant::now();
+        let known = record.known(&manifest);
+        let (candidates, trust) = match scope {
+            Scope::Tree { listed: true } => {
+                // Files already found to hold the manifest's bytes are not compared again.
+                let mut c = manifest.expand(&root, record.paths_to_compare(), &filter, &known);
+                c.extend(record.tree_lacks().iter().cloned());
+                (c, Trust::Metadata)
+            }
+            Scope::Tree { listed: false } => (manifest.everything(&root, &filter).0, Trust::Metadata),
+            Scope::Dirty => (
+                manifest.expand(&root, record.dirty_to_compare(), &filter, &known),
+                Trust::Content,
+            ),
+        };
+        let expand = started.elapsed();
+        let diff = manifest.diff(&root, &candidates, &filter, trust, &known, list_identical);
+        let compared = Compared {
+            rule,
+            diff,
+            candidates: candidates.len(),
+            recorded: record.recorded(),
+            expand,
+            compare: started.elapsed() - expand,
+        };
+        // The daemon moves the manifest forward once the result is in: its handle goes first.
+        drop(known);
+        drop(manifest);
+        done(compared);
+        drop(candidates);
+        drop(record);
+    }
+
+    /// Runs in place and returns the result.
+    pub fn run_here(self) -> Compared {
+        let mut out = None;
+        self.run(|c| out = Some(c));
+        out.expect("Job::run always calls done")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Rule;
+    use crate::manifest::ChangeKind;
+
+    fn job(dir: &std::path::Path, manifest: Manifest, record: Changes, scope: Scope) -> Job {
+        Job {
+            rule: "site".into(),
+            root: dir.to_path_buf(),
+            filter: Filter::new(&Rule::new("site", dir)),
+            manifest: Arc::new(manifest),
+            record,
+            scope,
+            list_identical: true,
+        }
+    }
+
+    #[test]
+    fn dirty_paths_are_hashed_and_only_changed_bytes_are_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("same.html"), "same").unwrap();
+        std::fs::write(dir.path().join("edited.html"), "old").unwrap();
+        let filter = job(dir.path(), Manifest::default(), Changes::default(), Scope::Dirty).filter;
+        let base = Manifest::baseline(dir.path(), &filter).unwrap();
+        std::fs::write(dir.path().join("same.html"), "same").unwrap();
+        std::fs::write(dir.path().join("edited.html"), "new").unwrap();
+        std::fs::write(dir.path().join("added.html"), "added").unwrap();
+        let mut record = Changes::default();
+        for (i, p) in ["same.html", "edited.html", "added.html"].into_iter().enumerate() {
+            record.event(p, i as u64 + 1, false);
+        }
+        let shared = Arc::new(base);
+        let mut j = job(dir.path(), Manifest::default(), record, Scope::Dirty);
+        j.manifest = shared.clone();
+        let mut handed = None;
+        j.run(|c| {
+            // The job's handle on the manifest is gone by the time the result is handed over.
+            assert_eq!(Arc::strong_count(&shared), 1);
+            handed = Some(c);
+        });
+        let c = handed.unwrap();
+        let mut got: Vec<(&str, ChangeKind)> = c.diff.changes.iter().map(|c| (c.path.as_str(), c.kind)).collect();
+        got.sort();
+        assert_eq!(got, [("added.html", ChangeKind::Created), ("edited.html", ChangeKind::Modified)]);
+        assert_eq!(c.candidates, 3);
+        assert_eq!(c.recorded, 3);
+        assert_eq!(c.diff.identical, 1);
+    }
+
+    #[test]
+    fn a_whole_tree_comparison_finds_what_no_event_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("blog")).unwrap();
+        std::fs::write(dir.path().join("blog/a.html"), "a").unwrap();
+        std::fs::write(dir.path().join("gone.html"), "g").unwrap();
+        let filter = job(dir.path(), Manifest::default(), Changes::default(), Scope::Dirty).filter;
+        let base = Manifest::baseline(dir.path(), &filter).unwrap();
+        std::fs::remove_file(dir.path().join("gone.html")).unwrap();
+        std::fs::write(dir.path().join("blog/b.html"), "b").unwrap();
+        // No events at all: only a whole-tree comparison sees these.
+        let dirty = job(dir.path(), base.clone(), Changes::default(), Scope::Dirty).run_here();
+        assert!(dirty.diff.changes.is_empty());
+        let tree = job(dir.path(), base, Changes::default(), Scope::Tree { listed: false }).run_here();
+        let mut got: Vec<(&str, ChangeKind)> = tree.diff.changes.iter().map(|c| (c.path.as_str(), c.kind)).collect();
+        got.sort();
+        assert_eq!(got, [("blog/b.html", ChangeKind::Created), ("gone.html", ChangeKind::Deleted)]);
+    }
+}
