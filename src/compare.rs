@@ -93,7 +93,6 @@ impl Job {
             compare: started.elapsed() - expand,
         };
         // The daemon moves the manifest forward once the result is in: its handle goes first.
-        drop(known);
         drop(manifest);
         done(compared);
         drop(candidates);
@@ -152,7 +151,13 @@ mod tests {
         let c = handed.unwrap();
         let mut got: Vec<(&str, ChangeKind)> = c.diff.changes.iter().map(|c| (c.path.as_str(), c.kind)).collect();
         got.sort();
-        assert_eq!(got, [("added.html", ChangeKind::Created), ("edited.html", ChangeKind::Modified)]);
+        assert_eq!(
+            got,
+            [
+                ("added.html", ChangeKind::Created),
+                ("edited.html", ChangeKind::Modified)
+            ]
+        );
         assert_eq!(c.candidates, 3);
         assert_eq!(c.recorded, 3);
         assert_eq!(c.diff.identical, 1);
@@ -174,6 +179,9 @@ mod tests {
         let tree = job(dir.path(), base, Changes::default(), Scope::Tree { listed: false }).run_here();
         let mut got: Vec<(&str, ChangeKind)> = tree.diff.changes.iter().map(|c| (c.path.as_str(), c.kind)).collect();
         got.sort();
-        assert_eq!(got, [("blog/b.html", ChangeKind::Created), ("gone.html", ChangeKind::Deleted)]);
+        assert_eq!(
+            got,
+            [("blog/b.html", ChangeKind::Created), ("gone.html", ChangeKind::Deleted)]
+        );
     }
 }

@@ -29,8 +29,8 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::batch::Batcher;
 use crate::changes::{Changes, Found, judge};
-use crate::compare::{self, Compared};
 use crate::clock::now_ms;
+use crate::compare::{self, Compared};
 use crate::config::{self, Config, LoadOptions, Rule, Target};
 use crate::deliver::{self, Failed, JobOutcome, Pacer};
 use crate::manifest::{Change, FileMeta, Manifest, Skip};

@@ -95,7 +95,9 @@ impl Daemon {
         for done in std::mem::take(&mut self.rules[i].held) {
             self.on_hashed(done);
         }
-        if std::mem::take(&mut self.rules[i].again) && (self.rules[i].rescan.is_some() || self.rules[i].changes.has_dirty()) {
+        if std::mem::take(&mut self.rules[i].again)
+            && (self.rules[i].rescan.is_some() || self.rules[i].changes.has_dirty())
+        {
             self.start_compare(i);
         }
         self.send_compared();
@@ -236,7 +238,8 @@ impl Daemon {
         // A target whose own timer is not running yet (a rescan, a catch-up) gets one now.
         let now = Instant::now();
         for t in touched {
-            if self.batcher.first_change(&t).is_none() && !self.batcher.is_busy(&t) && !self.comparing_for.contains(&t) {
+            if self.batcher.first_change(&t).is_none() && !self.batcher.is_busy(&t) && !self.comparing_for.contains(&t)
+            {
                 self.touch_target(&t, now);
             }
         }
