@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use globset::GlobBuilder;
 use purgewatch::batch::Batcher;
 use purgewatch::config::Rule;
-use purgewatch::manifest::{KnownMap, Manifest, Trust};
+use purgewatch::manifest::{Manifest, NothingAhead, Trust};
 use purgewatch::plan::{Item, patterns};
 use purgewatch::route::{Filter, relative};
 use regex::Regex;
@@ -116,7 +116,7 @@ fn manifest_diff(c: &mut Criterion) {
         b.iter(|| {
             let (cands, _) = manifest.everything(dir.path(), &filter);
             manifest
-                .diff(dir.path(), &cands, &filter, Trust::Metadata, &KnownMap::new(), false)
+                .diff(dir.path(), &cands, &filter, Trust::Metadata, &NothingAhead, false)
                 .changes
                 .len()
         })

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::changes::Changes;
+use crate::hashahead::Record;
 use crate::manifest::{Diff, Manifest, Trust};
 use crate::route::Filter;
 
@@ -35,7 +35,7 @@ pub(crate) struct Job {
     /// The rule's manifest, shared with the daemon: nobody writes it while the job runs.
     pub manifest: Arc<Manifest>,
     /// What happened since the last comparison (taken from the rule: new events go to a new record).
-    pub record: Changes,
+    pub record: Record,
     pub scope: Scope,
     /// List identical rewrites in [`Diff::skipped`] (a dry run, or debug logging).
     pub list_identical: bool,
@@ -113,7 +113,7 @@ mod tests {
     use crate::config::Rule;
     use crate::manifest::ChangeKind;
 
-    fn job(dir: &std::path::Path, manifest: Manifest, record: Changes, scope: Scope) -> Job {
+    fn job(dir: &std::path::Path, manifest: Manifest, record: Record, scope: Scope) -> Job {
         Job {
             rule: "site".into(),
             root: dir.to_path_buf(),
@@ -130,12 +130,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("same.html"), "same").unwrap();
         std::fs::write(dir.path().join("edited.html"), "old").unwrap();
-        let filter = job(dir.path(), Manifest::default(), Changes::default(), Scope::Dirty).filter;
+        let filter = job(dir.path(), Manifest::default(), Record::default(), Scope::Dirty).filter;
         let base = Manifest::baseline(dir.path(), &filter).unwrap();
         std::fs::write(dir.path().join("same.html"), "same").unwrap();
         std::fs::write(dir.path().join("edited.html"), "new").unwrap();
         std::fs::write(dir.path().join("added.html"), "added").unwrap();
-        let mut record = Changes::default();
+        let mut record = Record::default();
         for (i, p) in ["same.html", "edited.html", "added.html"].into_iter().enumerate() {
             record.event(p, i as u64 + 1, false);
         }
@@ -169,14 +169,14 @@ mod tests {
         std::fs::create_dir(dir.path().join("blog")).unwrap();
         std::fs::write(dir.path().join("blog/a.html"), "a").unwrap();
         std::fs::write(dir.path().join("gone.html"), "g").unwrap();
-        let filter = job(dir.path(), Manifest::default(), Changes::default(), Scope::Dirty).filter;
+        let filter = job(dir.path(), Manifest::default(), Record::default(), Scope::Dirty).filter;
         let base = Manifest::baseline(dir.path(), &filter).unwrap();
         std::fs::remove_file(dir.path().join("gone.html")).unwrap();
         std::fs::write(dir.path().join("blog/b.html"), "b").unwrap();
         // No events at all: only a whole-tree comparison sees these.
-        let dirty = job(dir.path(), base.clone(), Changes::default(), Scope::Dirty).run_here();
+        let dirty = job(dir.path(), base.clone(), Record::default(), Scope::Dirty).run_here();
         assert!(dirty.diff.changes.is_empty());
-        let tree = job(dir.path(), base, Changes::default(), Scope::Tree { listed: false }).run_here();
+        let tree = job(dir.path(), base, Record::default(), Scope::Tree { listed: false }).run_here();
         let mut got: Vec<(&str, ChangeKind)> = tree.diff.changes.iter().map(|c| (c.path.as_str(), c.kind)).collect();
         got.sort();
         assert_eq!(

@@ -42,7 +42,6 @@
 //! still stale.
 
 pub mod batch;
-pub(crate) mod changes;
 pub mod cli;
 pub(crate) mod clock;
 pub mod commands;
@@ -50,6 +49,7 @@ pub(crate) mod compare;
 pub mod config;
 pub(crate) mod daemon;
 pub(crate) mod deliver;
+pub(crate) mod hashahead;
 pub(crate) mod hook;
 pub(crate) mod logging;
 pub mod manifest;
@@ -57,7 +57,6 @@ pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod monitor;
 pub mod plan;
-pub(crate) mod prehash;
 pub(crate) mod providers;
 pub mod request;
 pub mod route;

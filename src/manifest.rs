@@ -75,11 +75,20 @@ pub enum Trust {
 /// Files modified this recently are hashed even when size and mtime match.
 pub const RACY_WINDOW: Duration = Duration::from_secs(10);
 
-/// What is already known about paths (hashed ahead, while the batch was debouncing).
-pub trait Known {
-    /// `Some(Some(meta))`: the file's metadata and hash; `Some(None)`: the path is not a regular
-    /// file any more; `None`: nothing is known, look at the disk.
-    fn known(&self, rel: &str) -> Option<Option<FileMeta>>;
+/// What is known of a path ahead of its comparison (hashed while the batch was debouncing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Known {
+    /// Nothing: look at the disk.
+    Unknown,
+    /// The path is not a regular file any more.
+    Gone,
+    /// The file's metadata and hash.
+    File(FileMeta),
+}
+
+/// Where a comparison learns what is [`Known`] ahead.
+pub trait Ahead {
+    fn known(&self, rel: &str) -> Known;
 
     /// Whether a directory at `rel` must be walked for files no event named. False only for a
     /// directory whose events all changed its attributes (rsync setting every directory's mtime
@@ -89,12 +98,12 @@ pub trait Known {
     }
 }
 
-/// Known paths as a plain map.
-pub type KnownMap = std::collections::HashMap<String, Option<FileMeta>>;
+/// Nothing known ahead: every candidate is looked at on disk (`plan`, catch-up).
+pub struct NothingAhead;
 
-impl Known for KnownMap {
-    fn known(&self, rel: &str) -> Option<Option<FileMeta>> {
-        self.get(rel).copied()
+impl Ahead for NothingAhead {
+    fn known(&self, _rel: &str) -> Known {
+        Known::Unknown
     }
 }
 
@@ -119,44 +128,15 @@ pub struct Diff {
     pub hashed: usize,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Manifest {
-    files: BTreeMap<String, Entry>,
-}
-
-/// A file's recorded state, and the last whole-tree hash that found those bytes on disk.
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    meta: FileMeta,
-    /// The sequence number of that tree hash (0: none). Kept in memory only: after a deploy
-    /// swap, the new tree's files that hold the recorded bytes are noted here rather than each
-    /// in a record of its own (see [`crate::changes`]).
-    listed: u64,
-}
-
-impl Entry {
-    fn new(meta: FileMeta) -> Entry {
-        Entry { meta, listed: 0 }
-    }
-}
-
-/// Two manifests are equal when they record the same files; the marks of tree hashes are not
-/// part of what was purged.
-impl PartialEq for Manifest {
-    fn eq(&self, other: &Manifest) -> bool {
-        self.files.len() == other.files.len()
-            && self
-                .files
-                .iter()
-                .zip(&other.files)
-                .all(|((p, a), (q, b))| p == q && a.meta == b.meta)
-    }
+    files: BTreeMap<String, FileMeta>,
 }
 
 impl Manifest {
     pub fn from_entries(entries: impl IntoIterator<Item = (String, FileMeta)>) -> Manifest {
         Manifest {
-            files: entries.into_iter().map(|(p, m)| (p, Entry::new(m))).collect(),
+            files: entries.into_iter().collect(),
         }
     }
 
@@ -169,24 +149,7 @@ impl Manifest {
     }
 
     pub fn get(&self, path: &str) -> Option<&FileMeta> {
-        self.files.get(path).map(|e| &e.meta)
-    }
-
-    /// Notes that the whole-tree hash queued at `seq` found `path`'s recorded bytes on disk.
-    pub fn mark_listed(&mut self, path: &str, seq: u64) {
-        if let Some(e) = self.files.get_mut(path) {
-            e.listed = e.listed.max(seq);
-        }
-    }
-
-    /// `path`'s recorded state, if the tree hash queued at `seq` found it on disk.
-    pub fn listed_at(&self, path: &str, seq: u64) -> Option<&FileMeta> {
-        self.files.get(path).filter(|e| e.listed == seq).map(|e| &e.meta)
-    }
-
-    /// The recorded paths that the tree hash queued at `seq` did not find holding their bytes.
-    pub fn not_listed(&self, seq: u64) -> impl Iterator<Item = &String> {
-        self.files.iter().filter(move |(_, e)| e.listed != seq).map(|(p, _)| p)
+        self.files.get(path)
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &String> {
@@ -205,9 +168,9 @@ impl Manifest {
     /// Records `meta` for `path` (allocating only for a new path).
     pub fn set(&mut self, path: &str, meta: FileMeta) {
         match self.files.get_mut(path) {
-            Some(old) => *old = Entry::new(meta),
+            Some(old) => *old = meta,
             None => {
-                self.files.insert(path.to_string(), Entry::new(meta));
+                self.files.insert(path.to_string(), meta);
             }
         }
     }
@@ -230,11 +193,11 @@ impl Manifest {
         root: &Path,
         dirty: impl IntoIterator<Item = &'a str>,
         filter: &Filter,
-        known: &(impl Known + ?Sized),
+        known: &(impl Ahead + ?Sized),
     ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for rel in dirty {
-            if let Some(Some(_)) = known.known(rel) {
+            if let Known::File(_) = known.known(rel) {
                 out.insert(rel.to_string());
                 continue;
             }
@@ -278,7 +241,7 @@ impl Manifest {
         candidates: &BTreeSet<String>,
         filter: &Filter,
         trust: Trust,
-        known: &(impl Known + ?Sized),
+        known: &(impl Ahead + ?Sized),
         list_identical: bool,
     ) -> Diff {
         let mut diff = Diff {
@@ -302,14 +265,16 @@ impl Manifest {
             // hashed as gone may have been written back since (a deploy that empties the tree and
             // fills it again, in directories re-made faster than their watches), and a file
             // hashed ahead may have been written again without an event reaching us.
-            if let Some(k) = known.known(rel)
-                && still_true(&abs, k.as_ref())
-            {
-                match k {
-                    Some(new) => diff.compare(rel, old, new),
-                    None => diff.gone(rel, old),
+            match known.known(rel) {
+                Known::File(new) if still_true(&abs, Some(&new)) => {
+                    diff.compare(rel, old, new);
+                    continue;
                 }
-                continue;
+                Known::Gone if still_true(&abs, None) => {
+                    diff.gone(rel, old);
+                    continue;
+                }
+                _ => {}
             }
             if let Some(old) = old
                 && trust == Trust::Metadata
@@ -361,7 +326,7 @@ impl Manifest {
                 return None;
             }
             if let Ok(Some(meta)) = stat_and_hash(&root.join(&rel)) {
-                entries.push((rel, Entry::new(meta)));
+                entries.push((rel, meta));
             }
         }
         Some(Manifest {
@@ -639,7 +604,7 @@ mod tests {
         fs::create_dir_all(root.join("d")).unwrap();
         fs::write(root.join("d/unseen.html"), "x").unwrap();
         let m = Manifest::default();
-        let mut c = crate::changes::Changes::default();
+        let mut c = crate::hashahead::Record::default();
         c.event("d", 1, true);
         let got = m.expand(root, ["d"], &filter(&[]), &c.known(&m));
         assert!(got.is_empty(), "{got:?}");
@@ -681,7 +646,7 @@ mod tests {
             &set(&["a.html", "blog/b.html", "blog/c.html", ".hidden"]),
             &f,
             Trust::Content,
-            &KnownMap::new(),
+            &NothingAhead,
             true,
         );
         assert_eq!(
@@ -707,9 +672,9 @@ mod tests {
         m.apply(&d.updates);
 
         fs::remove_dir_all(root.join("blog")).unwrap();
-        let cands = m.expand(root, set(&["blog"]).iter().map(String::as_str), &f, &KnownMap::new());
+        let cands = m.expand(root, set(&["blog"]).iter().map(String::as_str), &f, &NothingAhead);
         assert_eq!(cands, set(&["blog", "blog/b.html", "blog/c.html"]));
-        let d = m.diff(root, &cands, &f, Trust::Content, &KnownMap::new(), false);
+        let d = m.diff(root, &cands, &f, Trust::Content, &NothingAhead, false);
         assert_eq!(d.changes.len(), 2);
         assert!(d.skipped.is_empty());
         assert!(d.changes.iter().all(|c| c.kind == ChangeKind::Deleted));
@@ -730,7 +695,7 @@ mod tests {
             .unwrap()
             .set_modified(later)
             .unwrap();
-        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Content, &KnownMap::new(), false);
+        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Content, &NothingAhead, false);
         assert!(d.changes.is_empty() && d.updates.is_empty() && d.skipped.is_empty());
         assert_eq!(d.identical, 1);
         assert_eq!(d.refreshed.len(), 1);
@@ -795,7 +760,7 @@ mod tests {
         fs::write(root.join("a/b/c/x.html"), "x").unwrap();
         fs::write(root.join("a/y.html"), "y").unwrap();
         assert_eq!(
-            m.expand(root, set(&["a"]).iter().map(String::as_str), &f, &KnownMap::new()),
+            m.expand(root, set(&["a"]).iter().map(String::as_str), &f, &NothingAhead),
             set(&["a/b/c/x.html", "a/y.html"])
         );
     }
@@ -814,7 +779,7 @@ mod tests {
             .unwrap();
         let f = filter(&[]);
         let m = Manifest::baseline(root, &f).unwrap();
-        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Metadata, &KnownMap::new(), false);
+        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Metadata, &NothingAhead, false);
         assert_eq!(d.hashed, 0);
         assert!(d.changes.is_empty());
     }

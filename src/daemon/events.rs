@@ -56,7 +56,7 @@ impl Daemon {
         for (i, files) in to_hash.into_iter().enumerate() {
             if !files.is_empty() {
                 let rt = &self.rules[i];
-                self.prehasher.send(prehash::Job::Files {
+                self.hasher.send(hashahead::Job::Files {
                     rule: rt.rule.name.clone(),
                     root: rt.root.clone(),
                     files,
@@ -89,87 +89,36 @@ impl Daemon {
         }
     }
 
-    /// A hash taken ahead came back: keep it if no event came for the path since.
-    pub(super) fn on_hashed(&mut self, done: prehash::Done) {
+    /// A result of the hashing worker: recorded (see [`Record::take`]); identical files' new
+    /// metadata is written later; a batch held for a whole tree goes once it is listed.
+    pub(super) fn on_hashed(&mut self, done: hashahead::Done) {
+        let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == done.rule()) else {
+            return;
+        };
         // While the rule is being compared its manifest is only read: recorded once that is in.
-        if let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == done.rule())
-            && rt.comparing.is_some()
-        {
+        if rt.comparing.is_some() {
             rt.held.push(done);
             return;
         }
-        let (rule, files, tree) = match done {
-            prehash::Done::Files { rule, files } => (rule, files, None),
-            prehash::Done::TreePart { rule, root, seq, files } => {
-                if !self.rules.iter().any(|r| r.rule.name == rule && r.root == root) {
-                    return;
-                }
-                let files = files.into_iter().map(|(rel, meta)| (rel, seq, Some(meta))).collect();
-                (rule, files, Some(seq))
-            }
-            prehash::Done::TreeListed { rule, root, seq } => return self.tree_done(&rule, &root, seq),
-        };
-        self.record_hashes(&rule, files, tree);
-    }
-
-    /// A whole tree hashed ahead has been recorded.
-    pub(super) fn tree_done(&mut self, rule: &str, root: &Path, seq: u64) {
-        let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule) else {
+        let Some(manifest) = self.manifests.get_mut(&rt.rule.name).map(Arc::make_mut) else {
             return;
         };
-        if rt.root == root
-            && let Some(manifest) = self.manifests.get(rule)
-        {
-            rt.changes.tree_listed(seq, manifest);
+        let taken = rt.record.take(manifest, &rt.root, done);
+        if self.store.is_some() && !taken.refreshed.is_empty() {
+            self.deferred
+                .entry(rt.rule.name.clone())
+                .or_default()
+                .extend(taken.refreshed);
+            self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
         }
         // The batch held for this tree goes now.
-        if rt.tree_pending == Some(seq) {
+        if taken.tree_listed.is_some() && rt.tree_pending == taken.tree_listed {
             rt.tree_pending = None;
-            let targets = rt.rule.targets.clone();
             let now = Instant::now();
-            for t in &targets {
-                self.batcher.release(t, now);
+            for t in rt.rule.targets.clone() {
+                self.batcher.release(&t, now);
             }
             self.fire_due();
-        }
-    }
-
-    /// Records hashes taken ahead (`tree`: as part of the tree hashed by job `tree`).
-    pub(super) fn record_hashes(&mut self, rule: &str, files: Vec<(String, u64, Option<FileMeta>)>, tree: Option<u64>) {
-        let (Some(rt), Some(manifest)) = (
-            self.rules.iter_mut().find(|r| r.rule.name == rule),
-            self.manifests.get_mut(rule).map(Arc::make_mut),
-        ) else {
-            return;
-        };
-        // Same bytes with new metadata: the manifest moves forward now (written to the state
-        // directory a little later), so that only a flag is kept per file.
-        let mut refreshed = Vec::new();
-        for (rel, seq, result) in files {
-            let wanted = if tree.is_some() {
-                rt.changes.wants_tree(seq)
-            } else {
-                rt.changes.wants(&rel, seq)
-            };
-            if !wanted {
-                continue;
-            }
-            let (found, meta) = judge(manifest, &rel, result);
-            if found == Found::Same
-                && let Some(new) = meta
-            {
-                manifest.set(&rel, new);
-                refreshed.push(rel.clone());
-            }
-            if tree.is_some() {
-                rt.changes.found_in_tree(manifest, rel, seq, found, meta);
-            } else {
-                rt.changes.found(rel, seq, found, meta);
-            }
-        }
-        if self.store.is_some() && !refreshed.is_empty() {
-            self.deferred.entry(rule.to_string()).or_default().extend(refreshed);
-            self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
         }
     }
 
@@ -199,7 +148,7 @@ impl Daemon {
                 continue;
             };
             let keep = r.filter.verdict(&rel).is_keep()
-                || r.changes.is_dirty(&rel)
+                || r.record.is_dirty(&rel)
                 || self
                     .manifests
                     .get(&r.rule.name)
@@ -209,7 +158,7 @@ impl Daemon {
                 tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
                 self.seq += 1;
                 let seq = self.seq;
-                let first = self.rules[i].changes.event(&rel, seq, seen.attrib);
+                let first = self.rules[i].record.event(&rel, seq, seen.attrib);
                 if first && self.store.is_some() {
                     self.unsaved.push((self.rules[i].rule.name.clone(), rel.clone()));
                     self.flush_at.get_or_insert(now + SEEN_FLUSH);

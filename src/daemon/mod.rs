@@ -28,15 +28,14 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use crate::batch::Batcher;
-use crate::changes::{Changes, Found, judge};
 use crate::clock::now_ms;
 use crate::compare::{self, Compared};
 use crate::config::{self, Config, LoadOptions, Rule, Target};
 use crate::deliver::{self, Failed, JobOutcome, Pacer};
+use crate::hashahead::{self, Record};
 use crate::manifest::{Change, FileMeta, Manifest, Skip};
 use crate::metrics;
 use crate::plan;
-use crate::prehash::{self, Prehasher};
 use crate::providers::{self, Accepted, Provider};
 use crate::request::{PendingFile, Request};
 use crate::route::{self, Filter, relative};
@@ -111,7 +110,7 @@ struct RuleRt {
     root: PathBuf,
     root_id: (u64, u64),
     /// Paths with events and hashes taken ahead since the last comparison.
-    changes: Changes,
+    record: Record,
     /// The whole tree must be compared: asked for at this sequence number.
     rescan: Option<u64>,
     /// Not fully watched (inotify limit): rescanned every [`POLL_EVERY`].
@@ -127,7 +126,7 @@ struct RuleRt {
     /// A batch fell due while it was being compared: compare again once that is in.
     again: bool,
     /// Hashes taken ahead that came back while it was being compared, recorded once that is in.
-    held: Vec<prehash::Done>,
+    held: Vec<hashahead::Done>,
 }
 
 struct Daemon {
@@ -169,7 +168,7 @@ struct Daemon {
     flush_at: Option<Instant>,
     /// Event sequence number.
     seq: u64,
-    prehasher: Prehasher,
+    hasher: hashahead::Worker,
     /// Manifest entries not written yet (identical bytes, new metadata): rule → paths. They are
     /// written as the manifest in memory has them then.
     deferred: BTreeMap<String, Vec<String>>,
@@ -191,9 +190,15 @@ struct Daemon {
 pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), DaemonError> {
     let queue = Arc::new(EventQueue::default());
     let Signals { mut stop, mut asked } = signals;
-    let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<prehash::Done>();
+    let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<hashahead::Done>();
     let (compared_tx, mut compared_rx) = mpsc::unbounded_channel();
-    let mut d = Daemon::start(config, opts, queue.clone(), Prehasher::start(hash_tx), compared_tx)?;
+    let mut d = Daemon::start(
+        config,
+        opts,
+        queue.clone(),
+        hashahead::Worker::start(hash_tx),
+        compared_tx,
+    )?;
     // Healthy from the moment it says it is ready.
     metrics::get().health.turned();
     if !crate::shutdown::requested() {
@@ -253,7 +258,7 @@ enum Wake {
     Asked(Asked),
     FlushSeen,
     Deferred,
-    Hashed(prehash::Done),
+    Hashed(hashahead::Done),
     Compared(u64, Compared),
     RulesSaved,
     Watchdog,
@@ -361,7 +366,7 @@ impl Daemon {
         config: Config,
         opts: Options,
         queue: Arc<EventQueue>,
-        prehasher: Prehasher,
+        hasher: hashahead::Worker,
         compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
     ) -> Result<Daemon, DaemonError> {
         let mut lock = None;
@@ -398,7 +403,7 @@ impl Daemon {
             unsaved: Vec::new(),
             flush_at: None,
             seq: 0,
-            prehasher,
+            hasher,
             deferred: BTreeMap::new(),
             deferred_at: None,
             deferred_since: None,
@@ -523,7 +528,7 @@ impl Daemon {
             }
         }
         for i in 0..self.rules.len() {
-            if self.rules[i].rescan.is_some() || self.rules[i].changes.has_dirty() {
+            if self.rules[i].rescan.is_some() || self.rules[i].record.has_dirty() {
                 self.settle(i);
             }
         }

@@ -28,7 +28,7 @@ impl Daemon {
             filter: Filter::new(&rule),
             root,
             root_id: id,
-            changes: Changes::default(),
+            record: Record::default(),
             rescan: None,
             poll: false,
             tree_pending: None,
@@ -71,7 +71,7 @@ impl Daemon {
             Some(manifest) => {
                 self.manifests.insert(name.clone(), Arc::new(manifest));
                 let i = self.rules.len() - 1;
-                self.rules[i].changes.mark_dirty(seen);
+                self.rules[i].record.mark_dirty(seen);
                 let mut found = self.settle(i);
                 self.rules[i].rescan = Some(self.seq);
                 found += self.settle(i);
@@ -166,12 +166,12 @@ impl Daemon {
         r.root = new_root;
         r.root_id = id;
         r.rescan = Some(self.seq);
-        r.changes.root_replaced(self.seq);
+        r.record.root_replaced(self.seq);
         // Hash the new tree while the batch debounces (with a sequence number of its own, so that
         // the result is newer than the last comparison).
         self.seq += 1;
         r.tree_pending = Some(self.seq);
-        self.prehasher.send(prehash::Job::Tree {
+        self.hasher.send(hashahead::Job::Tree {
             rule: r.rule.name.clone(),
             root: r.root.clone(),
             filter: r.filter.clone(),

@@ -22,7 +22,7 @@ impl Daemon {
             self.batcher.close(&target);
             for i in 0..self.rules.len() {
                 let r = &mut self.rules[i];
-                if !r.rule.targets.contains(&target) || !(r.rescan.is_some() || r.changes.has_dirty()) {
+                if !r.rule.targets.contains(&target) || !(r.rescan.is_some() || r.record.has_dirty()) {
                     continue;
                 }
                 if r.comparing.is_some() {
@@ -96,7 +96,7 @@ impl Daemon {
             self.on_hashed(done);
         }
         if std::mem::take(&mut self.rules[i].again)
-            && (self.rules[i].rescan.is_some() || self.rules[i].changes.has_dirty())
+            && (self.rules[i].rescan.is_some() || self.rules[i].record.has_dirty())
         {
             self.start_compare(i);
         }
@@ -136,13 +136,13 @@ impl Daemon {
         r.tree_pending = None;
         let scope = match r.rescan.take() {
             Some(asked) => compare::Scope::Tree {
-                listed: r.changes.tree_covers(asked),
+                listed: r.record.tree_covers(asked),
             },
             None => compare::Scope::Dirty,
         };
         Some(compare::Job {
             manifest: self.manifests.entry(name.clone()).or_default().clone(),
-            record: r.changes.settled(self.seq),
+            record: r.record.settled(self.seq),
             root: r.root.clone(),
             filter: r.filter.clone(),
             scope,

@@ -1,9 +1,5 @@
-//! Hashing ahead: while a batch waits out its debounce, a worker thread hashes the files that
-//! finished changing (closed after writing, renamed into place, removed) and whole new trees after
-//! a deploy swap, so that the comparison at the end of the debounce is mostly lookups.
-//!
-//! A result is only as good as the moment it was taken: every event bumps a sequence number, and
-//! the daemon keeps a result only if no event came for that path after the job was queued.
+//! The hashing thread: it hashes the files that finished changing (closed after writing, renamed
+//! into place, removed) and whole new trees after a deploy swap, and sends the results back.
 
 use std::path::{Path, PathBuf};
 
@@ -59,12 +55,12 @@ impl Done {
 /// Files hashed per result sent back.
 const RESULT_CHUNK: usize = 1024;
 
-pub struct Prehasher {
+pub struct Worker {
     tx: std::sync::mpsc::Sender<Job>,
 }
 
-impl Prehasher {
-    pub fn start(done: UnboundedSender<Done>) -> Prehasher {
+impl Worker {
+    pub fn start(done: UnboundedSender<Done>) -> Worker {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("purgewatch-hash".into())
@@ -125,7 +121,7 @@ impl Prehasher {
                 }
             })
             .expect("start the hashing thread");
-        Prehasher { tx }
+        Worker { tx }
     }
 
     pub fn send(&self, job: Job) {

@@ -1,7 +1,7 @@
 //! What happened under one rule's tree since its last comparison: one record per path.
 //!
 //! Every event takes a sequence number. A path with an event is *dirty* (it must be compared at
-//! the next batch). A hash taken ahead by the worker ([`crate::prehash`]) is kept with the
+//! the next batch). A hash taken ahead by the worker ([`super::worker`]) is kept with the
 //! sequence number it was queued at, and counts only while no later event came for the path.
 //! Results queued before the last comparison are stale and dropped.
 //!
@@ -9,12 +9,12 @@
 //! kept as one flag: the caller has already moved the manifest's size and mtime forward. Only
 //! files whose bytes differ keep their new metadata here. So a storm over 100,000 files costs one
 //! small entry per file. A whole tree hashed after a swap costs less: its files that hold the
-//! manifest's bytes and had no event get no entry at all, only a mark on their manifest entry
-//! ([`Manifest::mark_listed`]).
+//! manifest's bytes and had no event get no entry at all, only a 16-byte mark ([`Marks`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 
-use crate::manifest::{FileMeta, Known, Manifest};
+use crate::manifest::{Ahead, FileMeta, Known, Manifest};
 
 /// What a hash taken ahead found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub enum Found {
     Gone,
     /// The same bytes as the manifest's entry (whose metadata the caller brought up to date).
     Same,
-    /// Different bytes, or a new file: its metadata is in [`Changes::metas`].
+    /// Different bytes, or a new file: its metadata is in [`Record::metas`].
     Differs,
 }
 
@@ -49,7 +49,7 @@ impl PathState {
 }
 
 #[derive(Debug, Default)]
-pub struct Changes {
+pub struct Record {
     paths: HashMap<Box<str>, PathState>,
     /// New metadata of files found to differ from the manifest.
     metas: HashMap<Box<str>, FileMeta>,
@@ -59,9 +59,9 @@ pub struct Changes {
     /// Results queued at or before this were overtaken by a comparison (or by a new tree
     /// swapped in under the paths).
     settled_seq: u64,
-    /// The newest whole-tree hash whose results were recorded: only its marks on the manifest
-    /// count.
-    tree_marks: u64,
+    /// The files of the newest whole-tree hash found to hold the manifest's bytes (and without
+    /// a record of their own).
+    marks: Marks,
     /// The sequence number of the newest whole-tree listing (and hash) recorded here.
     tree_seq: Option<u64>,
     /// The manifest's paths that listing did not have (files gone with the swap), found when
@@ -79,7 +79,7 @@ pub fn judge(manifest: &Manifest, rel: &str, result: Option<FileMeta>) -> (Found
     }
 }
 
-impl Changes {
+impl Record {
     /// An event for `rel` with sequence number `seq`. Returns true if the path was not dirty yet.
     /// `attrib`: the event changed attributes only.
     pub fn event(&mut self, rel: &str, seq: u64, attrib: bool) -> bool {
@@ -126,7 +126,7 @@ impl Changes {
         self.paths.iter().filter(|(_, s)| !s.is_same()).map(|(p, _)| &**p)
     }
 
-    /// The dirty paths that still need a comparison (see [`Changes::paths_to_compare`]).
+    /// The dirty paths that still need a comparison (see [`Record::paths_to_compare`]).
     pub fn dirty_to_compare(&self) -> impl Iterator<Item = &str> {
         self.paths
             .iter()
@@ -135,31 +135,31 @@ impl Changes {
     }
 
     /// Whether `rel` was hashed ahead, found to hold the manifest's bytes, and has had no event
-    /// since: nothing to compare. (The daemon asks through [`Changes::paths_to_compare`].)
+    /// since: nothing to compare. (The daemon asks through [`Record::paths_to_compare`].)
     #[cfg(test)]
     pub fn is_same(&self, rel: &str) -> bool {
         self.paths.get(rel).is_some_and(PathState::is_same)
     }
 
-    /// The whole tree, listed by a job queued at `seq`, has been recorded (with [`Changes::found_in_tree`]
+    /// The whole tree, listed by a job queued at `seq`, has been recorded (with [`Record::found_in_tree`]
     /// for each of its files).
     ///
     /// The manifest's paths neither marked by this tree's hash nor recorded here are noted as
-    /// the ones the tree lacks: with [`Changes::paths_to_compare`] they are every path a
+    /// the ones the tree lacks: with [`Record::paths_to_compare`] they are every path a
     /// comparison must look at. (A path the manifest gains later comes from a hash recorded here;
     /// one recorded later is compared through its record.)
     pub fn tree_listed(&mut self, seq: u64, manifest: &Manifest) {
         if self.wants_tree(seq) && self.tree_seq < Some(seq) {
             self.tree_seq = Some(seq);
             self.tree_lacks = manifest
-                .not_listed(seq)
-                .filter(|p| !self.paths.contains_key(p.as_str()))
+                .paths()
+                .filter(|p| !self.marks.has(p, seq) && !self.paths.contains_key(p.as_str()))
                 .cloned()
                 .collect();
         }
     }
 
-    /// The manifest's paths missing from the tree last listed (see [`Changes::tree_listed`]).
+    /// The manifest's paths missing from the tree last listed (see [`Record::tree_listed`]).
     pub fn tree_lacks(&self) -> &[String] {
         &self.tree_lacks
     }
@@ -177,7 +177,7 @@ impl Changes {
     }
 
     /// Whether a whole tree hashed from a job queued at `seq` is still worth keeping (per path,
-    /// [`Changes::found`] also skips paths with later events).
+    /// [`Record::found`] also skips paths with later events).
     pub fn wants_tree(&self, seq: u64) -> bool {
         seq > self.settled_seq
     }
@@ -204,28 +204,20 @@ impl Changes {
     }
 
     /// Records what the hash of `rel` found as part of the whole tree hashed by job `seq` (see
-    /// [`Changes::found`]). A file with the manifest's bytes and no record here gets no record:
-    /// it is marked on its manifest entry instead, which [`Changes::tree_listed`] and
-    /// [`Changes::known`] read.
-    pub fn found_in_tree(
-        &mut self,
-        manifest: &mut Manifest,
-        rel: String,
-        seq: u64,
-        found: Found,
-        meta: Option<FileMeta>,
-    ) {
+    /// [`Record::found`]). A file with the manifest's bytes and no record here gets no record:
+    /// it is marked instead ([`Marks`]), which [`Record::tree_listed`] and [`Record::known`] read.
+    pub fn found_in_tree(&mut self, manifest: &Manifest, rel: String, seq: u64, found: Found, meta: Option<FileMeta>) {
         if !self.wants_tree(seq) {
             return;
         }
-        self.tree_marks = self.tree_marks.max(seq);
         if found == Found::Same {
             match self.paths.get(rel.as_str()) {
                 Some(s) if s.seq > seq => return,
                 Some(_) => {}
                 None => {
-                    manifest.mark_listed(&rel, seq);
-                    self.listed_same += 1;
+                    if manifest.get(&rel).is_some() && self.marks.mark(&rel, seq) {
+                        self.listed_same += 1;
+                    }
                     return;
                 }
             }
@@ -242,56 +234,101 @@ impl Changes {
         }
         self.metas.clear();
         self.tree_lacks.clear();
+        self.marks = Marks::default();
     }
 
     /// Forgets everything after a comparison that saw all events up to `seq`.
     /// Returns the record it replaces, for the caller to drop once the purge is on its way
     /// (after a storm, freeing 100,000 entries takes a while).
-    pub fn settled(&mut self, seq: u64) -> Changes {
+    pub fn settled(&mut self, seq: u64) -> Record {
         std::mem::replace(
             self,
-            Changes {
+            Record {
                 settled_seq: seq,
-                ..Changes::default()
+                ..Record::default()
             },
         )
     }
 
     /// What is known ahead, read together with the manifest (for [`Found::Same`]).
-    pub fn known<'a>(&'a self, manifest: &'a Manifest) -> KnownNow<'a> {
-        KnownNow {
-            changes: self,
-            manifest,
-        }
+    pub fn known<'a>(&'a self, manifest: &'a Manifest) -> View<'a> {
+        View { record: self, manifest }
     }
 }
 
-/// [`Changes`] and the manifest they were judged against, as [`Known`] for a comparison.
-pub struct KnownNow<'a> {
-    changes: &'a Changes,
+/// A [`Record`] and the manifest it was judged against: what a comparison knows ahead.
+pub struct View<'a> {
+    record: &'a Record,
     manifest: &'a Manifest,
 }
 
-impl Known for KnownNow<'_> {
+impl Ahead for View<'_> {
     fn needs_walk(&self, rel: &str) -> bool {
-        self.changes.paths.get(rel).is_none_or(|s| s.walk)
+        self.record.paths.get(rel).is_none_or(|s| s.walk)
     }
 
-    fn known(&self, rel: &str) -> Option<Option<FileMeta>> {
-        let Some(state) = self.changes.paths.get(rel) else {
+    fn known(&self, rel: &str) -> Known {
+        let r = self.record;
+        let from_manifest = || self.manifest.get(rel).map_or(Known::Unknown, |m| Known::File(*m));
+        let Some(state) = r.paths.get(rel) else {
             // Marked by the newest tree hash (queued after the last comparison), no event since.
-            let c = self.changes;
-            return (c.tree_marks > c.settled_seq)
-                .then(|| self.manifest.listed_at(rel, c.tree_marks))
-                .flatten()
-                .map(|m| Some(*m));
+            return if r.marks.seq > r.settled_seq && r.marks.has(rel, r.marks.seq) {
+                from_manifest()
+            } else {
+                Known::Unknown
+            };
         };
         match state.found {
-            Found::Nothing => None,
-            Found::Gone => Some(None),
-            Found::Same => self.manifest.get(rel).map(|m| Some(*m)),
-            Found::Differs => self.changes.metas.get(rel).map(|m| Some(*m)),
+            Found::Nothing => Known::Unknown,
+            Found::Gone => Known::Gone,
+            Found::Same => from_manifest(),
+            Found::Differs => r.metas.get(rel).map_or(Known::Unknown, |m| Known::File(*m)),
         }
+    }
+}
+
+/// The files a whole-tree hash (after a swap) found holding the manifest's bytes, kept as
+/// 128-bit fingerprints of their paths (from two independently, randomly keyed SipHash
+/// hashers): 100,000 files cost ~2 MB while the tree is recorded, and nothing once it is
+/// compared. Two paths share a fingerprint with a probability of about n²/2¹²⁹ (10⁻²⁹ for
+/// 100,000 files).
+#[derive(Debug, Default)]
+struct Marks {
+    /// The job whose marks these are (only the newest tree's count).
+    seq: u64,
+    set: HashSet<u128>,
+    keys: Option<(RandomState, RandomState)>,
+}
+
+impl Marks {
+    fn fingerprint(keys: &(RandomState, RandomState), rel: &str) -> u128 {
+        ((keys.0.hash_one(rel) as u128) << 64) | keys.1.hash_one(rel) as u128
+    }
+
+    /// Marks `rel` as found by the tree hash of job `seq`: a newer job's marks replace older
+    /// ones, an older job's are ignored. Returns whether a mark was added.
+    fn mark(&mut self, rel: &str, seq: u64) -> bool {
+        if seq < self.seq {
+            return false;
+        }
+        if seq > self.seq {
+            self.seq = seq;
+            self.set.clear();
+        }
+        let keys = self
+            .keys
+            .get_or_insert_with(|| (RandomState::new(), RandomState::new()));
+        let fp = Marks::fingerprint(keys, rel);
+        self.set.insert(fp)
+    }
+
+    /// Whether the tree hash of job `seq` marked `rel`.
+    fn has(&self, rel: &str, seq: u64) -> bool {
+        seq == self.seq
+            && self
+                .keys
+                .as_ref()
+                .is_some_and(|k| self.set.contains(&Marks::fingerprint(k, rel)))
     }
 }
 
@@ -308,7 +345,7 @@ mod tests {
     }
 
     /// Judges and records a hash the way the daemon does, applying new metadata for same bytes.
-    fn hashed(c: &mut Changes, m: &mut Manifest, rel: &str, seq: u64, result: Option<FileMeta>) {
+    fn hashed(c: &mut Record, m: &mut Manifest, rel: &str, seq: u64, result: Option<FileMeta>) {
         if c.wants(rel, seq) || (c.wants_tree(seq) && !c.is_dirty(rel)) {
             let (found, meta) = judge(m, rel, result);
             if found == Found::Same
@@ -323,14 +360,14 @@ mod tests {
     #[test]
     fn a_hash_counts_only_while_no_later_event_came() {
         let mut m = Manifest::default();
-        let mut c = Changes::default();
+        let mut c = Record::default();
         assert!(c.event("a", 1, false));
         assert!(!c.event("a", 2, false));
         assert!(!c.wants("a", 1)); // overtaken by event 2
         hashed(&mut c, &mut m, "a", 2, Some(meta(2)));
-        assert_eq!(c.known(&m).known("a"), Some(Some(meta(2))));
+        assert_eq!(c.known(&m).known("a"), Known::File(meta(2)));
         c.event("a", 3, false);
-        assert_eq!(c.known(&m).known("a"), None);
+        assert_eq!(c.known(&m).known("a"), Known::Unknown);
         assert!(!c.wants("b", 4)); // no event for b
         assert!(c.is_dirty("a") && !c.is_dirty("b"));
         assert_eq!(c.dirty_to_compare().count(), 1);
@@ -339,7 +376,7 @@ mod tests {
     #[test]
     fn same_bytes_are_a_flag_read_from_the_manifest_and_gone_files_are_known_gone() {
         let mut m = Manifest::from_entries([("a".to_string(), meta(1)), ("b".to_string(), meta(2))]);
-        let mut c = Changes::default();
+        let mut c = Record::default();
         c.event("a", 1, false);
         c.event("b", 2, false);
         // a: same bytes, new mtime; the manifest moves forward and nothing is kept here.
@@ -350,9 +387,9 @@ mod tests {
         hashed(&mut c, &mut m, "a", 1, Some(newer));
         assert_eq!(m.get("a"), Some(&newer));
         assert!(c.metas.is_empty());
-        assert_eq!(c.known(&m).known("a"), Some(Some(newer)));
+        assert_eq!(c.known(&m).known("a"), Known::File(newer));
         hashed(&mut c, &mut m, "b", 2, None);
-        assert_eq!(c.known(&m).known("b"), Some(None));
+        assert_eq!(c.known(&m).known("b"), Known::Gone);
         // Only b needs comparing; a is known to hold the manifest's bytes until its next event.
         assert!(c.is_same("a") && !c.is_same("b"));
         assert_eq!(c.dirty_to_compare().collect::<Vec<_>>(), vec!["b"]);
@@ -369,15 +406,15 @@ mod tests {
     #[test]
     fn a_tree_hash_covers_paths_without_later_events_and_stale_results_are_dropped() {
         let mut m = Manifest::default();
-        let mut c = Changes::default();
+        let mut c = Record::default();
         c.event("x", 5, false);
         c.event("y", 7, false);
         for (rel, n) in [("x", 1), ("y", 2), ("z", 3)] {
             in_tree(&mut c, &mut m, rel, 6, n);
         }
-        assert_eq!(c.known(&m).known("x"), Some(Some(meta(1))));
-        assert_eq!(c.known(&m).known("y"), None); // changed after the tree was queued
-        assert_eq!(c.known(&m).known("z"), Some(Some(meta(3))));
+        assert_eq!(c.known(&m).known("x"), Known::File(meta(1)));
+        assert_eq!(c.known(&m).known("y"), Known::Unknown); // changed after the tree was queued
+        assert_eq!(c.known(&m).known("z"), Known::File(meta(3)));
         assert!(!c.is_dirty("z"));
 
         assert!(!c.tree_covers(6));
@@ -389,20 +426,20 @@ mod tests {
         c.settled(7);
         assert!(!c.has_dirty());
         assert!(!c.tree_covers(0));
-        assert_eq!(c.known(&m).known("x"), None);
+        assert_eq!(c.known(&m).known("x"), Known::Unknown);
         c.event("x", 8, false);
         assert!(!c.wants("x", 6)); // queued before the comparison
         assert!(!c.wants_tree(7));
         c.found("q".into(), 7, Found::Differs, Some(meta(1)));
-        assert_eq!(c.known(&m).known("q"), None);
+        assert_eq!(c.known(&m).known("q"), Known::Unknown);
         m = Manifest::default();
-        assert_eq!(c.known(&m).known("x"), None);
+        assert_eq!(c.known(&m).known("x"), Known::Unknown);
     }
 
     #[test]
     fn a_listed_tree_notes_the_manifest_paths_it_lacks() {
         let m = manifest_of(&[("kept", 1), ("changed", 2), ("gone", 3), ("gone/too", 4)]);
-        let mut c = Changes::default();
+        let mut c = Record::default();
         for (rel, n) in [("kept", 1), ("changed", 9), ("new", 5)] {
             let (found, meta) = judge(&m, rel, Some(meta(n)));
             c.found(rel.to_string(), 4, found, meta);
@@ -426,7 +463,7 @@ mod tests {
     }
 
     /// Judges and records a file of a whole tree hashed by job `seq`, the way the daemon does.
-    fn in_tree(c: &mut Changes, m: &mut Manifest, rel: &str, seq: u64, n: u8) {
+    fn in_tree(c: &mut Record, m: &mut Manifest, rel: &str, seq: u64, n: u8) {
         if c.wants_tree(seq) {
             let (found, new) = judge(m, rel, Some(meta(n)));
             c.found_in_tree(m, rel.to_string(), seq, found, new);
@@ -436,7 +473,7 @@ mod tests {
     #[test]
     fn a_swapped_tree_marks_identical_files_on_the_manifest_instead_of_recording_them() {
         let mut m = manifest_of(&[("same", 1), ("evented", 2), ("changed", 3), ("gone", 4)]);
-        let mut c = Changes::default();
+        let mut c = Record::default();
         c.event("evented", 3, false); // before the tree's job (4) was queued
         for (rel, n) in [("same", 1), ("evented", 2), ("changed", 9), ("new", 5)] {
             in_tree(&mut c, &mut m, rel, 4, n);
@@ -445,8 +482,8 @@ mod tests {
         assert_eq!(c.paths.len(), 3);
         assert_eq!(c.recorded(), 4);
         assert!(c.is_same("evented") && !c.is_same("same"));
-        assert_eq!(c.known(&m).known("same"), Some(Some(meta(1))));
-        assert_eq!(c.known(&m).known("gone"), None);
+        assert_eq!(c.known(&m).known("same"), Known::File(meta(1)));
+        assert_eq!(c.known(&m).known("gone"), Known::Unknown);
         c.tree_listed(4, &m);
         assert_eq!(c.tree_lacks(), ["gone"]);
         let mut compare: Vec<&str> = c.paths_to_compare().collect();
@@ -454,11 +491,11 @@ mod tests {
         assert_eq!(compare, ["changed", "new"]);
         // An event after the job: the mark no longer counts, the path is compared.
         c.event("same", 5, false);
-        assert_eq!(c.known(&m).known("same"), None);
+        assert_eq!(c.known(&m).known("same"), Known::Unknown);
         assert_eq!(c.paths_to_compare().count(), 3);
         // After the comparison the marks are stale.
         c.settled(6);
-        assert_eq!(c.known(&m).known("evented"), None);
+        assert_eq!(c.known(&m).known("evented"), Known::Unknown);
         in_tree(&mut c, &mut m, "x", 5, 1);
         assert_eq!(c.recorded(), 0, "a job queued before the comparison is dropped");
     }
@@ -466,7 +503,7 @@ mod tests {
     #[test]
     fn a_second_swap_overrules_what_was_found_in_the_first_tree() {
         let mut m = manifest_of(&[("a", 1), ("b", 2), ("c", 3)]);
-        let mut c = Changes::default();
+        let mut c = Record::default();
         c.event("c", 1, false);
         // The first tree (job 3): a and c identical, b changed.
         for (rel, n) in [("a", 1), ("b", 7), ("c", 3)] {
@@ -477,13 +514,17 @@ mod tests {
         // (job 2) comes back late and is dropped.
         c.root_replaced(4);
         assert!(!c.is_same("c") && c.is_dirty("c"));
-        assert_eq!(c.known(&m).known("b"), None, "the first tree's b is not the second's");
+        assert_eq!(
+            c.known(&m).known("b"),
+            Known::Unknown,
+            "the first tree's b is not the second's"
+        );
         c.found("c".into(), 2, Found::Same, None);
         assert!(!c.is_same("c"));
         // The second tree (job 5) has only b, unchanged.
         in_tree(&mut c, &mut m, "b", 5, 2);
-        assert_eq!(c.known(&m).known("a"), None, "marked by the first tree only");
-        assert_eq!(c.known(&m).known("b"), Some(Some(meta(2))));
+        assert_eq!(c.known(&m).known("a"), Known::Unknown, "marked by the first tree only");
+        assert_eq!(c.known(&m).known("b"), Known::File(meta(2)));
         c.tree_listed(5, &m);
         assert_eq!(c.tree_lacks(), ["a"]);
         assert_eq!(c.paths_to_compare().collect::<Vec<_>>(), ["c"]);
@@ -491,7 +532,7 @@ mod tests {
 
     #[test]
     fn seen_paths_are_dirty_without_an_event() {
-        let mut c = Changes::default();
+        let mut c = Record::default();
         c.mark_dirty(["a".to_string(), "b".to_string(), "a".to_string()]);
         assert!(c.has_dirty());
         assert_eq!(c.dirty_to_compare().count(), 2);
