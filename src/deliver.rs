@@ -275,6 +275,7 @@ mod tests {
                         message: "429".into(),
                         retry_after: Some(Duration::from_secs(2)),
                         reason: Reason::TooMany,
+                        cause: None,
                     })
                 } else {
                     Ok(())

@@ -6,6 +6,22 @@ use tracing_subscriber::EnvFilter;
 
 pub use crate::cli::LogFormat;
 
+/// An error and its causes, as one line (`outer: cause: its cause`), each said once: a message
+/// that already quotes its cause does not repeat it.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// Installs the global subscriber. Called once, by the command line.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

@@ -132,10 +132,14 @@ pub enum WatchError {
         "cannot start inotify: too many inotify instances; raise `sysctl fs.inotify.max_user_instances` (persist it in /etc/sysctl.d/)"
     )]
     InstanceLimit,
-    #[error("{}: cannot watch: {reason}", path.display())]
-    Watch { path: PathBuf, reason: String },
-    #[error("inotify: {0}")]
-    Runtime(String),
+    #[error("{}: cannot watch", path.display())]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("inotify failed")]
+    Runtime(#[source] notify::Error),
 }
 
 fn specialise(err: notify::Error, path: &Path) -> WatchError {
@@ -146,7 +150,7 @@ fn specialise(err: notify::Error, path: &Path) -> WatchError {
         notify::ErrorKind::Io(e) if e.raw_os_error() == Some(libc::EMFILE) => WatchError::InstanceLimit,
         _ => WatchError::Watch {
             path: path.to_path_buf(),
-            reason: err.to_string(),
+            source: err,
         },
     }
 }
@@ -204,7 +208,7 @@ impl Watcher {
                     notify::ErrorKind::MaxFilesWatch => WatchMsg::Error(WatchError::WatchLimit {
                         path: e.paths.first().cloned().unwrap_or_default(),
                     }),
-                    _ => WatchMsg::Error(WatchError::Runtime(e.to_string())),
+                    _ => WatchMsg::Error(WatchError::Runtime(e)),
                 },
             };
             queue.push(msg);
@@ -268,6 +272,17 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failure to watch keeps notify's error as its source: the message says which path, the
+    /// chain (as `main` and the daemon's log print it) says why, once.
+    #[test]
+    fn a_failure_to_watch_keeps_notifys_error_as_its_source() {
+        let e = specialise(notify::Error::generic("boom"), Path::new("/srv/site"));
+        assert!(matches!(&e, WatchError::Watch { source, .. } if source.to_string() == "boom"));
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)), "/srv/site: cannot watch: boom");
+        let e = WatchError::Runtime(notify::Error::generic("queue gone"));
+        assert_eq!(crate::logging::chain(&e), "inotify failed: queue gone");
+    }
 
     #[test]
     fn the_watch_limit_error_names_the_sysctl_to_raise() {

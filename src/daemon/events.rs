@@ -85,7 +85,7 @@ impl Daemon {
                     r.poll = true;
                 }
             }
-            e => tracing::error!("{e}"),
+            e => tracing::error!("{}", crate::logging::chain(&e)),
         }
     }
 

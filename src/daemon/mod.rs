@@ -430,7 +430,10 @@ impl Daemon {
             && let Some(w) = d.watcher.as_mut()
             && let Err(e) = w.add(dir, false)
         {
-            tracing::warn!("the rules file will not be reloaded on save (SIGHUP still works): {e}");
+            tracing::warn!(
+                "the rules file will not be reloaded on save (SIGHUP still works): {}",
+                crate::logging::chain(&e)
+            );
         }
         let seen = match (&d.store, &d.seed) {
             (Some(s), _) | (None, Some(s)) => s.seen()?,

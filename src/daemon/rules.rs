@@ -43,7 +43,7 @@ impl Daemon {
             if let Some(parent) = rt.rule.watch.parent()
                 && let Err(e) = w.add(parent, false)
             {
-                tracing::warn!(rule = %rt.rule.name, "a replaced or re-pointed directory will not be noticed: {e}");
+                tracing::warn!(rule = %rt.rule.name, "a replaced or re-pointed directory will not be noticed: {}", crate::logging::chain(&e));
             }
             match w.add(&rt.root, true) {
                 Ok(()) => {}
@@ -150,7 +150,7 @@ impl Daemon {
                 w.add(&new_root, true)
             };
             if let Err(e) = res {
-                tracing::error!(rule = %self.rules[i].rule.name, "{e}");
+                tracing::error!(rule = %self.rules[i].rule.name, "{}", crate::logging::chain(&e));
                 self.rules[i].poll = true;
             }
         }
@@ -260,7 +260,7 @@ impl Daemon {
                 None => {
                     let name = rule.name.clone();
                     if let Err(e) = self.add_rule(rule, BTreeSet::new()) {
-                        tracing::error!(rule = %name, "could not start watching: {e}");
+                        tracing::error!(rule = %name, "could not start watching: {}", crate::logging::chain(&e));
                     }
                 }
             }

@@ -9,6 +9,7 @@
 pub mod sitehost;
 pub mod vims;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{RequestBuilder, StatusCode};
@@ -53,16 +54,35 @@ impl Reason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// A request that failed. The message names the request and what the provider said, scrubbed
+/// of the secret: it is what logs, `status`, the state file and `on_failure` carry, so it
+/// already quotes its cause. A network failure also keeps its `reqwest::Error` (without the
+/// URL, which may carry the key) as the source, for code that asks what kind of failure it was.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
     #[error("{message}")]
     Transient {
         message: String,
         retry_after: Option<Duration>,
         reason: Reason,
+        #[source]
+        cause: Option<Arc<reqwest::Error>>,
     },
     #[error("{message}")]
-    Permanent { message: String },
+    Permanent {
+        message: String,
+        #[source]
+        cause: Option<Arc<reqwest::Error>>,
+    },
+}
+
+/// Two errors are the same when they say the same (the cause is already in the message).
+impl PartialEq for ProviderError {
+    fn eq(&self, other: &ProviderError) -> bool {
+        self.to_string() == other.to_string()
+            && self.reason() == other.reason()
+            && self.retry_after() == other.retry_after()
+    }
 }
 
 impl ProviderError {
@@ -71,6 +91,36 @@ impl ProviderError {
             message: message.into(),
             retry_after: None,
             reason,
+            cause: None,
+        }
+    }
+
+    /// A failure to reach the provider, classified on the error's kind: a request that cannot
+    /// be built is permanent (retrying cannot fix `api_url`), a timeout or any other failure of
+    /// the connection transient.
+    fn network(what: &str, e: reqwest::Error, secret: &Secret) -> ProviderError {
+        let e = e.without_url();
+        let (kind, reason) = if e.is_builder() {
+            ("the request cannot be built (check api_url)", None)
+        } else if e.is_timeout() {
+            ("timed out", Some(Reason::Timeout))
+        } else if e.is_connect() {
+            ("could not connect", Some(Reason::Network))
+        } else if e.is_body() || e.is_decode() {
+            ("reading the reply failed", Some(Reason::Network))
+        } else {
+            ("failed", Some(Reason::Network))
+        };
+        let message = secret.scrub(&format!("{what}: {kind}: {}", crate::logging::chain(&e)));
+        let cause = Some(Arc::new(e));
+        match reason {
+            None => ProviderError::Permanent { message, cause },
+            Some(reason) => ProviderError::Transient {
+                message,
+                retry_after: None,
+                reason,
+                cause,
+            },
         }
     }
 
@@ -85,6 +135,7 @@ impl ProviderError {
     pub fn permanent(message: impl Into<String>) -> ProviderError {
         ProviderError::Permanent {
             message: message.into(),
+            cause: None,
         }
     }
 
@@ -221,26 +272,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Sends a request; a network error or timeout is transient, a request that cannot be built
 /// (a bad URL) is permanent. `what` names the request.
 pub(crate) async fn send(rb: RequestBuilder, what: &str, secret: &Secret) -> Result<Reply, ProviderError> {
-    let mut resp = rb.send().await.map_err(|e| {
-        let (builder, timeout) = (e.is_builder(), e.is_timeout());
-        let kind = if builder {
-            "the request cannot be built (check api_url)"
-        } else if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "could not connect"
-        } else {
-            "failed"
-        };
-        let message = secret.scrub(&format!("{what}: {kind}: {}", error_chain(&e.without_url())));
-        if builder {
-            ProviderError::permanent(message)
-        } else if timeout {
-            ProviderError::transient(Reason::Timeout, message)
-        } else {
-            ProviderError::transient(Reason::Network, message)
-        }
-    })?;
+    let mut resp = rb.send().await.map_err(|e| ProviderError::network(what, e, secret))?;
     let status = resp.status();
     let location = resp
         .headers()
@@ -270,15 +302,7 @@ pub(crate) async fn send(rb: RequestBuilder, what: &str, secret: &Secret) -> Res
             }
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break,
-            Err(e) => {
-                return Err(ProviderError::transient(
-                    Reason::Network,
-                    secret.scrub(&format!(
-                        "{what}: reading the reply failed: {}",
-                        error_chain(&e.without_url())
-                    )),
-                ));
-            }
+            Err(e) => return Err(ProviderError::network(what, e, secret)),
         }
     }
     let text = secret.scrub(&String::from_utf8_lossy(&body));
@@ -318,9 +342,10 @@ pub(crate) fn http_error(what: &str, reply: &Reply) -> ProviderError {
             message,
             retry_after: reply.retry_after,
             reason,
+            cause: None,
         }
     } else {
-        ProviderError::Permanent { message }
+        ProviderError::Permanent { message, cause: None }
     }
 }
 
@@ -362,20 +387,6 @@ fn excerpt(text: &str) -> String {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 /// `Retry-After` as seconds or an HTTP date, capped at an hour.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
@@ -410,6 +421,42 @@ fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Failures to reach the provider are classified on the `reqwest::Error`'s kind and keep it
+    /// as their source; the secret in the URL reaches neither the message nor the source.
+    #[tokio::test]
+    async fn network_failures_are_classified_on_their_kind_and_keep_their_cause() {
+        use std::error::Error as _;
+        let secret = Secret::new("s3cr3t-key");
+        let http = http_client();
+        // Nothing listens on port 1 of the loopback: the connection is refused.
+        let refused = send(http.get("http://127.0.0.1:1/purge?key=s3cr3t-key"), "purge", &secret)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.reason(), Some(Reason::Network), "{refused}");
+        assert!(refused.to_string().contains("could not connect"), "{refused}");
+        let cause = refused.source().expect("the reqwest error is kept");
+        assert!(
+            cause
+                .downcast_ref::<Arc<reqwest::Error>>()
+                .is_some_and(|e| e.is_connect())
+        );
+        // A URL reqwest cannot build a request from: permanent, retrying cannot fix it.
+        let unbuildable = send(http.get("http://[::1/purge?key=s3cr3t-key"), "purge", &secret)
+            .await
+            .unwrap_err();
+        assert!(!unbuildable.is_transient(), "{unbuildable}");
+        assert!(unbuildable.source().is_some());
+        for e in [&refused, &unbuildable] {
+            let mut chain = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                chain.push_str(&format!(" / {s} / {s:?}"));
+                source = s.source();
+            }
+            assert!(!chain.contains("s3cr3t"), "{chain}");
+        }
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {
