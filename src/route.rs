@@ -116,10 +116,94 @@ pub fn unnamed(root: &Path, path: &Path) -> bool {
         .is_ok_and(|rel| !rel.as_os_str().is_empty() && rel.to_str().is_none())
 }
 
+/// Where an event's path falls under one rule.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Not under the rule's tree.
+    Outside,
+    /// The rule's watched path itself: its directory was replaced, re-pointed or removed.
+    Root,
+    /// Under the tree, but with a name that is not UTF-8 (see [`UNNAMED`]).
+    Unnamed,
+    /// Under the tree, and nothing the rule purges: no file it keeps, no directory that may
+    /// hold one, nothing it already tracks.
+    Skip(String),
+    /// A path the rule must compare at its next batch, relative to its tree.
+    Keep(String),
+}
+
+/// Routes `path` for the rule watching `watch` (resolved to `root`) with `filter`. `tracked`
+/// says whether the rule already knows the relative path (in its manifest, as a directory of
+/// files in it, or dirty): such a path is kept whatever the filter says now, so that a file
+/// that was purged and is now removed or excluded is compared (and forgotten) too. A directory
+/// is kept unless the filter excludes everything below it: files may be made in it before its
+/// watch is in place.
+pub fn route(root: &Path, watch: &Path, filter: &Filter, path: &Path, tracked: impl FnOnce(&str) -> bool) -> Route {
+    if path == watch {
+        return Route::Root;
+    }
+    let Some(rel) = relative(root, path) else {
+        return if unnamed(root, path) {
+            Route::Unnamed
+        } else {
+            Route::Outside
+        };
+    };
+    let keep = filter.verdict(&rel).is_keep() || tracked(&rel) || (path.is_dir() && !filter.excludes_dir(&rel));
+    if keep { Route::Keep(rel) } else { Route::Skip(rel) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use globset::GlobBuilder;
+
+    #[test]
+    fn an_event_path_is_routed_to_keep_skip_root_outside_or_unnamed() {
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("blog")).unwrap();
+        std::fs::create_dir_all(root.join(".git/objects")).unwrap();
+        let f = Filter::new(&rule(&["**/*.html"], &[".git/**"], &[]));
+        let none = |_: &str| false;
+        let watch = Path::new("/srv/current");
+        assert_eq!(route(root, watch, &f, watch, none), Route::Root);
+        assert_eq!(
+            route(root, watch, &f, Path::new("/elsewhere/a.html"), none),
+            Route::Outside
+        );
+        assert_eq!(route(root, watch, &f, root, none), Route::Outside);
+        let bad = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9.html"));
+        assert_eq!(route(root, watch, &f, &bad, none), Route::Unnamed);
+        assert_eq!(
+            route(root, watch, &f, &root.join("blog/a.html"), none),
+            Route::Keep("blog/a.html".into())
+        );
+        // A directory may hold kept files; an excluded one cannot.
+        assert_eq!(
+            route(root, watch, &f, &root.join("blog"), none),
+            Route::Keep("blog".into())
+        );
+        assert_eq!(
+            route(root, watch, &f, &root.join(".git/objects"), none),
+            Route::Skip(".git/objects".into())
+        );
+        assert_eq!(
+            route(root, watch, &f, &root.join("a.css"), none),
+            Route::Skip("a.css".into())
+        );
+        // A file the rule tracks is kept whatever the filter says now (a removed directory is
+        // no directory any more, but its files are in the manifest).
+        assert_eq!(
+            route(root, watch, &f, &root.join("a.css"), |r| r == "a.css"),
+            Route::Keep("a.css".into())
+        );
+        assert_eq!(
+            route(root, watch, &f, &root.join("gone"), |r| r == "gone"),
+            Route::Keep("gone".into())
+        );
+    }
 
     fn rule(include: &[&str], exclude: &[&str], matches: &[&str]) -> Rule {
         let g = |s: &&str| GlobBuilder::new(s).literal_separator(true).build().unwrap();

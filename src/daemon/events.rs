@@ -122,8 +122,8 @@ impl Daemon {
         }
     }
 
-    /// One path with events: marks it dirty for every rule that keeps it, counts it in `touched`
-    /// (per rule) and notes which files are ready `to_hash` (per rule).
+    /// One path with events: marks it dirty for every rule the router keeps it for, counts it in
+    /// `touched` (per rule) and notes which files are ready `to_hash` (per rule).
     pub(super) fn on_path(
         &mut self,
         path: &Path,
@@ -136,38 +136,38 @@ impl Daemon {
             self.reload_at = Some(now + RELOAD_SETTLE);
         }
         for i in 0..self.rules.len() {
-            if path == self.rules[i].rule.watch {
-                self.reattach(i, now, seen.removed);
-                continue;
-            }
             let r = &self.rules[i];
-            let Some(rel) = relative(&r.root, path) else {
-                if route::unnamed(&r.root, path) && self.unnamed.insert(path.to_path_buf()) {
-                    tracing::warn!(rule = %r.rule.name, "{}: {}", path.display(), route::UNNAMED);
-                }
-                continue;
+            let manifest = self.manifests.get(&r.rule.name);
+            let tracked = |rel: &str| {
+                r.record.is_dirty(rel)
+                    || manifest.is_some_and(|m| m.get(rel).is_some() || m.under(rel).next().is_some())
             };
-            let keep = r.filter.verdict(&rel).is_keep()
-                || r.record.is_dirty(&rel)
-                || self
-                    .manifests
-                    .get(&r.rule.name)
-                    .is_some_and(|m| m.get(&rel).is_some() || m.under(&rel).next().is_some())
-                || (path.is_dir() && !r.filter.excludes_dir(&rel));
-            if keep {
-                tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
-                self.seq += 1;
-                let seq = self.seq;
-                let first = self.rules[i].record.event(&rel, seq, seen.attrib);
-                if first && self.store.is_some() {
-                    self.unsaved.push((self.rules[i].rule.name.clone(), rel.clone()));
-                    self.flush_at.get_or_insert(now + SEEN_FLUSH);
+            let rel = match route(&r.root, &r.rule.watch, &r.filter, path, tracked) {
+                Route::Keep(rel) => rel,
+                Route::Outside | Route::Skip(_) => continue,
+                Route::Root => {
+                    self.reattach(i, now, seen.removed);
+                    continue;
                 }
-                if seen.done {
-                    to_hash[i].push((rel, seq));
+                Route::Unnamed => {
+                    if self.unnamed.insert(path.to_path_buf()) {
+                        tracing::warn!(rule = %r.rule.name, "{}: {}", path.display(), route::UNNAMED);
+                    }
+                    continue;
                 }
-                touched[i] += 1;
+            };
+            tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
+            self.seq += 1;
+            let seq = self.seq;
+            let first = self.rules[i].record.event(&rel, seq, seen.attrib);
+            if first && self.store.is_some() {
+                self.unsaved.push((self.rules[i].rule.name.clone(), rel.clone()));
+                self.flush_at.get_or_insert(now + SEEN_FLUSH);
             }
+            if seen.done {
+                to_hash[i].push((rel, seq));
+            }
+            touched[i] += 1;
         }
     }
 }

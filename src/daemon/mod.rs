@@ -38,7 +38,7 @@ use crate::metrics;
 use crate::plan;
 use crate::providers::{self, Accepted, Provider};
 use crate::request::{PendingFile, Request};
-use crate::route::{self, Filter, relative};
+use crate::route::{self, Filter, Route, route};
 use crate::signals::{Asked, Signals};
 use crate::state::{DaemonLock, PendingRow, StateError, Store};
 use crate::systemd;
