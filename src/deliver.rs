@@ -158,21 +158,73 @@ impl JobOutcome {
     }
 }
 
-/// What the state directory records for one sent request.
-pub fn record(target: &str, files: usize, request: &str, res: &Result<Accepted, Failed>) -> crate::state::PurgeRecord {
-    let (result, job_id, message) = match res {
-        Ok(acc) => ("accepted", acc.job_id.clone(), acc.message.clone()),
-        Err(f) => ("failed", None, f.to_string()),
-    };
-    crate::state::PurgeRecord {
-        target: target.to_string(),
-        at_ms: crate::clock::now_ms(),
-        files: files as i64,
-        request: request.to_string(),
-        result: result.into(),
-        job_id,
-        message: Some(message),
-        ..Default::default()
+/// One request of a purge, sent, and how it ended.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The request as logs and the purge history name it ([`Provider::describe`]).
+    pub desc: String,
+    pub result: Result<Accepted, Failed>,
+}
+
+/// Sends a purge's requests to one target, in order, each paced and retried under `policy`:
+/// the path every purge takes, the daemon's batches and `purgewatch purge` alike.
+pub async fn deliver(
+    provider: &Provider,
+    pacer: &Pacer,
+    policy: &RetryPolicy,
+    rate: f64,
+    requests: Vec<Request>,
+) -> Vec<Delivery> {
+    let mut out = Vec::with_capacity(requests.len());
+    for request in &requests {
+        let desc = provider.describe(request);
+        let result = send(provider, pacer, policy, rate, request).await;
+        out.push(Delivery { desc, result });
+    }
+    out
+}
+
+impl Delivery {
+    /// The provider's job to follow, when it accepted the request and named one.
+    pub fn job(&self) -> Option<&str> {
+        self.result.as_ref().ok().and_then(|a| a.job_id.as_deref())
+    }
+
+    /// What the purge history records of it; `files`: the changed files it covers (0 for a
+    /// purge by hand).
+    pub fn record(&self, target: &str, files: usize) -> crate::state::PurgeRecord {
+        let (result, job_id, message) = match &self.result {
+            Ok(acc) => ("accepted", acc.job_id.clone(), acc.message.clone()),
+            Err(f) => ("failed", None, f.to_string()),
+        };
+        crate::state::PurgeRecord {
+            target: target.to_string(),
+            at_ms: crate::clock::now_ms(),
+            files: files as i64,
+            request: self.desc.clone(),
+            result: result.into(),
+            job_id,
+            message: Some(message),
+            ..Default::default()
+        }
+    }
+
+    /// Writes [`Delivery::record`] to the state directory; its id is where the job's end goes
+    /// ([`record_job`]). A failure to write is logged: the purge itself went out.
+    pub fn save(&self, store: Option<&mut crate::state::Store>, target: &str, files: usize) -> Option<i64> {
+        store?
+            .record_purge(&self.record(target, files))
+            .map_err(|e| tracing::warn!(target = %target, "could not record the purge: {e}"))
+            .ok()
+    }
+}
+
+/// Writes how the job of the purge recorded as `id` ended.
+pub fn record_job(store: Option<&mut crate::state::Store>, id: Option<i64>, outcome: &JobOutcome) {
+    if let (Some(s), Some(id)) = (store, id)
+        && let Err(e) = s.update_job(id, outcome.short_state(), Some(outcome.state()))
+    {
+        tracing::warn!("could not record the job result: {e}");
     }
 }
 
@@ -208,6 +260,51 @@ pub async fn follow_job(provider: &Provider, pacer: &Pacer, rate: f64, id: &str,
 mod tests {
     use super::*;
     use crate::providers::Reason;
+
+    /// What the daemon and `purgewatch purge` write of a purge and of its job's end: the same
+    /// rows, through the same two calls.
+    #[test]
+    fn a_delivery_and_its_job_are_recorded_in_the_purge_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::state::Store::open(dir.path()).unwrap();
+        let accepted = Delivery {
+            desc: "stack purge".into(),
+            result: Ok(Accepted {
+                job_id: Some("j-1".into()),
+                message: "queued".into(),
+            }),
+        };
+        assert_eq!(accepted.job(), Some("j-1"));
+        let id = accepted.save(Some(&mut store), "sitehost", 12);
+        assert!(id.is_some());
+        record_job(Some(&mut store), id, &JobOutcome::Done("Completed: all good".into()));
+        let last = &store.last_purges().unwrap()["sitehost"];
+        assert_eq!(
+            (
+                last.files,
+                last.request.as_str(),
+                last.result.as_str(),
+                last.job_id.as_deref()
+            ),
+            (12, "stack purge", "accepted", Some("j-1"))
+        );
+        assert_eq!(last.job_state.as_deref(), Some("Completed"));
+
+        let refused = Delivery {
+            desc: "pattern ^/a$".into(),
+            result: Err(Failed {
+                error: ProviderError::permanent("HTTP 403: token refused"),
+                attempts: 1,
+            }),
+        };
+        assert_eq!(refused.job(), None);
+        refused.save(Some(&mut store), "vims", 0);
+        let last = &store.last_purges().unwrap()["vims"];
+        assert_eq!(last.result, "failed");
+        assert!(last.message.as_deref().unwrap().contains("token refused"));
+        // Without a state directory nothing is written, and nothing fails.
+        assert_eq!(refused.save(None, "vims", 0), None);
+    }
 
     fn policy(attempts: u32) -> RetryPolicy {
         RetryPolicy {

@@ -1,5 +1,6 @@
 //! `purgewatch purge TARGET [--all | --url PATH... | --pattern REGEX] [--wait] [--dry-run]`:
-//! a manual purge through the same planner, delivery and retries as the daemon.
+//! a manual purge through the same planner, delivery ([`deliver::deliver`]), retries and purge
+//! history as the daemon.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -88,32 +89,33 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             None
         }
     };
+    let deliveries = rt.block_on(deliver::deliver(
+        &provider,
+        &pacer,
+        &policy,
+        target.rate_limit,
+        requests,
+    ));
     let mut failed = false;
-    for req in &requests {
-        let desc = provider.describe(req);
-        let res = rt.block_on(deliver::send(&provider, &pacer, &policy, target.rate_limit, req));
-        let id = store
-            .as_mut()
-            .and_then(|s| s.record_purge(&deliver::record(&target.name, 0, &desc, &res)).ok());
-        let accepted = match res {
-            Ok(acc) => {
-                outln!(
-                    "purged \"{}\": {desc} (job {})",
-                    target.name,
-                    acc.job_id.as_deref().unwrap_or("-")
-                );
-                Some(acc)
-            }
+    for d in &deliveries {
+        let id = d.save(store.as_mut(), &target.name, 0);
+        match &d.result {
+            Ok(acc) => outln!(
+                "purged \"{}\": {} (job {})",
+                target.name,
+                d.desc,
+                acc.job_id.as_deref().unwrap_or("-")
+            ),
             Err(f) => {
                 errln!("target \"{}\": purge failed: {f}", target.name);
                 failed = true;
-                None
+                continue;
             }
-        };
-        let Some(acc) = accepted.filter(|_| args.wait) else {
+        }
+        if !args.wait {
             continue;
-        };
-        let Some(job) = acc.job_id else {
+        }
+        let Some(job) = d.job() else {
             outln!("the provider gave no job id to wait for");
             continue;
         };
@@ -121,7 +123,7 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             &provider,
             &pacer,
             target.rate_limit,
-            &job,
+            job,
             WAIT_LIMIT,
         ));
         match &outcome {
@@ -137,9 +139,7 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
                 failed = true;
             }
         }
-        if let (Some(s), Some(id)) = (store.as_mut(), id) {
-            let _ = s.update_job(id, outcome.short_state(), Some(outcome.state()));
-        }
+        deliver::record_job(store.as_mut(), id, &outcome);
     }
     if failed {
         return Err(CommandError::Failed(format!("purge of \"{}\" failed", target.name)));

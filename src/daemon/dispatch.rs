@@ -10,7 +10,7 @@ pub(super) struct Sent {
     pub(super) files: usize,
     pub(super) max_seq: i64,
     pub(super) first_seen_ms: i64,
-    pub(super) results: Vec<(Request, String, Result<Accepted, Failed>)>,
+    pub(super) results: Vec<Delivery>,
 }
 
 pub(super) struct JobDone {
@@ -91,20 +91,17 @@ impl Daemon {
         &mut self,
         target: &str,
         batch: &Arc<Vec<PendingFile>>,
-        results: &[(Request, String, Result<Accepted, Failed>)],
+        results: &[Delivery],
     ) -> Option<u64> {
         let wanted = self
             .config
             .rules
             .iter()
             .any(|r| r.verify.is_some() && r.targets.iter().any(|t| t == target));
-        if !wanted || results.is_empty() || results.iter().any(|(_, _, r)| r.is_err()) {
+        if !wanted || results.is_empty() || results.iter().any(|d| d.result.is_err()) {
             return None;
         }
-        let jobs = results
-            .iter()
-            .filter(|(_, _, r)| r.as_ref().is_ok_and(|a| a.job_id.is_some()))
-            .count();
+        let jobs = results.iter().filter(|d| d.job().is_some()).count();
         if jobs == 0 {
             self.verify_batch(target, batch);
             return None;
@@ -277,12 +274,7 @@ impl Daemon {
         let name = target.to_string();
         let n = files.len();
         self.sends.spawn(async move {
-            let mut results = Vec::new();
-            for req in requests {
-                let desc = provider.describe(&req);
-                let res = deliver::send(&provider, &pacer, &t.retry, t.rate_limit, &req).await;
-                results.push((req, desc, res));
-            }
+            let results = deliver::deliver(&provider, &pacer, &t.retry, t.rate_limit, requests).await;
             Sent {
                 target: name,
                 batch: files,
@@ -299,56 +291,54 @@ impl Daemon {
         let latency = Duration::from_millis((now_ms() - sent.first_seen_ms).max(0) as u64);
         let provider_type = self.providers.get(&sent.target).map_or("unknown", |p| p.type_name());
         let m = metrics::get();
-        for (_, _, res) in &sent.results {
+        for d in &sent.results {
             m.request(
                 &sent.target,
                 provider_type,
-                if res.is_ok() { "accepted" } else { "failed" },
+                if d.result.is_ok() { "accepted" } else { "failed" },
             );
         }
-        if !sent.results.is_empty() && sent.results.iter().all(|(_, _, r)| r.is_ok()) {
+        if !sent.results.is_empty() && sent.results.iter().all(|d| d.result.is_ok()) {
             m.purged(&sent.target, sent.files, latency.as_secs_f64());
         }
-        for (_req, desc, res) in &sent.results {
-            if let Err(f) = res {
-                self.tell_failure(&sent.target, desc, &f.to_string(), &sent.batch);
+        for d in &sent.results {
+            if let Err(f) = &d.result {
+                self.tell_failure(&sent.target, &d.desc, &f.to_string(), &sent.batch);
             }
         }
         self.check_store();
         let batch = Arc::new(std::mem::take(&mut sent.batch));
         let awaiting = self.await_batch(&sent.target, &batch, &sent.results);
-        for (_req, desc, res) in &sent.results {
-            match res {
+        for d in &sent.results {
+            match &d.result {
                 Ok(acc) => {
                     tracing::info!(
                         target = %sent.target,
                         files = sent.files,
-                        request = %desc,
+                        request = %d.desc,
                         job = %acc.job_id.as_deref().unwrap_or("-"),
                         since_first_change = %humantime::format_duration(Duration::from_millis(latency.as_millis() as u64)),
                         "purged"
                     );
                 }
                 Err(f) => {
-                    tracing::error!(target = %sent.target, files = sent.files, request = %desc, "purge failed for good, dropping it: {f}");
+                    tracing::error!(target = %sent.target, files = sent.files, request = %d.desc, "purge failed for good, dropping it: {f}");
                 }
             }
-            let id = self.store.as_mut().and_then(|s| {
-                s.record_purge(&deliver::record(&sent.target, sent.files, desc, res))
-                    .map_err(|e| tracing::warn!("could not record the purge: {e}"))
-                    .ok()
-            });
-            if let (Ok(acc), Some(provider), Some(t)) =
-                (res, self.providers.get(&sent.target), self.config.target(&sent.target))
-                && let Some(job_id) = acc.job_id.clone()
-            {
-                let (provider, pacer, rate, target, request, batch) = (
+            let id = d.save(self.store.as_mut(), &sent.target, sent.files);
+            if let (Some(job_id), Some(provider), Some(t)) = (
+                d.job(),
+                self.providers.get(&sent.target),
+                self.config.target(&sent.target),
+            ) {
+                let (provider, pacer, rate, target, request, batch, job_id) = (
                     provider.clone(),
                     self.pacer.clone(),
                     t.rate_limit,
                     sent.target.clone(),
-                    desc.clone(),
+                    d.desc.clone(),
                     batch.clone(),
+                    job_id.to_string(),
                 );
                 self.jobs.spawn(async move {
                     let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
@@ -411,10 +401,6 @@ impl Daemon {
                 tracing::warn!(target = %job.target, job = %job.job_id, request = %job.request, "could not learn how the purge job ended: {s}")
             }
         }
-        if let (Some(s), Some(id)) = (self.store.as_mut(), job.record)
-            && let Err(e) = s.update_job(id, job.outcome.short_state(), Some(job.outcome.state()))
-        {
-            tracing::warn!("could not record the job result: {e}");
-        }
+        deliver::record_job(self.store.as_mut(), job.record, &job.outcome);
     }
 }
