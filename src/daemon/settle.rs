@@ -5,6 +5,24 @@
 use super::*;
 
 impl Daemon {
+    pub(super) fn target(&self, name: &str) -> Option<&Target> {
+        self.config.target(name)
+    }
+
+    pub(super) fn touch_targets(&mut self, i: usize, now: Instant) {
+        for t in self.rules[i].rule.targets.clone() {
+            self.touch_target(&t, now);
+        }
+    }
+
+    /// A change for `target`, timed by its own debounce and max_delay.
+    pub(super) fn touch_target(&mut self, target: &str, now: Instant) {
+        if let Some(t) = self.config.target(target) {
+            let (d, m) = (t.debounce, t.max_delay);
+            self.batcher.touch(target, d, m, now);
+        }
+    }
+
     pub(super) fn fire_due(&mut self) {
         let now = Instant::now();
         for target in self.batcher.due(now) {

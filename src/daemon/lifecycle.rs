@@ -1,0 +1,199 @@
+//! Start-up (the lock, the store, each rule's watch and catch-up, work left from the last run)
+//! and stop (comparisons finished, pending purges sent within `shutdown_timeout`).
+
+use super::*;
+
+impl Daemon {
+    pub(super) fn start(
+        config: Config,
+        opts: Options,
+        queue: Arc<EventQueue>,
+        hasher: hashahead::Worker,
+        compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
+    ) -> Result<Daemon, DaemonError> {
+        let mut lock = None;
+        let (store, seed) = if opts.dry_run {
+            let seed = Store::open_read_only(&config.state_dir).unwrap_or_else(|e| {
+                tracing::warn!("dry run: not reading the state ({e}); every rule starts from a new baseline");
+                None
+            });
+            (None, seed)
+        } else {
+            // One daemon per state directory: the lock first, then the store.
+            lock = Some(DaemonLock::acquire(&config.state_dir)?);
+            (Some(Store::open(&config.state_dir)?), None)
+        };
+        let http = providers::http_client();
+        let rules_file = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
+        let mut d = Daemon {
+            providers: BTreeMap::new(),
+            rules: Vec::new(),
+            manifests: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_seq: 1,
+            batcher: Batcher::new(),
+            pacer: Arc::new(Pacer::default()),
+            http,
+            watcher: Some(Watcher::new(queue, config.rules.iter().any(|r| r.follow_symlinks))?),
+            sends: JoinSet::new(),
+            jobs: JoinSet::new(),
+            awaiting: HashMap::new(),
+            next_awaiting: 0,
+            verifies: JoinSet::new(),
+            edge: verify::edge_client(),
+            reload_at: None,
+            unsaved: Vec::new(),
+            flush_at: None,
+            seq: 0,
+            hasher,
+            deferred: BTreeMap::new(),
+            deferred_at: None,
+            deferred_since: None,
+            trim_work: 0,
+            uncommitted: Vec::new(),
+            compared_tx,
+            next_compare: 0,
+            comparing_for: BTreeSet::new(),
+            rules_file,
+            unnamed: HashSet::new(),
+            store,
+            seed,
+            _lock: lock,
+            monitor: None,
+            hooks: Default::default(),
+            opts,
+            config: config.clone(),
+        };
+        d.set_providers();
+        if let Some(addr) = config.metrics_listen {
+            d.monitor = Some(crate::monitor::start(addr)?);
+        }
+        if let Some(dir) = d.rules_file.parent()
+            && let Some(w) = d.watcher.as_mut()
+            && let Err(e) = w.add(dir, false)
+        {
+            tracing::warn!(
+                "the rules file will not be reloaded on save (SIGHUP still works): {}",
+                crate::logging::chain(&e)
+            );
+        }
+        let seen = match (&d.store, &d.seed) {
+            (Some(s), _) | (None, Some(s)) => s.seen()?,
+            _ => vec![],
+        };
+        for rule in config.rules.iter().cloned() {
+            let paths: BTreeSet<String> = seen
+                .iter()
+                .filter(|(r, _, _)| *r == rule.name)
+                .map(|(_, p, _)| p.clone())
+                .collect();
+            d.add_rule(rule, paths)?;
+        }
+        // Work left over from the last run goes first.
+        let rows = match (&d.store, &d.seed) {
+            (Some(s), _) | (None, Some(s)) => s.pending()?,
+            _ => vec![],
+        };
+        for row in rows {
+            if d.config.target(&row.target).is_none() {
+                continue;
+            }
+            d.next_seq = d.next_seq.max(row.seq + 1);
+            d.pending
+                .entry(row.target.clone())
+                .or_default()
+                .insert((row.file.rule.clone(), row.file.path.clone()), row);
+        }
+        let now = Instant::now();
+        for (target, rows) in &d.pending {
+            if !rows.is_empty() {
+                tracing::info!(target = %target, files = rows.len(), "queued purges left from the last run");
+                d.batcher.due_now(target, now);
+            }
+        }
+        d.publish_pending();
+        Ok(d)
+    }
+
+    pub(super) fn summary(&self) -> String {
+        let files: usize = self.pending.values().map(|p| p.len()).sum();
+        format!(
+            "{} rule{}, {} target{}, {} file{} pending{}",
+            self.rules.len(),
+            if self.rules.len() == 1 { "" } else { "s" },
+            self.config.targets.len(),
+            if self.config.targets.len() == 1 { "" } else { "s" },
+            files,
+            if files == 1 { "" } else { "s" },
+            if self.opts.dry_run {
+                " (dry run: nothing is sent)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    pub(super) fn set_providers(&mut self) {
+        self.providers = self
+            .config
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), Arc::new(Provider::new(t, self.http.clone()))))
+            .collect();
+    }
+
+    /// Stops watching, sends everything pending (bounded by `shutdown_timeout`), and returns.
+    pub(super) async fn stop(&mut self, compared: &mut mpsc::UnboundedReceiver<(u64, Compared)>) {
+        systemd::stopping();
+        self.watcher = None;
+        tracing::info!("stopping: sending pending purges");
+        // Comparisons under way are waited for; what is left is compared here.
+        while self.rules.iter().any(|r| r.comparing.is_some()) {
+            match compared.recv().await {
+                Some((id, c)) => self.on_compared(id, c),
+                None => break,
+            }
+        }
+        for i in 0..self.rules.len() {
+            if self.rules[i].rescan.is_some() || self.rules[i].record.has_dirty() {
+                self.settle(i);
+            }
+        }
+        self.commit_settled();
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        loop {
+            for t in self.batcher.take_all() {
+                self.start_send(&t);
+            }
+            let idle: Vec<String> = self
+                .pending
+                .iter()
+                .filter(|(t, p)| !p.is_empty() && !self.batcher.is_busy(t))
+                .map(|(t, _)| t.clone())
+                .collect();
+            for t in idle {
+                self.start_send(&t);
+            }
+            if self.sends.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(res) = self.sends.join_next() => if let Ok(sent) = res { self.on_sent(sent) },
+                _ = sleep_until(deadline) => {
+                    let left: usize = self.pending.values().map(|p| p.len()).sum();
+                    tracing::warn!(
+                        files = left,
+                        "shutdown timeout ({}) reached: what is still pending is kept in the state directory and sent at the next start",
+                        humantime::format_duration(self.config.shutdown_timeout)
+                    );
+                    self.sends.abort_all();
+                    break;
+                }
+            }
+        }
+        self.jobs.abort_all();
+        self.verifies.abort_all();
+        self.flush_deferred(usize::MAX);
+        tracing::info!("stopped");
+    }
+}
