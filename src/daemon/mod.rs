@@ -54,6 +54,8 @@ mod events;
 mod lifecycle;
 mod rules;
 mod settle;
+#[cfg(test)]
+mod testing;
 mod writeback;
 
 use dispatch::{Awaiting, JobDone, Sent};

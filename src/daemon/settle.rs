@@ -105,7 +105,9 @@ impl Daemon {
     /// and the targets waiting for it sent.
     pub(super) fn on_compared(&mut self, id: u64, compared: Compared) {
         let Some(i) = self.rules.iter().position(|r| r.comparing == Some(id)) else {
-            // The rule was removed (or re-made by a reload) meanwhile.
+            // The rule was removed (or re-made by a reload) meanwhile: its result is dropped,
+            // and the targets that waited for it go with what they have.
+            self.send_compared();
             return;
         };
         self.rules[i].comparing = None;
@@ -262,5 +264,79 @@ impl Daemon {
             }
         }
         files
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Harness;
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_due_target_is_sent_once_its_comparison_is_in() {
+        let mut h = Harness::new(&[("a.html", "old"), ("b.html", "same")], Options::default());
+        h.write("a.html", "new");
+        h.event("a.html");
+        h.event("b.html");
+        h.debounce().await;
+        h.d.fire_due();
+        // Comparing: the loop is free, nothing is queued or sent yet.
+        assert!(h.d.rules[0].comparing.is_some());
+        assert!(h.d.comparing_for.contains("cdn"));
+        assert!(h.d.sends.is_empty() && h.pending("cdn").is_empty());
+        let (id, compared) = h.next_compared().await;
+        assert_eq!(compared.candidates, 2);
+        h.d.on_compared(id, compared);
+        assert_eq!(h.pending("cdn"), ["a.html"], "b.html holds the same bytes");
+        assert_eq!(h.d.sends.len(), 1, "the send started");
+        assert!(h.d.comparing_for.is_empty() && h.d.rules[0].comparing.is_none());
+        // The manifest moved forward: a.html's new bytes are the record now.
+        let hash = *blake3::hash(b"new").as_bytes();
+        assert_eq!(h.d.manifests["site"].get("a.html").map(|m| m.hash), Some(hash));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_due_during_a_comparison_is_compared_once_that_is_in() {
+        let mut h = Harness::new(&[("a.html", "a"), ("b.html", "b")], Options::default());
+        h.write("a.html", "a2");
+        h.event("a.html");
+        h.debounce().await;
+        h.d.fire_due();
+        let first = h.d.rules[0].comparing.expect("comparing");
+        // b changes while a is compared, and its batch falls due too.
+        h.write("b.html", "b2");
+        h.event("b.html");
+        h.debounce().await;
+        h.d.fire_due();
+        assert!(h.d.rules[0].again, "asked to compare again");
+        assert_eq!(h.d.rules[0].comparing, Some(first), "one comparison at a time per rule");
+        let (id, c) = h.next_compared().await;
+        h.d.on_compared(id, c);
+        // The second comparison started at once; the target waits for it.
+        let second = h.d.rules[0].comparing.expect("compared again");
+        assert_ne!(second, first);
+        assert!(h.d.sends.is_empty() && h.d.comparing_for.contains("cdn"));
+        let (id, c) = h.next_compared().await;
+        assert_eq!(id, second);
+        h.d.on_compared(id, c);
+        let mut pending = h.pending("cdn");
+        pending.sort();
+        assert_eq!(pending, ["a.html", "b.html"]);
+        assert_eq!(h.d.sends.len(), 1, "one send for both");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rule_removed_while_it_is_compared_drops_the_result() {
+        let mut h = Harness::new(&[("a.html", "a")], Options::default());
+        h.write("a.html", "a2");
+        h.event("a.html");
+        h.debounce().await;
+        h.d.fire_due();
+        h.d.remove_rule(0);
+        let (id, c) = h.next_compared().await;
+        h.d.on_compared(id, c);
+        assert!(h.pending("cdn").is_empty());
+        assert!(!h.d.manifests.contains_key("site"));
+        assert!(h.d.comparing_for.is_empty(), "the target stops waiting");
     }
 }
