@@ -404,3 +404,43 @@ impl Daemon {
         deliver::record_job(self.store.as_mut(), job.record, &job.outcome);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Harness;
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dry_run_plans_and_forgets_what_it_would_send() {
+        let mut h = Harness::new(&[("a.html", "a")], Options { dry_run: true });
+        h.write("a.html", "a2");
+        h.event("a.html");
+        h.debounce().await;
+        h.d.fire_due();
+        let (id, c) = h.next_compared().await;
+        h.d.on_compared(id, c);
+        assert!(h.d.sends.is_empty(), "nothing is sent");
+        assert!(h.pending("cdn").is_empty());
+    }
+
+    #[test]
+    fn a_batchs_urls_name_the_files_of_a_removed_rule_by_their_path() {
+        let rule = Rule::new("site", "/srv/public");
+        let files = [
+            PendingFile {
+                rule: "site".into(),
+                path: "blog/index.html".into(),
+                kind: crate::manifest::ChangeKind::Modified,
+            },
+            PendingFile {
+                rule: "old".into(),
+                path: "x.html".into(),
+                kind: crate::manifest::ChangeKind::Deleted,
+            },
+        ];
+        let urls = batch_urls(&files, std::slice::from_ref(&rule), 10);
+        assert!(urls.iter().any(|u| u.ends_with("/blog/")), "{urls:?}");
+        assert!(urls.contains(&"(rule old removed) x.html".to_string()), "{urls:?}");
+        assert_eq!(batch_urls(&files, &[rule], 1).len(), 1, "at most `limit`");
+    }
+}

@@ -171,3 +171,58 @@ impl Daemon {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Harness;
+    use super::*;
+    use crate::manifest::{Ahead, Known};
+
+    #[tokio::test(start_paused = true)]
+    async fn kept_paths_are_dirty_once_skipped_ones_not_at_all_and_finished_files_are_hashed() {
+        let mut h = Harness::new(&[("a.html", "a")], Options::default());
+        h.write("a.html", "a2");
+        h.write("x.tmp", "scratch");
+        h.events(&["a.html", "a.html", "x.tmp"], true);
+        let r = &h.d.rules[0];
+        assert!(r.record.is_dirty("a.html"));
+        assert!(!r.record.is_dirty("x.tmp"), "excluded, and not tracked");
+        assert_eq!(h.d.unsaved, [("site".to_string(), "a.html".to_string())], "seen once");
+        assert!(h.d.batcher.next_deadline().is_some(), "the target's batch is open");
+        // The finished file went to the worker, and its hash is recorded when it is back.
+        let done = h.next_hashed().await;
+        h.d.on_hashed(done);
+        let m = &h.d.manifests["site"];
+        let known = h.d.rules[0].record.known(m).known("a.html");
+        assert!(
+            matches!(known, Known::File(f) if f.hash == *blake3::hash(b"a2").as_bytes()),
+            "{known:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hashes_that_come_back_while_the_rule_is_compared_wait_for_it() {
+        let mut h = Harness::new(&[("a.html", "a"), ("b.html", "b")], Options::default());
+        h.write("a.html", "a2");
+        h.event("a.html");
+        h.debounce().await;
+        h.d.fire_due();
+        assert!(h.d.rules[0].comparing.is_some());
+        // b is written and hashed while a is compared: its hash is held, not judged against a
+        // manifest about to move.
+        h.write("b.html", "b2");
+        h.events(&["b.html"], true);
+        let done = h.next_hashed().await;
+        h.d.on_hashed(done);
+        assert_eq!(h.d.rules[0].held.len(), 1);
+        let (id, c) = h.next_compared().await;
+        h.d.on_compared(id, c);
+        assert!(h.d.rules[0].held.is_empty());
+        let m = &h.d.manifests["site"];
+        let known = h.d.rules[0].record.known(m).known("b.html");
+        assert!(
+            matches!(known, Known::File(f) if f.hash == *blake3::hash(b"b2").as_bytes()),
+            "{known:?}"
+        );
+    }
+}

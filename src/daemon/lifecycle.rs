@@ -197,3 +197,38 @@ impl Daemon {
         tracing::info!("stopped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Harness;
+    use super::*;
+
+    /// Purges queued but not sent when the daemon went away are the first thing the next one
+    /// sends, and a change made while it was stopped is found at start-up.
+    #[tokio::test(start_paused = true)]
+    async fn work_left_from_the_last_run_goes_first_and_changes_made_meanwhile_are_found() {
+        let mut h = Harness::new(&[("a.html", "a"), ("b.html", "b")], Options::default());
+        h.write("a.html", "a2");
+        h.event("a.html");
+        h.debounce().await;
+        h.d.fire_due();
+        let (id, c) = h.next_compared().await;
+        h.d.on_compared(id, c);
+        assert_eq!(h.d.sends.len(), 1, "sent to a provider that is not there");
+        let Harness {
+            d, tmp, site, rules, ..
+        } = h;
+        drop(d);
+        std::fs::write(site.join("b.html"), "b2").unwrap();
+        let h = Harness::start(tmp, site, rules, Options::default());
+        let mut pending = h.pending("cdn");
+        pending.sort();
+        assert_eq!(pending, ["a.html", "b.html"]);
+        assert!(
+            h.d.batcher
+                .next_deadline()
+                .is_some_and(|at| at <= Instant::now() + Duration::from_secs(1))
+        );
+        assert!(h.d.summary().contains("2 files pending"), "{}", h.d.summary());
+    }
+}

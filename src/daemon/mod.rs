@@ -369,3 +369,20 @@ impl Daemon {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_turn_of_the_loop_is_kept() {
+        let mut s = Stalls::default();
+        s.turned("events", Duration::from_millis(3));
+        s.turned("a comparison", Duration::from_millis(1));
+        assert_eq!(s.longest, Duration::from_millis(3));
+        s.turned("a batch due", Duration::from_millis(25));
+        assert_eq!(s.longest, Duration::from_millis(25));
+        assert_eq!(Wake::Due.name(), "a batch due");
+        assert_eq!(Wake::Asked(Asked::Rescan).name(), "SIGUSR1");
+    }
+}

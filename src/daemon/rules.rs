@@ -273,3 +273,73 @@ impl Daemon {
         systemd::ready(&status);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{Harness, rules_yaml};
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_a_rule_on_the_same_directory_adds_new_ones_and_survives_errors() {
+        let mut h = Harness::new(&[("a.html", "a")], Options::default());
+        h.write("a.html", "a2");
+        h.event("a.html");
+        let blog = h.tmp.path().join("blog");
+        std::fs::create_dir_all(&blog).unwrap();
+        std::fs::write(blog.join("post.html"), "p").unwrap();
+        let extra = format!("  - name: blog\n    watch: {}\n    targets: [cdn]\n", blog.display());
+        std::fs::write(&h.rules, rules_yaml(h.tmp.path(), &extra)).unwrap();
+        h.d.reload("test");
+        let names: Vec<&str> = h.d.rules.iter().map(|r| r.rule.name.as_str()).collect();
+        assert_eq!(names, ["site", "blog"]);
+        assert!(h.d.rules[0].record.is_dirty("a.html"), "the kept rule keeps its record");
+        assert_eq!(h.d.manifests["blog"].len(), 1, "the new rule's baseline");
+        // A broken rules file changes nothing.
+        std::fs::write(&h.rules, "rules: [").unwrap();
+        h.d.reload("test");
+        assert_eq!(h.d.rules.len(), 2);
+        // A rule that now watches another directory is a new rule: its record starts over.
+        let moved = rules_yaml(h.tmp.path(), "").replace("/public", "/blog");
+        std::fs::write(&h.rules, moved).unwrap();
+        h.d.reload("test");
+        assert_eq!(h.d.rules.len(), 1);
+        assert!(!h.d.rules[0].record.is_dirty("a.html"));
+        assert_eq!(h.d.rules[0].root, std::fs::canonicalize(&blog).unwrap());
+    }
+
+    /// A deploy that swaps a new tree in (`mv public.new public`): the rule follows it, the new
+    /// tree is hashed ahead while the batch waits, and the comparison finds what changed from
+    /// the listing, purging only that.
+    #[tokio::test(start_paused = true)]
+    async fn a_swapped_in_tree_is_followed_hashed_ahead_and_compared_from_its_listing() {
+        let mut h = Harness::new(&[("a.html", "a"), ("b.html", "b"), ("c.html", "c")], Options::default());
+        let new = h.tmp.path().join("public.new");
+        std::fs::create_dir_all(&new).unwrap();
+        for (rel, text) in [("a.html", "a"), ("b.html", "B"), ("d.html", "d")] {
+            std::fs::write(new.join(rel), text).unwrap();
+        }
+        std::fs::rename(&h.site, h.tmp.path().join("public.old")).unwrap();
+        std::fs::rename(&new, &h.site).unwrap();
+        h.d.reattach(0, Instant::now(), false);
+        let seq = h.d.rules[0].tree_pending.expect("the new tree is being hashed");
+        assert!(h.d.rules[0].rescan.is_some());
+        // The batch is held for the hash; once the tree is listed it goes.
+        loop {
+            let done = h.next_hashed().await;
+            let listed = matches!(done, hashahead::Done::TreeListed { .. });
+            h.d.on_hashed(done);
+            if listed {
+                break;
+            }
+        }
+        assert!(h.d.rules[0].tree_pending.is_none());
+        assert!(h.d.rules[0].record.tree_covers(seq - 1));
+        h.debounce().await;
+        h.d.fire_due();
+        let (id, c) = h.next_compared().await;
+        h.d.on_compared(id, c);
+        let mut pending = h.pending("cdn");
+        pending.sort();
+        assert_eq!(pending, ["b.html", "c.html", "d.html"], "a.html holds the same bytes");
+    }
+}

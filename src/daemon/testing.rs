@@ -35,6 +35,7 @@ rules:
   - name: site
     watch: {site}
     targets: [cdn]
+    exclude: [\"**/*.tmp\"]
 {extra}",
         state = tmp.join("state").display(),
         site = tmp.join("public").display(),
@@ -86,12 +87,18 @@ impl Harness {
         std::fs::write(self.site.join(rel), text).unwrap();
     }
 
-    /// An event for `rel` (a file written and closed), as the watcher reports it.
+    /// An event for `rel` (a file being written), as the watcher reports it.
     pub fn event(&mut self, rel: &str) {
+        self.events(&[rel], false);
+    }
+
+    /// Events for `rels` in one batch; `done`: each left its file finished (closed after
+    /// writing), so it is worth hashing ahead.
+    pub fn events(&mut self, rels: &[&str], done: bool) {
         let taken = Taken {
             msgs: vec![WatchMsg::Paths {
-                paths: vec![self.site.join(rel)],
-                done: false,
+                paths: rels.iter().map(|r| self.site.join(r)).collect(),
+                done,
                 removed: false,
                 attrib: false,
             }],

@@ -150,3 +150,51 @@ impl Daemon {
         self.uncommitted.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Harness;
+    use super::*;
+
+    /// New metadata for identical bytes is not urgent: it waits while a batch is open (its
+    /// transaction would hold the loop past the batch's deadline), no longer than
+    /// [`DEFERRED_MAX_WAIT`], and then goes in chunks of [`DEFERRED_CHUNK`].
+    #[tokio::test(start_paused = true)]
+    async fn deferred_metadata_waits_for_an_open_batch_then_is_written_in_chunks() {
+        let mut h = Harness::new(&[("a.html", "a")], Options::default());
+        let newer = FileMeta {
+            mtime_ns: 42,
+            ..*h.d.manifests["site"].get("a.html").unwrap()
+        };
+        Arc::make_mut(h.d.manifests.get_mut("site").unwrap()).set("a.html", newer);
+        let mut paths: Vec<String> = (0..DEFERRED_CHUNK + 2_000).map(|i| format!("gone/{i}.html")).collect();
+        paths.push("a.html".into());
+        h.d.deferred.insert("site".into(), paths);
+        // A batch is open: nothing is written yet.
+        h.event("a.html");
+        h.d.on_deferred_timer();
+        assert_eq!(h.d.deferred["site"].len(), DEFERRED_CHUNK + 2_001);
+        assert!(h.d.deferred_at.is_some(), "asked again later");
+        tokio::time::advance(DEFERRED_MAX_WAIT).await;
+        h.d.on_deferred_timer();
+        assert_eq!(h.d.deferred["site"].len(), 2_001, "one chunk written");
+        assert!(h.d.deferred_at.is_some_and(|at| at <= Instant::now() + DEFERRED_STEP));
+        h.d.on_deferred_timer();
+        assert!(h.d.deferred.is_empty() && h.d.deferred_since.is_none());
+        let store = Store::open_read_only(&h.tmp.path().join("state")).unwrap().unwrap();
+        assert_eq!(store.load_manifest("site").unwrap().get("a.html"), Some(&newer));
+    }
+
+    /// A state file deleted under the daemon is written anew from its record at the next write.
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_state_file_is_written_anew_from_the_daemons_record() {
+        let mut h = Harness::new(&[("a.html", "a"), ("b.html", "b")], Options::default());
+        let db = h.tmp.path().join("state").join(crate::state::DB_FILE);
+        std::fs::remove_file(&db).unwrap();
+        h.d.check_store();
+        let store = Store::open_read_only(&h.tmp.path().join("state"))
+            .unwrap()
+            .expect("written anew");
+        assert_eq!(store.load_manifest("site").unwrap(), *h.d.manifests["site"]);
+    }
+}
