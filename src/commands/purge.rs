@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{CommandError, load, runtime};
 use crate::cli::{Cli, PurgeArgs};
-use crate::config::{RetryPolicy, TargetKind};
+use crate::config::{RetryPolicy, Target, TargetKind};
 use crate::deliver::{self, JobOutcome, Pacer};
 use crate::plan::{self, Item};
 use crate::providers::{Provider, http_client};
@@ -32,41 +32,7 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             known.join(", ")
         )));
     };
-    let requests = match &target.kind {
-        TargetKind::SiteHost(_) => {
-            if !args.url.is_empty() || args.pattern.is_some() {
-                tracing::warn!(target = %target.name, "a SiteHost target purges its whole stack; --url and --pattern only say why");
-            }
-            vec![Request::Stack]
-        }
-        TargetKind::Vims(v) => {
-            if args.all {
-                vec![Request::Pattern("*".into())]
-            } else if let Some(p) = &args.pattern {
-                if p.is_empty() {
-                    return Err(CommandError::Usage(
-                        "--pattern \"\" matches every URL: use --all to purge everything".into(),
-                    ));
-                }
-                if p != "*" {
-                    regex::Regex::new(p)
-                        .map_err(|e| CommandError::Usage(format!("--pattern {p:?} is not a valid regex: {e}")))?;
-                }
-                vec![Request::Pattern(p.clone())]
-            } else if !args.url.is_empty() {
-                let items: BTreeSet<Item> = args.url.iter().map(|u| Item::Url(url_path(u))).collect();
-                plan::patterns(&items, v.patterns.max_bytes)
-                    .into_iter()
-                    .map(Request::Pattern)
-                    .collect()
-            } else {
-                return Err(CommandError::Usage(format!(
-                    "say what to purge from \"{}\": --all, --url PATH (repeatable) or --pattern REGEX",
-                    target.name
-                )));
-            }
-        }
-    };
+    let requests = requests(&target, args)?;
     let http = http_client();
     let provider = Provider::new(&target, http);
     if args.dry_run {
@@ -145,6 +111,46 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
         return Err(CommandError::Failed(format!("purge of \"{}\" failed", target.name)));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The requests `args` ask for: a SiteHost target purges its stack; a VIMS target everything,
+/// one pattern, or the fewest patterns covering the URLs given.
+fn requests(target: &Target, args: &PurgeArgs) -> Result<Vec<Request>, CommandError> {
+    Ok(match &target.kind {
+        TargetKind::SiteHost(_) => {
+            if !args.url.is_empty() || args.pattern.is_some() {
+                tracing::warn!(target = %target.name, "a SiteHost target purges its whole stack; --url and --pattern only say why");
+            }
+            vec![Request::Stack]
+        }
+        TargetKind::Vims(v) => {
+            if args.all {
+                vec![Request::Pattern("*".into())]
+            } else if let Some(p) = &args.pattern {
+                if p.is_empty() {
+                    return Err(CommandError::Usage(
+                        "--pattern \"\" matches every URL: use --all to purge everything".into(),
+                    ));
+                }
+                if p != "*" {
+                    regex::Regex::new(p)
+                        .map_err(|e| CommandError::Usage(format!("--pattern {p:?} is not a valid regex: {e}")))?;
+                }
+                vec![Request::Pattern(p.clone())]
+            } else if !args.url.is_empty() {
+                let items: BTreeSet<Item> = args.url.iter().map(|u| Item::Url(url_path(u))).collect();
+                plan::patterns(&items, v.patterns.max_bytes)
+                    .into_iter()
+                    .map(Request::Pattern)
+                    .collect()
+            } else {
+                return Err(CommandError::Usage(format!(
+                    "say what to purge from \"{}\": --all, --url PATH (repeatable) or --pattern REGEX",
+                    target.name
+                )));
+            }
+        }
+    })
 }
 
 /// The URL path `--url` names: a full URL loses its scheme and host (the patterns match the path
