@@ -3,32 +3,38 @@
 //!
 //! # Layout
 //!
-//! The daemon is a pipeline; each stage is one module:
+//! The daemon is a pipeline; each stage is one module, and `daemon` only wires them:
 //!
 //! ```text
-//!  watch ──▶ route ──▶ batch ──▶ manifest ──▶ plan ──▶ deliver ──▶ providers::{sitehost, vims}
-//!  (inotify)  (rules)  (debounce) (content)  (URLs,    (retries,
-//!                                             patterns)  pacing)
+//!  watch ─▶ route ─▶ batch ─▶ compare ─▶ plan ─▶ deliver ─▶ providers::{sitehost, vims}
+//! (inotify)  (which    (debounce,  (record +   (URLs,    (retries,
+//!            rule,     max_delay)  manifest →  patterns) pacing)
+//!            keep?)      ▲         changes)
+//!                        │            ▲
+//!                   hashahead ────────┘  (hashes taken while the batch waits)
 //! ```
 //!
 //! * `watch`: a `notify` watcher that feeds filesystem events into a channel; it also watches
 //!   the parent of every watched directory (to see a `mv` or symlink-swap deploy) and the rules file.
-//! * [`route`]: maps an event's path to the rules that watch it and applies include/exclude/match.
+//! * [`route`]: for an event's path and a rule: outside, the rule's own directory (a swap),
+//!   unnamed, skip, or keep (with the path relative to the tree); include/exclude/match.
 //! * [`batch`]: per-target debounce (`debounce` after the last change, at most `max_delay` after
 //!   the first).
-//! * [`manifest`]: what each rule's tree looked like at the last purge (size, mtime, BLAKE3); a
-//!   path is purged only when its content really changed, and start-up catch-up diffs against it.
-//!   `prehash` hashes finished files (and swapped-in trees) on a worker thread during the
-//!   debounce, so the comparison at its end is mostly lookups; `changes` keeps, per path, its
-//!   events and those hashes until the comparison.
+//! * `hashahead`: a worker thread hashes finished files (and swapped-in trees) during the
+//!   debounce; each rule's `Record` keeps its dirty paths and what was found, as a `Known` per
+//!   path (unknown, gone, or a file's hash), so that the comparison is mostly lookups.
+//! * `compare`: a rule's record and [`manifest`] (what the tree looked like at the last purge:
+//!   size, mtime, BLAKE3) → what changed; run on a blocking thread. A path is purged only when
+//!   its content really changed.
 //! * [`plan`]: turns changed files into URLs and the fewest provider requests (one SiteHost stack
 //!   purge; VIMS regex patterns).
-//! * `deliver`: sends a request with classification of failures, capped jittered backoff and
-//!   per-account pacing.
+//! * `deliver`: sends a purge's requests with classification of failures, capped jittered
+//!   backoff and per-account pacing, and records them: the one path for the daemon and
+//!   `purgewatch purge`.
 //! * `providers`: the SiteHost and VIMS HTTP APIs.
 //! * `state`: the durable store (manifests, pending purges, results) in the state directory.
-//! * `daemon`: `daemon::run(config, options, signals)` wires the stages: its `mod.rs` is the
-//!   loop, and `events`, `settle`, `dispatch`, `writeback` and `rules` each handle one kind of
+//! * `daemon`: `daemon::run(config, options, signals)`: `mod.rs` is the `select!` loop, and
+//!   `lifecycle`, `events`, `settle`, `dispatch`, `writeback` and `rules` each handle one kind of
 //!   reaction. [`cli`] is the command line, [`commands`] one file per subcommand.
 //!
 //! [`config`] loads and validates the rules file. [`request`] holds the types that pass between

@@ -4,7 +4,7 @@
 //! deserializer stops at the first error, so the rules are read in two steps: `saphyr-parser`
 //! (the maintained successor of yaml-rust) turns the text into events with spans, this module
 //! folds them into a [`Node`] tree that keeps duplicate keys and positions, and
-//! [`super::load`] walks that tree, collecting every error it finds.
+//! [`super::load()`] walks that tree, collecting every error it finds.
 
 use std::collections::HashMap;
 
