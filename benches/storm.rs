@@ -811,26 +811,11 @@ fn run_pass(tool: Tool, a: &Args, tmp: &Path) -> Pass {
             vec![i]
         },
     ));
-    seen.extend(run_storm(
-        &w,
-        only,
-        "rename swap (mv public.new public), 1%",
-        &mut site,
-        a.repeat,
-        |s, r| {
-            let changed = s.change(0.01, r + 200);
-            let next = dir_a.join("public.new");
-            copy_release(s, &next);
-            let old = dir_a.join("public.old");
-            let _ = std::fs::remove_dir_all(&old);
-            std::fs::rename(&root, &old).unwrap();
-            std::fs::rename(&next, &root).unwrap();
-            changed
-        },
-    ));
     // A real deploy: a fresh build of the whole site elsewhere (every file new, new mtimes, 1%
     // with new bytes), copied over with Debian's rsync, which writes every file through a
-    // temporary name and a rename and then sets every directory's mtime.
+    // temporary name and a rename and then sets every directory's mtime. Before the rename
+    // swap: watchman drops its watch when the watched directory is renamed away, and a
+    // recursive inotifywait goes on watching the old one.
     if installed("rsync", "--version") {
         seen.extend(run_storm(
             &w,
@@ -856,6 +841,23 @@ fn run_pass(tool: Tool, a: &Args, tmp: &Path) -> Pass {
     } else if tool == Tool::Purgewatch {
         println!("storm \"real rsync -a --delete\": skipped (rsync is not installed: apt-get install rsync)");
     }
+    seen.extend(run_storm(
+        &w,
+        only,
+        "rename swap (mv public.new public), 1%",
+        &mut site,
+        a.repeat,
+        |s, r| {
+            let changed = s.change(0.01, r + 200);
+            let next = dir_a.join("public.new");
+            copy_release(s, &next);
+            let old = dir_a.join("public.old");
+            let _ = std::fs::remove_dir_all(&old);
+            std::fs::rename(&root, &old).unwrap();
+            std::fs::rename(&next, &root).unwrap();
+            changed
+        },
+    ));
     let rss_a_kb = status_kb(w.proc.pid(), "VmHWM");
     let mut w = w;
     w.stop();

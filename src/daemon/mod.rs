@@ -301,7 +301,8 @@ struct Stalls {
     longest: Duration,
 }
 
-/// Turns at least this long are logged (at debug).
+/// Turns at least this long are logged (at debug, under the target `purgewatch::loop`:
+/// `RUST_LOG=info,purgewatch::loop=debug` shows them alone).
 const STALL_LOGGED: Duration = Duration::from_millis(20);
 
 impl Stalls {
@@ -310,6 +311,7 @@ impl Stalls {
         self.longest = self.longest.max(took);
         if longest || took >= STALL_LOGGED {
             tracing::debug!(
+                target: "purgewatch::loop",
                 ms = took.as_secs_f64() * 1000.0,
                 during = what,
                 longest_ms = self.longest.as_secs_f64() * 1000.0,
