@@ -137,8 +137,17 @@ pub enum Route {
 /// files in it, or dirty): such a path is kept whatever the filter says now, so that a file
 /// that was purged and is now removed or excluded is compared (and forgotten) too. A directory
 /// is kept unless the filter excludes everything below it: files may be made in it before its
-/// watch is in place.
-pub fn route(root: &Path, watch: &Path, filter: &Filter, path: &Path, tracked: impl FnOnce(&str) -> bool) -> Route {
+/// watch is in place. `maybe_dir`: false when the event already says the path is no directory
+/// (a file written, a path moved away): the disk is not asked (an rsync deploy renames 20,000
+/// excluded temporary files, and each such question is a failed lookup in the kernel).
+pub fn route(
+    root: &Path,
+    watch: &Path,
+    filter: &Filter,
+    path: &Path,
+    maybe_dir: bool,
+    tracked: impl FnOnce(&str) -> bool,
+) -> Route {
     if path == watch {
         return Route::Root;
     }
@@ -149,7 +158,8 @@ pub fn route(root: &Path, watch: &Path, filter: &Filter, path: &Path, tracked: i
             Route::Outside
         };
     };
-    let keep = filter.verdict(&rel).is_keep() || tracked(&rel) || (path.is_dir() && !filter.excludes_dir(&rel));
+    let keep =
+        filter.verdict(&rel).is_keep() || tracked(&rel) || (maybe_dir && path.is_dir() && !filter.excludes_dir(&rel));
     if keep { Route::Keep(rel) } else { Route::Skip(rel) }
 }
 
@@ -168,40 +178,51 @@ mod tests {
         let f = Filter::new(&rule(&["**/*.html"], &[".git/**"], &[]));
         let none = |_: &str| false;
         let watch = Path::new("/srv/current");
-        assert_eq!(route(root, watch, &f, watch, none), Route::Root);
+        assert_eq!(route(root, watch, &f, watch, true, none), Route::Root);
         assert_eq!(
-            route(root, watch, &f, Path::new("/elsewhere/a.html"), none),
+            route(root, watch, &f, Path::new("/elsewhere/a.html"), true, none),
             Route::Outside
         );
-        assert_eq!(route(root, watch, &f, root, none), Route::Outside);
+        assert_eq!(route(root, watch, &f, root, true, none), Route::Outside);
         let bad = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9.html"));
-        assert_eq!(route(root, watch, &f, &bad, none), Route::Unnamed);
+        assert_eq!(route(root, watch, &f, &bad, true, none), Route::Unnamed);
         assert_eq!(
-            route(root, watch, &f, &root.join("blog/a.html"), none),
+            route(root, watch, &f, &root.join("blog/a.html"), true, none),
             Route::Keep("blog/a.html".into())
         );
         // A directory may hold kept files; an excluded one cannot.
         assert_eq!(
-            route(root, watch, &f, &root.join("blog"), none),
+            route(root, watch, &f, &root.join("blog"), true, none),
             Route::Keep("blog".into())
         );
         assert_eq!(
-            route(root, watch, &f, &root.join(".git/objects"), none),
+            route(root, watch, &f, &root.join(".git/objects"), true, none),
             Route::Skip(".git/objects".into())
         );
         assert_eq!(
-            route(root, watch, &f, &root.join("a.css"), none),
+            route(root, watch, &f, &root.join("a.css"), true, none),
             Route::Skip("a.css".into())
         );
         // A file the rule tracks is kept whatever the filter says now (a removed directory is
         // no directory any more, but its files are in the manifest).
         assert_eq!(
-            route(root, watch, &f, &root.join("a.css"), |r| r == "a.css"),
+            route(root, watch, &f, &root.join("a.css"), true, |r| r == "a.css"),
             Route::Keep("a.css".into())
         );
         assert_eq!(
-            route(root, watch, &f, &root.join("gone"), |r| r == "gone"),
+            route(root, watch, &f, &root.join("gone"), true, |r| r == "gone"),
             Route::Keep("gone".into())
+        );
+        // Told it is no directory (a temporary file moved away), the router does not look.
+        let tmp_dir = root.join(".blog.XXXX");
+        std::fs::create_dir(&tmp_dir).unwrap();
+        assert_eq!(
+            route(root, watch, &f, &tmp_dir, true, none),
+            Route::Keep(".blog.XXXX".into())
+        );
+        assert_eq!(
+            route(root, watch, &f, &tmp_dir, false, none),
+            Route::Skip(".blog.XXXX".into())
         );
     }
 

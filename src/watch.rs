@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use notify::event::{AccessKind, AccessMode, EventKind, Flag, ModifyKind};
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, Flag, ModifyKind, RenameMode};
 use notify::{EventKindMask, RecommendedWatcher, RecursiveMode, Watcher as _};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -114,6 +114,9 @@ pub enum WatchMsg {
         /// Only the attributes changed (mode, owner, times): a directory with nothing but such
         /// events holds no file its own events did not name, so it need not be walked.
         attrib: bool,
+        /// The event says the path is no directory now (a file was made, written or closed, or
+        /// the path was removed or moved away): the router need not ask the disk.
+        not_dir: bool,
     },
     /// Events were lost (kernel queue overflow): compare every tree with its manifest.
     Rescan,
@@ -171,39 +174,28 @@ impl Watcher {
             let msg = match res {
                 Ok(ev) if ev.need_rescan() || ev.flag() == Some(Flag::Rescan) => WatchMsg::Rescan,
                 Ok(ev) if ev.paths.is_empty() => return,
-                Ok(ev) => match ev.kind {
-                    EventKind::Access(AccessKind::Close(AccessMode::Write)) => WatchMsg::Paths {
+                Ok(ev) => {
+                    let (done, removed, attrib, not_dir) = match ev.kind {
+                        EventKind::Access(AccessKind::Close(AccessMode::Write)) => (true, false, false, true),
+                        EventKind::Access(_) => return,
+                        EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(CreateKind::File) => {
+                            (false, false, false, true)
+                        }
+                        EventKind::Create(_) => (false, false, false, false),
+                        EventKind::Remove(_) => (true, true, false, true),
+                        EventKind::Modify(ModifyKind::Metadata(_)) => (true, false, true, false),
+                        // Moved away (an rsync temp file renamed over its file): nothing is there.
+                        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => (true, false, false, true),
+                        _ => (true, false, false, false),
+                    };
+                    WatchMsg::Paths {
                         paths: ev.paths,
-                        done: true,
-                        removed: false,
-                        attrib: false,
-                    },
-                    EventKind::Access(_) => return,
-                    EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_) => WatchMsg::Paths {
-                        paths: ev.paths,
-                        done: false,
-                        removed: false,
-                        attrib: false,
-                    },
-                    EventKind::Remove(_) => WatchMsg::Paths {
-                        paths: ev.paths,
-                        done: true,
-                        removed: true,
-                        attrib: false,
-                    },
-                    EventKind::Modify(ModifyKind::Metadata(_)) => WatchMsg::Paths {
-                        paths: ev.paths,
-                        done: true,
-                        removed: false,
-                        attrib: true,
-                    },
-                    _ => WatchMsg::Paths {
-                        paths: ev.paths,
-                        done: true,
-                        removed: false,
-                        attrib: false,
-                    },
-                },
+                        done,
+                        removed,
+                        attrib,
+                        not_dir,
+                    }
+                }
                 Err(e) => match e.kind {
                     notify::ErrorKind::MaxFilesWatch => WatchMsg::Error(WatchError::WatchLimit {
                         path: e.paths.first().cloned().unwrap_or_default(),
@@ -332,6 +324,7 @@ mod tests {
                 done: false,
                 removed: false,
                 attrib: false,
+                not_dir: false,
             });
         }
         let msgs = q.recv().await.msgs;

@@ -12,6 +12,8 @@ pub(super) struct Seen {
     pub(super) removed: bool,
     /// All of them changed attributes only.
     pub(super) attrib: bool,
+    /// The last of them says the path is no directory now.
+    pub(super) not_dir: bool,
 }
 
 impl Daemon {
@@ -30,6 +32,7 @@ impl Daemon {
                     done,
                     removed,
                     attrib,
+                    not_dir,
                 } => {
                     for p in ps {
                         match paths.last_mut() {
@@ -37,8 +40,17 @@ impl Daemon {
                                 seen.done = done;
                                 seen.removed |= removed;
                                 seen.attrib &= attrib;
+                                seen.not_dir = not_dir;
                             }
-                            _ => paths.push((p, Seen { done, removed, attrib })),
+                            _ => paths.push((
+                                p,
+                                Seen {
+                                    done,
+                                    removed,
+                                    attrib,
+                                    not_dir,
+                                },
+                            )),
                         }
                     }
                 }
@@ -142,7 +154,7 @@ impl Daemon {
                 r.record.is_dirty(rel)
                     || manifest.is_some_and(|m| m.get(rel).is_some() || m.under(rel).next().is_some())
             };
-            let rel = match route(&r.root, &r.rule.watch, &r.filter, path, tracked) {
+            let rel = match route(&r.root, &r.rule.watch, &r.filter, path, !seen.not_dir, tracked) {
                 Route::Keep(rel) => rel,
                 Route::Outside | Route::Skip(_) => continue,
                 Route::Root => {

@@ -101,6 +101,7 @@ impl Harness {
                 done,
                 removed: false,
                 attrib: false,
+                not_dir: true,
             }],
             newest: Instant::now(),
         };
