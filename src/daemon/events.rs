@@ -116,13 +116,7 @@ impl Daemon {
             return;
         };
         let taken = rt.record.take(manifest, &rt.root, done);
-        if self.store.is_some() && !taken.refreshed.is_empty() {
-            self.deferred
-                .entry(rt.rule.name.clone())
-                .or_default()
-                .extend(taken.refreshed);
-            self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
-        }
+        self.writes.refreshed(&rt.rule.name, taken.refreshed);
         // The batch held for this tree goes now.
         if taken.tree_listed.is_some() && rt.tree_pending == taken.tree_listed {
             rt.tree_pending = None;
@@ -172,9 +166,8 @@ impl Daemon {
             self.seq += 1;
             let seq = self.seq;
             let first = self.rules[i].record.event(&rel, seq, seen.attrib);
-            if first && self.store.is_some() {
-                self.unsaved.push((self.rules[i].rule.name.clone(), rel.clone()));
-                self.flush_at.get_or_insert(now + SEEN_FLUSH);
+            if first {
+                self.writes.seen(&self.rules[i].rule.name, &rel, now);
             }
             if seen.done {
                 to_hash[i].push((rel, seq));
@@ -199,7 +192,11 @@ mod tests {
         let r = &h.d.rules[0];
         assert!(r.record.is_dirty("a.html"));
         assert!(!r.record.is_dirty("x.tmp"), "excluded, and not tracked");
-        assert_eq!(h.d.unsaved, [("site".to_string(), "a.html".to_string())], "seen once");
+        assert_eq!(
+            h.d.writes.seen_paths(),
+            [("site".to_string(), "a.html".to_string())],
+            "seen once"
+        );
         assert!(h.d.batcher.next_deadline().is_some(), "the target's batch is open");
         // The finished file went to the worker, and its hash is recorded when it is back.
         let done = h.next_hashed().await;

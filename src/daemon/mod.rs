@@ -170,22 +170,13 @@ struct Daemon {
     /// The client for the edge (`verify.base_url`).
     edge: reqwest::Client,
     reload_at: Option<Instant>,
-    /// Paths seen but not yet in the state directory, and when they must be written.
-    unsaved: Vec<(String, String)>,
-    flush_at: Option<Instant>,
+    /// What waits to be written to the state directory, and when.
+    writes: writeback::Writes,
     /// Event sequence number.
     seq: u64,
     hasher: hashahead::Worker,
-    /// Manifest entries not written yet (identical bytes, new metadata): rule → paths. They are
-    /// written as the manifest in memory has them then.
-    deferred: BTreeMap<String, Vec<String>>,
-    deferred_at: Option<Instant>,
-    /// When the oldest deferred entry was put off.
-    deferred_since: Option<Instant>,
     /// Paths compared or written since memory was last given back.
     trim_work: usize,
-    /// Settled changes not written to the state directory yet.
-    uncommitted: Vec<Settled>,
     /// Comparisons come back here (see [`Daemon::start_compare`]).
     compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
     next_compare: u64,
@@ -225,8 +216,8 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
         metrics::get().health.turned();
         let deadline = d.batcher.next_deadline();
         let reload_at = d.reload_at;
-        let flush_at = d.flush_at;
-        let deferred_at = d.deferred_at;
+        let flush_at = d.writes.seen_at;
+        let deferred_at = d.writes.refreshed_at;
         let polling = d.rules.iter().any(|r| r.poll);
         let wake = tokio::select! {
             _ = &mut stop => break,

@@ -152,7 +152,7 @@ impl Daemon {
         }
         r.gone = false;
         // What is about to be compared must not be written as seen after the comparison.
-        self.unsaved.retain(|(rule, _)| *rule != name);
+        self.writes.forget_seen(&name);
         r.tree_pending = None;
         let scope = match r.rescan.take() {
             Some(asked) => compare::Scope::Tree {
@@ -193,15 +193,9 @@ impl Daemon {
         let (now_updates, later) = (diff.updates, diff.refreshed);
         let manifest = Arc::make_mut(self.manifests.entry(name.clone()).or_default());
         manifest.apply(&later);
-        if self.store.is_some() && !later.is_empty() {
-            self.deferred
-                .entry(name.clone())
-                .or_default()
-                .extend(later.into_iter().map(|(p, _)| p));
-            self.deferred_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
-        }
+        self.writes.refreshed(&name, later.into_iter().map(|(p, _)| p));
         if now_updates.is_empty() {
-            self.uncommitted.push(Settled {
+            self.writes.settled(Settled {
                 rule: name,
                 updates: Vec::new(),
                 rows: Vec::new(),
@@ -250,7 +244,7 @@ impl Daemon {
                 .insert((row.file.rule.clone(), row.file.path.clone()), row.clone());
         }
         // Written once the purges are on their way: see [`Daemon::commit_settled`].
-        self.uncommitted.push(Settled {
+        self.writes.settled(Settled {
             rule: name,
             updates: now_updates,
             rows,

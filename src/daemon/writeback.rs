@@ -3,6 +3,78 @@
 
 use super::*;
 
+/// What waits to be written to the state directory, and when: the one owner of the daemon's
+/// pending writes and their timers. Each kind is written off the path to the purge:
+///
+/// * paths **seen** (an event came, the comparison is not done yet), within [`SEEN_FLUSH`], so
+///   that a crash before the comparison still has them compared at the next start;
+/// * what each comparison **settled** (queued purges, the manifest moved forward), once the
+///   purges are on their way ([`Daemon::commit_settled`]);
+/// * **refreshed** metadata of files whose bytes did not change, when no batch is open (or after
+///   [`DEFERRED_MAX_WAIT`]), a chunk at a time ([`Daemon::on_deferred_timer`]).
+///
+/// Without a state directory (a dry run) nothing is kept.
+#[derive(Default)]
+pub(super) struct Writes {
+    enabled: bool,
+    seen: Vec<(String, String)>,
+    pub(super) seen_at: Option<Instant>,
+    settled: Vec<Settled>,
+    /// rule → paths, written as the manifest in memory has them then.
+    refreshed: BTreeMap<String, Vec<String>>,
+    pub(super) refreshed_at: Option<Instant>,
+    /// When the oldest refreshed entry was put off.
+    refreshed_since: Option<Instant>,
+}
+
+impl Writes {
+    pub(super) fn new(enabled: bool) -> Writes {
+        Writes {
+            enabled,
+            ..Writes::default()
+        }
+    }
+
+    /// `rel` of `rule` had its first event since the last comparison.
+    pub(super) fn seen(&mut self, rule: &str, rel: &str, now: Instant) {
+        if self.enabled {
+            self.seen.push((rule.to_string(), rel.to_string()));
+            self.seen_at.get_or_insert(now + SEEN_FLUSH);
+        }
+    }
+
+    /// `rule` is about to be compared: what it saw must not be written as seen after that.
+    pub(super) fn forget_seen(&mut self, rule: &str) {
+        self.seen.retain(|(r, _)| r != rule);
+    }
+
+    /// Files of `rule` whose new metadata (same bytes) is to be written some time.
+    pub(super) fn refreshed(&mut self, rule: &str, paths: impl IntoIterator<Item = String>) {
+        if self.enabled {
+            let mut paths = paths.into_iter().peekable();
+            if paths.peek().is_some() {
+                self.refreshed.entry(rule.to_string()).or_default().extend(paths);
+                self.refreshed_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
+            }
+        }
+    }
+
+    /// A comparison's findings, written with the next commit.
+    pub(super) fn settled(&mut self, settled: Settled) {
+        self.settled.push(settled);
+    }
+
+    #[cfg(test)]
+    pub(super) fn seen_paths(&self) -> &[(String, String)] {
+        &self.seen
+    }
+
+    #[cfg(test)]
+    pub(super) fn refreshed_left(&self, rule: &str) -> Option<usize> {
+        self.refreshed.get(rule).map(Vec::len)
+    }
+}
+
 /// What one settle of a rule found, to be written in one transaction.
 pub(super) struct Settled {
     pub(super) rule: String,
@@ -60,8 +132,8 @@ impl Daemon {
 
     /// Writes the paths seen since the last flush to the state directory.
     pub(super) fn flush_seen(&mut self) {
-        self.flush_at = None;
-        let paths = std::mem::take(&mut self.unsaved);
+        self.writes.seen_at = None;
+        let paths = std::mem::take(&mut self.writes.seen);
         if let Some(s) = self.store.as_mut()
             && !paths.is_empty()
             && let Err(e) = s.record_seen(&paths, now_ms())
@@ -76,26 +148,26 @@ impl Daemon {
     /// thread past the batch's deadline); after [`DEFERRED_MAX_WAIT`], whatever is open.
     pub(super) fn on_deferred_timer(&mut self) {
         let now = Instant::now();
-        let since = *self.deferred_since.get_or_insert(now);
+        let since = *self.writes.refreshed_since.get_or_insert(now);
         let busy = self.rules.iter().any(|r| r.tree_pending.is_some()) || self.batcher.next_deadline().is_some();
         if busy && now < since + DEFERRED_MAX_WAIT {
-            self.deferred_at = Some(now + DEFERRED_FLUSH);
+            self.writes.refreshed_at = Some(now + DEFERRED_FLUSH);
             return;
         }
         self.flush_deferred(DEFERRED_CHUNK);
-        if !self.deferred.is_empty() {
-            self.deferred_at = Some(Instant::now() + DEFERRED_STEP);
+        if !self.writes.refreshed.is_empty() {
+            self.writes.refreshed_at = Some(Instant::now() + DEFERRED_STEP);
         }
     }
 
     /// Writes up to `limit` of the manifest entries that were left out of the batches'
     /// transactions.
     pub(super) fn flush_deferred(&mut self, limit: usize) {
-        self.deferred_at = None;
+        self.writes.refreshed_at = None;
         let started = std::time::Instant::now();
         let mut left = limit;
         while left > 0
-            && let Some(mut entry) = self.deferred.first_entry()
+            && let Some(mut entry) = self.writes.refreshed.first_entry()
         {
             let paths = entry.get_mut();
             let chunk = paths.split_off(paths.len().saturating_sub(left));
@@ -122,8 +194,8 @@ impl Daemon {
                 tracing::warn!(rule = %rule, "could not record file metadata (those files are hashed again at the next start): {e}");
             }
         }
-        if self.deferred.is_empty() {
-            self.deferred_since = None;
+        if self.writes.refreshed.is_empty() {
+            self.writes.refreshed_since = None;
         }
         tracing::debug!(
             rows = limit - left,
@@ -141,13 +213,13 @@ impl Daemon {
     pub(super) fn commit_settled(&mut self) {
         self.check_store();
         if let Some(store) = self.store.as_mut() {
-            for Settled { rule, updates, rows } in self.uncommitted.drain(..) {
+            for Settled { rule, updates, rows } in self.writes.settled.drain(..) {
                 if let Err(e) = store.commit_changes(&rule, &updates, &rows) {
                     tracing::error!(rule = %rule, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}");
                 }
             }
         }
-        self.uncommitted.clear();
+        self.writes.settled.clear();
     }
 }
 
@@ -169,18 +241,22 @@ mod tests {
         Arc::make_mut(h.d.manifests.get_mut("site").unwrap()).set("a.html", newer);
         let mut paths: Vec<String> = (0..DEFERRED_CHUNK + 2_000).map(|i| format!("gone/{i}.html")).collect();
         paths.push("a.html".into());
-        h.d.deferred.insert("site".into(), paths);
+        h.d.writes.refreshed("site", paths);
         // A batch is open: nothing is written yet.
         h.event("a.html");
         h.d.on_deferred_timer();
-        assert_eq!(h.d.deferred["site"].len(), DEFERRED_CHUNK + 2_001);
-        assert!(h.d.deferred_at.is_some(), "asked again later");
+        assert_eq!(h.d.writes.refreshed_left("site"), Some(DEFERRED_CHUNK + 2_001));
+        assert!(h.d.writes.refreshed_at.is_some(), "asked again later");
         tokio::time::advance(DEFERRED_MAX_WAIT).await;
         h.d.on_deferred_timer();
-        assert_eq!(h.d.deferred["site"].len(), 2_001, "one chunk written");
-        assert!(h.d.deferred_at.is_some_and(|at| at <= Instant::now() + DEFERRED_STEP));
+        assert_eq!(h.d.writes.refreshed_left("site"), Some(2_001), "one chunk written");
+        assert!(
+            h.d.writes
+                .refreshed_at
+                .is_some_and(|at| at <= Instant::now() + DEFERRED_STEP)
+        );
         h.d.on_deferred_timer();
-        assert!(h.d.deferred.is_empty() && h.d.deferred_since.is_none());
+        assert!(h.d.writes.refreshed.is_empty() && h.d.writes.refreshed_since.is_none());
         let store = Store::open_read_only(&h.tmp.path().join("state")).unwrap().unwrap();
         assert_eq!(store.load_manifest("site").unwrap().get("a.html"), Some(&newer));
     }
