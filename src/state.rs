@@ -400,11 +400,16 @@ impl Store {
         Ok(())
     }
 
-    /// Records paths that produced events and are not compared yet (`rule`, `path`).
+    /// Records paths that produced events and are not compared yet (`rule`, `path`), each with
+    /// the time of its newest record (the column keeps its first name): a comparison forgets
+    /// only the paths recorded before it began ([`Store::forget_seen`]).
     pub fn record_seen(&mut self, paths: &[(String, String)], now_ms: i64) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         {
-            let mut ins = tx.prepare("INSERT OR IGNORE INTO seen (rule, path, first_seen_ms) VALUES (?1, ?2, ?3)")?;
+            let mut ins = tx.prepare(
+                "INSERT INTO seen (rule, path, first_seen_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (rule, path) DO UPDATE SET first_seen_ms = max(first_seen_ms, excluded.first_seen_ms)",
+            )?;
             for (rule, path) in paths {
                 ins.execute(params![rule, path, now_ms])?;
             }
@@ -413,7 +418,18 @@ impl Store {
         Ok(())
     }
 
-    /// Paths seen but not yet compared: (rule, path, first seen).
+    /// Forgets up to `limit` of `rule`'s seen paths recorded at or before `up_to_ms` (a
+    /// comparison that began after that has dealt with them). Returns how many went.
+    pub fn forget_seen(&mut self, rule: &str, up_to_ms: i64, limit: usize) -> Result<usize, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(-1);
+        Ok(self.conn.execute(
+            "DELETE FROM seen WHERE (rule, path) IN
+               (SELECT rule, path FROM seen WHERE rule = ?1 AND first_seen_ms <= ?2 LIMIT ?3)",
+            params![rule, up_to_ms, limit],
+        )?)
+    }
+
+    /// Paths seen but not yet compared: (rule, path, when last recorded).
     pub fn seen(&self) -> Result<Vec<(String, String, i64)>, StateError> {
         let mut stmt = self
             .conn
@@ -424,7 +440,9 @@ impl Store {
 
     /// In one transaction: queue `rows` (their seq and first-seen time are the caller's; a row
     /// already queued for the same target and file keeps its first-seen time), move `rule`'s
-    /// manifest forward, and forget the rule's seen paths (they have just been compared).
+    /// manifest forward. The rule's seen paths are forgotten later, a chunk at a time
+    /// ([`Store::forget_seen`]): after a storm there are 100,000 of them, and a crash before they
+    /// are gone only costs hashing them again at the next start.
     pub fn commit_changes(
         &mut self,
         rule: &str,
@@ -432,7 +450,6 @@ impl Store {
         rows: &[PendingRow],
     ) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM seen WHERE rule = ?1", [rule])?;
         write_manifest(&tx, rule, updates)?;
         {
             let mut pend = tx.prepare(
@@ -678,9 +695,25 @@ mod tests {
         )
         .unwrap();
         s.record_seen(&[("site".into(), "c.html".into())], 9).unwrap();
-        assert_eq!(ro.seen().unwrap()[1], ("site".into(), "c.html".into(), 5));
+        assert_eq!(
+            ro.seen().unwrap()[1],
+            ("site".into(), "c.html".into(), 9),
+            "the newest record"
+        );
+        s.record_seen(&[("site".into(), "e.html".into())], 7).unwrap();
         s.commit_changes("site", &[], &[]).unwrap();
-        assert_eq!(s.seen().unwrap().len(), 1, "only the settled rule's seen paths go");
+        assert_eq!(s.seen().unwrap().len(), 3, "a commit leaves the seen paths");
+        // A comparison that began at 8 forgets what was recorded by then, one chunk at a time,
+        // and only for its rule: c.html was seen again at 9.
+        assert_eq!(s.forget_seen("site", 8, 1).unwrap(), 1);
+        assert_eq!(s.forget_seen("site", 8, 10).unwrap(), 0);
+        let left: Vec<String> = s
+            .seen()
+            .unwrap()
+            .into_iter()
+            .map(|(r, p, _)| format!("{r}/{p}"))
+            .collect();
+        assert_eq!(left, ["other/d.html", "site/c.html"]);
     }
 
     #[test]

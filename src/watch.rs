@@ -24,6 +24,9 @@ pub const QUEUE_LIMIT: usize = 262_144;
 /// How long the daemon lets events gather after the first one before taking them: a small delay
 /// next to any debounce, and far fewer wake-ups in a storm.
 pub const GATHER: Duration = Duration::from_millis(5);
+/// Events handled per turn of the daemon's loop: a storm's backlog of 100,000 events is taken a
+/// few milliseconds' work at a time, so that timers, signals and the watchdog are not held up.
+pub const TAKE_LIMIT: usize = 2_048;
 
 /// Events from the notify thread, taken by the daemon in batches.
 #[derive(Default)]
@@ -38,7 +41,7 @@ pub struct EventQueue {
 
 #[derive(Default)]
 struct Queued {
-    msgs: Vec<WatchMsg>,
+    msgs: std::collections::VecDeque<WatchMsg>,
     /// When the newest of them was queued.
     newest: Option<std::time::Instant>,
 }
@@ -58,9 +61,9 @@ impl EventQueue {
         let mut q = self.msgs.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = q.msgs.is_empty();
         if q.msgs.len() < QUEUE_LIMIT {
-            q.msgs.push(msg);
-        } else if !matches!(q.msgs.last(), Some(WatchMsg::Rescan)) {
-            q.msgs.push(WatchMsg::Rescan);
+            q.msgs.push_back(msg);
+        } else if !matches!(q.msgs.back(), Some(WatchMsg::Rescan)) {
+            q.msgs.push_back(WatchMsg::Rescan);
         }
         q.newest = Some(std::time::Instant::now());
         drop(q);
@@ -69,7 +72,8 @@ impl EventQueue {
         }
     }
 
-    /// Waits for events, lets more gather for [`GATHER`], and takes all that are queued.
+    /// Waits for events, lets more gather for [`GATHER`], and takes what is queued, at most
+    /// [`TAKE_LIMIT`] at a time (the rest is there at once for the next call).
     pub async fn recv(&self) -> Taken {
         loop {
             if !self.msgs.lock().unwrap_or_else(|e| e.into_inner()).msgs.is_empty() {
@@ -82,14 +86,26 @@ impl EventQueue {
                     .unwrap_or_else(|e| e.into_inner())
                     .get_or_insert_with(|| tokio::time::Instant::now() + GATHER);
                 tokio::time::sleep_until(at).await;
-                *self.take_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                let q = std::mem::take(&mut *self.msgs.lock().unwrap_or_else(|e| e.into_inner()));
+                let (msgs, newest) = {
+                    let mut q = self.msgs.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = q.msgs.len().min(TAKE_LIMIT);
+                    let msgs: Vec<WatchMsg> = q.msgs.drain(..n).collect();
+                    let newest = q.newest;
+                    // What is left is taken at the next turn of the daemon's loop, without a wait.
+                    let next = (!q.msgs.is_empty()).then(tokio::time::Instant::now);
+                    if q.msgs.is_empty() {
+                        q.newest = None;
+                    }
+                    *self.take_at.lock().unwrap_or_else(|e| e.into_inner()) = next;
+                    (msgs, newest)
+                };
                 // The std clock measures the age (the notify thread is outside the runtime); the
-                // runtime's clock dates it (paused in tests).
+                // runtime's clock dates it (paused in tests). Events taken in parts are each dated
+                // by the newest queued: a debounce may end later, never sooner.
                 let now = tokio::time::Instant::now();
-                let age = q.newest.map_or(Duration::ZERO, |t| t.elapsed());
+                let age = newest.map_or(Duration::ZERO, |t| t.elapsed());
                 return Taken {
-                    msgs: q.msgs,
+                    msgs,
                     newest: now.checked_sub(age).unwrap_or(now),
                 };
             }
@@ -327,9 +343,46 @@ mod tests {
                 not_dir: false,
             });
         }
-        let msgs = q.recv().await.msgs;
+        let mut msgs = Vec::new();
+        while msgs.len() < QUEUE_LIMIT + 1 {
+            let taken = q.recv().await.msgs;
+            assert!(taken.len() <= TAKE_LIMIT);
+            msgs.extend(taken);
+        }
         assert_eq!(msgs.len(), QUEUE_LIMIT + 1);
         assert!(matches!(msgs.last(), Some(WatchMsg::Rescan)));
+        assert!(q.msgs.lock().unwrap().msgs.is_empty());
+    }
+
+    /// A backlog is handed over [`TAKE_LIMIT`] events at a time, each part at once after the
+    /// one before (only the first waits [`GATHER`]), all dated by the newest event.
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_is_taken_in_parts_without_waiting_again() {
+        let q = EventQueue::default();
+        for i in 0..TAKE_LIMIT * 2 + 5 {
+            q.push(WatchMsg::Paths {
+                paths: vec![format!("/x/{i}").into()],
+                done: true,
+                removed: false,
+                attrib: false,
+                not_dir: true,
+            });
+        }
+        let start = tokio::time::Instant::now();
+        let first = q.recv().await;
+        assert_eq!(first.msgs.len(), TAKE_LIMIT);
+        assert_eq!(start.elapsed(), GATHER);
+        let second = q.recv().await;
+        let third = q.recv().await;
+        assert_eq!((second.msgs.len(), third.msgs.len()), (TAKE_LIMIT, 5));
+        assert_eq!(start.elapsed(), GATHER, "the rest came without another wait");
+        // Both dated by the newest event (its age is read on the real clock, a little later).
+        let apart = third.newest.max(second.newest) - third.newest.min(second.newest);
+        assert!(apart < Duration::from_secs(1), "{apart:?}");
+        match &third.msgs[4] {
+            WatchMsg::Paths { paths, .. } => assert_eq!(paths[0], PathBuf::from(format!("/x/{}", TAKE_LIMIT * 2 + 4))),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -104,6 +104,9 @@ impl Daemon {
     /// A result of the hashing worker: recorded (see [`Record::take`]); identical files' new
     /// metadata is written later; a batch held for a whole tree goes once it is listed.
     pub(super) fn on_hashed(&mut self, done: hashahead::Done) {
+        if let hashahead::Done::Rewatched { rule, root, result } = done {
+            return self.on_rewatched(&rule, &root, result);
+        }
         let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == done.rule()) else {
             return;
         };
@@ -126,6 +129,31 @@ impl Daemon {
             }
             self.fire_due();
         }
+    }
+
+    /// The worker watched a swapped-in tree (or could not): a tree that is no longer the rule's
+    /// is not watched; a failure leaves the rule rescanned every [`POLL_EVERY`].
+    fn on_rewatched(&mut self, rule: &str, root: &Path, result: Result<(), WatchError>) {
+        let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule && r.root == root) else {
+            if result.is_ok()
+                && let Some(mut w) = self.watch()
+            {
+                w.remove(root, true);
+            }
+            return;
+        };
+        if let Err(e) = result {
+            tracing::error!(rule = %rule, "{}", crate::logging::chain(&e));
+            rt.poll = true;
+        }
+    }
+
+    /// The watcher, for the loop's own changes of watches (the worker holds it only while it
+    /// watches a swapped-in tree).
+    pub(super) fn watch(&self) -> Option<std::sync::MutexGuard<'_, Watcher>> {
+        self.watcher
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// One path with events: marks it dirty for every rule the router keeps it for, counts it in

@@ -34,7 +34,10 @@ impl Daemon {
             batcher: Batcher::new(),
             pacer: Arc::new(Pacer::default()),
             http,
-            watcher: Some(Watcher::new(queue, config.rules.iter().any(|r| r.follow_symlinks))?),
+            watcher: Some(Arc::new(std::sync::Mutex::new(Watcher::new(
+                queue,
+                config.rules.iter().any(|r| r.follow_symlinks),
+            )?))),
             sends: JoinSet::new(),
             jobs: JoinSet::new(),
             awaiting: HashMap::new(),
@@ -64,7 +67,7 @@ impl Daemon {
             d.monitor = Some(crate::monitor::start(addr)?);
         }
         if let Some(dir) = d.rules_file.parent()
-            && let Some(w) = d.watcher.as_mut()
+            && let Some(mut w) = d.watch()
             && let Err(e) = w.add(dir, false)
         {
             tracing::warn!(

@@ -134,6 +134,8 @@ struct RuleRt {
     again: bool,
     /// Hashes taken ahead that came back while it was being compared, recorded once that is in.
     held: Vec<hashahead::Done>,
+    /// When its last comparison began (ms since the epoch, less one).
+    compare_began_ms: i64,
 }
 
 struct Daemon {
@@ -159,7 +161,8 @@ struct Daemon {
     providers: BTreeMap<String, Arc<Provider>>,
     pacer: Arc<Pacer>,
     http: reqwest::Client,
-    watcher: Option<Watcher>,
+    /// Shared with the hashing worker, which watches swapped-in trees.
+    watcher: Option<Arc<std::sync::Mutex<Watcher>>>,
     sends: JoinSet<Sent>,
     jobs: JoinSet<JobDone>,
     /// Batches to verify or warm once every job of theirs has ended.

@@ -37,9 +37,10 @@ impl Daemon {
             comparing: None,
             again: false,
             held: Vec::new(),
+            compare_began_ms: 0,
             rule,
         };
-        if let Some(w) = self.watcher.as_mut() {
+        if let Some(mut w) = self.watch() {
             if let Some(parent) = rt.rule.watch.parent()
                 && let Err(e) = w.add(parent, false)
             {
@@ -103,7 +104,7 @@ impl Daemon {
 
     pub(super) fn remove_rule(&mut self, i: usize) {
         let rt = self.rules.remove(i);
-        if let Some(w) = self.watcher.as_mut() {
+        if let Some(mut w) = self.watch() {
             w.remove(&rt.root, true);
             if let Some(parent) = rt.rule.watch.parent() {
                 w.remove(parent, false);
@@ -141,20 +142,6 @@ impl Daemon {
         }
         r.lost = false;
         let old_root = r.root.clone();
-        let started = std::time::Instant::now();
-        if let Some(w) = self.watcher.as_mut() {
-            let res = if new_root == old_root {
-                w.refresh(&new_root)
-            } else {
-                w.remove(&old_root, true);
-                w.add(&new_root, true)
-            };
-            if let Err(e) = res {
-                tracing::error!(rule = %self.rules[i].rule.name, "{}", crate::logging::chain(&e));
-                self.rules[i].poll = true;
-            }
-        }
-        tracing::debug!(rule = %self.rules[i].rule.name, ms = started.elapsed().as_millis() as u64, "watching the new tree");
         tracing::info!(
             rule = %self.rules[i].rule.name,
             "{} now resolves to {}: comparing the new tree with the last purge",
@@ -171,11 +158,16 @@ impl Daemon {
         // the result is newer than the last comparison).
         self.seq += 1;
         r.tree_pending = Some(self.seq);
+        // The worker watches the new tree (off the loop), then lists and hashes it.
         self.hasher.send(hashahead::Job::Tree {
             rule: r.rule.name.clone(),
             root: r.root.clone(),
             filter: r.filter.clone(),
             seq: self.seq,
+            rewatch: self
+                .watcher
+                .clone()
+                .map(|watcher| hashahead::Rewatch { watcher, old_root }),
         });
         self.touch_targets(i, now);
     }

@@ -68,13 +68,23 @@ impl Daemon {
             })
             .cloned()
             .collect();
+        let started = std::time::Instant::now();
         for t in &ready {
             self.comparing_for.remove(t);
             self.start_send(t);
         }
+        let sent = started.elapsed();
         self.commit_settled();
+        let committed = started.elapsed();
         self.publish_pending();
         self.give_back_memory();
+        tracing::debug!(
+            target: "purgewatch::loop",
+            send_ms = sent.as_secs_f64() * 1000.0,
+            commit_ms = (committed - sent).as_secs_f64() * 1000.0,
+            trim_ms = (started.elapsed() - committed).as_secs_f64() * 1000.0,
+            "sent what was compared"
+        );
     }
 
     /// Once [`TRIM_AFTER`] paths have been compared or written (a storm, in one batch or
@@ -82,7 +92,8 @@ impl Daemon {
     pub(super) fn give_back_memory(&mut self) {
         if self.trim_work >= TRIM_AFTER {
             self.trim_work = 0;
-            crate::memory::trim();
+            // On a blocking thread: trimming a heap a storm grew takes tens of milliseconds.
+            tokio::task::spawn_blocking(crate::memory::trim);
         }
     }
 
@@ -111,7 +122,9 @@ impl Daemon {
             return;
         };
         self.rules[i].comparing = None;
+        let started = std::time::Instant::now();
         self.settled(i, compared);
+        tracing::debug!(target: "purgewatch::loop", ms = started.elapsed().as_secs_f64() * 1000.0, "queued what was compared");
         for done in std::mem::take(&mut self.rules[i].held) {
             self.on_hashed(done);
         }
@@ -151,8 +164,11 @@ impl Daemon {
             metrics::get().health.set_problem(&name, None);
         }
         r.gone = false;
-        // What is about to be compared must not be written as seen after the comparison.
+        // What is about to be compared must not be written as seen after the comparison, and
+        // what was written before it is forgotten once it is committed (a millisecond early:
+        // a path recorded in the same millisecond is kept, and at worst hashed again).
         self.writes.forget_seen(&name);
+        r.compare_began_ms = now_ms() - 1;
         r.tree_pending = None;
         let scope = match r.rescan.take() {
             Some(asked) => compare::Scope::Tree {
@@ -199,6 +215,7 @@ impl Daemon {
                 rule: name,
                 updates: Vec::new(),
                 rows: Vec::new(),
+                seen_up_to: self.rules[i].compare_began_ms,
             });
             return 0;
         }
@@ -248,6 +265,7 @@ impl Daemon {
             rule: name,
             updates: now_updates,
             rows,
+            seen_up_to: self.rules[i].compare_began_ms,
         });
         // A target whose own timer is not running yet (a rescan, a catch-up) gets one now.
         let now = Instant::now();

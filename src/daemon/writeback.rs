@@ -25,6 +25,9 @@ pub(super) struct Writes {
     pub(super) refreshed_at: Option<Instant>,
     /// When the oldest refreshed entry was put off.
     refreshed_since: Option<Instant>,
+    /// Seen paths to forget (rule, recorded at or before), once their comparison is committed:
+    /// written with the refreshed metadata, a chunk at a time.
+    forget: Vec<(String, i64)>,
 }
 
 impl Writes {
@@ -64,6 +67,11 @@ impl Writes {
         self.settled.push(settled);
     }
 
+    /// Whether anything waits for the deferred timer.
+    fn deferred_left(&self) -> bool {
+        !self.refreshed.is_empty() || !self.forget.is_empty()
+    }
+
     #[cfg(test)]
     pub(super) fn seen_paths(&self) -> &[(String, String)] {
         &self.seen
@@ -80,6 +88,9 @@ pub(super) struct Settled {
     pub(super) rule: String,
     pub(super) updates: Vec<(String, Option<FileMeta>)>,
     pub(super) rows: Vec<PendingRow>,
+    /// The comparison began after this (ms since the epoch): the rule's paths seen by then
+    /// are done with.
+    pub(super) seen_up_to: i64,
 }
 
 impl Daemon {
@@ -155,17 +166,36 @@ impl Daemon {
             return;
         }
         self.flush_deferred(DEFERRED_CHUNK);
-        if !self.writes.refreshed.is_empty() {
+        if self.writes.deferred_left() {
             self.writes.refreshed_at = Some(Instant::now() + DEFERRED_STEP);
         }
     }
 
-    /// Writes up to `limit` of the manifest entries that were left out of the batches'
-    /// transactions.
+    /// Forgets up to `limit` seen paths of committed comparisons, then writes up to what is
+    /// left of `limit` of the manifest entries that were left out of the batches' transactions.
     pub(super) fn flush_deferred(&mut self, limit: usize) {
         self.writes.refreshed_at = None;
         let started = std::time::Instant::now();
         let mut left = limit;
+        while left > 0
+            && let Some((rule, up_to)) = self.writes.forget.first().cloned()
+        {
+            let Some(store) = self.store.as_mut() else {
+                self.writes.forget.clear();
+                break;
+            };
+            match store.forget_seen(&rule, up_to, left) {
+                Ok(n) if n >= left => left = 0,
+                Ok(n) => {
+                    left -= n;
+                    self.writes.forget.remove(0);
+                }
+                Err(e) => {
+                    tracing::warn!(rule = %rule, "could not forget compared paths (they are hashed again at the next start): {e}");
+                    self.writes.forget.remove(0);
+                }
+            }
+        }
         while left > 0
             && let Some(mut entry) = self.writes.refreshed.first_entry()
         {
@@ -194,7 +224,7 @@ impl Daemon {
                 tracing::warn!(rule = %rule, "could not record file metadata (those files are hashed again at the next start): {e}");
             }
         }
-        if self.writes.refreshed.is_empty() {
+        if !self.writes.deferred_left() {
             self.writes.refreshed_since = None;
         }
         tracing::debug!(
@@ -205,17 +235,30 @@ impl Daemon {
         self.give_back_memory();
     }
 
-    /// Writes what the last settles found, each rule in one transaction: its queued purges, its
-    /// manifest moved forward, its seen paths forgotten. Called once the purges are on their way:
+    /// Writes what the last settles found, each rule in one transaction: its queued purges and
+    /// its manifest moved forward (its seen paths are forgotten later, with the deferred
+    /// writes: deleting 100,000 of them would hold the loop for 60 ms). Called once the purges are on their way:
     /// the daemon runs on the runtime's `block_on` thread, so the spawned requests go out on the
     /// worker threads while this writes. A crash before it ends costs a second purge of those
     /// files at the next start (the manifest still holds their old bytes), never a lost one.
     pub(super) fn commit_settled(&mut self) {
         self.check_store();
         if let Some(store) = self.store.as_mut() {
-            for Settled { rule, updates, rows } in self.writes.settled.drain(..) {
-                if let Err(e) = store.commit_changes(&rule, &updates, &rows) {
-                    tracing::error!(rule = %rule, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}");
+            for Settled {
+                rule,
+                updates,
+                rows,
+                seen_up_to,
+            } in self.writes.settled.drain(..)
+            {
+                match store.commit_changes(&rule, &updates, &rows) {
+                    Ok(()) => {
+                        self.writes.forget.push((rule, seen_up_to));
+                        self.writes.refreshed_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
+                    }
+                    Err(e) => {
+                        tracing::error!(rule = %rule, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}")
+                    }
                 }
             }
         }
@@ -259,6 +302,35 @@ mod tests {
         assert!(h.d.writes.refreshed.is_empty() && h.d.writes.refreshed_since.is_none());
         let store = Store::open_read_only(&h.tmp.path().join("state")).unwrap().unwrap();
         assert_eq!(store.load_manifest("site").unwrap().get("a.html"), Some(&newer));
+    }
+
+    /// Seen paths leave the state directory once their comparison is committed, with the
+    /// deferred writes; a path seen after the comparison began stays.
+    #[tokio::test(start_paused = true)]
+    async fn seen_paths_are_forgotten_once_their_comparison_is_committed() {
+        let mut h = Harness::new(&[("a.html", "a"), ("b.html", "b")], Options::default());
+        let state = h.tmp.path().join("state");
+        let seen = || -> Vec<String> {
+            let s = Store::open_read_only(&state).unwrap().unwrap();
+            s.seen().unwrap().into_iter().map(|(_, p, _)| p).collect()
+        };
+        h.write("a.html", "a2");
+        h.event("a.html");
+        h.d.flush_seen();
+        assert_eq!(seen(), ["a.html"]);
+        h.debounce().await;
+        h.d.fire_due();
+        // The record's times are wall-clock milliseconds: b is recorded a few of them later.
+        std::thread::sleep(Duration::from_millis(5));
+        h.write("b.html", "b2");
+        h.event("b.html");
+        h.d.flush_seen();
+        let (id, c) = h.next_compared().await;
+        h.d.on_compared(id, c);
+        assert_eq!(seen(), ["a.html", "b.html"], "committed; forgotten later");
+        assert!(h.d.writes.refreshed_at.is_some(), "the deferred writes are due");
+        h.d.flush_deferred(usize::MAX);
+        assert_eq!(seen(), ["b.html"]);
     }
 
     /// A state file deleted under the daemon is written anew from its record at the next write.

@@ -16,7 +16,7 @@ mod record;
 mod worker;
 
 pub(crate) use record::{Found, Record, judge};
-pub(crate) use worker::{Done, Job, Worker};
+pub(crate) use worker::{Done, Job, Rewatch, Worker};
 
 /// What taking a result of the worker into a rule's record did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -45,6 +45,8 @@ impl Record {
                 let files = files.into_iter().map(|(rel, meta)| (rel, seq, Some(meta))).collect();
                 (files, Some(seq))
             }
+            // The daemon's to handle (see `Daemon::on_hashed`).
+            Done::Rewatched { .. } => return taken,
             Done::TreeListed { root: r, seq, .. } => {
                 if r == root {
                     self.tree_listed(seq, manifest);
