@@ -72,6 +72,11 @@ impl EventQueue {
         }
     }
 
+    /// Whether no event waits to be taken.
+    pub fn is_empty(&self) -> bool {
+        self.msgs.lock().unwrap_or_else(|e| e.into_inner()).msgs.is_empty()
+    }
+
     /// Waits for events, lets more gather for [`GATHER`], and takes what is queued, at most
     /// [`TAKE_LIMIT`] at a time (the rest is there at once for the next call).
     pub async fn recv(&self) -> Taken {

@@ -217,7 +217,9 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
     let mut stalls = Stalls::default();
     loop {
         metrics::get().health.turned();
-        let deadline = d.batcher.next_deadline();
+        // A batch does not fall due while events wait in the queue (a storm's backlog, when the
+        // loop is behind): they may belong to it. They are taken first, within a turn or two.
+        let deadline = d.batcher.next_deadline().filter(|_| queue.is_empty());
         let reload_at = d.reload_at;
         let flush_at = d.writes.seen_at;
         let deferred_at = d.writes.refreshed_at;
