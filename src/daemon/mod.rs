@@ -81,7 +81,7 @@ const DEFERRED_FLUSH: Duration = Duration::from_millis(500);
 /// Deferred entries written per turn of the daemon's loop: a swap leaves one for every file of
 /// the new tree (its mtime moved), and one transaction of 100,000 rows holds the daemon's thread
 /// for hundreds of milliseconds.
-const DEFERRED_CHUNK: usize = 1_000;
+const DEFERRED_CHUNK: usize = 5_000;
 /// The pause between two chunks, for events and due batches to go first.
 const DEFERRED_STEP: Duration = Duration::from_millis(20);
 /// Deferred entries wait while a batch is open, but no longer than this.
