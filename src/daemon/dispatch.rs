@@ -415,10 +415,7 @@ mod tests {
         let mut h = Harness::new(&[("a.html", "a")], Options { dry_run: true });
         h.write("a.html", "a2");
         h.event("a.html");
-        h.debounce().await;
-        h.d.fire_due();
-        let (id, c) = h.next_compared().await;
-        h.d.on_compared(id, c);
+        h.settle_due().await;
         assert!(h.d.sends.is_empty(), "nothing is sent");
         assert!(h.pending("cdn").is_empty());
     }

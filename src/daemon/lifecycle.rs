@@ -208,10 +208,7 @@ mod tests {
         let mut h = Harness::new(&[("a.html", "a"), ("b.html", "b")], Options::default());
         h.write("a.html", "a2");
         h.event("a.html");
-        h.debounce().await;
-        h.d.fire_due();
-        let (id, c) = h.next_compared().await;
-        h.d.on_compared(id, c);
+        h.settle_due().await;
         assert_eq!(h.d.sends.len(), 1, "sent to a provider that is not there");
         let Harness {
             d, tmp, site, rules, ..

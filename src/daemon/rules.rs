@@ -326,10 +326,7 @@ mod tests {
         }
         assert!(h.d.rules[0].tree_pending.is_none());
         assert!(h.d.rules[0].record.tree_covers(seq - 1));
-        h.debounce().await;
-        h.d.fire_due();
-        let (id, c) = h.next_compared().await;
-        h.d.on_compared(id, c);
+        h.settle_due().await;
         let mut pending = h.pending("cdn");
         pending.sort();
         assert_eq!(pending, ["b.html", "c.html", "d.html"], "a.html holds the same bytes");

@@ -128,6 +128,15 @@ impl Harness {
             .unwrap_or_default()
     }
 
+    /// Lets the open batches fall due and their one comparison come back and be queued (and
+    /// sent).
+    pub async fn settle_due(&mut self) {
+        self.debounce().await;
+        self.d.fire_due();
+        let (id, c) = self.next_compared().await;
+        self.d.on_compared(id, c);
+    }
+
     /// Lets the debounce of every open batch run out.
     pub async fn debounce(&self) {
         tokio::time::advance(Duration::from_millis(1100)).await;
