@@ -97,16 +97,9 @@ impl Record {
 mod tests {
     use std::path::PathBuf;
 
+    use super::record::tests::meta;
     use super::*;
     use crate::manifest::{Ahead, Known};
-
-    fn meta(n: u8) -> FileMeta {
-        FileMeta {
-            size: n as u64,
-            mtime_ns: n as i64,
-            hash: [n; 32],
-        }
-    }
 
     #[test]
     fn same_bytes_move_the_manifest_forward_and_a_stale_hash_is_dropped() {

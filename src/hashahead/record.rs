@@ -333,10 +333,11 @@ impl Marks {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn meta(n: u8) -> FileMeta {
+    /// Metadata whose every field (and hash byte) is `n`.
+    pub(in crate::hashahead) fn meta(n: u8) -> FileMeta {
         FileMeta {
             size: n as u64,
             mtime_ns: n as i64,
