@@ -73,7 +73,7 @@ impl Job {
             Scope::Tree { listed: true } => {
                 // Files already found to hold the manifest's bytes are not compared again.
                 let mut c = manifest.expand(&root, record.paths_to_compare(), &filter, &known);
-                c.extend(record.tree_lacks().iter().cloned());
+                c.extend(record.tree_lacks(&manifest).cloned());
                 (c, Trust::Metadata)
             }
             Scope::Tree { listed: false } => (manifest.everything(&root, &filter).0, Trust::Metadata),

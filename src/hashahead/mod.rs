@@ -49,7 +49,7 @@ impl Record {
             Done::Rewatched { .. } => return taken,
             Done::TreeListed { root: r, seq, .. } => {
                 if r == root {
-                    self.tree_listed(seq, manifest);
+                    self.tree_listed(seq);
                 }
                 taken.tree_listed = Some(seq);
                 return taken;
@@ -153,7 +153,7 @@ mod tests {
         // a is marked (same bytes), new differs, gone is what the tree lacks.
         assert_eq!(r.known(&m).known("a"), Known::File(meta(1)));
         assert_eq!(r.known(&m).known("new"), Known::File(meta(2)));
-        assert_eq!(r.tree_lacks(), ["gone"]);
+        assert_eq!(r.tree_lacks(&m).collect::<Vec<_>>(), ["gone"]);
         assert!(r.tree_covers(3));
         assert!(r.known(&m).needs_walk("x"));
     }

@@ -64,9 +64,6 @@ pub struct Record {
     marks: Marks,
     /// The sequence number of the newest whole-tree listing (and hash) recorded here.
     tree_seq: Option<u64>,
-    /// The manifest's paths that listing did not have (files gone with the swap), found when
-    /// the listing ended, ahead of the comparison.
-    tree_lacks: Vec<String>,
 }
 
 /// What a finished hash means against the manifest: [`Found::Same`] (and the new metadata to
@@ -142,26 +139,24 @@ impl Record {
     }
 
     /// The whole tree, listed by a job queued at `seq`, has been recorded (with [`Record::found_in_tree`]
-    /// for each of its files).
-    ///
-    /// The manifest's paths neither marked by this tree's hash nor recorded here are noted as
-    /// the ones the tree lacks: with [`Record::paths_to_compare`] they are every path a
-    /// comparison must look at. (A path the manifest gains later comes from a hash recorded here;
-    /// one recorded later is compared through its record.)
-    pub fn tree_listed(&mut self, seq: u64, manifest: &Manifest) {
+    /// for each of its files): with the events since, it stands in for walking the tree (see
+    /// [`Record::tree_covers`] and [`Record::tree_lacks`]).
+    pub fn tree_listed(&mut self, seq: u64) {
         if self.wants_tree(seq) && self.tree_seq < Some(seq) {
             self.tree_seq = Some(seq);
-            self.tree_lacks = manifest
-                .paths()
-                .filter(|p| !self.marks.has(p, seq) && !self.paths.contains_key(p.as_str()))
-                .cloned()
-                .collect();
         }
     }
 
-    /// The manifest's paths missing from the tree last listed (see [`Record::tree_listed`]).
-    pub fn tree_lacks(&self) -> &[String] {
-        &self.tree_lacks
+    /// The paths of `manifest` the tree last listed lacks (files gone with a swap): neither
+    /// marked by that tree's hash nor recorded here. With [`Record::paths_to_compare`] they are
+    /// every path a comparison must look at. (A path the manifest gains comes from a comparison,
+    /// which starts a new record; one recorded after the listing is compared through its
+    /// record.) Read by the comparison, off the daemon's loop: a walk of the whole manifest.
+    pub fn tree_lacks<'a>(&'a self, manifest: &'a Manifest) -> impl Iterator<Item = &'a String> + 'a {
+        let seq = self.tree_seq;
+        manifest
+            .paths()
+            .filter(move |p| seq.is_some_and(|seq| !self.marks.has(p, seq)) && !self.paths.contains_key(p.as_str()))
     }
 
     /// Whether a tree listed here was taken after `seq` (so that, with the events since, it
@@ -233,7 +228,8 @@ impl Record {
             s.found = Found::Nothing;
         }
         self.metas.clear();
-        self.tree_lacks.clear();
+        // The listing was of the tree replaced: it stands in for nothing now.
+        self.tree_seq = None;
         self.marks = Marks::default();
     }
 
@@ -419,7 +415,7 @@ pub(super) mod tests {
         assert!(!c.is_dirty("z"));
 
         assert!(!c.tree_covers(6));
-        c.tree_listed(6, &m);
+        c.tree_listed(6);
         assert!(c.tree_covers(5) && !c.tree_covers(6));
         assert_eq!(c.paths_to_compare().count(), 3); // nothing was in the manifest
         assert_eq!(c.recorded(), 3);
@@ -445,17 +441,22 @@ pub(super) mod tests {
             let (found, meta) = judge(&m, rel, Some(meta(n)));
             c.found(rel.to_string(), 4, found, meta);
         }
-        c.tree_listed(4, &m);
-        assert_eq!(c.tree_lacks(), ["gone", "gone/too"]);
+        c.tree_listed(4);
+        assert_eq!(lacks(&c, &m), ["gone", "gone/too"]);
         let mut compare: Vec<&str> = c.paths_to_compare().collect();
         compare.sort();
         assert_eq!(compare, ["changed", "new"]);
         // An older listing arriving late changes nothing; the comparison forgets the list.
-        c.tree_listed(3, &Manifest::default());
-        assert_eq!(c.tree_lacks().len(), 2);
+        c.tree_listed(3);
+        assert_eq!(lacks(&c, &m).len(), 2);
         let spent = c.settled(5);
-        assert_eq!(spent.tree_lacks().len(), 2);
-        assert!(c.tree_lacks().is_empty() && !c.tree_covers(0));
+        assert_eq!(lacks(&spent, &m).len(), 2);
+        assert!(lacks(&c, &m).is_empty() && !c.tree_covers(0));
+    }
+
+    /// What the tree last listed lacks of `m`.
+    fn lacks<'a>(c: &'a Record, m: &'a Manifest) -> Vec<&'a str> {
+        c.tree_lacks(m).map(String::as_str).collect()
     }
 
     /// A manifest recording `files` (path, `meta(n)`).
@@ -485,8 +486,8 @@ pub(super) mod tests {
         assert!(c.is_same("evented") && !c.is_same("same"));
         assert_eq!(c.known(&m).known("same"), Known::File(meta(1)));
         assert_eq!(c.known(&m).known("gone"), Known::Unknown);
-        c.tree_listed(4, &m);
-        assert_eq!(c.tree_lacks(), ["gone"]);
+        c.tree_listed(4);
+        assert_eq!(lacks(&c, &m), ["gone"]);
         let mut compare: Vec<&str> = c.paths_to_compare().collect();
         compare.sort();
         assert_eq!(compare, ["changed", "new"]);
@@ -526,8 +527,8 @@ pub(super) mod tests {
         in_tree(&mut c, &mut m, "b", 5, 2);
         assert_eq!(c.known(&m).known("a"), Known::Unknown, "marked by the first tree only");
         assert_eq!(c.known(&m).known("b"), Known::File(meta(2)));
-        c.tree_listed(5, &m);
-        assert_eq!(c.tree_lacks(), ["a"]);
+        c.tree_listed(5);
+        assert_eq!(lacks(&c, &m), ["a"]);
         assert_eq!(c.paths_to_compare().collect::<Vec<_>>(), ["c"]);
     }
 
