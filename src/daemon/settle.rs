@@ -207,8 +207,17 @@ impl Daemon {
         // Only the entries of files that changed go into the batch's transaction; new metadata
         // for identical bytes is written a little later, off the path to the purge.
         let (now_updates, later) = (diff.updates, diff.refreshed);
-        let manifest = Arc::make_mut(self.manifests.entry(name.clone()).or_default());
-        manifest.apply(&later);
+        let entry = self.manifests.entry(name.clone()).or_default();
+        let moved = c.moved_forward.is_some();
+        match c.moved_forward {
+            // A big comparison moved the manifest forward itself: swapped in, and the old one
+            // freed on a blocking thread (100,000 entries take milliseconds to free).
+            Some(forward) => {
+                let old = std::mem::replace(entry, Arc::new(forward));
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            None => Arc::make_mut(entry).apply(&later),
+        }
         self.writes.refreshed(&name, later.into_iter().map(|(p, _)| p));
         if now_updates.is_empty() {
             self.writes.settled(Settled {
@@ -219,7 +228,10 @@ impl Daemon {
             });
             return 0;
         }
-        manifest.apply(&now_updates);
+        let manifest = Arc::make_mut(self.manifests.entry(name.clone()).or_default());
+        if !moved {
+            manifest.apply(&now_updates);
+        }
         metrics::get().manifest(&name, manifest.len());
         let targets: Vec<String> = self.rules[i].rule.targets.clone();
         let now = now_ms();
