@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::config::RetryPolicy;
 use crate::providers::{Accepted, JobState, Provider, ProviderError};
 use crate::request::Request;
+use crate::state::PurgeLog;
 
 /// The longest a provider's `Retry-After` is honoured for (or `retry_backoff_max`, when that is
 /// longer): a provider asking for `Retry-After: 999999` would otherwise hold every purge of the
@@ -209,19 +210,18 @@ impl Delivery {
         }
     }
 
-    /// Writes [`Delivery::record`] to the state directory; its id is where the job's end goes
+    /// Writes [`Delivery::record`] to the purge history; its id is where the job's end goes
     /// ([`record_job`]). A failure to write is logged: the purge itself went out.
-    pub fn save(&self, store: Option<&mut crate::state::Store>, target: &str, files: usize) -> Option<i64> {
-        store?
-            .record_purge(&self.record(target, files))
+    pub fn save<L: PurgeLog>(&self, log: Option<&mut L>, target: &str, files: usize) -> Option<L::Id> {
+        log?.record_purge(&self.record(target, files))
             .map_err(|e| tracing::warn!(target = %target, "could not record the purge: {e}"))
             .ok()
     }
 }
 
 /// Writes how the job of the purge recorded as `id` ended.
-pub fn record_job(store: Option<&mut crate::state::Store>, id: Option<i64>, outcome: &JobOutcome) {
-    if let (Some(s), Some(id)) = (store, id)
+pub fn record_job<L: PurgeLog>(log: Option<&mut L>, id: Option<L::Id>, outcome: &JobOutcome) {
+    if let (Some(s), Some(id)) = (log, id)
         && let Err(e) = s.update_job(id, outcome.short_state(), Some(outcome.state()))
     {
         tracing::warn!("could not record the job result: {e}");
@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(last.result, "failed");
         assert!(last.message.as_deref().unwrap().contains("token refused"));
         // Without a state directory nothing is written, and nothing fails.
-        assert_eq!(refused.save(None, "vims", 0), None);
+        assert_eq!(refused.save(None::<&mut crate::state::Store>, "vims", 0), None);
     }
 
     fn policy(attempts: u32) -> RetryPolicy {

@@ -32,7 +32,8 @@
 //!   backoff and per-account pacing, and records them: the one path for the daemon and
 //!   `purgewatch purge`.
 //! * `providers`: the SiteHost and VIMS HTTP APIs.
-//! * `state`: the durable store (manifests, pending purges, results) in the state directory.
+//! * `state`: the durable store (manifests, pending purges, results) in the state directory;
+//!   `state::Writer` writes the daemon's share of it on a thread of its own, in order.
 //! * `daemon`: `daemon::run(config, options, signals)`: `mod.rs` is the `select!` loop, and
 //!   `lifecycle`, `events`, `settle`, `dispatch`, `writeback` and `rules` each handle one kind of
 //!   reaction. [`cli`] is the command line, [`commands`] one file per subcommand.

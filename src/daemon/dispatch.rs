@@ -21,7 +21,7 @@ pub(super) struct JobDone {
     pub(super) awaiting: Option<u64>,
     /// The request the job came from, as the log lines describe it.
     pub(super) request: String,
-    pub(super) record: Option<i64>,
+    pub(super) record: Option<PurgeId>,
     pub(super) job_id: String,
     pub(super) outcome: JobOutcome,
 }
@@ -203,8 +203,8 @@ impl Daemon {
         } else {
             None
         };
-        if let Some(s) = self.store.as_mut()
-            && let Err(e) = s.record_verification(&crate::state::VerifyRecord {
+        if let Some(w) = &self.writer {
+            let v = crate::state::VerifyRecord {
                 target: r.target.clone(),
                 at_ms: now_ms(),
                 checked: r.checked as i64,
@@ -212,9 +212,12 @@ impl Daemon {
                 stale: r.stale.len() as i64,
                 unreachable: r.unreachable.len() as i64,
                 detail: detail.clone(),
-            })
-        {
-            tracing::warn!("could not record the verification: {e}");
+            };
+            w.queue(move |d| {
+                if let Err(e) = d.store.record_verification(&v) {
+                    tracing::warn!("could not record the verification: {e}");
+                }
+            });
         }
         if !r.stale.is_empty() {
             let error = detail.unwrap_or_default();
@@ -306,7 +309,6 @@ impl Daemon {
                 self.tell_failure(&sent.target, &d.desc, &f.to_string(), &sent.batch);
             }
         }
-        self.check_store();
         let batch = Arc::new(std::mem::take(&mut sent.batch));
         let awaiting = self.await_batch(&sent.target, &batch, &sent.results);
         for d in &sent.results {
@@ -325,7 +327,7 @@ impl Daemon {
                     tracing::error!(target = %sent.target, files = sent.files, request = %d.desc, "purge failed for good, dropping it: {f}");
                 }
             }
-            let id = d.save(self.store.as_mut(), &sent.target, sent.files);
+            let id = d.save(self.writer.as_mut(), &sent.target, sent.files);
             if let (Some(job_id), Some(provider), Some(t)) = (
                 d.job(),
                 self.providers.get(&sent.target),
@@ -354,10 +356,13 @@ impl Daemon {
                 });
             }
         }
-        if let Some(s) = self.store.as_mut()
-            && let Err(e) = s.clear_pending(&sent.target, sent.max_seq)
-        {
-            tracing::error!(target = %sent.target, "could not clear sent purges from the state directory (they will be sent again after a restart): {e}");
+        if let Some(w) = &self.writer {
+            let (target, max_seq) = (sent.target.clone(), sent.max_seq);
+            w.queue(move |d| {
+                if let Err(e) = d.store.clear_pending(&target, max_seq) {
+                    tracing::error!(target = %target, "could not clear sent purges from the state directory (they will be sent again after a restart): {e}");
+                }
+            });
         }
         if let Some(p) = self.pending.get_mut(&sent.target) {
             p.retain(|_, r| r.seq > sent.max_seq);
@@ -401,7 +406,7 @@ impl Daemon {
                 tracing::warn!(target = %job.target, job = %job.job_id, request = %job.request, "could not learn how the purge job ended: {s}")
             }
         }
-        deliver::record_job(self.store.as_mut(), job.record, &job.outcome);
+        deliver::record_job(self.writer.as_mut(), job.record, &job.outcome);
     }
 }
 

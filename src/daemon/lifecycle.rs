@@ -1,4 +1,4 @@
-//! Start-up (the lock, the store, each rule's watch and catch-up, work left from the last run)
+//! Start-up (the lock, the state writer, each rule's watch and catch-up, work left from the last run)
 //! and stop (comparisons finished, pending purges sent within `shutdown_timeout`).
 
 use super::*;
@@ -12,16 +12,18 @@ impl Daemon {
         compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
     ) -> Result<Daemon, DaemonError> {
         let mut lock = None;
-        let (store, seed) = if opts.dry_run {
+        let (replaced_tx, replaced) = mpsc::unbounded_channel();
+        let (writer, seed) = if opts.dry_run {
             let seed = Store::open_read_only(&config.state_dir).unwrap_or_else(|e| {
                 tracing::warn!("dry run: not reading the state ({e}); every rule starts from a new baseline");
                 None
             });
             (None, seed)
         } else {
-            // One daemon per state directory: the lock first, then the store.
+            // One daemon per state directory: the lock first, then the store and its writer.
             lock = Some(DaemonLock::acquire(&config.state_dir)?);
-            (Some(Store::open(&config.state_dir)?), None)
+            let store = Store::open(&config.state_dir)?;
+            (Some(Writer::start(store, replaced_tx)?), None)
         };
         let http = providers::http_client();
         let rules_file = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
@@ -54,7 +56,8 @@ impl Daemon {
             comparing_for: BTreeSet::new(),
             rules_file,
             unnamed: HashSet::new(),
-            store,
+            writer,
+            replaced,
             seed,
             _lock: lock,
             monitor: None,
@@ -75,10 +78,7 @@ impl Daemon {
                 crate::logging::chain(&e)
             );
         }
-        let seen = match (&d.store, &d.seed) {
-            (Some(s), _) | (None, Some(s)) => s.seen()?,
-            _ => vec![],
-        };
+        let seen = d.read_state(|s| s.seen())?.unwrap_or_default();
         for rule in config.rules.iter().cloned() {
             let paths: BTreeSet<String> = seen
                 .iter()
@@ -88,10 +88,7 @@ impl Daemon {
             d.add_rule(rule, paths)?;
         }
         // Work left over from the last run goes first.
-        let rows = match (&d.store, &d.seed) {
-            (Some(s), _) | (None, Some(s)) => s.pending()?,
-            _ => vec![],
-        };
+        let rows = d.read_state(|s| s.pending())?.unwrap_or_default();
         for row in rows {
             if d.config.target(&row.target).is_none() {
                 continue;
@@ -192,6 +189,10 @@ impl Daemon {
         self.jobs.abort_all();
         self.verifies.abort_all();
         self.flush_deferred(usize::MAX);
+        // Every write asked for is done before the lock goes.
+        if let Some(w) = self.writer.take() {
+            w.finish();
+        }
         tracing::info!("stopped");
     }
 }

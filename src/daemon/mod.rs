@@ -11,7 +11,7 @@
 //! This file holds the daemon's state and the `select!` loop (each turn timed: see [`Stalls`]);
 //! each kind of reaction has a file of its own:
 //!
-//! * [`lifecycle`]: start-up (lock, store, rules, catch-up) and stop.
+//! * [`lifecycle`]: start-up (lock, state writer, rules, catch-up) and stop.
 //! * [`events`]: filesystem events → the router's answer → dirty paths and hash-ahead jobs, and
 //!   the hashing worker's results into each rule's record.
 //! * [`settle`]: a batch falling due → each rule's record and manifest to [`crate::compare`] on a
@@ -19,7 +19,8 @@
 //!   its comparisons are in.
 //! * [`dispatch`]: queued changes → planned requests, [`crate::deliver`], their outcome, provider
 //!   jobs, verification and warming of the edge, `on_failure`.
-//! * [`writeback`]: what is written to the state directory, and when.
+//! * [`writeback`]: what is written to the state directory, and when; [`crate::state::Writer`]
+//!   writes it on a thread of its own, in order.
 //! * [`rules`]: rules added, removed, re-attached after a swap, rescanned, reloaded.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -44,7 +45,7 @@ use crate::providers::{self, Provider};
 use crate::request::PendingFile;
 use crate::route::{self, Filter, Route, route};
 use crate::signals::{Asked, Signals};
-use crate::state::{DaemonLock, PendingRow, StateError, Store};
+use crate::state::{DaemonLock, PendingRow, PurgeId, StateError, Store, Writer};
 use crate::systemd;
 use crate::verify;
 use crate::watch::{EventQueue, Taken, WatchError, WatchMsg, Watcher};
@@ -79,8 +80,8 @@ const TRIM_AFTER: usize = 10_000;
 /// New metadata for files whose bytes did not change is written this long after the batch.
 const DEFERRED_FLUSH: Duration = Duration::from_millis(500);
 /// Deferred entries written per turn of the daemon's loop: a swap leaves one for every file of
-/// the new tree (its mtime moved), and one transaction of 100,000 rows holds the daemon's thread
-/// for hundreds of milliseconds.
+/// the new tree (its mtime moved); reading 100,000 of them from the manifest would hold the
+/// loop, and one transaction of 100,000 rows the writer's thread, for hundreds of milliseconds.
 const DEFERRED_CHUNK: usize = 5_000;
 /// The pause between two chunks, for events and due batches to go first.
 const DEFERRED_STEP: Duration = Duration::from_millis(20);
@@ -144,7 +145,11 @@ struct Daemon {
     rules_file: PathBuf,
     /// Paths whose name is not UTF-8, warned about once each.
     unnamed: HashSet<PathBuf>,
-    store: Option<Store>,
+    /// Writes the state file on a thread of its own (none in a dry run, which writes nothing).
+    writer: Option<Writer>,
+    /// The writer found the state file deleted or replaced and opened a new one (its path).
+    replaced: mpsc::UnboundedReceiver<PathBuf>,
+    /// In a dry run, the state file read (never written).
     seed: Option<Store>,
     /// Held for the daemon's life (none in a dry run, which writes nothing).
     _lock: Option<DaemonLock>,
@@ -236,6 +241,7 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
             _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => Wake::Deferred,
             Some(done) = hash_rx.recv() => Wake::Hashed(done),
             Some((id, compared)) = compared_rx.recv() => Wake::Compared(id, compared),
+            Some(path) = d.replaced.recv() => Wake::StateReplaced(path),
             _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => Wake::RulesSaved,
             _ = tick(&mut watchdog) => Wake::Watchdog,
             _ = poll.tick(), if polling => Wake::Poll,
@@ -264,6 +270,7 @@ enum Wake {
     Deferred,
     Hashed(hashahead::Done),
     Compared(u64, Compared),
+    StateReplaced(PathBuf),
     RulesSaved,
     Watchdog,
     Poll,
@@ -284,6 +291,7 @@ impl Wake {
             Wake::Deferred => "writing deferred metadata",
             Wake::Hashed(_) => "hashes taken ahead",
             Wake::Compared(..) => "a comparison",
+            Wake::StateReplaced(_) => "a state file written anew",
             Wake::RulesSaved => "the rules file saved",
             Wake::Watchdog => "the watchdog",
             Wake::Poll => "a poll",
@@ -374,6 +382,7 @@ impl Daemon {
             Wake::Deferred => self.on_deferred_timer(),
             Wake::Hashed(done) => self.on_hashed(done),
             Wake::Compared(id, compared) => self.on_compared(id, compared),
+            Wake::StateReplaced(path) => self.rewrite_state(&path),
             Wake::RulesSaved => {
                 self.reload_at = None;
                 self.reload("the rules file changed");

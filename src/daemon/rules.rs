@@ -60,12 +60,13 @@ impl Daemon {
         }
         let name = rt.rule.name.clone();
         let watch = rt.rule.watch.display().to_string();
-        let recorded = match (&self.store, &self.seed) {
-            (Some(s), _) | (None, Some(s)) => match s.rule_root(&name)? {
-                Some(root) if root == watch => Some(s.load_manifest(&name)?),
-                _ => None,
-            },
-            _ => None,
+        let recorded = {
+            let (name, watch) = (name.clone(), watch.clone());
+            self.read_state(move |s| match s.rule_root(&name)? {
+                Some(root) if root == watch => s.load_manifest(&name).map(Some),
+                _ => Ok(None),
+            })?
+            .flatten()
         };
         self.rules.push(rt);
         match recorded {
@@ -92,11 +93,13 @@ impl Daemon {
                     files = manifest.len(),
                     "first start for this rule: took the current tree as the baseline, nothing purged (run `purgewatch purge TARGET --all` for a first purge)"
                 );
-                if let Some(s) = self.store.as_mut() {
-                    s.set_baseline(&name, &watch, &manifest)?;
+                let manifest = Arc::new(manifest);
+                if let Some(w) = &self.writer {
+                    let (name, m) = (name.clone(), manifest.clone());
+                    w.wait(move |s| s.set_baseline(&name, &watch, &m))?;
                 }
                 metrics::get().manifest(&name, manifest.len());
-                self.manifests.insert(name, Arc::new(manifest));
+                self.manifests.insert(name, manifest);
             }
         }
         Ok(())

@@ -137,6 +137,11 @@ impl Harness {
         self.d.on_compared(id, c);
     }
 
+    /// Waits for every write the daemon asked of its state writer.
+    pub fn synced(&self) {
+        self.d.writer.as_ref().expect("not a dry run").sync();
+    }
+
     /// Lets the debounce of every open batch run out.
     pub async fn debounce(&self) {
         tokio::time::advance(Duration::from_millis(1100)).await;

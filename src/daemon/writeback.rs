@@ -1,5 +1,7 @@
 //! The daemon's writes to the state directory: paths seen, settled changes (one transaction per
-//! rule), deferred metadata, and a state file deleted under the daemon written anew.
+//! rule), deferred metadata, and a state file deleted under the daemon written anew. Each is
+//! queued to [`crate::state::Writer`], which writes on a thread of its own, in order; this file
+//! decides what is written and when.
 
 use super::*;
 
@@ -25,9 +27,9 @@ pub(super) struct Writes {
     pub(super) refreshed_at: Option<Instant>,
     /// When the oldest refreshed entry was put off.
     refreshed_since: Option<Instant>,
-    /// Seen paths to forget (rule, recorded at or before), once their comparison is committed:
-    /// written with the refreshed metadata, a chunk at a time.
-    forget: Vec<(String, i64)>,
+    /// Comparisons were committed since their seen paths were last forgotten (the writer
+    /// keeps which: only a commit that succeeded counts), done with the refreshed metadata.
+    forget: bool,
 }
 
 impl Writes {
@@ -69,7 +71,7 @@ impl Writes {
 
     /// Whether anything waits for the deferred timer.
     fn deferred_left(&self) -> bool {
-        !self.refreshed.is_empty() || !self.forget.is_empty()
+        !self.refreshed.is_empty() || self.forget
     }
 
     #[cfg(test)]
@@ -94,69 +96,78 @@ pub(super) struct Settled {
 }
 
 impl Daemon {
-    /// Notices a state file deleted (or replaced) while the daemon runs, says so, and writes a
-    /// new one from what the daemon holds: each rule's record of its tree and the purges still
-    /// queued. Without this, every write would go to the deleted file and be lost at the next
-    /// start.
-    pub(super) fn check_store(&mut self) {
-        let Some(store) = self.store.as_ref() else { return };
-        if !store.is_gone() {
-            return;
+    /// Reads the state: the daemon's own file (after every write asked for before), or in a
+    /// dry run the one it only reads. None without either.
+    pub(super) fn read_state<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<Option<T>, StateError> {
+        match (&self.writer, &self.seed) {
+            (Some(w), _) => w.wait(move |s| read(s)).map(Some),
+            (None, Some(s)) => read(s).map(Some),
+            _ => Ok(None),
         }
-        let path = store.path().to_path_buf();
-        tracing::error!(
-            "the state file {} was deleted or replaced while purgewatch runs: writing a new one from the daemon's record (rules, manifests, queued purges)",
-            path.display()
-        );
-        self.store = None;
-        let mut store = match Store::open(&self.config.state_dir) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(
-                    "cannot write a new state file: {e}; changes are purged but not recorded until it can be"
-                );
-                return;
+    }
+
+    /// The writer found the state file deleted (or replaced) while the daemon runs and opened a
+    /// new one at `path`: it gets what the daemon holds, each rule's record of its tree and the
+    /// purges still queued. Without this, every write would go to a file nobody reads and be
+    /// lost at the next start.
+    pub(super) fn rewrite_state(&mut self, path: &Path) {
+        let Some(w) = &self.writer else { return };
+        let rules: Vec<(String, String, Arc<Manifest>, Vec<PendingRow>)> = self
+            .rules
+            .iter()
+            .map(|rt| {
+                let name = rt.rule.name.clone();
+                let rows = self
+                    .pending
+                    .values()
+                    .flat_map(|p| p.values())
+                    .filter(|r| r.file.rule == name)
+                    .cloned()
+                    .collect();
+                let manifest = self.manifests.get(&name).cloned().unwrap_or_default();
+                (name, rt.rule.watch.display().to_string(), manifest, rows)
+            })
+            .collect();
+        let path = path.to_path_buf();
+        w.queue(move |d| {
+            let mut result = Ok(());
+            for (name, watch, manifest, rows) in &rules {
+                result = result
+                    .and_then(|()| d.store.set_baseline(name, watch, manifest))
+                    .and_then(|()| d.store.commit_changes(name, &[], rows));
             }
-        };
-        let mut result = Ok(());
-        for rt in &self.rules {
-            let name = &rt.rule.name;
-            let empty = Manifest::default();
-            let manifest = self.manifests.get(name).map_or(&empty, |m| &**m);
-            let rows: Vec<PendingRow> = self
-                .pending
-                .values()
-                .flat_map(|p| p.values())
-                .filter(|r| &r.file.rule == name)
-                .cloned()
-                .collect();
-            result = result
-                .and_then(|()| store.set_baseline(name, &rt.rule.watch.display().to_string(), manifest))
-                .and_then(|()| store.commit_changes(name, &[], &rows));
-        }
-        match result {
-            Ok(()) => tracing::info!("wrote a new state file {}", path.display()),
-            Err(e) => tracing::error!("writing the new state file {} failed: {e}", path.display()),
-        }
-        self.store = Some(store);
+            match result {
+                Ok(()) => tracing::info!("wrote a new state file {}", path.display()),
+                Err(e) => tracing::error!("writing the new state file {} failed: {e}", path.display()),
+            }
+        });
     }
 
     /// Writes the paths seen since the last flush to the state directory.
     pub(super) fn flush_seen(&mut self) {
         self.writes.seen_at = None;
         let paths = std::mem::take(&mut self.writes.seen);
-        if let Some(s) = self.store.as_mut()
+        if let Some(w) = &self.writer
             && !paths.is_empty()
-            && let Err(e) = s.record_seen(&paths, now_ms())
         {
-            tracing::warn!("could not record seen changes in the state directory: {e}");
+            let now = now_ms();
+            w.queue(move |d| {
+                if let Err(e) = d.store.record_seen(&paths, now) {
+                    tracing::warn!("could not record seen changes in the state directory: {e}");
+                }
+            });
         }
     }
 
     /// Writes deferred manifest entries, a chunk at a time, once no batch is waiting: not while
-    /// a swapped-in tree is being hashed (the writes would take CPU from the hash the batch waits
-    /// for), nor while a batch is open (a chunk's transaction and fsync would hold the daemon's
-    /// thread past the batch's deadline); after [`DEFERRED_MAX_WAIT`], whatever is open.
+    /// a swapped-in tree is being hashed, nor while a batch is open (on two cores, the writer's
+    /// transactions would take CPU from the hash and the comparison the batch waits for, and a
+    /// batch's own commit would queue behind them); after [`DEFERRED_MAX_WAIT`], whatever is
+    /// open. A chunk at a time also keeps each turn that reads the entries from the manifest
+    /// short.
     pub(super) fn on_deferred_timer(&mut self) {
         let now = Instant::now();
         let since = *self.writes.refreshed_since.get_or_insert(now);
@@ -171,30 +182,30 @@ impl Daemon {
         }
     }
 
-    /// Forgets up to `limit` seen paths of committed comparisons, then writes up to what is
-    /// left of `limit` of the manifest entries that were left out of the batches' transactions.
+    /// Forgets the seen paths of committed comparisons, then writes up to `limit` of the
+    /// manifest entries that were left out of the batches' transactions.
     pub(super) fn flush_deferred(&mut self, limit: usize) {
         self.writes.refreshed_at = None;
         let started = std::time::Instant::now();
         let mut left = limit;
-        while left > 0
-            && let Some((rule, up_to)) = self.writes.forget.first().cloned()
+        if std::mem::take(&mut self.writes.forget)
+            && let Some(w) = &self.writer
         {
-            let Some(store) = self.store.as_mut() else {
-                self.writes.forget.clear();
-                break;
-            };
-            match store.forget_seen(&rule, up_to, left) {
-                Ok(n) if n >= left => left = 0,
-                Ok(n) => {
-                    left -= n;
-                    self.writes.forget.remove(0);
+            w.queue(|d| {
+                // A chunk per transaction: after a storm there are 100,000 of them.
+                for (rule, up_to) in std::mem::take(&mut d.committed) {
+                    loop {
+                        match d.store.forget_seen(&rule, up_to, DEFERRED_CHUNK) {
+                            Ok(n) if n == DEFERRED_CHUNK => continue,
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::warn!(rule = %rule, "could not forget compared paths (they are hashed again at the next start): {e}");
+                                break;
+                            }
+                        }
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(rule = %rule, "could not forget compared paths (they are hashed again at the next start): {e}");
-                    self.writes.forget.remove(0);
-                }
-            }
+            });
         }
         while left > 0
             && let Some(mut entry) = self.writes.refreshed.first_entry()
@@ -218,10 +229,12 @@ impl Daemon {
                 })
                 .collect();
             self.trim_work += updates.len();
-            if let Some(s) = self.store.as_mut()
-                && let Err(e) = s.update_manifest(&rule, &updates)
-            {
-                tracing::warn!(rule = %rule, "could not record file metadata (those files are hashed again at the next start): {e}");
+            if let Some(w) = &self.writer {
+                w.queue(move |d| {
+                    if let Err(e) = d.store.update_manifest(&rule, &updates) {
+                        tracing::warn!(rule = %rule, "could not record file metadata (those files are hashed again at the next start): {e}");
+                    }
+                });
             }
         }
         if !self.writes.deferred_left() {
@@ -237,32 +250,28 @@ impl Daemon {
 
     /// Writes what the last settles found, each rule in one transaction: its queued purges and
     /// its manifest moved forward (its seen paths are forgotten later, with the deferred
-    /// writes: deleting 100,000 of them would hold the loop for 60 ms). Called once the purges are on their way:
-    /// the daemon runs on the runtime's `block_on` thread, so the spawned requests go out on the
-    /// worker threads while this writes. A crash before it ends costs a second purge of those
-    /// files at the next start (the manifest still holds their old bytes), never a lost one.
+    /// writes). Called once the purges are on their way; written on the writer's thread. A crash
+    /// before it ends costs a second purge of those files at the next start (the manifest
+    /// still holds their old bytes), never a lost one.
     pub(super) fn commit_settled(&mut self) {
-        self.check_store();
-        if let Some(store) = self.store.as_mut() {
-            for Settled {
-                rule,
-                updates,
-                rows,
-                seen_up_to,
-            } in self.writes.settled.drain(..)
-            {
-                match store.commit_changes(&rule, &updates, &rows) {
-                    Ok(()) => {
-                        self.writes.forget.push((rule, seen_up_to));
-                        self.writes.refreshed_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
-                    }
-                    Err(e) => {
-                        tracing::error!(rule = %rule, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}")
-                    }
+        let settled = std::mem::take(&mut self.writes.settled);
+        let Some(w) = &self.writer else { return };
+        for Settled {
+            rule,
+            updates,
+            rows,
+            seen_up_to,
+        } in settled
+        {
+            w.queue(move |d| match d.store.commit_changes(&rule, &updates, &rows) {
+                Ok(()) => d.committed.push((rule, seen_up_to)),
+                Err(e) => {
+                    tracing::error!(rule = %rule, "could not record changes in the state directory (they are purged, but a crash now would lose them): {e}")
                 }
-            }
+            });
+            self.writes.forget = true;
+            self.writes.refreshed_at.get_or_insert(Instant::now() + DEFERRED_FLUSH);
         }
-        self.writes.settled.clear();
     }
 }
 
@@ -306,6 +315,7 @@ mod tests {
         }
         assert_eq!(turns, 2_001usize.div_ceil(DEFERRED_CHUNK));
         assert!(h.d.writes.refreshed.is_empty() && h.d.writes.refreshed_since.is_none());
+        h.synced();
         let store = Store::open_read_only(&h.tmp.path().join("state")).unwrap().unwrap();
         assert_eq!(store.load_manifest("site").unwrap().get("a.html"), Some(&newer));
     }
@@ -323,6 +333,7 @@ mod tests {
         h.write("a.html", "a2");
         h.event("a.html");
         h.d.flush_seen();
+        h.synced();
         assert_eq!(seen(), ["a.html"]);
         // The record's times are wall-clock milliseconds, and a path recorded within a
         // millisecond of the comparison's start is kept: the comparison begins a few later.
@@ -336,19 +347,26 @@ mod tests {
         h.d.flush_seen();
         let (id, c) = h.next_compared().await;
         h.d.on_compared(id, c);
+        h.synced();
         assert_eq!(seen(), ["a.html", "b.html"], "committed; forgotten later");
         assert!(h.d.writes.refreshed_at.is_some(), "the deferred writes are due");
         h.d.flush_deferred(usize::MAX);
+        h.synced();
         assert_eq!(seen(), ["b.html"]);
     }
 
-    /// A state file deleted under the daemon is written anew from its record at the next write.
+    /// A state file deleted under the daemon is written anew from its record: the writer
+    /// notices at the next write and tells the loop, which hands it the record.
     #[tokio::test(start_paused = true)]
     async fn a_deleted_state_file_is_written_anew_from_the_daemons_record() {
         let mut h = Harness::new(&[("a.html", "a"), ("b.html", "b")], Options::default());
         let db = h.tmp.path().join("state").join(crate::state::DB_FILE);
         std::fs::remove_file(&db).unwrap();
-        h.d.check_store();
+        h.synced();
+        let path = h.d.replaced.try_recv().expect("the loop is told");
+        assert_eq!(path, db);
+        h.d.rewrite_state(&path);
+        h.synced();
         let store = Store::open_read_only(&h.tmp.path().join("state"))
             .unwrap()
             .expect("written anew");

@@ -16,6 +16,10 @@ use crate::clock::now_ms;
 use crate::manifest::{ChangeKind, FileMeta, Manifest};
 use crate::request::PendingFile;
 
+mod writer;
+
+pub(crate) use writer::{PurgeId, Writer};
+
 /// Bumped on every incompatible schema change.
 pub const SCHEMA_VERSION: i64 = 1;
 pub const DB_FILE: &str = "state.sqlite3";
@@ -196,6 +200,27 @@ pub struct PendingRow {
     pub file: PendingFile,
     pub first_seen_ms: i64,
     pub seq: i64,
+}
+
+/// Where the purge history goes: the state file itself (`purgewatch purge`), or the daemon's
+/// [`Writer`], which writes it on its own thread.
+pub trait PurgeLog {
+    /// What names a purge recorded, for its job's end.
+    type Id;
+    fn record_purge(&mut self, rec: &PurgeRecord) -> Result<Self::Id, StateError>;
+    fn update_job(&mut self, id: Self::Id, state: &str, message: Option<&str>) -> Result<(), StateError>;
+}
+
+impl PurgeLog for Store {
+    type Id = i64;
+
+    fn record_purge(&mut self, rec: &PurgeRecord) -> Result<i64, StateError> {
+        Store::record_purge(self, rec)
+    }
+
+    fn update_job(&mut self, id: i64, state: &str, message: Option<&str>) -> Result<(), StateError> {
+        Store::update_job(self, id, state, message)
+    }
 }
 
 /// One purge sent (or given up on) for a target.
