@@ -137,9 +137,10 @@ pub enum Route {
 /// files in it, or dirty): such a path is kept whatever the filter says now, so that a file
 /// that was purged and is now removed or excluded is compared (and forgotten) too. A directory
 /// is kept unless the filter excludes everything below it: files may be made in it before its
-/// watch is in place. `maybe_dir`: false when the event already says the path is no directory
-/// (a file written, a path moved away): the disk is not asked (an rsync deploy renames 20,000
-/// excluded temporary files, and each such question is a failed lookup in the kernel).
+/// watch is in place. `maybe_dir`: false when the event cannot have brought a new directory (a
+/// file written, a path moved away, attributes changed): the disk is not asked (an rsync deploy
+/// renames 20,000 excluded temporary files, and each such question is a failed lookup in the
+/// kernel that waits for the directory's lock while rsync renames the next file).
 pub fn route(
     root: &Path,
     watch: &Path,
@@ -159,7 +160,7 @@ pub fn route(
         };
     };
     let keep =
-        filter.verdict(&rel).is_keep() || tracked(&rel) || (maybe_dir && path.is_dir() && !filter.excludes_dir(&rel));
+        filter.verdict(&rel).is_keep() || tracked(&rel) || (maybe_dir && !filter.excludes_dir(&rel) && path.is_dir());
     if keep { Route::Keep(rel) } else { Route::Skip(rel) }
 }
 

@@ -135,9 +135,10 @@ pub enum WatchMsg {
         /// Only the attributes changed (mode, owner, times): a directory with nothing but such
         /// events holds no file its own events did not name, so it need not be walked.
         attrib: bool,
-        /// The event says the path is no directory now (a file was made, written or closed, or
-        /// the path was removed or moved away): the router need not ask the disk.
-        not_dir: bool,
+        /// The event cannot have brought a new directory into the tree (a file was made,
+        /// written or closed; the path was removed or moved away; its attributes changed): the
+        /// router need not ask the disk whether it is one.
+        no_new_dir: bool,
     },
     /// Events were lost (kernel queue overflow): compare every tree with its manifest.
     Rescan,
@@ -185,6 +186,46 @@ pub struct Watcher {
     watches: HashMap<(PathBuf, bool), usize>,
 }
 
+/// What an event of notify's means to the daemon; None for one it ignores.
+fn message(res: notify::Result<notify::Event>) -> Option<WatchMsg> {
+    let ev = match res {
+        Ok(ev) if ev.need_rescan() || ev.flag() == Some(Flag::Rescan) => return Some(WatchMsg::Rescan),
+        Ok(ev) if ev.paths.is_empty() => return None,
+        Ok(ev) => ev,
+        Err(e) => {
+            return Some(match e.kind {
+                notify::ErrorKind::MaxFilesWatch => WatchMsg::Error(WatchError::WatchLimit {
+                    path: e.paths.first().cloned().unwrap_or_default(),
+                }),
+                _ => WatchMsg::Error(WatchError::Runtime(e)),
+            });
+        }
+    };
+    let (done, removed, attrib, no_new_dir) = match ev.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => (true, false, false, true),
+        EventKind::Access(_) => return None,
+        EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(CreateKind::File) => (false, false, false, true),
+        EventKind::Create(_) => (false, false, false, false),
+        EventKind::Remove(_) => (true, true, false, true),
+        // Attributes changed: on a directory, one that was there already (rsync sets a temporary
+        // file's times before renaming it, and asking the disk about that name then waits for
+        // the directory's lock, which rsync holds while it renames the next one).
+        EventKind::Modify(ModifyKind::Metadata(_)) => (true, false, true, true),
+        // Moved away (an rsync temp file renamed over its file): nothing is there.
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => (true, false, false, true),
+        // The two halves of a rename, which notify sends on their own too (From, then To).
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => return None,
+        _ => (true, false, false, false),
+    };
+    Some(WatchMsg::Paths {
+        paths: ev.paths,
+        done,
+        removed,
+        attrib,
+        no_new_dir,
+    })
+}
+
 impl Watcher {
     /// A watcher feeding `queue`. With `follow_symlinks`, recursive watches descend into
     /// directory symlinks (a rule with `follow_symlinks: true`); otherwise a symlink that leads out
@@ -192,39 +233,9 @@ impl Watcher {
     /// watched, so a `current -> releases/N` root still works).
     pub fn new(queue: Arc<EventQueue>, follow_symlinks: bool) -> Result<Watcher, WatchError> {
         let handler = move |res: notify::Result<notify::Event>| {
-            let msg = match res {
-                Ok(ev) if ev.need_rescan() || ev.flag() == Some(Flag::Rescan) => WatchMsg::Rescan,
-                Ok(ev) if ev.paths.is_empty() => return,
-                Ok(ev) => {
-                    let (done, removed, attrib, not_dir) = match ev.kind {
-                        EventKind::Access(AccessKind::Close(AccessMode::Write)) => (true, false, false, true),
-                        EventKind::Access(_) => return,
-                        EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(CreateKind::File) => {
-                            (false, false, false, true)
-                        }
-                        EventKind::Create(_) => (false, false, false, false),
-                        EventKind::Remove(_) => (true, true, false, true),
-                        EventKind::Modify(ModifyKind::Metadata(_)) => (true, false, true, false),
-                        // Moved away (an rsync temp file renamed over its file): nothing is there.
-                        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => (true, false, false, true),
-                        _ => (true, false, false, false),
-                    };
-                    WatchMsg::Paths {
-                        paths: ev.paths,
-                        done,
-                        removed,
-                        attrib,
-                        not_dir,
-                    }
-                }
-                Err(e) => match e.kind {
-                    notify::ErrorKind::MaxFilesWatch => WatchMsg::Error(WatchError::WatchLimit {
-                        path: e.paths.first().cloned().unwrap_or_default(),
-                    }),
-                    _ => WatchMsg::Error(WatchError::Runtime(e)),
-                },
-            };
-            queue.push(msg);
+            if let Some(msg) = message(res) {
+                queue.push(msg);
+            }
         };
         // Everything but opens and read-only closes, filtered in the kernel: the daemon's own
         // hashing (and every reader of the site) would otherwise send an event per file read.
@@ -284,6 +295,57 @@ impl Watcher {
 
 #[cfg(test)]
 mod tests {
+    /// Which events may have brought a directory (the router asks the disk only for those), and
+    /// which are dropped.
+    #[test]
+    fn events_are_read_for_what_they_say_of_the_path() {
+        use notify::event::{MetadataKind, RemoveKind};
+        let ev = |kind: EventKind, paths: &[&str]| {
+            let mut e = notify::Event::new(kind);
+            for p in paths {
+                e = e.add_path(PathBuf::from(p));
+            }
+            message(Ok(e))
+        };
+        let no_new_dir = |m: Option<WatchMsg>| match m {
+            Some(WatchMsg::Paths { no_new_dir, .. }) => Some(no_new_dir),
+            _ => None,
+        };
+        let name = |mode| EventKind::Modify(ModifyKind::Name(mode));
+        assert_eq!(
+            no_new_dir(ev(EventKind::Create(CreateKind::File), &["/s/a"])),
+            Some(true)
+        );
+        assert_eq!(
+            no_new_dir(ev(EventKind::Create(CreateKind::Folder), &["/s/d"])),
+            Some(false)
+        );
+        assert_eq!(
+            no_new_dir(ev(name(RenameMode::To), &["/s/d"])),
+            Some(false),
+            "may be a directory moved in"
+        );
+        assert_eq!(no_new_dir(ev(name(RenameMode::From), &["/s/.a.x1"])), Some(true));
+        let times = EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime));
+        assert_eq!(
+            no_new_dir(ev(times, &["/s/.a.x1"])),
+            Some(true),
+            "attributes bring nothing new"
+        );
+        assert_eq!(
+            no_new_dir(ev(EventKind::Remove(RemoveKind::Folder), &["/s/d"])),
+            Some(true)
+        );
+        // The two halves of a rename come on their own; the pair, and opens, are dropped.
+        assert!(ev(name(RenameMode::Both), &["/s/.a.x1", "/s/a"]).is_none());
+        assert!(ev(EventKind::Access(AccessKind::Open(AccessMode::Read)), &["/s/a"]).is_none());
+        assert!(ev(EventKind::Create(CreateKind::File), &[]).is_none());
+        assert!(matches!(
+            message(Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))),
+            Some(WatchMsg::Error(WatchError::WatchLimit { .. }))
+        ));
+    }
+
     use super::*;
 
     /// A failure to watch keeps notify's error as its source: the message says which path, the
@@ -345,7 +407,7 @@ mod tests {
                 done: false,
                 removed: false,
                 attrib: false,
-                not_dir: false,
+                no_new_dir: false,
             });
         }
         let mut msgs = Vec::new();
@@ -370,7 +432,7 @@ mod tests {
                 done: true,
                 removed: false,
                 attrib: false,
-                not_dir: true,
+                no_new_dir: true,
             });
         }
         let start = tokio::time::Instant::now();

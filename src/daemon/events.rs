@@ -13,7 +13,7 @@ pub(super) struct Seen {
     /// All of them changed attributes only.
     pub(super) attrib: bool,
     /// The last of them says the path is no directory now.
-    pub(super) not_dir: bool,
+    pub(super) no_new_dir: bool,
 }
 
 impl Daemon {
@@ -32,7 +32,7 @@ impl Daemon {
                     done,
                     removed,
                     attrib,
-                    not_dir,
+                    no_new_dir,
                 } => {
                     for p in ps {
                         match paths.last_mut() {
@@ -40,7 +40,7 @@ impl Daemon {
                                 seen.done = done;
                                 seen.removed |= removed;
                                 seen.attrib &= attrib;
-                                seen.not_dir = not_dir;
+                                seen.no_new_dir = no_new_dir;
                             }
                             _ => paths.push((
                                 p,
@@ -48,7 +48,7 @@ impl Daemon {
                                     done,
                                     removed,
                                     attrib,
-                                    not_dir,
+                                    no_new_dir,
                                 },
                             )),
                         }
@@ -176,7 +176,7 @@ impl Daemon {
                 r.record.is_dirty(rel)
                     || manifest.is_some_and(|m| m.get(rel).is_some() || m.under(rel).next().is_some())
             };
-            let rel = match route(&r.root, &r.rule.watch, &r.filter, path, !seen.not_dir, tracked) {
+            let rel = match route(&r.root, &r.rule.watch, &r.filter, path, !seen.no_new_dir, tracked) {
                 Route::Keep(rel) => rel,
                 Route::Outside | Route::Skip(_) => continue,
                 Route::Root => {

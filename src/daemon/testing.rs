@@ -101,7 +101,7 @@ impl Harness {
                 done,
                 removed: false,
                 attrib: false,
-                not_dir: true,
+                no_new_dir: true,
             }],
             newest: Instant::now(),
         };
