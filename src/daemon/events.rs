@@ -110,11 +110,38 @@ impl Daemon {
         let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == done.rule()) else {
             return;
         };
-        // While the rule is being compared its manifest is only read: recorded once that is in.
-        if rt.comparing.is_some() {
-            rt.held.push(done);
+        // While the rule is being compared its manifest is only read: recorded once that is in,
+        // after those held before it (see [`Daemon::take_held`]).
+        if rt.comparing.is_some() || !rt.held.is_empty() {
+            rt.held.push_back(done);
             return;
         }
+        self.record_hashed(done);
+    }
+
+    /// Whether a rule has hash results held during its comparison, to take now.
+    pub(super) fn has_held(&self) -> bool {
+        self.rules.iter().any(|r| r.comparing.is_none() && !r.held.is_empty())
+    }
+
+    /// Takes one held result (a few hundred files) per turn of the loop: after a storm, the
+    /// results held during a comparison can be thousands of files, too many for one turn.
+    pub(super) fn take_held(&mut self) {
+        if let Some(rt) = self
+            .rules
+            .iter_mut()
+            .find(|r| r.comparing.is_none() && !r.held.is_empty())
+            && let Some(done) = rt.held.pop_front()
+        {
+            self.record_hashed(done);
+        }
+    }
+
+    /// Records a result of the worker in its rule's record.
+    fn record_hashed(&mut self, done: hashahead::Done) {
+        let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == done.rule()) else {
+            return;
+        };
         let Some(manifest) = self.manifests.get_mut(&rt.rule.name).map(Arc::make_mut) else {
             return;
         };
@@ -254,7 +281,10 @@ mod tests {
         assert_eq!(h.d.rules[0].held.len(), 1);
         let (id, c) = h.next_compared().await;
         h.d.on_compared(id, c);
-        assert!(h.d.rules[0].held.is_empty());
+        // Taken a part per turn of the loop, in order; a result that comes meanwhile waits its turn.
+        assert!(h.d.has_held());
+        h.d.take_held();
+        assert!(h.d.rules[0].held.is_empty() && !h.d.has_held());
         let m = &h.d.manifests["site"];
         let known = h.d.rules[0].record.known(m).known("b.html");
         assert!(

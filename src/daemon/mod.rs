@@ -134,7 +134,7 @@ struct RuleRt {
     /// A batch fell due while it was being compared: compare again once that is in.
     again: bool,
     /// Hashes taken ahead that came back while it was being compared, recorded once that is in.
-    held: Vec<hashahead::Done>,
+    held: std::collections::VecDeque<hashahead::Done>,
     /// When its last comparison began (ms since the epoch, less one).
     compare_began_ms: i64,
 }
@@ -240,6 +240,7 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
             _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => Wake::FlushSeen,
             _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => Wake::Deferred,
             Some(done) = hash_rx.recv() => Wake::Hashed(done),
+            _ = std::future::ready(()), if d.has_held() => Wake::Held,
             Some((id, compared)) = compared_rx.recv() => Wake::Compared(id, compared),
             Some(path) = d.replaced.recv() => Wake::StateReplaced(path),
             _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => Wake::RulesSaved,
@@ -269,6 +270,7 @@ enum Wake {
     FlushSeen,
     Deferred,
     Hashed(hashahead::Done),
+    Held,
     Compared(u64, Compared),
     StateReplaced(PathBuf),
     RulesSaved,
@@ -290,6 +292,7 @@ impl Wake {
             Wake::FlushSeen => "writing seen paths",
             Wake::Deferred => "writing deferred metadata",
             Wake::Hashed(_) => "hashes taken ahead",
+            Wake::Held => "hashes held during a comparison",
             Wake::Compared(..) => "a comparison",
             Wake::StateReplaced(_) => "a state file written anew",
             Wake::RulesSaved => "the rules file saved",
@@ -381,6 +384,7 @@ impl Daemon {
             Wake::FlushSeen => self.flush_seen(),
             Wake::Deferred => self.on_deferred_timer(),
             Wake::Hashed(done) => self.on_hashed(done),
+            Wake::Held => self.take_held(),
             Wake::Compared(id, compared) => self.on_compared(id, compared),
             Wake::StateReplaced(path) => self.rewrite_state(&path),
             Wake::RulesSaved => {

@@ -36,7 +36,7 @@ impl Daemon {
             lost: false,
             comparing: None,
             again: false,
-            held: Vec::new(),
+            held: Default::default(),
             compare_began_ms: 0,
             rule,
         };

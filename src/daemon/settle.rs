@@ -125,9 +125,7 @@ impl Daemon {
         let started = std::time::Instant::now();
         self.settled(i, compared);
         tracing::debug!(target: "purgewatch::loop", ms = started.elapsed().as_secs_f64() * 1000.0, "queued what was compared");
-        for done in std::mem::take(&mut self.rules[i].held) {
-            self.on_hashed(done);
-        }
+        // Hashes that came back meanwhile are recorded a part per turn (see `Daemon::take_held`).
         if std::mem::take(&mut self.rules[i].again)
             && (self.rules[i].rescan.is_some() || self.rules[i].record.has_dirty())
         {
@@ -265,7 +263,6 @@ impl Daemon {
             diff_ms = c.compare.as_millis() as u64,
             "settled"
         );
-        let touched: BTreeSet<String> = rows.iter().map(|r| r.target.clone()).collect();
         for row in &rows {
             self.pending
                 .entry(row.target.clone())
@@ -281,7 +278,7 @@ impl Daemon {
         });
         // A target whose own timer is not running yet (a rescan, a catch-up) gets one now.
         let now = Instant::now();
-        for t in touched {
+        for t in targets.into_iter().filter(|_| files > 0) {
             if self.batcher.first_change(&t).is_none() && !self.batcher.is_busy(&t) && !self.comparing_for.contains(&t)
             {
                 self.touch_target(&t, now);
