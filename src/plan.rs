@@ -153,17 +153,55 @@ pub fn plan<M: Borrow<Manifest>>(
     rules: &[Rule],
     manifests: &BTreeMap<String, M>,
 ) -> Vec<Request> {
+    draft(target, files, rules, manifests).requests()
+}
+
+/// A plan in two steps: [`draft`] reads the rules and manifests (cheap), [`Draft::requests`]
+/// needs nothing else, and builds the VIMS patterns (for a 1,000-file batch, ~20 ms): the daemon
+/// runs it on a blocking thread, off its loop.
+#[derive(Debug)]
+pub enum Draft {
+    Nothing,
+    Stack,
+    Patterns { items: BTreeSet<Item>, max_bytes: usize },
+}
+
+/// The first step of [`plan`].
+pub fn draft<M: Borrow<Manifest>>(
+    target: &Target,
+    files: &[PendingFile],
+    rules: &[Rule],
+    manifests: &BTreeMap<String, M>,
+) -> Draft {
     if files.is_empty() {
-        return vec![];
+        return Draft::Nothing;
     }
     match &target.kind {
-        TargetKind::SiteHost(_) => vec![Request::Stack],
-        TargetKind::Vims(v) => {
-            let items = items(files, rules, manifests, &v.patterns);
-            patterns(&items, v.patterns.max_bytes)
-                .into_iter()
-                .map(Request::Pattern)
-                .collect()
+        TargetKind::SiteHost(_) => Draft::Stack,
+        TargetKind::Vims(v) => Draft::Patterns {
+            items: items(files, rules, manifests, &v.patterns),
+            max_bytes: v.patterns.max_bytes,
+        },
+    }
+}
+
+/// The one request that purges everything `target` caches.
+pub fn everything(target: &Target) -> Request {
+    match &target.kind {
+        TargetKind::SiteHost(_) => Request::Stack,
+        TargetKind::Vims(_) => Request::Pattern("*".into()),
+    }
+}
+
+impl Draft {
+    /// The requests: the second step of [`plan`].
+    pub fn requests(self) -> Vec<Request> {
+        match self {
+            Draft::Nothing => vec![],
+            Draft::Stack => vec![Request::Stack],
+            Draft::Patterns { items, max_bytes } => {
+                patterns(&items, max_bytes).into_iter().map(Request::Pattern).collect()
+            }
         }
     }
 }

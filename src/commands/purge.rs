@@ -125,7 +125,7 @@ fn requests(target: &Target, args: &PurgeArgs) -> Result<Vec<Request>, CommandEr
         }
         TargetKind::Vims(v) => {
             if args.all {
-                vec![Request::Pattern("*".into())]
+                vec![crate::plan::everything(target)]
             } else if let Some(p) = &args.pattern {
                 if p.is_empty() {
                     return Err(CommandError::Usage(

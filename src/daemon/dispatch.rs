@@ -259,13 +259,13 @@ impl Daemon {
         let files: Vec<PendingFile> = rows.values().map(|r| r.file.clone()).collect();
         let max_seq = rows.values().map(|r| r.seq).max().unwrap_or(0);
         let first_seen_ms = rows.values().map(|r| r.first_seen_ms).min().unwrap_or_else(now_ms);
-        let planning = std::time::Instant::now();
-        let requests = plan::plan(&t, &files, &self.config.rules, &self.manifests);
-        tracing::debug!(target = %target, files = files.len(), requests = requests.len(), plan_ms = planning.elapsed().as_millis() as u64, "planned");
+        // The patterns are built by the send's own task, on a blocking thread: for 1,000 files
+        // they take ~20 ms, which the loop does not wait for.
+        let draft = plan::draft(&t, &files, &self.config.rules, &self.manifests);
         let why = summarize_files(&files);
-        let urls = urls_of(&files, &self.config.rules);
         if self.opts.dry_run {
-            for req in &requests {
+            let urls = urls_of(&files, &self.config.rules);
+            for req in &draft.requests() {
                 tracing::info!(target = %target, files = files.len(), request = %provider.describe(req), urls = %urls, why = %why, "dry-run: would purge");
             }
             self.pending.remove(target);
@@ -277,6 +277,16 @@ impl Daemon {
         let name = target.to_string();
         let n = files.len();
         self.sends.spawn(async move {
+            let planning = std::time::Instant::now();
+            let requests = match tokio::task::spawn_blocking(move || draft.requests()).await {
+                Ok(requests) => requests,
+                // Cannot happen short of a bug; then everything is purged, never a stale page.
+                Err(e) => {
+                    tracing::error!(target = %name, "planning the purge failed ({e}): purging everything instead");
+                    vec![plan::everything(&t)]
+                }
+            };
+            tracing::debug!(target = %name, files = n, requests = requests.len(), plan_ms = planning.elapsed().as_millis() as u64, "planned");
             let results = deliver::deliver(&provider, &pacer, &t.retry, t.rate_limit, requests).await;
             Sent {
                 target: name,
