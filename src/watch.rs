@@ -26,7 +26,7 @@ pub const QUEUE_LIMIT: usize = 262_144;
 pub const GATHER: Duration = Duration::from_millis(5);
 /// Events handled per turn of the daemon's loop: a storm's backlog of 100,000 events is taken a
 /// few milliseconds' work at a time, so that timers, signals and the watchdog are not held up.
-pub const TAKE_LIMIT: usize = 2_048;
+pub const TAKE_LIMIT: usize = 1_024;
 
 /// Events from the notify thread, taken by the daemon in batches.
 #[derive(Default)]
