@@ -107,41 +107,44 @@ impl Daemon {
         if let hashahead::Done::Rewatched { rule, root, result } = done {
             return self.on_rewatched(&rule, &root, result);
         }
-        let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == done.rule()) else {
+        let Some(i) = self.rules.iter().position(|r| r.rule.name == done.rule()) else {
             return;
         };
         // While the rule is being compared its manifest is only read: recorded once that is in,
         // after those held before it (see [`Daemon::take_held`]).
+        let rt = &mut self.rules[i];
         if rt.comparing.is_some() || !rt.held.is_empty() {
             rt.held.push_back(done);
             return;
         }
-        self.record_hashed(done);
+        self.record_hashed(i, done);
+    }
+
+    /// The first rule with hash results held during its comparison, to take now.
+    fn held_ready(&self) -> Option<usize> {
+        self.rules
+            .iter()
+            .position(|r| r.comparing.is_none() && !r.held.is_empty())
     }
 
     /// Whether a rule has hash results held during its comparison, to take now.
     pub(super) fn has_held(&self) -> bool {
-        self.rules.iter().any(|r| r.comparing.is_none() && !r.held.is_empty())
+        self.held_ready().is_some()
     }
 
     /// Takes one held result (a few hundred files) per turn of the loop: after a storm, the
     /// results held during a comparison can be thousands of files, too many for one turn.
     pub(super) fn take_held(&mut self) {
-        if let Some(rt) = self
-            .rules
-            .iter_mut()
-            .find(|r| r.comparing.is_none() && !r.held.is_empty())
-            && let Some(done) = rt.held.pop_front()
+        if let Some(i) = self.held_ready()
+            && let Some(done) = self.rules[i].held.pop_front()
         {
-            self.record_hashed(done);
+            self.record_hashed(i, done);
         }
     }
 
-    /// Records a result of the worker in its rule's record.
-    fn record_hashed(&mut self, done: hashahead::Done) {
-        let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == done.rule()) else {
-            return;
-        };
+    /// Records a result of the worker in the record of rule `i`, its rule.
+    fn record_hashed(&mut self, i: usize, done: hashahead::Done) {
+        let rt = &mut self.rules[i];
         let Some(manifest) = self.manifests.get_mut(&rt.rule.name).map(Arc::make_mut) else {
             return;
         };

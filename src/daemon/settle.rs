@@ -206,7 +206,6 @@ impl Daemon {
         // for identical bytes is written a little later, off the path to the purge.
         let (now_updates, later) = (diff.updates, diff.refreshed);
         let entry = self.manifests.entry(name.clone()).or_default();
-        let moved = c.moved_forward.is_some();
         match c.moved_forward {
             // A big comparison moved the manifest forward itself: swapped in, and the old one
             // freed on a blocking thread (100,000 entries take milliseconds to free).
@@ -214,8 +213,13 @@ impl Daemon {
                 let old = std::mem::replace(entry, Arc::new(forward));
                 tokio::task::spawn_blocking(move || drop(old));
             }
-            None => Arc::make_mut(entry).apply(&later),
+            None => {
+                let manifest = Arc::make_mut(entry);
+                manifest.apply(&later);
+                manifest.apply(&now_updates);
+            }
         }
+        let manifest_len = entry.len();
         self.writes.refreshed(&name, later.into_iter().map(|(p, _)| p));
         if now_updates.is_empty() {
             self.writes.settled(Settled {
@@ -226,11 +230,7 @@ impl Daemon {
             });
             return 0;
         }
-        let manifest = Arc::make_mut(self.manifests.entry(name.clone()).or_default());
-        if !moved {
-            manifest.apply(&now_updates);
-        }
-        metrics::get().manifest(&name, manifest.len());
+        metrics::get().manifest(&name, manifest_len);
         let targets: Vec<String> = self.rules[i].rule.targets.clone();
         let now = now_ms();
         let mut rows = Vec::with_capacity(targets.len() * diff.changes.len());
