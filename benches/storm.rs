@@ -321,7 +321,7 @@ fn rules(dir: &Path, fake: &Fake, watch: &str) -> PathBuf {
     std::fs::write(
         &p,
         format!(
-            "state_dir: {}\ndefaults:\n  debounce: {}ms\n  max_delay: 60s\ntargets:\n  www:\n    type: sitehost\n    api_url: {}\n    api_key: bench\n    client_id: 1\n    server: s\n    stack: x\n  cdn:\n    type: vims\n    api_url: {}\n    token: bench\n    cdn_id: 7\nrules:\n  - name: site\n    watch: {watch}\n    targets: [www, cdn]\n    exclude: [\"**/.*\"]\n",
+            "state_dir: {}\ndefaults:\n  debounce: {}ms\n  max_delay: 10m\ntargets:\n  www:\n    type: sitehost\n    api_url: {}\n    api_key: bench\n    client_id: 1\n    server: s\n    stack: x\n  cdn:\n    type: vims\n    api_url: {}\n    token: bench\n    cdn_id: 7\nrules:\n  - name: site\n    watch: {watch}\n    targets: [www, cdn]\n    exclude: [\"**/.*\"]\n",
             dir.join("state").display(),
             DEBOUNCE.as_millis(),
             fake.sitehost_url(),
@@ -629,6 +629,9 @@ struct Seen {
     /// Last write → the request that covers it: purgewatch's first request (it purges once per
     /// settled batch), a script's last (earlier ones may have gone before the last write).
     latency_ms: Vec<f64>,
+    /// How long each storm's writes took (first to last). A deploy longer than the rules'
+    /// `max_delay` is purged in parts by design, so the bench's `max_delay` is set far above them.
+    deploy_s: Vec<f64>,
     cpu: f64,
 }
 
@@ -659,12 +662,15 @@ fn run_storm(
         recall: 0.0,
         precision: 0.0,
         latency_ms: Vec::new(),
+        deploy_s: Vec::new(),
         cpu: 0.0,
     };
     for r in 0..repeat {
         let before = purges(&w.fake).len();
+        let first_write = Instant::now();
         let changed = storm(site, r);
         let last_write = Instant::now();
+        seen.deploy_s.push((last_write - first_write).as_secs_f64());
         if let Some(log) = &w.log {
             log.lock().unwrap().push(format!(
                 "{} bench: last write of {name}",
@@ -978,14 +984,15 @@ fn main() {
 
     println!();
     println!(
-        "| storm | requests | recall | precision | last write → request − debounce, p50 / p99 | purgewatch CPU s | inotifywait CPU s | CPU ratio | inotifywait events (= curls of a per-event script) |"
+        "| storm | deploy took, longest | requests | recall | precision | last write → request − debounce, p50 / p99 | purgewatch CPU s | inotifywait CPU s | CPU ratio | inotifywait events (= curls of a per-event script) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in &pw.seen {
         let (iw_cpu, iw_events) = of(Tool::Inotifywait, &s.storm).map_or((f64::NAN, f64::NAN), |i| (i.cpu, i.requests));
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {} | {:.3} | {:.3} | {} | {:.0} |",
+            "| {} | {:.1} s | {:.1} | {:.3} | {:.3} | {} | {:.3} | {:.3} | {} | {:.0} |",
             s.storm,
+            s.deploy_s.iter().copied().fold(0.0, f64::max),
             s.requests,
             s.recall,
             s.precision,
