@@ -222,9 +222,7 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
     let mut stalls = Stalls::default();
     loop {
         metrics::get().health.turned();
-        // A batch does not fall due while events wait in the queue (a storm's backlog, when the
-        // loop is behind): they may belong to it. They are taken first, within a turn or two.
-        let deadline = d.batcher.next_deadline().filter(|_| queue.is_empty());
+        let deadline = d.batch_deadline(&queue);
         let reload_at = d.reload_at;
         let flush_at = d.writes.seen_at;
         let deferred_at = d.writes.refreshed_at;
@@ -277,6 +275,15 @@ enum Wake {
     Watchdog,
     Poll,
     Heartbeat,
+}
+
+impl Daemon {
+    /// When the next batch falls due; none while events wait in the queue (a storm's backlog,
+    /// when the loop is behind): they may belong to it. They are taken first, within a turn or
+    /// two, and the batch falls due after them.
+    fn batch_deadline(&self, queue: &EventQueue) -> Option<Instant> {
+        self.batcher.next_deadline().filter(|_| queue.is_empty())
+    }
 }
 
 impl Wake {
@@ -400,7 +407,44 @@ impl Daemon {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::Harness;
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_does_not_fall_due_while_events_wait_in_the_queue() {
+        let mut h = Harness::new(&[("a.html", "old")], Options::default());
+        // An event (not a write: the real watcher would queue that too) opens a batch.
+        h.event("a.html");
+        h.debounce().await;
+        let due = h.d.batch_deadline(&h.queue).expect("a batch is open");
+        assert!(due <= Instant::now(), "the batch is due");
+        // A deploy's next files, seen by the real watcher while the loop was busy elsewhere.
+        for i in 0..3 {
+            h.write(&format!("n{i}.html"), "new");
+        }
+        let waited = std::time::Instant::now();
+        while h.queue.is_empty() {
+            assert!(waited.elapsed() < Duration::from_secs(30), "inotify reported nothing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The watcher's thread queues what one read of inotify gave it: let it finish.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            h.d.batch_deadline(&h.queue),
+            None,
+            "a batch fell due with events queued"
+        );
+        // Once they are taken, the batch falls due again, with them in it.
+        while !h.queue.is_empty() {
+            let taken = h.queue.recv().await;
+            h.d.on_watch(taken);
+        }
+        assert!(h.d.batch_deadline(&h.queue).is_some());
+        h.settle_due().await;
+        let mut pending = h.pending("cdn");
+        pending.sort();
+        assert_eq!(pending, ["n0.html", "n1.html", "n2.html"]);
+    }
 
     #[test]
     fn the_longest_turn_of_the_loop_is_kept() {

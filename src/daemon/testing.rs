@@ -10,6 +10,8 @@ use super::*;
 
 pub(super) struct Harness {
     pub d: Daemon,
+    /// The queue the daemon's real watcher fills.
+    pub queue: Arc<EventQueue>,
     pub site: PathBuf,
     pub rules: PathBuf,
     pub compared: mpsc::UnboundedReceiver<(u64, Compared)>,
@@ -65,16 +67,18 @@ impl Harness {
             .config;
         let (hash_tx, hashed) = mpsc::unbounded_channel();
         let (compared_tx, compared) = mpsc::unbounded_channel();
+        let queue = Arc::new(EventQueue::default());
         let d = Daemon::start(
             config,
             opts,
-            Arc::new(EventQueue::default()),
+            queue.clone(),
             hashahead::Worker::start(hash_tx),
             compared_tx,
         )
         .unwrap();
         Harness {
             d,
+            queue,
             site,
             rules,
             compared,
