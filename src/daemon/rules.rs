@@ -99,6 +99,9 @@ impl Daemon {
                     w.wait(move |s| s.set_baseline(&name, &watch, &m))?;
                 }
                 metrics::get().manifest(&name, manifest.len());
+                if let Some(rt) = self.rules.last_mut() {
+                    rt.record = Record::with_room(manifest.len());
+                }
                 self.manifests.insert(name, manifest);
             }
         }

@@ -174,9 +174,10 @@ impl Daemon {
             },
             None => compare::Scope::Dirty,
         };
+        let manifest = self.manifests.entry(name.clone()).or_default().clone();
         Some(compare::Job {
-            manifest: self.manifests.entry(name.clone()).or_default().clone(),
-            record: r.record.settled(self.seq),
+            record: r.record.settled(self.seq, manifest.len()),
+            manifest,
             root: r.root.clone(),
             filter: r.filter.clone(),
             scope,

@@ -233,15 +233,28 @@ impl Record {
         self.marks = Marks::default();
     }
 
-    /// Forgets everything after a comparison that saw all events up to `seq`.
+    /// An empty record with room for `paths` paths (the size of the rule's tree): a storm over
+    /// the whole tree then never makes its tables grow. Growing them on the loop moved every
+    /// entry at once: 17-39 ms for the step from 57,344 to 114,688 paths. The room is address
+    /// space until it is used (a table's control bytes, 1 byte per slot, are written at once).
+    pub fn with_room(paths: usize) -> Record {
+        Record {
+            paths: HashMap::with_capacity(paths),
+            metas: HashMap::with_capacity(paths),
+            ..Record::default()
+        }
+    }
+
+    /// Forgets everything after a comparison that saw all events up to `seq`, and makes room
+    /// for `room` paths (see [`Record::with_room`]).
     /// Returns the record it replaces, for the caller to drop once the purge is on its way
     /// (after a storm, freeing 100,000 entries takes a while).
-    pub fn settled(&mut self, seq: u64) -> Record {
+    pub fn settled(&mut self, seq: u64, room: usize) -> Record {
         std::mem::replace(
             self,
             Record {
                 settled_seq: seq,
-                ..Record::default()
+                ..Record::with_room(room)
             },
         )
     }
@@ -332,6 +345,22 @@ impl Marks {
 pub(super) mod tests {
     use super::*;
 
+    #[test]
+    fn a_record_with_room_for_the_tree_never_grows_during_a_storm_over_it() {
+        let mut r = Record::with_room(5_000);
+        let (paths, metas) = (r.paths.capacity(), r.metas.capacity());
+        assert!(paths >= 5_000 && metas >= 5_000);
+        for i in 0..5_000u64 {
+            r.event(&format!("d{}/p{i}.html", i / 100), i + 1, false);
+            r.found(format!("d{}/p{i}.html", i / 100), i + 1, Found::Differs, Some(meta(1)));
+        }
+        assert_eq!((r.paths.capacity(), r.metas.capacity()), (paths, metas), "a table grew");
+        // The next storm gets the same room.
+        let spent = r.settled(5_001, 5_000);
+        assert_eq!(spent.dirty, 5_000);
+        assert_eq!(r.paths.capacity(), paths);
+    }
+
     /// Metadata whose every field (and hash byte) is `n`.
     pub(in crate::hashahead) fn meta(n: u8) -> FileMeta {
         FileMeta {
@@ -420,7 +449,7 @@ pub(super) mod tests {
         assert_eq!(c.paths_to_compare().count(), 3); // nothing was in the manifest
         assert_eq!(c.recorded(), 3);
 
-        c.settled(7);
+        c.settled(7, 0);
         assert!(!c.has_dirty());
         assert!(!c.tree_covers(0));
         assert_eq!(c.known(&m).known("x"), Known::Unknown);
@@ -449,7 +478,7 @@ pub(super) mod tests {
         // An older listing arriving late changes nothing; the comparison forgets the list.
         c.tree_listed(3);
         assert_eq!(lacks(&c, &m).len(), 2);
-        let spent = c.settled(5);
+        let spent = c.settled(5, 0);
         assert_eq!(lacks(&spent, &m).len(), 2);
         assert!(lacks(&c, &m).is_empty() && !c.tree_covers(0));
     }
@@ -496,7 +525,7 @@ pub(super) mod tests {
         assert_eq!(c.known(&m).known("same"), Known::Unknown);
         assert_eq!(c.paths_to_compare().count(), 3);
         // After the comparison the marks are stale.
-        c.settled(6);
+        c.settled(6, 0);
         assert_eq!(c.known(&m).known("evented"), Known::Unknown);
         in_tree(&mut c, &mut m, "x", 5, 1);
         assert_eq!(c.recorded(), 0, "a job queued before the comparison is dropped");
