@@ -41,7 +41,8 @@
 //! [`config`] loads and validates the rules file. [`request`] holds the types that pass between
 //! stages (a pending file, a provider request); `clock` the time the state records; `signals`
 //! the four signals the daemon answers (in one place); `shutdown` whether a stop was asked for
-//! (long walks look at it).
+//! (long walks look at it); `memory` the allocator and giving memory back after a storm;
+//! `threads` which threads may preempt the loop.
 //!
 //! Around the pipeline: `metrics` counts what each stage does and `monitor` serves it
 //! (`/metrics`, `/healthz`) on `metrics_listen`; `hook` runs `on_failure` when a purge fails;
@@ -72,5 +73,6 @@ pub(crate) mod shutdown;
 pub(crate) mod signals;
 pub(crate) mod state;
 pub(crate) mod systemd;
+pub(crate) mod threads;
 pub(crate) mod verify;
 pub(crate) mod watch;

@@ -233,6 +233,8 @@ impl Watcher {
     /// watched, so a `current -> releases/N` root still works).
     pub fn new(queue: Arc<EventQueue>, follow_symlinks: bool) -> Result<Watcher, WatchError> {
         let handler = move |res: notify::Result<notify::Event>| {
+            // notify's own thread: it does not preempt the loop it feeds.
+            crate::threads::background_once();
             if let Some(msg) = message(res) {
                 queue.push(msg);
             }

@@ -98,6 +98,8 @@ fn load(cli: &Cli, dry_run: bool) -> Result<Loaded, CommandError> {
 fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Sends, comparisons and the monitoring endpoint do not preempt the daemon's loop.
+        .on_thread_start(crate::threads::background)
         .enable_all()
         .build()
         .map_err(|e| CommandError::Failed(format!("cannot start the async runtime: {e}")))

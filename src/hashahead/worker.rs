@@ -87,6 +87,7 @@ impl Worker {
         std::thread::Builder::new()
             .name("purgewatch-hash".into())
             .spawn(move || {
+                crate::threads::background();
                 for job in rx {
                     let msg = match job {
                         Job::Files { rule, root, files } => {
@@ -188,6 +189,7 @@ fn hash_tree(root: &Path, mut paths: Vec<String>, send: impl Fn(Vec<(String, Fil
         // never copied (nor is the list).
         for part in paths.chunks_mut(share) {
             s.spawn(move || {
+                crate::threads::background();
                 let mut out = Vec::with_capacity(RESULT_CHUNK);
                 for rel in part {
                     let rel = std::mem::take(rel);
