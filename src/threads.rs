@@ -1,13 +1,15 @@
 //! How the daemon's threads share two cores with a deploy.
 //!
 //! The daemon's loop (the main thread) turns for every event, timer, signal and watchdog ping;
-//! the rest is background work: the watcher's thread (it moves inotify's events to the loop's
-//! queue), the hashing worker and its helpers, the state writer, the runtime's worker and
-//! blocking threads (sends, comparisons). Those run as `SCHED_BATCH`: the same share of the CPU,
-//! but being woken does not let them preempt a running thread, so the loop is not cut off mid-
-//! turn by one of its own helpers being handed work. (A profile of the 100,000-file rewrite
-//! storm had the loop preempted 1,923 times in 50 s, 628 of them by the watcher's thread.)
-//! Any thread may choose `SCHED_BATCH` for itself; no privilege is needed.
+//! the threads that are handed work all through a storm are background work: the watcher's
+//! thread (it moves inotify's events to the loop's queue), the hashing worker (a finished file's
+//! hash), the runtime's worker and blocking threads (sends, comparisons). Those run as
+//! `SCHED_BATCH`: the same share of the CPU, but being woken does not let them preempt a running
+//! thread, so the loop is not cut off mid-turn by one of its own helpers being handed work. (A
+//! profile of the 100,000-file rewrite storm had the loop preempted 1,923 times in 50 s, 628 of
+//! them by the watcher's thread.) Threads the loop waits for stay as they are: the state writer
+//! (start-up and reload read through it) and the helpers that hash a swapped-in tree (its
+//! purge waits for them). Any thread may choose `SCHED_BATCH` for itself; no privilege is needed.
 
 /// Makes the calling thread background work (see the module's note). Linux only; elsewhere,
 /// or if the kernel refuses, the thread stays as it was.

@@ -189,7 +189,6 @@ fn hash_tree(root: &Path, mut paths: Vec<String>, send: impl Fn(Vec<(String, Fil
         // never copied (nor is the list).
         for part in paths.chunks_mut(share) {
             s.spawn(move || {
-                crate::threads::background();
                 let mut out = Vec::with_capacity(RESULT_CHUNK);
                 for rel in part {
                     let rel = std::mem::take(rel);

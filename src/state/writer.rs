@@ -62,7 +62,6 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("purgewatch-state".into())
             .spawn(move || {
-                crate::threads::background();
                 for work in rx {
                     desk.check_file();
                     work(&mut desk);
