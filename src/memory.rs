@@ -47,8 +47,8 @@ mod tests {
     #[test]
     #[cfg(all(target_os = "linux", not(target_env = "musl")))]
     fn the_purge_jemalloc_is_asked_for_exists() {
-        // `arenas.narenas` answers only if jemalloc is linked; the purge's name is checked by
-        // asking for its MIB (a misspelt name is ENOENT, which `trim` would ignore).
+        // `trim` ignores what mallctl returns, so the name it uses is checked here: a misspelt
+        // one has no MIB (ENOENT).
         let mut mib = [0usize; 3];
         let mut len = mib.len();
         // SAFETY: mib has room for `len` entries.
