@@ -12,7 +12,10 @@
 //! bench did not settle whether it matters, so they are left alone). Comparisons, which a purge
 //! also waits for, run on the runtime's blocking threads and are `SCHED_BATCH` with them: the
 //! rewrite's purge came 24-32 ms after the debounce with and without. Any thread may choose
-//! `SCHED_BATCH` for itself; no privilege is needed.
+//! `SCHED_BATCH` for itself; no privilege is needed. The shipped systemd unit refuses the call
+//! (`sched_setscheduler` is in `@resources`) with `EPERM` (`SystemCallErrorNumber=EPERM`): the
+//! threads then stay as they were, and nothing is logged; `tests/sandbox.rs` runs the daemon
+//! under the unit's filter.
 
 /// Makes the calling thread background work (see the module's note). Linux only; elsewhere,
 /// or if the kernel refuses, the thread stays as it was.
