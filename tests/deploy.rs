@@ -216,3 +216,41 @@ fn the_watched_directory_removed_and_made_again_at_once_is_watched_anew() {
     assert_new_tree_watched(&site, &fake, &d);
     assert_plan_empty(&site);
 }
+
+#[test]
+fn a_tree_moved_away_and_back_is_missing_meanwhile_then_watched_again() {
+    // `mv public p2; mv p2 public`: the same directory (same inode) comes back, and its old
+    // watches moved away with it.
+    let fake = Fake::start();
+    let site = Site::new();
+    release(&site.root, "post v1");
+    let rules = format!("metrics_listen: 127.0.0.1:0\n{}", site.rules_for(&fake, "300ms", ""));
+    site.write_rules(&rules);
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    let addr = d.metrics_addr();
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    let away = site.path("p2");
+    std::fs::rename(&site.root, &away).unwrap();
+    assert!(
+        wait_until(DEADLINE, || http_get(&addr, "/healthz").0 == 503),
+        "healthz stays 200 while the tree is gone:\n{}",
+        d.log()
+    );
+    // Changed while away: found when it is back.
+    std::fs::write(away.join("blog/post.html"), "post v2").unwrap();
+    std::fs::rename(&away, &site.root).unwrap();
+    assert!(
+        wait_until(DEADLINE, || http_get(&addr, "/healthz").0 == 200),
+        "{}",
+        d.log()
+    );
+    assert_exact(
+        &fake,
+        &d,
+        &["/blog/post.html"],
+        &["/blog/same.html", "/index.html", "/css/site.css"],
+    );
+    assert_new_tree_watched(&site, &fake, &d);
+    assert_plan_empty(&site);
+}

@@ -138,11 +138,19 @@ impl Daemon {
         // A removed directory took its watch with it: whatever stands there next must be watched
         // anew, even if it got the same inode number.
         r.lost |= removed;
-        let Ok(new_root) = std::fs::canonicalize(&r.rule.watch) else {
-            // Mid-swap: the new tree is not in place yet; its arrival is another event.
+        let Some((new_root, id)) = std::fs::canonicalize(&r.rule.watch)
+            .ok()
+            .and_then(|root| root_id(&root).ok().map(|id| (root, id)))
+        else {
+            // Gone, or mid-swap (the new tree is not in place yet; its arrival is another event).
+            // A tree moved away took its watches along: whatever comes back, even the same
+            // directory moved back, is watched anew. The whole tree is compared at the next
+            // batch: if it is still missing then, that is logged and `/healthz` says so.
+            r.lost = true;
+            r.rescan = Some(self.seq);
+            self.touch_targets(i, now);
             return;
         };
-        let Ok(id) = root_id(&new_root) else { return };
         if new_root == r.root && id == r.root_id && !r.lost {
             return;
         }
