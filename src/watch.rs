@@ -10,7 +10,7 @@
 //! [`QUEUE_LIMIT`] events, the rest are dropped for a rescan, as when the kernel's own queue
 //! overflows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, Flag, ModifyKind, RenameMode};
@@ -180,10 +180,22 @@ fn specialise(err: notify::Error, path: &Path) -> WatchError {
     }
 }
 
-/// Counts of how many users each watch has, so that shared directories are watched once.
+/// The daemon's watches, shared: each directory is watched once, however many rules (or rules'
+/// parents, or the rules file's directory) ask for it, and counted, so that a watch goes only
+/// when its last user does.
+///
+/// Trees may nest (one rule on `/srv/site`, another on `/srv/site/docs`). inotify has one watch
+/// per directory, and notify's recursive watches share them: watching the inner tree as well, or
+/// unwatching it, would change or take away the outer tree's watches below it. So a watch asked
+/// for inside a recursively watched tree is only counted (the outer watch delivers its events,
+/// and every rule is offered every event); it is handed to notify when the last covering watch
+/// goes, and a recursive watch taken over a tree that had its own watches inside replaces them.
 pub struct Watcher {
     inner: RecommendedWatcher,
-    watches: HashMap<(PathBuf, bool), usize>,
+    /// What was asked for: (path, recursive) → how many asked.
+    asked: BTreeMap<(PathBuf, bool), usize>,
+    /// What notify watches: the asked-for watches no recursive watch covers.
+    active: HashSet<(PathBuf, bool)>,
 }
 
 /// What an event of notify's means to the daemon; None for one it ignores.
@@ -253,45 +265,120 @@ impl Watcher {
         let inner = RecommendedWatcher::new(handler, config).map_err(|e| specialise(e, Path::new("inotify")))?;
         Ok(Watcher {
             inner,
-            watches: HashMap::new(),
+            asked: BTreeMap::new(),
+            active: HashSet::new(),
         })
     }
 
     pub fn add(&mut self, path: &Path, recursive: bool) -> Result<(), WatchError> {
         let key = (path.to_path_buf(), recursive);
-        if let Some(n) = self.watches.get_mut(&key) {
+        if let Some(n) = self.asked.get_mut(&key) {
             *n += 1;
             return Ok(());
         }
-        let mode = if recursive {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
-        };
-        self.inner.watch(path, mode).map_err(|e| specialise(e, path))?;
-        self.watches.insert(key, 1);
-        Ok(())
+        self.asked.insert(key.clone(), 1);
+        if self.covered(&key) {
+            return Ok(());
+        }
+        // A recursive watch takes over the watches inside its tree (and a plain watch of its
+        // own directory).
+        if recursive {
+            for inside in self.under(path) {
+                if self.active.remove(&inside) {
+                    let _ = self.inner.unwatch(&inside.0);
+                }
+            }
+        }
+        match self.inner.watch(path, mode(recursive)) {
+            Ok(()) => {
+                self.active.insert(key);
+                Ok(())
+            }
+            Err(e) => {
+                self.asked.remove(&key);
+                if recursive {
+                    self.uncover(path);
+                }
+                Err(specialise(e, path))
+            }
+        }
     }
 
     pub fn remove(&mut self, path: &Path, recursive: bool) {
         let key = (path.to_path_buf(), recursive);
-        match self.watches.get_mut(&key) {
+        match self.asked.get_mut(&key) {
             Some(n) if *n > 1 => *n -= 1,
             Some(_) => {
-                self.watches.remove(&key);
-                // The directory may be gone already, which removed the watch with it.
-                let _ = self.inner.unwatch(path);
+                self.asked.remove(&key);
+                if self.active.remove(&key) {
+                    // The directory may be gone already, which removed the watch with it.
+                    let _ = self.inner.unwatch(path);
+                    if recursive {
+                        self.uncover(path);
+                    }
+                }
             }
             None => {}
         }
     }
 
-    /// Drops and re-adds a recursive watch (its directory was replaced in place).
+    /// Drops and re-adds a recursive watch (its directory was replaced in place). A tree inside
+    /// another recursively watched tree needs nothing: the outer watch follows the new
+    /// directory in.
     pub fn refresh(&mut self, path: &Path) -> Result<(), WatchError> {
+        if !self.active.contains(&(path.to_path_buf(), true)) {
+            return Ok(());
+        }
         let _ = self.inner.unwatch(path);
         self.inner
             .watch(path, RecursiveMode::Recursive)
             .map_err(|e| specialise(e, path))
+    }
+
+    /// Whether a recursive watch asked for covers `key`: one of a directory above it, or of its
+    /// own directory (for a plain watch).
+    fn covered(&self, (path, recursive): &(PathBuf, bool)) -> bool {
+        (!recursive && self.asked.contains_key(&(path.clone(), true)))
+            || path
+                .ancestors()
+                .skip(1)
+                .any(|a| self.asked.contains_key(&(a.to_path_buf(), true)))
+    }
+
+    /// The watches asked for inside `path` (its own plain watch included).
+    fn under(&self, path: &Path) -> Vec<(PathBuf, bool)> {
+        self.asked
+            .range((path.to_path_buf(), false)..)
+            .map(|(k, _)| k)
+            .take_while(|(p, _)| p.starts_with(path))
+            .filter(|(p, r)| p != path || !r)
+            .cloned()
+            .collect()
+    }
+
+    /// The recursive watch of `path` went: the watches inside it that nothing else covers are
+    /// handed to notify.
+    fn uncover(&mut self, path: &Path) {
+        for key in self.under(path) {
+            if self.active.contains(&key) || self.covered(&key) {
+                continue;
+            }
+            match self.inner.watch(&key.0, mode(key.1)) {
+                Ok(()) => {
+                    self.active.insert(key);
+                }
+                // Gone since (a swap will watch what comes), or a limit: said where it happens.
+                Err(e) => tracing::error!("{}", crate::logging::chain(&specialise(e, &key.0))),
+            }
+        }
+    }
+}
+
+fn mode(recursive: bool) -> RecursiveMode {
+    if recursive {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
     }
 }
 
@@ -398,6 +485,52 @@ mod tests {
                 done_seen |= done;
             }
         }
+    }
+
+    /// Waits until an event names `path`.
+    async fn event_for(queue: &EventQueue, path: &Path) {
+        let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                for msg in queue.recv().await.msgs {
+                    if matches!(&msg, WatchMsg::Paths { paths, .. } if paths.iter().any(|p| p == path)) {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "no event for {}", path.display());
+    }
+
+    /// An inner tree watched first, then the tree around it, then the outer watch removed:
+    /// events keep coming from directories made at each step, inside and outside.
+    #[tokio::test]
+    async fn nested_watches_share_the_outer_trees_watches() {
+        let dir = tempfile::tempdir().unwrap();
+        let outer = dir.path().join("site");
+        let inner = outer.join("docs");
+        std::fs::create_dir_all(&inner).unwrap();
+        let queue = Arc::new(EventQueue::default());
+        let mut w = Watcher::new(queue.clone(), false).unwrap();
+        w.add(&inner, true).unwrap();
+        w.add(&outer, false).unwrap();
+        w.add(&outer, true).unwrap();
+        assert_eq!(w.active, HashSet::from([(outer.clone(), true)]));
+        for (n, base) in [&inner, &outer].into_iter().enumerate() {
+            let made = base.join(format!("made{n}"));
+            std::fs::create_dir(&made).unwrap();
+            // The new directory's watch is added as its creation is read.
+            event_for(&queue, &made).await;
+            std::fs::write(made.join("a.html"), "x").unwrap();
+            event_for(&queue, &made.join("a.html")).await;
+        }
+        w.remove(&outer, true);
+        assert_eq!(w.active, HashSet::from([(outer.clone(), false), (inner.clone(), true)]));
+        let later = inner.join("later");
+        std::fs::create_dir(&later).unwrap();
+        event_for(&queue, &later).await;
+        std::fs::write(later.join("b.html"), "x").unwrap();
+        event_for(&queue, &later.join("b.html")).await;
     }
 
     #[tokio::test]

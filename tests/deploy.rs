@@ -254,3 +254,47 @@ fn a_tree_moved_away_and_back_is_missing_meanwhile_then_watched_again() {
     assert_new_tree_watched(&site, &fake, &d);
     assert_plan_empty(&site);
 }
+
+/// Rules whose trees nest (`public` and `public/docs`): each gets every event of its tree,
+/// directories made after start included, and removing the inner rule leaves the outer one
+/// watching everything.
+#[test]
+fn nested_rules_each_see_their_whole_tree_and_outlive_each_other() {
+    let fake = Fake::start();
+    let site = Site::new();
+    release(&site.root, "post v1");
+    site.write("docs/guide.html", "guide v1");
+    // The inner tree is served at a URL of its own too, so that each rule's purge shows.
+    let inner = "  - name: docs\n    watch: public/docs\n    targets: [cdn]\n    url_prefix: /manual/\n";
+    site.write_rules(&site.rules_for(&fake, "300ms", inner));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    let purged = |n: usize, url: &str| {
+        let vims = wait_requests(&fake, Route::VimsPurge, n, &d);
+        assert!(
+            vims.iter().any(|r| pattern_matches(&r.pattern(), url)),
+            "{url} not purged: {:?}\n{}",
+            vims.iter().map(|r| r.pattern()).collect::<Vec<_>>(),
+            d.log()
+        );
+    };
+    // Directories made after start, in the outer tree and in the inner one.
+    site.write("fresh/page.html", "new");
+    purged(1, "/fresh/page.html");
+    let n = fake.vims_purges().len();
+    site.write("docs/fresh/deep.html", "new");
+    // Both rules see it (one request: they share the target).
+    purged(n + 1, "/docs/fresh/deep.html");
+    purged(n + 1, "/manual/fresh/deep.html");
+
+    // The inner rule removed: the outer rule still sees everything, its docs included.
+    site.write_rules(&site.rules_for(&fake, "300ms", ""));
+    d.wait_for("reloaded");
+    let n = fake.vims_purges().len();
+    site.write("docs/fresh/deep.html", "changed again");
+    purged(n + 1, "/docs/fresh/deep.html");
+    let n = fake.vims_purges().len();
+    site.write("blog/later/x.html", "new");
+    purged(n + 1, "/blog/later/x.html");
+    assert_plan_empty(&site);
+}

@@ -342,6 +342,9 @@ fn the_filter_is_read_as_systemd_reads_it() {
     );
     assert!(f.calls.contains("nice") && !f.calls.contains("setpriority"));
     assert_eq!(f.errno, Some(libc::EPERM));
-    let f = filter_of("SystemCallFilter=@system-service\nSystemCallFilter=\nSystemCallFilter=~@mount\n", &groups);
+    let f = filter_of(
+        "SystemCallFilter=@system-service\nSystemCallFilter=\nSystemCallFilter=~@mount\n",
+        &groups,
+    );
     assert!(!f.allow_list && f.calls.contains("mount") && !f.calls.contains("read"));
 }
