@@ -50,6 +50,28 @@ pub enum Skip {
     Filtered(Verdict),
     /// Could not be read; the last known state is kept.
     Unreadable(String),
+    /// Could not be read for now (out of file descriptors or memory, an I/O error): the last
+    /// known state is kept and the file is read again at the next batch, never dropped.
+    NotYet(String),
+}
+
+/// Whether a failure to read a file may pass by itself: out of descriptors (EMFILE, ENFILE) or
+/// memory, an I/O error, interrupted, busy. A file unreadable for good (permissions) is not.
+pub fn passing(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::ENOBUFS
+                | libc::EIO
+                | libc::EAGAIN
+                | libc::EINTR
+                | libc::EBUSY
+                | libc::ETIMEDOUT
+        )
+    )
 }
 
 impl Skip {
@@ -58,6 +80,7 @@ impl Skip {
             Skip::Identical => "identical content".into(),
             Skip::Filtered(v) => v.describe(),
             Skip::Unreadable(e) => format!("unreadable: {e}"),
+            Skip::NotYet(e) => format!("not read yet: {e}; read again at the next batch"),
         }
     }
 }
@@ -303,6 +326,7 @@ impl Manifest {
                 Ok(None) => diff.gone(rel, old),
                 // A directory where a file was: the file is gone (its files are candidates too).
                 Err(e) if e.kind() == io::ErrorKind::IsADirectory => diff.gone(rel, old),
+                Err(e) if passing(&e) => diff.skipped.push((rel.clone(), Skip::NotYet(e.to_string()))),
                 Err(e) => diff.skipped.push((rel.clone(), Skip::Unreadable(e.to_string()))),
             }
         }

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
+use std::process::{Command, Stdio};
 
 /// The samples of a scrape: `name{labels}` (labels sorted) → value.
 fn scrape(addr: &str) -> HashMap<String, f64> {
@@ -285,4 +286,91 @@ fn a_reload_that_changes_metrics_listen_moves_the_endpoint() {
         std::net::TcpStream::connect(&first).is_err(),
         "the old address still answers"
     );
+}
+
+/// Half-sent requests to `metrics_listen` cannot hold the daemon's descriptors: each connection
+/// is closed when its headers do not come in time. And while the descriptors were all taken, a
+/// file changed is not dropped ("skipped: unreadable"): it is read again and purged once
+/// descriptors are free.
+#[test]
+fn idle_connections_are_closed_and_a_file_unreadable_for_want_of_descriptors_is_purged_later() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write("index.html", "home");
+    site.write("blog/post.html", "v1");
+    site.write_rules(&format!(
+        "metrics_listen: 127.0.0.1:0\n{}",
+        site.rules_for(&fake, "200ms", "")
+    ));
+    let mut cmd = Command::new(bin());
+    cmd.args(["run", "-c"])
+        .arg(&site.rules)
+        .env("PW_TEST_SITEHOST_KEY", "sh-secret-key-123")
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // A small descriptor table (the daemon uses about 20 when idle), so that the endpoint's
+    // connections can fill it.
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent's.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let d = Daemon::spawn(cmd);
+    d.wait_ready();
+    let addr = d.metrics_addr();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", d.child.id()))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    // Half-sent requests until the daemon's table is full.
+    let mut idle = Vec::new();
+    let full = wait_until(DEADLINE, || {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
+            idle.push(s);
+        }
+        fds() >= 48
+    });
+    assert!(full, "{} descriptors open\n{}", fds(), d.log());
+    site.write("blog/post.html", "v2");
+    d.wait_for("not read yet");
+    drop(idle);
+    // Read again once the idle connections are closed, and purged.
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    assert!(
+        pattern_matches(&vims[0].pattern(), "/blog/post.html"),
+        "{}",
+        vims[0].pattern()
+    );
+    assert!(
+        wait_until(DEADLINE, || http_get(&addr, "/healthz").0 == 200),
+        "{}",
+        d.log()
+    );
+    assert!(!d.log().contains("skipped: unreadable"), "{}", d.log());
+    assert_plan_empty(&site);
+    // Half-sent requests kept open: the daemon closes them itself, and /healthz answers.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+        idle.push(s);
+    }
+    let (code, body) = http_get(&addr, "/healthz");
+    assert_eq!(code, 200, "{body}\n{}", d.log());
+    drop(idle);
 }

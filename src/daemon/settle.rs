@@ -195,7 +195,15 @@ impl Daemon {
         // memory it took goes back.
         self.trim_work += c.candidates + c.recorded;
         for (path, skip) in &diff.skipped {
-            if let Skip::Unreadable(_) = skip {
+            if let Skip::NotYet(_) = skip {
+                // Read again at the next batch: the path is dirty again (and seen, for a restart).
+                tracing::warn!(rule = %name, path = %path, "{}", skip.describe());
+                self.seq += 1;
+                if self.rules[i].record.event(path, self.seq, false) {
+                    self.writes.seen(&name, path, Instant::now());
+                }
+                self.touch_targets(i, Instant::now());
+            } else if let Skip::Unreadable(_) = skip {
                 tracing::warn!(rule = %name, path = %path, "skipped: {}", skip.describe());
             } else if self.opts.dry_run {
                 tracing::info!(rule = %name, path = %path, "dry-run: skip: {}", skip.describe());
