@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -224,7 +225,10 @@ fn a_state_dir_inside_a_watched_tree_and_system_trees_are_refused() {
     let (code, err) = check(&site, &empty);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("holds the state directory"), "{err}");
-    for root in ["/", "/proc", "/sys", "/dev"] {
+    for root in ["/", "/proc", "/sys", "/dev", "/proc/self", "/sys/kernel", "/dev/pts"] {
+        if !Path::new(root).is_dir() {
+            continue;
+        }
         let rules = good.replace("watch: public", &format!("watch: {root}"));
         let (code, err) = check(&site, &rules);
         assert_eq!(code, 2, "{root}: {err}");
@@ -400,4 +404,34 @@ fn a_directory_symlink_out_of_the_tree_is_not_followed_unless_asked() {
     let (code, out, err) = site.run(&["plan"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("purge  etc/gshadow  (created)"), "{out}");
+}
+
+/// A tmpfs is a real filesystem: a site under /dev/shm is checked, watched and purged like any
+/// other (the pseudo-filesystems are refused by their type, not by a path prefix).
+#[test]
+fn a_site_on_tmpfs_is_watched_like_any_other() {
+    if !Path::new("/dev/shm").is_dir() {
+        return;
+    }
+    let fake = Fake::start();
+    let site = Site::new();
+    let shm = tempfile::Builder::new()
+        .prefix("purgewatch-site")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    std::fs::write(shm.path().join("index.html"), "home").unwrap();
+    let rules = site
+        .rules_for(&fake, "200ms", "")
+        .replace("watch: public", &format!("watch: {}", shm.path().display()));
+    let (code, err) = check(&site, &rules);
+    assert_eq!(code, 0, "{err}");
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    std::fs::write(shm.path().join("index.html"), "home v2").unwrap();
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    assert!(
+        pattern_matches(&vims[0].pattern(), "/index.html"),
+        "{}",
+        vims[0].pattern()
+    );
 }
