@@ -127,3 +127,97 @@ fn a_missing_rules_file_is_a_usage_error() {
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     assert!(err.contains("-c FILE"), "{err}");
 }
+
+/// A command that uses one target does not need the others' secrets: `purge cdn` goes out with
+/// a warning about `www`; `purge www` is refused (2) naming what is missing; `check --remote`
+/// asks the targets it can and still exits 2 for the one it cannot.
+#[test]
+fn an_unrelated_targets_missing_secret_is_a_warning_for_commands_that_do_not_use_it() {
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write("index.html", "home");
+    let rules = site
+        .rules_for(&fake, "2s", "")
+        .replace("${PW_TEST_SITEHOST_KEY}", "${PW_TEST_NOT_SET_ANYWHERE}");
+    site.write_rules(&rules);
+    let (code, out, err) = site.run(&["purge", "cdn", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("PW_TEST_NOT_SET_ANYWHERE") && err.contains("not used by this command"),
+        "{err}"
+    );
+    assert_eq!(fake.vims_purges().len(), 1);
+    let (code, _, err) = site.run(&["purge", "cdn", "--all", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err.matches("PW_TEST_NOT_SET_ANYWHERE").count(),
+        1,
+        "each warning once:\n{err}"
+    );
+    let (code, _, err) = site.run(&["purge", "www", "--all"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("PW_TEST_NOT_SET_ANYWHERE") && err.contains("rules.yaml:"),
+        "{err}"
+    );
+    assert!(fake.requests_to(Route::SiteHostPurge).is_empty());
+    let (code, out, err) = site.run(&["check", "--remote"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("target \"cdn\" (vims): ok"), "{out}{err}");
+    assert!(err.contains("PW_TEST_NOT_SET_ANYWHERE"), "{err}");
+    // Plain `check` still refuses the file.
+    let (code, _, err) = site.run(&["check"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+/// `status` only reads the state: it works while the watched directory is missing.
+#[test]
+fn status_works_while_the_watched_directory_is_missing() {
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write_rules(&site.rules_for(&fake, "2s", ""));
+    std::fs::remove_dir_all(&site.root).unwrap();
+    let (code, out, err) = site.run(&["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&site.state.display().to_string()),
+        "names the state directory it read: {out}"
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    let (code, out, err) = site.run(&["status", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{out}");
+}
+
+#[test]
+fn a_target_no_rule_uses_is_a_warning() {
+    let fake = Fake::start();
+    let site = Site::new();
+    let rules = site
+        .rules_for(&fake, "2s", "")
+        .replace("targets: [www, cdn]", "targets: [cdn]");
+    site.write_rules(&rules);
+    let (code, _, err) = site.run(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    let line = rules.lines().position(|l| l.trim() == "www:").unwrap() + 1;
+    assert!(
+        err.contains(&format!("rules.yaml:{line}:3: target \"www\" is not used by any rule")),
+        "{err}"
+    );
+}
+
+/// A tab in the indentation is reported on its own line and column, with what to do.
+#[test]
+fn a_tab_in_the_indentation_is_reported_where_it_is() {
+    let fake = Fake::start();
+    let site = Site::new();
+    let rules = site
+        .rules_for(&fake, "2s", "")
+        .replace("    targets: [www, cdn]", "\ttargets: [www, cdn]");
+    site.write_rules(&rules);
+    let (code, _, err) = site.run(&["check"]);
+    assert_eq!(code, 2, "{err}");
+    let line = rules.lines().position(|l| l.starts_with('\t')).unwrap() + 1;
+    assert!(err.contains(&format!("rules.yaml:{line}:1:")), "{err}");
+    assert!(err.contains("indent with spaces"), "{err}");
+}

@@ -88,7 +88,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, CommandError> {
 
 /// Loads the rules; warnings are logged.
 fn load(cli: &Cli, dry_run: bool) -> Result<Loaded, CommandError> {
-    let loaded = config::load(&cli.config, LoadOptions { dry_run })?;
+    load_with(
+        cli,
+        LoadOptions {
+            dry_run,
+            ..Default::default()
+        },
+    )
+}
+
+/// Loads the rules as `opts` says; warnings are logged.
+fn load_with(cli: &Cli, opts: LoadOptions) -> Result<Loaded, CommandError> {
+    let loaded = config::load(&cli.config, opts)?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

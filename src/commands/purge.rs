@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{CommandError, load, runtime};
+use super::{CommandError, load_with, runtime};
 use crate::cli::{Cli, PurgeArgs};
+use crate::config::{ConfigError, LoadOptions};
 use crate::config::{RetryPolicy, Target, TargetKind};
 use crate::deliver::{self, JobOutcome, Pacer};
 use crate::plan::{self, Item};
@@ -22,7 +23,27 @@ const CLI_ATTEMPTS: u32 = 3;
 const CLI_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
-    let config = load(cli, args.dry_run)?.config;
+    // Another target's secret is not needed here: only this target's problems stop the purge.
+    let loaded = load_with(
+        cli,
+        LoadOptions {
+            dry_run: args.dry_run,
+            collect_secret_problems: true,
+            ..Default::default()
+        },
+    )?;
+    let mut own = Vec::new();
+    for (name, problem) in loaded.secret_problems {
+        if name == args.target {
+            own.push(problem);
+        } else {
+            tracing::warn!("{problem} (target \"{name}\" is not used by this command)");
+        }
+    }
+    if !own.is_empty() {
+        return Err(ConfigError::Invalid(own).into());
+    }
+    let config = loaded.config;
     let Some(target) = config.target(&args.target).cloned() else {
         let hint = crate::config::did_you_mean(&args.target, config.targets.iter().map(|t| t.name.as_str()));
         let known: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();

@@ -7,9 +7,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{CommandError, age, load};
+use super::{CommandError, age, load_with};
 use crate::cli::{Cli, StatusArgs};
 use crate::clock::now_ms;
+use crate::config::LoadOptions;
 use crate::state::{PurgeRecord, Store, VerifyRecord};
 
 /// What `status` knows of one target.
@@ -28,7 +29,16 @@ struct TargetStatus {
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
-    let config = load(cli, true)?.config;
+    // Only the state is read: no secret is needed, and a missing tree is only a warning.
+    let config = load_with(
+        cli,
+        LoadOptions {
+            dry_run: true,
+            trees_optional: true,
+            ..Default::default()
+        },
+    )?
+    .config;
     let store = Store::open_read_only(&config.state_dir)?;
     let mut pending: BTreeMap<String, (usize, i64)> = BTreeMap::new();
     let mut seen: BTreeMap<String, (usize, i64)> = BTreeMap::new();

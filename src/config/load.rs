@@ -16,6 +16,13 @@ pub struct LoadOptions {
     /// `run --dry-run` needs no credentials: an unset `${VAR}` or a missing secret file in a
     /// secret field is a warning, not an error.
     pub dry_run: bool,
+    /// Problems with secrets are handed back, each with its target, in
+    /// [`Loaded::secret_problems`] instead of failing the load: for a command that uses one
+    /// target (`purge`) or asks each target on its own (`check --remote`), which decides.
+    pub collect_secret_problems: bool,
+    /// A missing `watch` directory is a warning: for a command that only reads the state
+    /// (`status`), which must work above all while a tree is missing.
+    pub trees_optional: bool,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -112,7 +119,20 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, ConfigError> {
             }]));
         }
     };
-    load_str(path, &text, opts, &|k| std::env::var(k).ok())
+    load_str(path, &text, opts, &environment)
+}
+
+/// Where the shipped unit's `LoadCredential=` lines read the secrets from.
+pub const PACKAGED_CREDENTIALS: &str = "/etc/purgewatch/credentials";
+
+/// A variable of the process's environment. `$CREDENTIALS_DIRECTORY` is set by systemd for the
+/// service only: a command typed by hand (`sudo purgewatch purge cdn --all`) reads the same
+/// secrets from the directory the shipped unit loads them from, when it exists.
+fn environment(name: &str) -> Option<String> {
+    std::env::var(name).ok().or_else(|| {
+        (name == "CREDENTIALS_DIRECTORY" && Path::new(PACKAGED_CREDENTIALS).is_dir())
+            .then(|| PACKAGED_CREDENTIALS.to_string())
+    })
 }
 
 /// Validates rules `text` as if read from `path`, with `env` for `${VAR}`.
@@ -129,6 +149,8 @@ pub fn load_str(
         opts,
         errors: vec![],
         warnings: vec![],
+        secret_problems: vec![],
+        target: None,
     };
     let root = match yaml::parse(text) {
         Ok(root) => root,
@@ -146,6 +168,7 @@ pub fn load_str(
         Some(config) if cx.errors.is_empty() => Ok(Loaded {
             config,
             warnings: cx.warnings,
+            secret_problems: cx.secret_problems,
         }),
         _ => Err(ConfigError::Invalid(cx.errors)),
     }
@@ -190,6 +213,9 @@ struct Cx<'a> {
     opts: LoadOptions,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    secret_problems: Vec<(String, Diagnostic)>,
+    /// The target being read, for its secret problems.
+    target: Option<String>,
 }
 
 type Entries<'n> = &'n [(Node, Node)];
@@ -215,6 +241,15 @@ impl Cx<'_> {
     fn secret_problem(&mut self, pos: Pos, message: String) {
         if self.opts.dry_run {
             self.warn(pos, format!("{message} (ignored: --dry-run sends nothing)"));
+        } else if self.opts.collect_secret_problems
+            && let Some(target) = self.target.clone()
+        {
+            let d = Diagnostic {
+                file: self.file.clone(),
+                pos: Some(pos),
+                message,
+            };
+            self.secret_problems.push((target, d));
         } else {
             self.error(pos, message);
         }
@@ -615,6 +650,17 @@ impl Cx<'_> {
                 vec![]
             }
         };
+        if let Some(Value::Map(entries)) = targets_node.map(|n| &n.value) {
+            for (k, _) in entries {
+                let Some(name) = k.as_scalar() else { continue };
+                if !rules.is_empty() && !rules.iter().any(|(r, _)| r.targets.iter().any(|t| t == name)) {
+                    self.warn(
+                        k.pos,
+                        format!("target \"{name}\" is not used by any rule: add it to a rule's `targets:`, or remove it (and, under systemd, its LoadCredential= line)"),
+                    );
+                }
+            }
+        }
         let state_dir = state_dir.or_else(|| default_state_dir(self.env));
         if let Some(dir) = &state_dir {
             let state_pos = top.iter().find(|(k, _, _)| *k == "state_dir").map(|(_, _, v)| v.pos);
@@ -683,6 +729,13 @@ impl Cx<'_> {
     }
 
     fn target(&mut self, name: &str, pos: Pos, node: &Node, defaults: &Tuning) -> Option<Target> {
+        self.target = Some(name.to_string());
+        let target = self.target_kind(name, pos, node, defaults);
+        self.target = None;
+        target
+    }
+
+    fn target_kind(&mut self, name: &str, pos: Pos, node: &Node, defaults: &Tuning) -> Option<Target> {
         let what = format!("target \"{name}\"");
         let entries = self.mapping(node, &what)?;
         let ty_node = entries
@@ -798,8 +851,8 @@ impl Cx<'_> {
             (Some(v), None) => {
                 let s = self.string(v, &format!("{what}: {key}"), true)?;
                 if s.trim().is_empty() && !self.opts.dry_run {
-                    self.error(v.pos, format!("{what}: {key} is empty"));
-                    return None;
+                    self.secret_problem(v.pos, format!("{what}: {key} is empty"));
+                    return Some(Secret::default());
                 }
                 Some(Secret::new(s.trim()))
             }
@@ -889,15 +942,25 @@ impl Cx<'_> {
                                 if let Some(fs) = system_tree(&real_path(&p)) {
                                     self.error(
                                         v.pos,
-                                        format!("{kw}: {} is {fs}, not a site: watch the directory your site is built into", p.display()),
+                                        format!(
+                                            "{kw}: {} is {fs}, not a site: watch the directory your site is built into",
+                                            p.display()
+                                        ),
                                     );
                                 }
                             }
                             Ok(_) => self.error(v.pos, format!("{kw}: {} is not a directory", p.display())),
-                            Err(e) => self.error(
-                                v.pos,
-                                format!("{kw}: directory {} does not exist ({e}); create it or fix the path (relative paths are relative to the rules file)", p.display()),
-                            ),
+                            Err(e) => {
+                                let message = format!(
+                                    "{kw}: directory {} does not exist ({e}); create it or fix the path (relative paths are relative to the rules file)",
+                                    p.display()
+                                );
+                                if self.opts.trees_optional {
+                                    self.warn(v.pos, message);
+                                } else {
+                                    self.error(v.pos, message);
+                                }
+                            }
                         }
                         rule.watch = p;
                     }

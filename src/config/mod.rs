@@ -235,6 +235,9 @@ fn render(diags: &[Diagnostic]) -> String {
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<Diagnostic>,
+    /// With [`LoadOptions::collect_secret_problems`]: each target whose secret is unset,
+    /// unreadable or empty (its secret is then empty), with what is wrong.
+    pub secret_problems: Vec<(String, Diagnostic)>,
 }
 
 /// The directory a relative path in the rules file is relative to.

@@ -93,6 +93,27 @@ fn size(node: &Node) -> usize {
 }
 
 /// Parses the first document of `text`. An empty document gives a null node at 1:1.
+/// A tab the parser refused: the scanner may report it at the end of the line before, so the
+/// position is that of the first tab in a line's indentation from there on, and the message
+/// says what to do.
+fn tab_error(text: &str, reported: Pos, info: &str) -> SyntaxError {
+    let found = text
+        .lines()
+        .enumerate()
+        .skip(reported.line.saturating_sub(1))
+        .find_map(|(i, line)| {
+            let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+            line[..indent].find('\t').map(|col| Pos {
+                line: i + 1,
+                col: line[..col].chars().count() + 1,
+            })
+        });
+    SyntaxError {
+        pos: found.unwrap_or(reported),
+        message: format!("a tab in the indentation ({info}): indent with spaces, YAML does not allow tabs there"),
+    }
+}
+
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
@@ -106,11 +127,15 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             Some(Ok(ev)) => ev,
             Some(Err(e)) => {
                 let m = e.marker();
+                let pos = Pos {
+                    line: m.line(),
+                    col: m.col() + 1,
+                };
+                if e.info().contains("tab") {
+                    return Err(tab_error(text, pos, e.info()));
+                }
                 return Err(SyntaxError {
-                    pos: Pos {
-                        line: m.line(),
-                        col: m.col() + 1,
-                    },
+                    pos,
                     message: e.info().to_string(),
                 });
             }

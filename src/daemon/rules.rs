@@ -202,6 +202,7 @@ impl Daemon {
             &self.config.source,
             LoadOptions {
                 dry_run: self.opts.dry_run,
+                ..Default::default()
             },
         ) {
             Ok(l) => l,

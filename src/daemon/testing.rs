@@ -62,9 +62,15 @@ impl Harness {
 
     /// The daemon started (again) on the site and rules of `tmp`.
     pub fn start(tmp: tempfile::TempDir, site: PathBuf, rules: PathBuf, opts: Options) -> Harness {
-        let config = config::load(&rules, LoadOptions { dry_run: opts.dry_run })
-            .unwrap()
-            .config;
+        let config = config::load(
+            &rules,
+            LoadOptions {
+                dry_run: opts.dry_run,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .config;
         let (hash_tx, hashed) = mpsc::unbounded_channel();
         let (compared_tx, compared) = mpsc::unbounded_channel();
         let queue = Arc::new(EventQueue::default());

@@ -15,7 +15,15 @@ fn site() -> tempfile::TempDir {
 }
 
 fn try_load(dir: &Path, text: &str, dry_run: bool) -> Result<Loaded, ConfigError> {
-    load_str(&dir.join("rules.yaml"), text, LoadOptions { dry_run }, &env)
+    load_str(
+        &dir.join("rules.yaml"),
+        text,
+        LoadOptions {
+            dry_run,
+            ..Default::default()
+        },
+        &env,
+    )
 }
 
 fn errors(dir: &Path, text: &str) -> Vec<String> {
