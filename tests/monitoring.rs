@@ -183,6 +183,8 @@ fn a_port_in_use_is_an_error_naming_the_address() {
     let mut d = site.start(&["run"]);
     assert_eq!(d.wait_exit(), 1, "{}", d.log());
     assert!(d.log().contains(&format!("metrics_listen {addr}")), "{}", d.log());
+    // Refused, it leaves nothing behind: no state directory.
+    assert!(!site.state.exists(), "{}", site.state.display());
 }
 
 #[test]

@@ -12,6 +12,16 @@ impl Daemon {
         compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
     ) -> Result<Daemon, DaemonError> {
         let mut lock = None;
+        // A start refused for a port in use leaves nothing behind: where the state directory is
+        // still to be made, the port is taken first. Where it exists, the lock goes first, so
+        // that a second daemon on it is told which process holds it.
+        let mut monitor = None;
+        if !opts.dry_run
+            && !config.state_dir.exists()
+            && let Some(addr) = config.metrics_listen
+        {
+            monitor = Some(crate::monitor::start(addr)?);
+        }
         let (replaced_tx, replaced) = mpsc::unbounded_channel();
         let (writer, seed) = if opts.dry_run {
             let seed = Store::open_read_only(&config.state_dir).unwrap_or_else(|e| {
@@ -60,13 +70,15 @@ impl Daemon {
             replaced,
             seed,
             _lock: lock,
-            monitor: None,
+            monitor,
             hooks: Default::default(),
             opts,
             config: config.clone(),
         };
         d.set_providers();
-        if let Some(addr) = config.metrics_listen {
+        if d.monitor.is_none()
+            && let Some(addr) = config.metrics_listen
+        {
             d.monitor = Some(crate::monitor::start(addr)?);
         }
         if let Some(dir) = d.rules_file.parent()
