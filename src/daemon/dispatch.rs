@@ -190,8 +190,12 @@ impl Daemon {
                 if r.repurges == 1 { "" } else { "s" }
             );
         }
-        if r.stale.is_empty() {
+        if r.stale.is_empty() && r.fresh == 0 && !r.unreachable.is_empty() {
+            tracing::warn!(target = %r.target, rule = %r.rule, checked = r.checked, unreachable = r.unreachable.len(), "not verified: the edge did not answer for any URL checked");
+        } else if r.stale.is_empty() && r.unreachable.is_empty() {
             tracing::info!(target = %r.target, rule = %r.rule, checked = r.checked, fresh = r.fresh, repurges = r.repurges, "verified: the edge serves the new bytes");
+        } else if r.stale.is_empty() {
+            tracing::info!(target = %r.target, rule = %r.rule, checked = r.checked, fresh = r.fresh, unreachable = r.unreachable.len(), repurges = r.repurges, "partly verified: the edge serves the new bytes where it answered");
         }
         let detail = if !r.stale.is_empty() {
             Some(format!(
