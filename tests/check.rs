@@ -221,3 +221,30 @@ fn a_tab_in_the_indentation_is_reported_where_it_is() {
     assert!(err.contains(&format!("rules.yaml:{line}:1:")), "{err}");
     assert!(err.contains("indent with spaces"), "{err}");
 }
+
+/// A rules file the user may not read (the packaged one is root's, 0640): the message says to
+/// use sudo.
+#[test]
+fn an_unreadable_rules_file_suggests_sudo() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, "targets: {}\n").unwrap();
+    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let binary = dir.path().join("purgewatch");
+    std::fs::copy(bin(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = std::process::Command::new(&binary);
+    cmd.args(["check", "-c"]).arg(&rules);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // Root reads anything: run as nobody, as a person without root would.
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot read the rules file") && err.contains("sudo"), "{err}");
+}

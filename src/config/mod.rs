@@ -220,10 +220,20 @@ impl fmt::Display for Diagnostic {
 pub enum ConfigError {
     // `error` rather than `source`: the message already says what the OS said, and a source
     // would print it a second time in the `{:#}` chain `main` prints.
-    #[error("{}: cannot read the rules file: {error} (pass another with -c FILE or set PURGEWATCH_CONFIG)", path.display())]
+    #[error("{}: cannot read the rules file: {error} ({})", path.display(), read_hint(error))]
     Read { path: PathBuf, error: std::io::Error },
     #[error("{}", render(.0))]
     Invalid(Vec<Diagnostic>),
+}
+
+/// What to do about a rules file that cannot be read: permission denied is most often a person
+/// without root reading the packaged /etc/purgewatch/rules.yaml.
+fn read_hint(error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::PermissionDenied {
+        "run the command with sudo, or pass a file you may read with -c FILE or PURGEWATCH_CONFIG"
+    } else {
+        "pass another with -c FILE or set PURGEWATCH_CONFIG"
+    }
 }
 
 fn render(diags: &[Diagnostic]) -> String {
