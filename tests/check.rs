@@ -246,5 +246,8 @@ fn an_unreadable_rules_file_suggests_sudo() {
     let out = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cannot read the rules file") && err.contains("sudo"), "{err}");
+    assert!(
+        err.contains("cannot read the rules file") && err.contains("sudo"),
+        "{err}"
+    );
 }

@@ -156,7 +156,11 @@ fn an_edge_that_is_down_is_a_warning_and_purging_goes_on() {
     );
     // Nothing was checked: it says so, never "verified".
     d.wait_for("not verified: the edge did not answer");
-    assert!(d.lines_containing("verified: the edge serves").is_empty(), "{}", d.log());
+    assert!(
+        d.lines_containing("verified: the edge serves").is_empty(),
+        "{}",
+        d.log()
+    );
     site.write("index.html", "home v3");
     wait_requests(&fake, Route::VimsPurge, 2, &d);
     assert_plan_empty(&site);
