@@ -69,12 +69,135 @@ fn generate(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(&completions)?;
     let cmd = cli::Cli::command();
     clap_mangen::generate_to(cmd.clone(), &man)?;
+    main_page(cmd.clone(), &man.join("purgewatch.1"))?;
+    println!("cargo:rerun-if-changed=packaging/purgewatch.rules.5");
+    std::fs::copy("packaging/purgewatch.rules.5", man.join("purgewatch.rules.5"))?;
+    gzip_pages(&man)?;
     for shell in [
         clap_complete::Shell::Bash,
         clap_complete::Shell::Zsh,
         clap_complete::Shell::Fish,
     ] {
         clap_complete::generate_to(shell, &mut cmd.clone(), "purgewatch", &completions)?;
+    }
+    Ok(())
+}
+
+/// `purgewatch(1)`: clap_mangen's sections, with a synopsis that shows `-c FILE`, and the
+/// sections a sysadmin looks for: exit status, environment, files, examples.
+fn main_page(cmd: clap::Command, path: &Path) -> std::io::Result<()> {
+    let man = clap_mangen::Man::new(cmd);
+    let mut out: Vec<u8> = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    out.extend_from_slice(MAIN_SYNOPSIS.as_bytes());
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    man.render_subcommands_section(&mut out)?;
+    out.extend_from_slice(MAIN_SECTIONS.as_bytes());
+    man.render_version_section(&mut out)?;
+    std::fs::write(path, out)
+}
+
+const MAIN_SYNOPSIS: &str = r#".SH SYNOPSIS
+.B purgewatch
+[\fB\-c\fR \fIFILE\fR] [\fB\-\-log\-format\fR \fBtext\fR|\fBjson\fR] \fICOMMAND\fR [\fIARGS\fR]
+.br
+.B purgewatch run
+[\fB\-c\fR \fIFILE\fR] [\fB\-\-dry\-run\fR]
+.br
+.B purgewatch check
+[\fB\-c\fR \fIFILE\fR] [\fB\-\-remote\fR]
+.br
+.B purgewatch purge
+[\fB\-c\fR \fIFILE\fR] \fITARGET\fR [\fB\-\-all\fR | \fB\-\-url\fR \fIPATH\fR... | \fB\-\-pattern\fR \fIREGEX\fR] [\fB\-\-wait\fR] [\fB\-\-dry\-run\fR]
+.br
+.B purgewatch status
+[\fB\-c\fR \fIFILE\fR] [\fB\-\-json\fR]
+.br
+.B purgewatch plan
+[\fB\-c\fR \fIFILE\fR]
+.br
+.B purgewatch verify
+[\fB\-c\fR \fIFILE\fR] [\fIRULE\fR] [\fB\-\-sample\fR \fIN\fR | \fB\-\-all\fR]
+"#;
+
+const MAIN_SECTIONS: &str = r#".SH "EXIT STATUS"
+.TP
+.B 0
+Success.
+.TP
+.B 1
+A runtime failure: a purge that failed for good, a provider error, an unusable state directory,
+a second daemon on a state directory already in use, a stale URL found by \fBverify\fR.
+.TP
+.B 2
+A usage or rules-file error (each printed as \fIFILE\fR:\fILINE\fR:\fICOL\fR: message).
+.SH ENVIRONMENT
+.TP
+.B PURGEWATCH_CONFIG
+The rules file when \fB\-c\fR is not given (default \fI/etc/purgewatch/rules.yaml\fR).
+.TP
+.B RUST_LOG
+The log level (default \fBinfo\fR); logs go to standard error.
+.TP
+.B STATE_DIRECTORY
+The default state directory (systemd sets it for the service).
+.TP
+.B CREDENTIALS_DIRECTORY
+Where \fB${CREDENTIALS_DIRECTORY}\fR in the rules points (systemd sets it for the service);
+for commands typed by hand, \fI/etc/purgewatch/credentials\fR when unset and present.
+.TP
+.BR NOTIFY_SOCKET ", " WATCHDOG_USEC
+systemd's readiness and watchdog protocol (\fBType=notify\fR).
+.SH FILES
+.TP
+.I /etc/purgewatch/rules.yaml
+The rules file; see \fBpurgewatch.rules\fR(5).
+.TP
+.I /etc/purgewatch/credentials/
+The secrets the unit loads with \fBLoadCredential=\fR.
+.TP
+.I /var/lib/purgewatch/
+The state directory under systemd (\fBStateDirectory=purgewatch\fR).
+.TP
+.I /lib/systemd/system/purgewatch.service
+The unit: \fBsystemctl enable \-\-now purgewatch\fR, \fBsystemctl reload purgewatch\fR.
+.SH EXAMPLES
+.nf
+sudo purgewatch check                  # validate the rules
+sudo purgewatch check \-\-remote         # and ask each provider
+purgewatch run \-\-dry\-run \-c rules.yaml   # watch and plan, send nothing
+sudo purgewatch purge cdn \-\-all \-\-wait  # a first purge
+sudo purgewatch purge cdn \-\-url /blog/post.html
+sudo purgewatch status                 # pending work, last purge per target
+sudo purgewatch plan                   # what would be purged now
+.fi
+.SH "SEE ALSO"
+.BR purgewatch.rules (5),
+.BR purgewatch\-run (1),
+.BR purgewatch\-check (1),
+.BR purgewatch\-purge (1),
+.BR purgewatch\-status (1),
+.BR purgewatch\-plan (1),
+.BR purgewatch\-verify (1),
+.BR systemd.exec (5)
+"#;
+
+/// Each page also as `PAGE.gz` (as Debian installs them; no timestamp in the header).
+fn gzip_pages(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "gz") {
+            continue;
+        }
+        let text = std::fs::read(&path)?;
+        let mut gz = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::best());
+        gz.write_all(&text)?;
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".gz");
+        std::fs::write(dir.join(name), gz.finish()?)?;
     }
     Ok(())
 }

@@ -94,3 +94,42 @@ fn version_names_the_git_revision() {
         assert!(text.contains("(git "), "{text}");
     }
 }
+
+/// `purgewatch.rules(5)` names every key the rules file accepts; `purgewatch(1)` shows `-c FILE`
+/// in its synopsis and has the sections a sysadmin looks for; every page is also gzipped (as
+/// the package installs it, so that plain `cargo deb` works).
+#[test]
+fn man_pages_document_the_rules_file_and_what_a_sysadmin_needs() {
+    let rules = read("man/purgewatch.rules.5");
+    assert!(rules.contains(".TH purgewatch.rules 5"), "{rules}");
+    for key in purgewatch::config::rules_keys() {
+        // As a tag in bold: `.B key`, or one of the words of a `.BR` line.
+        let described = rules
+            .lines()
+            .filter(|l| l.starts_with(".B ") || l.starts_with(".BR "))
+            .any(|l| l.split_whitespace().skip(1).any(|w| w == key));
+        assert!(described, "purgewatch.rules.5 does not describe `{key}`");
+    }
+    let main = read("man/purgewatch.1");
+    let synopsis = &main[main.find(".SH SYNOPSIS").unwrap()..main.find(".SH DESCRIPTION").unwrap()];
+    assert!(synopsis.contains("\\fB-c\\fR \\fIFILE\\fR"), "{synopsis}");
+    for section in ["EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES", "SEE ALSO"] {
+        assert!(
+            main.contains(&format!(".SH \"{section}\"")) || main.contains(&format!(".SH {section}\n")),
+            "purgewatch.1 lacks {section}"
+        );
+    }
+    assert!(main.contains("purgewatch.rules") && main.contains("PURGEWATCH_CONFIG"));
+    for entry in std::fs::read_dir(assets().join("man")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "gz") {
+            continue;
+        }
+        let gz =
+            std::fs::read(path.with_extension(format!("{}.gz", path.extension().unwrap().to_str().unwrap()))).unwrap();
+        let mut text = Vec::new();
+        use std::io::Read;
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut text).unwrap();
+        assert_eq!(text, std::fs::read(&path).unwrap(), "{}", path.display());
+    }
+}

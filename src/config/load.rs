@@ -73,6 +73,11 @@ const RULE_KEYS: &[&str] = &[
 const BOOLEAN: &[(&str, bool)] = &[("true", true), ("false", false)];
 const VERIFY_KEYS: &[&str] = &["base_url", "sample", "after", "repurge", "check"];
 
+/// Every key the rules file accepts, wherever it goes (the manual page is checked against it).
+pub fn rules_keys() -> Vec<&'static str> {
+    [TOP_KEYS, TUNING_KEYS, SITEHOST_KEYS, VIMS_KEYS, RULE_KEYS, VERIFY_KEYS].concat()
+}
+
 /// The largest rules file read: a rules file is a few kilobytes; past this it is a mistake
 /// (`-c /dev/zero`, a log file) and is refused before parsing.
 pub const MAX_RULES_BYTES: u64 = 1024 * 1024;

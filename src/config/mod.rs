@@ -14,7 +14,7 @@ use globset::Glob;
 use regex::Regex;
 
 use crate::secret::Secret;
-pub use load::{LoadOptions, did_you_mean, load, load_str};
+pub use load::{LoadOptions, did_you_mean, load, load_str, rules_keys};
 pub use yaml::Pos;
 
 pub const SITEHOST_API_URL: &str = "https://api.sitehost.nz/1.3";
