@@ -134,10 +134,11 @@ pub const PACKAGED_CREDENTIALS: &str = "/etc/purgewatch/credentials";
 /// service only: a command typed by hand (`sudo purgewatch purge cdn --all`) reads the same
 /// secrets from the directory the shipped unit loads them from, when it exists.
 fn environment(name: &str) -> Option<String> {
-    std::env::var(name).ok().or_else(|| {
-        (name == "CREDENTIALS_DIRECTORY" && Path::new(PACKAGED_CREDENTIALS).is_dir())
-            .then(|| PACKAGED_CREDENTIALS.to_string())
-    })
+    with_credentials_fallback(name, &|k| std::env::var(k).ok(), Path::new(PACKAGED_CREDENTIALS))
+}
+
+fn with_credentials_fallback(name: &str, env: &dyn Fn(&str) -> Option<String>, packaged: &Path) -> Option<String> {
+    env(name).or_else(|| (name == "CREDENTIALS_DIRECTORY" && packaged.is_dir()).then(|| packaged.display().to_string()))
 }
 
 /// Validates rules `text` as if read from `path`, with `env` for `${VAR}`.

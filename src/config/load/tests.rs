@@ -236,3 +236,26 @@ fn every_problem_is_reported_once_in_file_order() {
         .collect();
     assert!(positions.windows(2).all(|w| w[0] <= w[1]), "{all}");
 }
+
+/// A command typed by hand reads `${CREDENTIALS_DIRECTORY}` as the directory the shipped unit
+/// loads credentials from, when the variable is unset and the directory exists; the variable
+/// wins when set, and nothing else is touched.
+#[test]
+fn credentials_directory_falls_back_to_the_packaged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let unset = |_: &str| None;
+    let set = |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| "/run/credentials/x".to_string());
+    assert_eq!(
+        with_credentials_fallback("CREDENTIALS_DIRECTORY", &unset, dir.path()),
+        Some(dir.path().display().to_string())
+    );
+    assert_eq!(
+        with_credentials_fallback("CREDENTIALS_DIRECTORY", &set, dir.path()),
+        Some("/run/credentials/x".into())
+    );
+    assert_eq!(with_credentials_fallback("HOME", &unset, dir.path()), None);
+    assert_eq!(
+        with_credentials_fallback("CREDENTIALS_DIRECTORY", &unset, &dir.path().join("none")),
+        None
+    );
+}
