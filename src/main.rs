@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             let code = err.exit_code();
             if !err.is_quiet() {
                 // Where stderr is gone too there is no one left to tell.
-                let _ = writeln!(std::io::stderr(), "{:#}", anyhow::Error::from(err));
+                let _ = writeln!(std::io::stderr(), "{}", err.describe());
             }
             code
         }

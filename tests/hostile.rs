@@ -435,3 +435,40 @@ fn a_site_on_tmpfs_is_watched_like_any_other() {
         vims[0].pattern()
     );
 }
+
+/// A reply that quotes *another* target's secret (a VIMS error quoting the SiteHost key) is
+/// scrubbed of it too, in the daemon's log, `purge` and `check --remote`: one mask for all.
+#[test]
+fn a_reply_quoting_another_targets_secret_is_scrubbed_everywhere() {
+    let fake = Fake::start();
+    let quoting = || {
+        vec![Reply::json(
+            403,
+            serde_json::json!({"status": "error", "message": format!("not the key {SH_KEY} of your other account")}),
+        )]
+    };
+    fake.script(Route::VimsPurge, quoting());
+    let (site, d) = running(&fake);
+    site.write("index.html", "home v2");
+    d.wait_for("purge failed for good");
+    let all = everything_visible(&site, &d);
+    assert!(
+        all.contains("of your other account") && all.contains("[redacted]"),
+        "{all}"
+    );
+    assert!(!all.contains(SH_KEY), "{SH_KEY} leaked:\n{all}");
+    fake.script(Route::VimsPurge, quoting());
+    let (code, out, err) = site.run(&["purge", "cdn", "--all"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("of your other account") && !format!("{out}{err}").contains(SH_KEY),
+        "{out}{err}"
+    );
+    fake.script(Route::VimsList, quoting());
+    let (code, out, err) = site.run(&["check", "--remote"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("of your other account") && !format!("{out}{err}").contains(SH_KEY),
+        "{out}{err}"
+    );
+}

@@ -27,6 +27,12 @@ pub enum CommandError {
 }
 
 impl CommandError {
+    /// What `main` prints: the error and its causes, scrubbed of every configured secret.
+    pub fn describe(self) -> String {
+        let text = format!("{:#}", anyhow::Error::from(self));
+        crate::secret::scrub(&text).into_owned()
+    }
+
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CommandError::Config(_) | CommandError::Usage(_) => ExitCode::from(2),
@@ -45,7 +51,8 @@ impl CommandError {
 pub(crate) fn write_line(line: std::fmt::Arguments<'_>) -> Result<(), CommandError> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    out.write_fmt(line)
+    let text = line.to_string();
+    out.write_all(crate::secret::scrub(&text).as_bytes())
         .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush())
         .map_err(CommandError::Output)
@@ -63,7 +70,8 @@ macro_rules! outln {
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stderr(), "{}", $crate::secret::scrub(&text));
     }};
 }
 
@@ -100,6 +108,8 @@ fn load(cli: &Cli, dry_run: bool) -> Result<Loaded, CommandError> {
 /// Loads the rules as `opts` says; warnings are logged.
 fn load_with(cli: &Cli, opts: LoadOptions) -> Result<Loaded, CommandError> {
     let loaded = config::load(&cli.config, opts)?;
+    // Every secret of the file is scrubbed from every output from here on.
+    crate::secret::remember(loaded.config.secrets().iter());
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

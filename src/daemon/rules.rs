@@ -219,6 +219,7 @@ impl Daemon {
             tracing::warn!("{w}");
         }
         let new = loaded.config;
+        crate::secret::remember(new.secrets().iter());
         if new.state_dir != self.config.state_dir {
             tracing::warn!("state_dir changes take effect at the next start");
         }
