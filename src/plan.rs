@@ -64,39 +64,117 @@ pub fn urls_for(rule: &Rule, rel: &str) -> Vec<String> {
     out
 }
 
-/// The items that cover a target's pending files.
+/// Where a group of items lives in a cache that several sites may share: the host a rule's
+/// `base_url` names, or none (any host).
+pub type Host = Option<String>;
+
+/// What a batch's patterns must cover, host by host; and, should that take too many calls,
+/// the URL space of each rule in the batch (its "everything").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scoped {
+    pub groups: BTreeMap<Host, BTreeSet<Item>>,
+    pub spaces: BTreeMap<Host, BTreeSet<Item>>,
+}
+
+impl Scoped {
+    fn insert(&mut self, host: Host, item: Item) {
+        self.groups.entry(host).or_default().insert(item);
+    }
+
+    /// Everything the target caches: `*`.
+    fn all() -> Scoped {
+        let everything = BTreeMap::from([(None, BTreeSet::from([Item::All]))]);
+        Scoped {
+            groups: everything.clone(),
+            spaces: everything,
+        }
+    }
+
+    fn is_all(&self) -> bool {
+        self.groups.get(&None).is_some_and(|g| g.contains(&Item::All))
+    }
+}
+
+/// A rule's whole URL space in a shared cache: its `url_prefix` as a prefix, on its host when
+/// `base_url` names one; everything (`*`) only for a rule served at `/` on any host.
+pub fn rule_space(rule: &Rule) -> (Host, Item) {
+    let host = rule.host().map(str::to_string);
+    if host.is_none() && rule.url_prefix == "/" {
+        (None, Item::All)
+    } else {
+        (host, Item::Prefix(rule.url_prefix.clone()))
+    }
+}
+
+/// The items that cover a target's pending files, scoped per host.
 pub fn items<M: Borrow<Manifest>>(
     files: &[PendingFile],
     rules: &[Rule],
     manifests: &BTreeMap<String, M>,
     s: &PatternSettings,
-) -> BTreeSet<Item> {
+) -> Scoped {
     let mut by_rule: BTreeMap<&str, Vec<&PendingFile>> = BTreeMap::new();
     for f in files {
         by_rule.entry(f.rule.as_str()).or_default().push(f);
     }
-    let mut out = BTreeSet::new();
+    let mut out = Scoped::default();
     for (name, files) in by_rule {
         let Some(rule) = rules.iter().find(|r| r.name == name) else {
             // The rule is gone (reloaded away): its URLs are unknown, so purge everything.
-            out.insert(Item::All);
-            continue;
+            return Scoped::all();
         };
+        let (host, space) = rule_space(rule);
+        out.spaces.entry(host.clone()).or_default().insert(space.clone());
         if rule.purge == PurgeMode::All {
-            out.insert(Item::All);
+            out.insert(host, space);
             continue;
         }
         let empty = Manifest::default();
         let manifest = manifests.get(name).map_or(&empty, Borrow::borrow);
-        rule_items(rule, &files, manifest, s, &mut out);
+        let group = out.groups.entry(host).or_default();
+        if !rule_items(rule, &files, manifest, s, group) {
+            group.insert(space);
+        }
     }
-    if out.contains(&Item::All) {
-        return BTreeSet::from([Item::All]);
+    if out.is_all() {
+        return Scoped::all();
     }
     out
 }
 
-fn rule_items(rule: &Rule, files: &[&PendingFile], manifest: &Manifest, s: &PatternSettings, out: &mut BTreeSet<Item>) {
+/// The patterns for `scoped`: each host's group on its own (at most `max_bytes` each, as
+/// [`patterns_on`] builds them). Past [`MAX_VIMS_CALLS`], each rule's whole URL space instead,
+/// and past that too, `*`.
+pub fn scoped_patterns(scoped: &Scoped, max_bytes: usize) -> Vec<String> {
+    let build = |groups: &BTreeMap<Host, BTreeSet<Item>>| -> Vec<String> {
+        groups
+            .iter()
+            .flat_map(|(host, items)| patterns_on(host.as_deref(), items, max_bytes))
+            .collect()
+    };
+    if scoped.is_all() {
+        return vec!["*".into()];
+    }
+    let out = build(&scoped.groups);
+    if out.len() <= MAX_VIMS_CALLS {
+        return out;
+    }
+    let spaces = build(&scoped.spaces);
+    if spaces.len() <= MAX_VIMS_CALLS && !scoped.spaces.values().any(|g| g.contains(&Item::All)) {
+        return spaces;
+    }
+    vec!["*".into()]
+}
+
+/// Adds the items for one rule's files to `out`; false when the rule's whole URL space is to be
+/// purged instead (most of its files changed).
+fn rule_items(
+    rule: &Rule,
+    files: &[&PendingFile],
+    manifest: &Manifest,
+    s: &PatternSettings,
+    out: &mut BTreeSet<Item>,
+) -> bool {
     // Changed and deleted files per directory; totals are the recorded files there now plus the
     // ones just deleted, counted only as far as the threshold needs.
     let mut changed: BTreeMap<&str, usize> = BTreeMap::new();
@@ -124,8 +202,7 @@ fn rule_items(rule: &Rule, files: &[&PendingFile], manifest: &Manifest, s: &Patt
         c as f64 >= share * t.max(c) as f64
     };
     if whole("", MIN_FILES_FOR_ALL, s.all_threshold) {
-        out.insert(Item::All);
-        return;
+        return false;
     }
     for f in files {
         let widened = ancestors(&f.path).skip(1).find(|d| whole(d, 2, s.widen_threshold));
@@ -144,6 +221,7 @@ fn rule_items(rule: &Rule, files: &[&PendingFile], manifest: &Manifest, s: &Patt
             None => out.extend(urls_for(rule, &f.path).into_iter().map(Item::Url)),
         }
     }
+    true
 }
 
 /// The requests for a target's pending files.
@@ -163,7 +241,7 @@ pub fn plan<M: Borrow<Manifest>>(
 pub enum Draft {
     Nothing,
     Stack,
-    Patterns { items: BTreeSet<Item>, max_bytes: usize },
+    Patterns { items: Scoped, max_bytes: usize },
 }
 
 /// The first step of [`plan`].
@@ -199,9 +277,10 @@ impl Draft {
         match self {
             Draft::Nothing => vec![],
             Draft::Stack => vec![Request::Stack],
-            Draft::Patterns { items, max_bytes } => {
-                patterns(&items, max_bytes).into_iter().map(Request::Pattern).collect()
-            }
+            Draft::Patterns { items, max_bytes } => scoped_patterns(&items, max_bytes)
+                .into_iter()
+                .map(Request::Pattern)
+                .collect(),
         }
     }
 }
@@ -237,14 +316,42 @@ pub(crate) fn lower_hex(encoded: &str) -> String {
     out
 }
 
-/// The fewest patterns, each at most `max_bytes` long where one URL allows, that cover `items`.
+/// The fewest patterns, each at most `max_bytes` long where one URL allows, that cover `items`
+/// on any host; `*` past [`MAX_VIMS_CALLS`].
 pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
+    let out = patterns_on(None, items, max_bytes);
+    if out.len() > MAX_VIMS_CALLS {
+        return vec!["*".into()];
+    }
+    out
+}
+
+/// The start of a pattern for paths on `host` (the host or nothing, in a full-URL or
+/// host-and-path key), or on any host.
+pub fn path_start(host: Option<&str>) -> String {
+    match host {
+        None => PATH_START.to_string(),
+        Some(h) => {
+            let mut escaped = String::new();
+            escape_into(&mut escaped, &h.chars().collect::<Vec<_>>());
+            format!("^(?:[^/]*//)?(?:{escaped})?")
+        }
+    }
+}
+
+/// The fewest patterns, each at most `max_bytes` long where one URL allows, that cover `items`
+/// on `host` (any host for none). `*` only for [`Item::All`] on any host.
+pub fn patterns_on(host: Option<&str>, items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
     if items.is_empty() {
         return vec![];
     }
     if items.contains(&Item::All) {
-        return vec!["*".into()];
+        return match host {
+            None => vec!["*".into()],
+            Some(_) => vec![format!("{}/", path_start(host))],
+        };
     }
+    let start_text = path_start(host);
     let prefixes: Vec<&String> = items
         .iter()
         .filter_map(|i| if let Item::Prefix(p) = i { Some(p) } else { None })
@@ -285,7 +392,7 @@ pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
     let mut start = 0;
     while start < refs.len() {
         // The longest run from `start` whose pattern fits: grow by doubling, then bisect.
-        let fits = |end: usize| PATH_START.len() + build(&refs[start..end]).len() <= max_bytes;
+        let fits = |end: usize| start_text.len() + build(&refs[start..end]).len() <= max_bytes;
         let mut good = start + 1;
         let mut step = 1;
         while good + step <= refs.len() && fits(good + step) {
@@ -301,11 +408,8 @@ pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
                 hi = mid
             }
         }
-        out.push(format!("{PATH_START}{}", build(&refs[start..lo])));
+        out.push(format!("{start_text}{}", build(&refs[start..lo])));
         start = lo;
-    }
-    if out.len() > MAX_VIMS_CALLS {
-        return vec!["*".into()];
     }
     out
 }

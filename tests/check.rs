@@ -251,3 +251,30 @@ fn an_unreadable_rules_file_suggests_sudo() {
         "{err}"
     );
 }
+
+/// `base_url` on a rule: scheme://host[:port] only; it is `verify.base_url`'s default.
+#[test]
+fn a_rules_base_url_is_checked_and_is_the_default_for_verify() {
+    let fake = Fake::start();
+    let site = Site::new();
+    let with = |extra: &str| site.rules_for(&fake, "2s", extra);
+    site.write_rules(&with("    base_url: https://www.example.com/blog\n"));
+    let (code, _, err) = site.run(&["check"]);
+    assert_eq!(code, 2, "{err}");
+    let rules = with("    base_url: https://www.example.com/blog\n");
+    let line = rules.lines().position(|l| l.contains("base_url:")).unwrap() + 1;
+    assert!(
+        err.contains(&format!("rules.yaml:{line}:15: rule \"site\": base_url:")),
+        "{err}"
+    );
+    assert!(err.contains("url_prefix"), "{err}");
+    site.write_rules(&with(
+        "    base_url: https://www.example.com\n    verify:\n      sample: 5\n",
+    ));
+    let (code, _, err) = site.run(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    site.write_rules(&with("    verify:\n      sample: 5\n"));
+    let (code, _, err) = site.run(&["check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("verify: missing `base_url:`"), "{err}");
+}

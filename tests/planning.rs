@@ -257,3 +257,58 @@ fn a_deploy_in_bursts_closer_than_the_debounce_is_one_batch() {
     assert_eq!(fake.sitehost_purges().len(), 1, "{}", d.log());
     assert_plan_empty(&site);
 }
+
+/// Two sites on one CDN. "Everything" for a site is its own URL space: most of site a changing
+/// purges `/a/` (not `*`, which would wipe site b); and sites told apart by `base_url` get
+/// patterns that name their host, so site a's purge never matches site b's full-URL or
+/// host-and-path keys.
+#[test]
+fn two_sites_on_one_cdn_never_purge_each_other() {
+    let fake = Fake::start();
+    let site = Site::new();
+    for s in ["a", "b"] {
+        for i in 0..60 {
+            site.write(&format!("{s}/p{i}.html"), "v1");
+        }
+    }
+    let rules = site.rules_for(&fake, "300ms", "").replace(
+        "rules:\n  - name: site\n    watch: public\n    targets: [www, cdn]\n",
+        "rules:\n  - name: a\n    watch: public/a\n    targets: [cdn]\n    url_prefix: /a/\n  - name: b\n    watch: public/b\n    targets: [cdn]\n    url_prefix: /b/\n  - name: a-host\n    watch: public/a\n    targets: [cdn]\n    base_url: https://www.a.example\n  - name: b-host\n    watch: public/b\n    targets: [cdn]\n    base_url: https://www.b.example\n",
+    );
+    site.write_rules(&rules);
+    let (code, _, err) = site.run(&["check"]);
+    assert!(code == 0, "{err}");
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    // Most of site a: at least 50 files and half of them, so each rule on it purges its whole
+    // URL space.
+    for i in 0..55 {
+        site.write(&format!("a/p{i}.html"), "v2");
+    }
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    // Give the batch time to send all its requests (one batch: a debounce after the last write).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pats: Vec<String> = fake.vims_purges().iter().map(|r| r.pattern()).collect();
+    assert!(!vims.is_empty());
+    assert!(!pats.iter().any(|p| p == "*"), "{pats:?}");
+    let hit = |key: &str| pats.iter().any(|p| pattern_matches(p, key));
+    // Rule a's space is its prefix; rule a-host's is its host's `/` (a path-only key carries no
+    // host, so that one matches any path, as the contract says).
+    assert!(pats.iter().any(|p| p == "^(?:[^/]*//)?[^/]*/a/"), "{pats:?}");
+    assert!(
+        pats.iter().any(|p| p == "^(?:[^/]*//)?(?:www\\.a\\.example)?/"),
+        "{pats:?}"
+    );
+    for key in ["/a/p1.html", "https://www.a.example/p1.html", "www.a.example/p39.html"] {
+        assert!(hit(key), "{key} not purged by {pats:?}");
+    }
+    for key in [
+        "https://www.b.example/p1.html",
+        "www.b.example/p1.html",
+        "https://x.example/b/p1.html",
+        "x.example/b/p1.html",
+    ] {
+        assert!(!hit(key), "{key} purged by {pats:?}");
+    }
+    assert_plan_empty(&site);
+}

@@ -63,6 +63,7 @@ const RULE_KEYS: &[&str] = &[
     "exclude",
     "match",
     "url_prefix",
+    "base_url",
     "index_files",
     "purge",
     "verify",
@@ -439,6 +440,22 @@ impl Cx<'_> {
         None
     }
 
+    /// A rule's `base_url`: `scheme://host[:port]`, nothing after the host but a `/`.
+    fn base_url(&mut self, node: &Node, what: &str) -> Option<String> {
+        let url = self.api_url(node, what)?;
+        // Scheme and host are case-insensitive; cache keys hold them in lower case.
+        let url = url.trim_end_matches('/').to_ascii_lowercase();
+        let after_scheme = url.split_once("://").map_or("", |(_, r)| r);
+        if after_scheme.contains(['/', '?', '#']) || after_scheme.is_empty() {
+            self.error(
+                node.pos,
+                format!("{what}: `{url}` must be scheme://host[:port] only, like https://www.example.com (put a path in `url_prefix:`)"),
+            );
+            return None;
+        }
+        Some(url)
+    }
+
     /// A rule's `verify:` mapping.
     fn verify(&mut self, node: &Node, what: &str) -> Option<Verify> {
         let entries = self.mapping(node, what)?;
@@ -449,13 +466,11 @@ impl Cx<'_> {
             repurge: 2,
             check: VerifyCheck::Content,
         };
-        let mut has_base = false;
         let n_errors = self.errors.len();
         for (key, _, val) in self.keys(entries, VERIFY_KEYS, what) {
             let kw = format!("{what}: {key}");
             match key {
                 "base_url" => {
-                    has_base = true;
                     if let Some(u) = self.api_url(val, &kw) {
                         v.base_url = u.trim_end_matches('/').to_string();
                     }
@@ -483,14 +498,6 @@ impl Cx<'_> {
                 }
                 _ => {}
             }
-        }
-        if !has_base {
-            self.error(
-                node.pos,
-                format!(
-                    "{what}: missing `base_url:` (where the watched directory is served, like https://www.example.com)"
-                ),
-            );
         }
         (self.errors.len() == n_errors).then_some(v)
     }
@@ -934,6 +941,7 @@ impl Cx<'_> {
         let n_errors = self.errors.len();
         let mut rule = Rule::new(name.unwrap_or_default(), PathBuf::new());
         let mut warm_pos = None;
+        let mut verify_pos = None;
         let mut watch_pos = None;
         let mut has_targets = false;
         for (key, _, v) in self.keys(entries, RULE_KEYS, &what) {
@@ -1021,7 +1029,11 @@ impl Cx<'_> {
                     }
                 }
                 "index_files" => rule.index_files = self.strings(v, &kw).into_iter().map(|(s, _)| s).collect(),
-                "verify" => rule.verify = self.verify(v, &kw),
+                "base_url" => rule.base_url = self.base_url(v, &kw),
+                "verify" => {
+                    verify_pos = Some(v.pos);
+                    rule.verify = self.verify(v, &kw);
+                }
                 "warm" => {
                     if let Some(b) = self.choice(v, &kw, BOOLEAN) {
                         rule.warm = b;
@@ -1048,6 +1060,18 @@ impl Cx<'_> {
         }
         if watch_pos.is_none() {
             self.error(node.pos, format!("{what}: missing `watch:` (the directory to watch)"));
+        }
+        // `verify.base_url` defaults to the rule's `base_url`.
+        if let Some(v) = rule.verify.as_mut().filter(|v| v.base_url.is_empty()) {
+            match &rule.base_url {
+                Some(base) => v.base_url = base.clone(),
+                None => self.error(
+                    verify_pos.unwrap_or(node.pos),
+                    format!(
+                        "{what}: verify: missing `base_url:` (where the watched directory is served, like https://www.example.com; here or as the rule's `base_url:`)"
+                    ),
+                ),
+            }
         }
         if let (Some(pos), None) = (warm_pos, &rule.verify) {
             self.error(

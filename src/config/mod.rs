@@ -140,6 +140,10 @@ pub struct Rule {
     pub matches: Vec<Regex>,
     /// Always starts and ends with `/`.
     pub url_prefix: String,
+    /// `scheme://host[:port]` where the watched directory is served, without a trailing `/`:
+    /// a file's absolute URL is `base_url` + `url_prefix` + its path. Also scopes the rule's
+    /// patterns to its host on a cache several sites share, and is `verify.base_url`'s default.
+    pub base_url: Option<String>,
     pub index_files: Vec<String>,
     pub purge: PurgeMode,
     /// Check what the edge serves after a purge.
@@ -154,6 +158,14 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The host (and port, when `base_url` names one) the rule's URLs are served at, when its
+    /// `base_url` says: `www.example.com` for `https://www.example.com`.
+    pub fn host(&self) -> Option<&str> {
+        let url = self.base_url.as_deref()?;
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        Some(rest.split('/').next().unwrap_or(rest))
+    }
+
     /// A rule watching `watch` with every default: no filters, served at `/`, `index.html` as
     /// the index file, targeted purges, no verification.
     pub fn new(name: impl Into<String>, watch: impl Into<PathBuf>) -> Rule {
@@ -165,6 +177,7 @@ impl Rule {
             exclude: vec![],
             matches: vec![],
             url_prefix: "/".into(),
+            base_url: None,
             index_files: vec!["index.html".into()],
             purge: PurgeMode::Changed,
             verify: None,

@@ -172,12 +172,15 @@ fn a_whole_directory_is_widened_and_most_of_the_site_is_everything() {
         &m,
         &settings(),
     );
-    assert_eq!(it, BTreeSet::from([Item::Prefix("/a/".into()), Item::Url("/a".into())]));
+    assert_eq!(
+        it.groups[&None],
+        BTreeSet::from([Item::Prefix("/a/".into()), Item::Url("/a".into())])
+    );
     let many: Vec<String> = (0..100).map(|i| format!("p{i}.html")).collect();
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();
     let m = BTreeMap::from([("site".to_string(), manifest(&refs))]);
     let it = items(&pending(&refs[..60]), &[rule("/")], &m, &settings());
-    assert_eq!(it, BTreeSet::from([Item::All]));
+    assert_eq!(it.groups[&None], BTreeSet::from([Item::All]));
 }
 
 #[test]
@@ -289,7 +292,7 @@ proptest! {
         let m = BTreeMap::from([("site".to_string(), manifest(&refs))]);
         let mut s = settings();
         s.max_bytes = max;
-        let its = items(&pending(&changed), std::slice::from_ref(&r), &m, &s);
+        let its = items(&pending(&changed), std::slice::from_ref(&r), &m, &s).groups.remove(&None).unwrap_or_default();
         let mut target = vims();
         if let TargetKind::Vims(v) = &mut target.kind {
             v.patterns = s;
@@ -352,3 +355,53 @@ const NAMES: &[&str] = &[
     "$^.css",
     "2",
 ];
+
+/// One CDN, several sites: "everything" for a rule is its own URL space (its `url_prefix`, on
+/// its `base_url`'s host), never `*` when another site may share the cache.
+#[test]
+fn everything_is_scoped_to_the_rules_url_space() {
+    let many: Vec<String> = (0..100).map(|i| format!("p{i}.html")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let m = BTreeMap::from([("site".to_string(), manifest(&refs))]);
+    let changed = pending(&refs[..60]);
+
+    // Served at /a/ on any host: a prefix pattern, which leaves /b/ alone.
+    let at_a = rule("/a/");
+    let pats = plan(&vims(), &changed, std::slice::from_ref(&at_a), &m)
+        .into_iter()
+        .map(|r| match r {
+            Request::Pattern(p) => p,
+            other => panic!("{other:?}"),
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(pats, vec!["^(?:[^/]*//)?[^/]*/a/".to_string()]);
+    assert!(matches_any(&pats, "https://x.com/a/p1.html") && !matches_any(&pats, "/b/p1.html"));
+
+    // With a base_url: the host or nothing, and its "everything" is the host's `/`.
+    let mut on_host = rule("/");
+    on_host.base_url = Some("https://www.a.com".into());
+    assert_eq!(
+        plan(&vims(), &changed, std::slice::from_ref(&on_host), &m),
+        vec![Request::Pattern("^(?:[^/]*//)?(?:www\\.a\\.com)?/".into())]
+    );
+    let few = plan(&vims(), &pending(&["p1.html"]), std::slice::from_ref(&on_host), &m);
+    let Request::Pattern(p) = &few[0] else {
+        panic!("{few:?}")
+    };
+    assert_eq!(p, "^(?:[^/]*//)?(?:www\\.a\\.com)?/p1\\.html(?:$|\\?)");
+    let pats = vec![p.clone()];
+    for key in ["/p1.html", "https://www.a.com/p1.html", "www.a.com/p1.html?v=2"] {
+        assert!(matches_any(&pats, key), "{key}");
+    }
+    for key in ["https://www.b.com/p1.html", "www.b.com/p1.html", "/x/p1.html"] {
+        assert!(!matches_any(&pats, key), "{key}");
+    }
+
+    // `purge: all` is the rule's space too; only a rule at `/` on any host is `*`.
+    let mut all_docs = rule("/docs/");
+    all_docs.purge = PurgeMode::All;
+    assert_eq!(
+        plan(&vims(), &pending(&["p1.html"]), &[all_docs], &m),
+        vec![Request::Pattern("^(?:[^/]*//)?[^/]*/docs/".into())]
+    );
+}
