@@ -265,14 +265,14 @@ pub async fn warm(http: &reqwest::Client, base_url: &str, urls: &[String], limit
     ok
 }
 
-/// Everything a verification of one batch for one target needs, owned, so that it runs on a
-/// task of its own and never holds up the daemon.
+/// Everything a verification of one rule's purged files needs, owned, so that it runs on a
+/// task of its own and never holds up the daemon. A stale URL is purged again through every
+/// target of the rule: the public URL is served through all of them.
 pub struct Job {
-    pub target: Target,
+    pub targets: Vec<(Target, Arc<Provider>)>,
     pub rule: Rule,
     pub verify: Verify,
     pub expects: Vec<Expect>,
-    pub provider: Arc<Provider>,
     pub pacer: Arc<Pacer>,
     pub http: reqwest::Client,
 }
@@ -280,7 +280,8 @@ pub struct Job {
 /// How a verification ended.
 #[derive(Debug, Clone)]
 pub struct Report {
-    pub target: String,
+    /// The rule's targets.
+    pub targets: Vec<String>,
     pub rule: String,
     pub checked: usize,
     pub fresh: usize,
@@ -291,20 +292,43 @@ pub struct Report {
     pub repurges: u32,
 }
 
-/// The requests that purge `expects` again (every URL of each file, exactly: no widening).
-fn repurge_requests(job: &Job, expects: &[Expect]) -> Vec<Request> {
-    match &job.target.kind {
+/// The requests that purge `expects` again through `target` (every URL of each file, exactly:
+/// no widening; on the rule's host when its `base_url` names one).
+fn repurge_requests(target: &Target, rule: &Rule, expects: &[Expect]) -> Vec<Request> {
+    match &target.kind {
         TargetKind::SiteHost(_) => vec![Request::Stack],
         TargetKind::Vims(v) => {
             let items = expects
                 .iter()
-                .flat_map(|e| plan::urls_for(&job.rule, &e.path))
+                .flat_map(|e| plan::urls_for(rule, &e.path))
                 .map(Item::Url)
                 .collect();
-            plan::patterns(&items, v.patterns.max_bytes)
+            plan::patterns_on(rule.host(), &items, v.patterns.max_bytes)
                 .into_iter()
                 .map(Request::Pattern)
                 .collect()
+        }
+    }
+}
+
+/// Purges `todo` again through every target of the rule, each request's job followed to its
+/// end (so that the next check sees what the purge did).
+async fn repurge(job: &Job, todo: &[Expect]) {
+    for (target, provider) in &job.targets {
+        for req in repurge_requests(target, &job.rule, todo) {
+            let res = deliver::send(provider, &job.pacer, &target.retry, target.rate_limit, &req).await;
+            match res {
+                Ok(acc) => {
+                    if let Some(id) = acc.job_id {
+                        let outcome =
+                            deliver::follow_job(provider, &job.pacer, target.rate_limit, &id, JOB_FOLLOW).await;
+                        if let JobOutcome::Failed(s) | JobOutcome::Unknown(s) = outcome {
+                            tracing::warn!(target = %target.name, "the re-purge's job did not succeed: {s}");
+                        }
+                    }
+                }
+                Err(f) => tracing::warn!(target = %target.name, "the re-purge failed: {f}"),
+            }
         }
     }
 }
@@ -314,7 +338,7 @@ fn repurge_requests(job: &Job, expects: &[Expect]) -> Vec<Request> {
 pub async fn run(job: Job) -> Report {
     let Job { verify, .. } = &job;
     let mut report = Report {
-        target: job.target.name.clone(),
+        targets: job.targets.iter().map(|(t, _)| t.name.clone()).collect(),
         rule: job.rule.name.clone(),
         checked: job.expects.len(),
         fresh: 0,
@@ -326,9 +350,15 @@ pub async fn run(job: Job) -> Report {
     let mut round = 0;
     loop {
         tokio::time::sleep(verify.after).await;
-        let pace = Some(Pace {
+        // Paced at the slowest of the targets' rates.
+        let rate = job
+            .targets
+            .iter()
+            .map(|(t, _)| t.rate_limit)
+            .fold(f64::INFINITY, f64::min);
+        let pace = job.targets.first().map(|_| Pace {
             pacer: job.pacer.clone(),
-            rate: job.target.rate_limit,
+            rate,
         });
         let results = check_all(&job.http, &verify.base_url, &todo, verify.check, pace).await;
         let mut stale = Vec::new();
@@ -353,39 +383,19 @@ pub async fn run(job: Job) -> Report {
         report.repurges = round;
         for (e, why) in &stale {
             tracing::warn!(
-                target = %job.target.name,
                 rule = %job.rule.name,
-                "stale after the purge: {}{} {why}; purging it again ({round} of {})",
+                "stale after the purge: {}{} {why}; purging it again through every target of the rule ({round} of {})",
                 verify.base_url,
                 e.url,
                 verify.repurge
             );
         }
-        tokio::time::sleep(deliver::backoff(&job.target.retry, round, None)).await;
-        todo = stale.into_iter().map(|(e, _)| e).collect();
-        for req in repurge_requests(&job, &todo) {
-            let res = deliver::send(
-                &job.provider,
-                &job.pacer,
-                &job.target.retry,
-                job.target.rate_limit,
-                &req,
-            )
-            .await;
-            match res {
-                Ok(acc) => {
-                    if let Some(id) = acc.job_id {
-                        let outcome =
-                            deliver::follow_job(&job.provider, &job.pacer, job.target.rate_limit, &id, JOB_FOLLOW)
-                                .await;
-                        if let JobOutcome::Failed(s) | JobOutcome::Unknown(s) = outcome {
-                            tracing::warn!(target = %job.target.name, "the re-purge's job did not succeed: {s}");
-                        }
-                    }
-                }
-                Err(f) => tracing::warn!(target = %job.target.name, "the re-purge failed: {f}"),
-            }
+        let retry = job.targets.first().map(|(t, _)| t.retry.clone());
+        if let Some(retry) = retry {
+            tokio::time::sleep(deliver::backoff(&retry, round, None)).await;
         }
+        todo = stale.into_iter().map(|(e, _)| e).collect();
+        repurge(&job, &todo).await;
     }
 }
 

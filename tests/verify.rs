@@ -203,3 +203,68 @@ fn verify_command_checks_the_tree_now() {
     // An unknown rule is a usage error.
     assert_eq!(site.run(&["verify", "nope"]).0, 2);
 }
+
+/// A SiteHost stack (origin) and a VIMS CDN (the edge) for one rule: verification waits until
+/// both have finished (the SiteHost job ends first; the CDN task is still running), and a URL
+/// still stale is purged again through both.
+fn running_behind_two_targets(verify_extra: &str, setup: impl FnOnce(&Edge)) -> (Site, Fake, Edge, Daemon) {
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write("index.html", "home");
+    site.write("blog/post.html", "post v1");
+    let edge = Edge::start(site.root.clone(), &fake);
+    setup(&edge);
+    assert_eq!(edge.visit("/blog/post.html").0, 200);
+    let rules = rules(&site, &fake, &edge.base_url, verify_extra, "")
+        .replace(
+            "targets:\n  cdn:",
+            &format!(
+                "targets:\n  www:\n    type: sitehost\n    api_url: {}\n    api_key: sh-secret-key-123\n    client_id: 1\n    server: s1\n    stack: st\n  cdn:",
+                fake.sitehost_url()
+            ),
+        )
+        .replace("    targets: [cdn]", "    targets: [www, cdn]");
+    site.write_rules(&rules);
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    (site, fake, edge, d)
+}
+
+#[test]
+fn verification_waits_for_every_target_of_the_rule() {
+    let (site, fake, edge, d) = running_behind_two_targets("", |_| {});
+    fake.set_task_state("STARTED");
+    site.write("blog/post.html", "post v2");
+    // The SiteHost job is done and the CDN task has been asked about a few times: no check yet.
+    wait_requests(&fake, Route::SiteHostJob, 1, &d);
+    wait_requests(&fake, Route::VimsTask, 3, &d);
+    d.wait_for("provider finished the purge");
+    assert!(d.lines_containing("stale after the purge").is_empty(), "{}", d.log());
+    assert!(d.lines_containing("verified").is_empty(), "{}", d.log());
+    fake.set_task_state("SUCCESS");
+    d.wait_for("verified: the edge serves the new bytes");
+    assert!(d.lines_containing("stale").is_empty(), "{}", d.log());
+    assert_eq!(fake.sitehost_purges().len(), 1, "{}", d.log());
+    assert_eq!(fake.vims_purges().len(), 1, "{}", d.log());
+    assert_eq!(edge.visit("/blog/post.html").1, b"post v2");
+}
+
+#[test]
+fn a_stale_url_is_purged_again_through_every_target_of_the_rule() {
+    let (site, fake, _edge, d) = running_behind_two_targets("      repurge: 1\n", |e| e.never_evict());
+    site.write("blog/post.html", "post v2");
+    d.wait_for("still stale");
+    assert_eq!(fake.sitehost_purges().len(), 2, "purge and re-purge: {}", d.log());
+    assert_eq!(fake.vims_purges().len(), 2, "purge and re-purge: {}", d.log());
+    let vims = fake.vims_purges();
+    assert!(
+        pattern_matches(&vims[1].pattern(), "/blog/post.html"),
+        "{}",
+        vims[1].pattern()
+    );
+    assert!(
+        !pattern_matches(&vims[1].pattern(), "/index.html"),
+        "exactly the stale URL: {}",
+        vims[1].pattern()
+    );
+}

@@ -84,9 +84,9 @@ impl Daemon {
         }
     }
 
-    /// Whether a batch just sent is to be verified or warmed, and when: at once when no request
-    /// left a provider job to follow, else once every job has ended (see [`Daemon::on_job`]).
-    /// Returns the batch's entry in `awaiting`, when it has one.
+    /// Whether a batch just sent counts toward verifying or warming its files, and when: at
+    /// once when no request left a provider job to follow, else once every job has ended (see
+    /// [`Daemon::on_job`]). Returns the batch's entry in `awaiting`, when it has one.
     pub(super) fn await_batch(
         &mut self,
         target: &str,
@@ -97,13 +97,17 @@ impl Daemon {
             .config
             .rules
             .iter()
-            .any(|r| r.verify.is_some() && r.targets.iter().any(|t| t == target));
-        if !wanted || results.is_empty() || results.iter().any(|d| d.result.is_err()) {
+            .any(|r| (r.verify.is_some() || r.warm) && r.targets.iter().any(|t| t == target));
+        if !wanted || results.is_empty() {
+            return None;
+        }
+        if results.iter().any(|d| d.result.is_err()) {
+            self.gate.failed(batch);
             return None;
         }
         let jobs = results.iter().filter(|d| d.job().is_some()).count();
         if jobs == 0 {
-            self.verify_batch(target, batch);
+            self.target_purged(target, batch);
             return None;
         }
         self.next_awaiting += 1;
@@ -119,83 +123,90 @@ impl Daemon {
         Some(self.next_awaiting)
     }
 
-    /// The purge of `batch` for `target` has ended well: for each of its rules with `verify`,
-    /// check a sample on the edge (and warm it, with `warm: true`), on tasks of their own.
-    pub(super) fn verify_batch(&mut self, target: &str, batch: &[PendingFile]) {
-        let (Some(t), Some(provider)) = (self.config.target(target), self.providers.get(target)) else {
-            return;
-        };
-        for rule in &self.config.rules {
-            let Some(v) = &rule.verify else { continue };
-            if !rule.targets.iter().any(|x| x == target) {
-                continue;
-            }
-            let empty = Manifest::default();
-            let manifest = self.manifests.get(&rule.name).map_or(&empty, |m| &**m);
-            if rule.warm {
-                let urls: Vec<String> = batch
-                    .iter()
-                    .filter(|f| f.rule == rule.name && f.kind != crate::manifest::ChangeKind::Deleted)
-                    .map(|f| verify::check_url(rule, &f.path))
-                    .collect();
-                let (http, base, limit, after, name) = (
-                    self.edge.clone(),
-                    v.base_url.clone(),
-                    rule.warm_limit,
-                    v.after,
-                    rule.name.clone(),
-                );
-                let pace = verify::Pace {
-                    pacer: self.pacer.clone(),
-                    rate: t.rate_limit,
-                };
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let ok = verify::warm(&http, &base, &urls, limit, Some(pace)).await;
-                    tracing::info!(rule = %name, warmed = ok, of = urls.len().min(limit), "warmed the edge");
-                });
-            }
-            let expects = verify::sample(rule, batch, manifest, v.sample);
-            if expects.is_empty() {
-                continue;
-            }
-            self.verifies.spawn(verify::run(verify::Job {
-                target: t.clone(),
-                rule: rule.clone(),
-                verify: v.clone(),
-                expects,
-                provider: provider.clone(),
-                pacer: self.pacer.clone(),
-                http: self.edge.clone(),
-            }));
+    /// `target`'s purge of `batch` has ended well: the files every target of their rule has now
+    /// purged are verified (and warmed), rule by rule.
+    pub(super) fn target_purged(&mut self, target: &str, batch: &[PendingFile]) {
+        for (rule, files) in self.gate.purged(target, batch) {
+            self.verify_rule(&rule, &files);
         }
     }
 
-    /// A verification ended: log it, record it for `status`, count it, and tell `on_failure`
-    /// about URLs still stale.
+    /// Every target of `rule` has purged `files`: check a sample on the edge (and warm it, with
+    /// `warm: true`), on tasks of their own.
+    fn verify_rule(&mut self, rule: &str, files: &[PendingFile]) {
+        let Some(rule) = self.config.rule(rule) else { return };
+        let targets: Vec<(Target, Arc<Provider>)> = rule
+            .targets
+            .iter()
+            .filter_map(|t| Some((self.config.target(t)?.clone(), self.providers.get(t)?.clone())))
+            .collect();
+        let Some(v) = &rule.verify else { return };
+        let rate = targets.iter().map(|(t, _)| t.rate_limit).fold(f64::INFINITY, f64::min);
+        if rule.warm {
+            let urls: Vec<String> = files
+                .iter()
+                .filter(|f| f.kind != crate::manifest::ChangeKind::Deleted)
+                .map(|f| verify::check_url(rule, &f.path))
+                .collect();
+            let (http, base, limit, after, name) = (
+                self.edge.clone(),
+                v.base_url.clone(),
+                rule.warm_limit,
+                v.after,
+                rule.name.clone(),
+            );
+            let pace = verify::Pace {
+                pacer: self.pacer.clone(),
+                rate,
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let ok = verify::warm(&http, &base, &urls, limit, Some(pace)).await;
+                tracing::info!(rule = %name, warmed = ok, of = urls.len().min(limit), "warmed the edge");
+            });
+        }
+        let empty = Manifest::default();
+        let manifest = self.manifests.get(&rule.name).map_or(&empty, |m| &**m);
+        let expects = verify::sample(rule, files, manifest, v.sample);
+        if expects.is_empty() || targets.is_empty() {
+            return;
+        }
+        self.verifies.spawn(verify::run(verify::Job {
+            targets,
+            rule: rule.clone(),
+            verify: v.clone(),
+            expects,
+            pacer: self.pacer.clone(),
+            http: self.edge.clone(),
+        }));
+    }
+
     pub(super) fn on_verified(&mut self, r: verify::Report) {
         let m = metrics::get();
-        m.verified(&r.target, "fresh", r.fresh);
-        m.verified(&r.target, "stale", r.stale.len());
-        m.verified(&r.target, "unreachable", r.unreachable.len());
+        let targets = r.targets.join(",");
+        for t in &r.targets {
+            m.verified(t, "fresh", r.fresh);
+            m.verified(t, "stale", r.stale.len());
+            m.verified(t, "unreachable", r.unreachable.len());
+        }
         for (url, why) in &r.unreachable {
-            tracing::warn!(target = %r.target, rule = %r.rule, "could not verify {url}: {why} (is verify.base_url right and up?)");
+            tracing::warn!(rule = %r.rule, targets = %targets, "could not verify {url}: {why} (is verify.base_url right and up?)");
         }
         for (url, why) in &r.stale {
             tracing::error!(
-                target = %r.target,
                 rule = %r.rule,
-                "still stale after {} re-purge{}: {url} {why}",
+                targets = %targets,
+                "still stale after {} re-purge{} through every target of the rule: {url} {why}",
                 r.repurges,
                 if r.repurges == 1 { "" } else { "s" }
             );
         }
         if r.stale.is_empty() && r.fresh == 0 && !r.unreachable.is_empty() {
-            tracing::warn!(target = %r.target, rule = %r.rule, checked = r.checked, unreachable = r.unreachable.len(), "not verified: the edge did not answer for any URL checked");
+            tracing::warn!(rule = %r.rule, targets = %targets, checked = r.checked, unreachable = r.unreachable.len(), "not verified: the edge did not answer for any URL checked");
         } else if r.stale.is_empty() && r.unreachable.is_empty() {
-            tracing::info!(target = %r.target, rule = %r.rule, checked = r.checked, fresh = r.fresh, repurges = r.repurges, "verified: the edge serves the new bytes");
+            tracing::info!(rule = %r.rule, targets = %targets, checked = r.checked, fresh = r.fresh, repurges = r.repurges, "verified: the edge serves the new bytes");
         } else if r.stale.is_empty() {
-            tracing::info!(target = %r.target, rule = %r.rule, checked = r.checked, fresh = r.fresh, unreachable = r.unreachable.len(), repurges = r.repurges, "partly verified: the edge serves the new bytes where it answered");
+            tracing::info!(rule = %r.rule, targets = %targets, checked = r.checked, fresh = r.fresh, unreachable = r.unreachable.len(), repurges = r.repurges, "partly verified: the edge serves the new bytes where it answered");
         }
         let detail = if !r.stale.is_empty() {
             Some(format!(
@@ -208,25 +219,29 @@ impl Daemon {
             None
         };
         if let Some(w) = &self.writer {
-            let v = crate::state::VerifyRecord {
-                target: r.target.clone(),
-                at_ms: now_ms(),
-                checked: r.checked as i64,
-                fresh: r.fresh as i64,
-                stale: r.stale.len() as i64,
-                unreachable: r.unreachable.len() as i64,
-                detail: detail.clone(),
-            };
-            w.queue(move |d| {
-                if let Err(e) = d.store.record_verification(&v) {
-                    tracing::warn!("could not record the verification: {e}");
-                }
-            });
+            for t in &r.targets {
+                let v = crate::state::VerifyRecord {
+                    target: t.clone(),
+                    at_ms: now_ms(),
+                    checked: r.checked as i64,
+                    fresh: r.fresh as i64,
+                    stale: r.stale.len() as i64,
+                    unreachable: r.unreachable.len() as i64,
+                    detail: detail.clone(),
+                };
+                w.queue(move |d| {
+                    if let Err(e) = d.store.record_verification(&v) {
+                        tracing::warn!("could not record the verification: {e}");
+                    }
+                });
+            }
         }
         if !r.stale.is_empty() {
             let error = detail.unwrap_or_default();
             let request = format!("verify {}", r.rule);
-            self.tell_failure(&r.target, &request, &error, &[]);
+            for t in &r.targets {
+                self.tell_failure(t, &request, &error, &[]);
+            }
         }
     }
 
@@ -403,7 +418,9 @@ impl Daemon {
             if a.jobs_left == 0 {
                 let a = self.awaiting.remove(&id).expect("just seen");
                 if a.ok {
-                    self.verify_batch(&a.target, &a.batch);
+                    self.target_purged(&a.target, &a.batch);
+                } else {
+                    self.gate.failed(&a.batch);
                 }
             }
         }

@@ -52,6 +52,7 @@ use crate::watch::{EventQueue, Taken, WatchError, WatchMsg, Watcher};
 
 mod dispatch;
 mod events;
+mod gate;
 mod lifecycle;
 mod rules;
 mod settle;
@@ -172,6 +173,8 @@ struct Daemon {
     jobs: JoinSet<JobDone>,
     /// Batches to verify or warm once every job of theirs has ended.
     awaiting: HashMap<u64, Awaiting>,
+    /// Which changes wait for which targets before the edge is checked.
+    gate: gate::Gate,
     next_awaiting: u64,
     /// Verifications running (aborted at shutdown: they never hold it up).
     verifies: JoinSet<verify::Report>,

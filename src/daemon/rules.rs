@@ -252,6 +252,7 @@ impl Daemon {
             ..new.clone()
         };
         self.set_providers();
+        self.gate.keep_rules(&self.config.rules);
         for t in self.pending.keys().cloned().collect::<Vec<_>>() {
             if self.config.target(&t).is_none() {
                 tracing::warn!(target = %t, "target removed: its pending purges are kept in the state directory but not sent");

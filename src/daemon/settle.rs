@@ -263,6 +263,14 @@ impl Daemon {
             }
         }
         let files = diff.changes.len();
+        self.gate.expect(
+            &self.rules[i].rule,
+            diff.changes.iter().map(|c| PendingFile {
+                rule: name.clone(),
+                path: c.path.clone(),
+                kind: c.kind,
+            }),
+        );
         tracing::debug!(
             rule = %name,
             candidates = c.candidates,
