@@ -286,7 +286,7 @@ impl Draft {
 }
 
 /// Characters that a URL path carries percent-encoded.
-const PATH: &AsciiSet = &CONTROLS
+pub(crate) const PATH: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
     .add(b'#')

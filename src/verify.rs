@@ -134,9 +134,20 @@ pub fn edge_client() -> reqwest::Client {
 /// Headers that say where an answer came from.
 const CACHE_HEADERS: &[&str] = &["age", "x-cache", "cf-cache-status", "x-cache-status", "x-served-by"];
 
+/// `base_url` + the URL path `path`, encoded as a web server expects a path: `?`, `#`, `%`,
+/// spaces, quotes and anything not ASCII percent-encoded (a file `q?x.html` is fetched as
+/// `/q%3Fx.html`, not as `/q` with a query).
+pub fn edge_url(base_url: &str, path: &str) -> String {
+    format!("{base_url}{}", percent_encoding::utf8_percent_encode(path, plan::PATH))
+}
+
+/// How much of a warmed URL's body is read (and thrown away), at most: enough for the edge to
+/// have fetched it, without holding it.
+pub const WARM_READ_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// GETs `base_url` + `e.url` and compares.
 pub async fn check(http: &reqwest::Client, base_url: &str, e: &Expect, mode: VerifyCheck) -> Verdict {
-    let url = format!("{base_url}{}", e.url);
+    let url = edge_url(base_url, &e.url);
     let mut resp = match http.get(&url).send().await {
         Ok(r) => r,
         Err(err) => return Verdict::Unreachable(format!("GET {url}: {}", err.without_url())),
@@ -183,6 +194,24 @@ pub async fn check(http: &reqwest::Client, base_url: &str, e: &Expect, mode: Ver
             }
         }
         (Want::Bytes(_), VerifyCheck::Status) => Verdict::Stale(format!("HTTP {status}{cache}")),
+    }
+}
+
+/// Reads `resp`'s body chunk by chunk, keeping none of it, up to `limit` bytes; true when the
+/// body was read to its end or to the limit.
+async fn drain(mut resp: reqwest::Response, limit: u64) -> bool {
+    let mut read = 0u64;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len() as u64;
+                if read >= limit {
+                    return true;
+                }
+            }
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
     }
 }
 
@@ -242,16 +271,11 @@ pub async fn warm(http: &reqwest::Client, base_url: &str, urls: &[String], limit
     loop {
         while set.len() < CONCURRENCY {
             let Some(u) = urls.next() else { break };
-            let (http, url, base, pace) = (
-                http.clone(),
-                format!("{base_url}{u}"),
-                base_url.to_string(),
-                pace.clone(),
-            );
+            let (http, url, base, pace) = (http.clone(), edge_url(base_url, u), base_url.to_string(), pace.clone());
             set.spawn(async move {
                 Pace::wait(&pace, &base).await;
                 match http.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    Ok(r) if r.status().is_success() => drain(r, WARM_READ_LIMIT).await,
                     _ => false,
                 }
             });
@@ -375,7 +399,7 @@ pub async fn run(job: Job) -> Report {
         if round >= verify.repurge {
             report.stale = stale
                 .into_iter()
-                .map(|(e, why)| (format!("{}{}", verify.base_url, e.url), why))
+                .map(|(e, why)| (edge_url(&verify.base_url, &e.url), why))
                 .collect();
             return report;
         }

@@ -268,3 +268,19 @@ fn a_stale_url_is_purged_again_through_every_target_of_the_rule() {
         vims[1].pattern()
     );
 }
+
+/// File names a URL must encode (`?`, `#`, `%`, a space, non-ASCII) are fetched encoded, as a
+/// web server expects them: found fresh, never reported stale or re-purged.
+#[test]
+fn names_that_need_encoding_are_fetched_encoded() {
+    let names = ["q?x.html", "h#x.html", "p%41.html", "a b.html", "café.html"];
+    let (site, fake, _edge, d) = running("      sample: 10\n", "", |_| {});
+    for n in names {
+        site.write(n, "new page");
+    }
+    d.wait_for("verified: the edge serves the new bytes");
+    assert!(d.lines_containing("stale").is_empty(), "{}", d.log());
+    assert_eq!(fake.vims_purges().len(), 1, "no re-purge: {}", d.log());
+    let (code, out, err) = site.run(&["verify", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -109,7 +109,11 @@ async fn serve(State(s): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) -> Re
     let (status, body, hit) = match g.cache.get(&path) {
         Some((st, b)) => (*st, b.clone(), true),
         None => {
-            let rel = path.trim_start_matches('/');
+            // As a web server does: the cache key is the path as asked, the file its decoding.
+            let decoded = percent_encoding::percent_decode_str(&path)
+                .decode_utf8_lossy()
+                .into_owned();
+            let rel = decoded.trim_start_matches('/');
             let mut file = s.root.join(rel);
             if path.ends_with('/') || file.is_dir() {
                 file = file.join("index.html");
