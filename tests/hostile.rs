@@ -472,3 +472,22 @@ fn a_reply_quoting_another_targets_secret_is_scrubbed_everywhere() {
         "{out}{err}"
     );
 }
+
+/// A task id that is not a plain id (`../../steal`) is never put into the task URL, which
+/// carries the token: the task is not followed, and `--wait` says it could not confirm it.
+#[test]
+fn a_crafted_task_id_never_sends_the_token_elsewhere() {
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write("index.html", "home");
+    site.write_rules(&site.rules_for(&fake, "2s", ""));
+    fake.script(
+        Route::VimsPurge,
+        vec![Reply::json(200, serde_json::json!({"status": "ok", "task_id": "../../steal?x=1"}))],
+    );
+    let (code, out, err) = site.run(&["purge", "cdn", "--all", "--wait"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("not a plain id"), "{err}");
+    let paths: Vec<String> = fake.requests().iter().map(|r| format!("{}?{}", r.path, r.query)).collect();
+    assert!(!paths.iter().any(|p| p.contains("steal")), "{paths:?}");
+}

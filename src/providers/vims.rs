@@ -60,7 +60,24 @@ pub async fn purge(http: &reqwest::Client, v: &Vims, pattern: &str) -> Result<Ac
     })
 }
 
+/// Whether a task id can stand as one segment of the task URL as it is: letters, digits and
+/// `-_.:`, not a dot segment. Anything else (a reply's `../../elsewhere`) is never put in a URL
+/// that carries the token.
+fn safe_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && id != "."
+        && id != ".."
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
 pub async fn task(http: &reqwest::Client, v: &Vims, id: &str, path: &TaskPath) -> Result<JobState, ProviderError> {
+    if !safe_task_id(id) {
+        return Err(ProviderError::permanent(format!(
+            "the task id {:?} is not a plain id (letters, digits, -_.:): not followed",
+            id.chars().take(80).collect::<String>()
+        )));
+    }
     let forms: &[u8] = match path.0.load(Ordering::Relaxed) {
         2 => &[2],
         1 => &[1],
@@ -165,5 +182,18 @@ pub async fn check(http: &reqwest::Client, v: &Vims) -> Result<String, ProviderE
                 vm_ids.join(", ")
             }
         )))
+    }
+}
+
+#[cfg(test)]
+mod task_id_tests {
+    #[test]
+    fn only_plain_task_ids_go_into_the_task_url() {
+        for ok in ["123", "a1b2-c3_d4", "celery:task.5"] {
+            assert!(super::safe_task_id(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a?b", "a#b", "a%2Fb", "x y", "é"] {
+            assert!(!super::safe_task_id(bad), "{bad}");
+        }
     }
 }
