@@ -68,7 +68,14 @@ impl Failure {
             ("PURGEWATCH_REQUEST", self.request.clone()),
             ("PURGEWATCH_ERROR", self.error.clone()),
             ("PURGEWATCH_FILES", self.files.to_string()),
-            ("PURGEWATCH_URLS", urls.join("\n")),
+            // One URL a line: a newline inside a name is escaped, never a line of its own.
+            (
+                "PURGEWATCH_URLS",
+                urls.iter()
+                    .map(|u| crate::logging::printable(u))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
         ]
     }
 }

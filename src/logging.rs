@@ -29,13 +29,44 @@ struct Scrubbed(std::io::Stderr);
 impl std::io::Write for Scrubbed {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        self.0.write_all(crate::secret::scrub(&text).as_bytes())?;
+        // One event, one line: a line break inside it (a file name with a newline) is shown
+        // escaped, so that no name can forge a log line.
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (&*text, ""),
+        };
+        let body = if body.contains(['\n', '\r']) {
+            std::borrow::Cow::Owned(body.replace('\n', "\\n").replace('\r', "\\r"))
+        } else {
+            std::borrow::Cow::Borrowed(body)
+        };
+        self.0.write_all(crate::secret::scrub(&body).as_bytes())?;
+        self.0.write_all(end.as_bytes())?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
     }
+}
+
+/// `s` with its control characters written as escapes (`\n`, `\r`, `\t`, `\u{1b}`): a name
+/// from the watched tree printed in a line of output, where a newline would forge a line.
+pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Installs the global subscriber. Called once, by the command line.

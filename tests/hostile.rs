@@ -483,11 +483,69 @@ fn a_crafted_task_id_never_sends_the_token_elsewhere() {
     site.write_rules(&site.rules_for(&fake, "2s", ""));
     fake.script(
         Route::VimsPurge,
-        vec![Reply::json(200, serde_json::json!({"status": "ok", "task_id": "../../steal?x=1"}))],
+        vec![Reply::json(
+            200,
+            serde_json::json!({"status": "ok", "task_id": "../../steal?x=1"}),
+        )],
     );
     let (code, out, err) = site.run(&["purge", "cdn", "--all", "--wait"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("not a plain id"), "{err}");
-    let paths: Vec<String> = fake.requests().iter().map(|r| format!("{}?{}", r.path, r.query)).collect();
+    let paths: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| format!("{}?{}", r.path, r.query))
+        .collect();
     assert!(!paths.iter().any(|p| p.contains("steal")), "{paths:?}");
+}
+
+/// A newline in a file name cannot forge a line: `--dry-run`'s log, `plan` and the hook's
+/// `PURGEWATCH_URLS` show it escaped.
+#[test]
+fn a_newline_in_a_file_name_forges_no_line() {
+    let fake = Fake::start();
+    fake.script(Route::VimsPurge, vec![Reply::vims_error(401, "invalid token")]);
+    let site = Site::new();
+    site.write("index.html", "home");
+    let out = site.path("hook.urls");
+    let rules = site.rules_for(&fake, "200ms", "").replace(
+        "    host: all\n",
+        &format!(
+            "    host: all\n    on_failure: [/bin/sh, -c, 'printf %s \"$PURGEWATCH_URLS\" > {}']\n",
+            out.display()
+        ),
+    );
+    site.write_rules(&rules);
+    let forged = "x\nFORGED /evil.html";
+    // plan, before the daemon has a record: take a baseline first.
+    let mut dry = site.start(&["run", "--dry-run"]);
+    dry.wait_ready();
+    site.write(forged, "new");
+    dry.wait_for("would purge");
+    dry.signal("TERM");
+    dry.wait_exit();
+    assert!(!dry.log().lines().any(|l| l.starts_with("FORGED")), "{}", dry.log());
+    assert!(dry.log().contains("x\\nFORGED"), "{}", dry.log());
+    std::fs::remove_file(site.root.join(forged)).unwrap();
+
+    // A baseline, then the file while the daemon is stopped: `plan` lists it.
+    let mut first = site.start(&["run"]);
+    first.wait_ready();
+    first.signal("TERM");
+    first.wait_exit();
+    site.write(forged, "new");
+    let (_, plan, _) = site.run(&["plan"]);
+    assert!(plan.contains("x\\nFORGED"), "{plan}");
+    assert!(!plan.lines().any(|l| l.trim_start().starts_with("FORGED")), "{plan}");
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    assert!(
+        wait_until(DEADLINE, || std::fs::read_to_string(&out)
+            .is_ok_and(|s| s.contains("FORGED"))),
+        "{}",
+        d.log()
+    );
+    let urls = std::fs::read_to_string(&out).unwrap();
+    assert!(!urls.lines().any(|l| l.starts_with("FORGED")), "{urls:?}");
+    assert!(!d.log().lines().any(|l| l.starts_with("FORGED")), "{}", d.log());
 }

@@ -52,6 +52,7 @@ pub(crate) fn write_line(line: std::fmt::Arguments<'_>) -> Result<(), CommandErr
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let text = line.to_string();
+    let text = crate::logging::printable(&text);
     out.write_all(crate::secret::scrub(&text).as_bytes())
         .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush())
@@ -71,6 +72,7 @@ macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let text = format!($($arg)*);
+        let text = $crate::logging::printable(&text);
         let _ = writeln!(std::io::stderr(), "{}", $crate::secret::scrub(&text));
     }};
 }
