@@ -143,6 +143,29 @@ fn usage_errors_exit_2_and_dry_run_sends_nothing() {
     assert!(pattern_matches(&pattern, "/blog/a.html"), "{out}");
     assert!(pattern_matches(&pattern, "https://example.com/blog/a.html"), "{out}");
     assert!(!pattern.contains("example"), "{out}");
+    // A pasted URL: its query and fragment go, its escapes are decoded (both spellings are
+    // purged); an empty --url is refused, never `/`.
+    let (code, out, err) = site.run(&[
+        "purge",
+        "cdn",
+        "--url",
+        "https://example.com/caf%C3%A9.html?v=2#x",
+        "--dry-run",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let pattern = out.split("pattern ").nth(1).unwrap_or_default().trim();
+    let pattern: String = serde_json::from_str(pattern).unwrap_or_else(|e| panic!("{out}: {e}"));
+    for key in [
+        "/café.html",
+        "/caf%C3%A9.html?v=2",
+        "https://example.com/caf%c3%a9.html",
+    ] {
+        assert!(pattern_matches(&pattern, key), "{key}: {out}");
+    }
+    assert!(!pattern_matches(&pattern, "/"), "{out}");
+    let (code, _, err) = site.run(&["purge", "cdn", "--url", ""]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--url"), "{err}");
     // An empty pattern would purge everything: --all says so.
     let (code, _, err) = site.run(&["purge", "cdn", "--pattern", ""]);
     assert_eq!(code, 2, "{err}");

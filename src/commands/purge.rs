@@ -159,7 +159,11 @@ fn requests(target: &Target, args: &PurgeArgs) -> Result<Vec<Request>, CommandEr
                 }
                 vec![Request::Pattern(p.clone())]
             } else if !args.url.is_empty() {
-                let items: BTreeSet<Item> = args.url.iter().map(|u| Item::Url(url_path(u))).collect();
+                let items: BTreeSet<Item> = args
+                    .url
+                    .iter()
+                    .map(|u| url_path(u).map(Item::Url))
+                    .collect::<Result<_, _>>()?;
                 plan::patterns(&items, v.patterns.max_bytes)
                     .into_iter()
                     .map(Request::Pattern)
@@ -174,20 +178,32 @@ fn requests(target: &Target, args: &PurgeArgs) -> Result<Vec<Request>, CommandEr
     })
 }
 
-/// The URL path `--url` names: a full URL loses its scheme and host (the patterns match the path
-/// in both forms the CDN may keep), a fragment never reaches the server, and a path gets its
-/// leading `/`.
-fn url_path(url: &str) -> String {
-    let url = url.split('#').next().unwrap_or_default();
-    let path = match url.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => url,
-    };
-    if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("/{path}")
+/// The URL path `--url` names, as a browser would send it: a full URL loses its scheme and
+/// host (the patterns match the path in every form the CDN may key it by), the query and the
+/// fragment go (a pattern matches the URL with or without a query), `%XX` escapes are decoded
+/// (the planner writes both spellings), and a path gets its leading `/`. A file whose name holds
+/// `?`, `#` or `%` is named encoded: `--url /q%3Fx.html`. An empty URL is refused.
+fn url_path(url: &str) -> Result<String, CommandError> {
+    let trimmed = url.trim();
+    if trimmed.is_empty() {
+        return Err(CommandError::Usage(
+            "--url \"\" names no URL: give a path like /blog/post.html (or use --all)".into(),
+        ));
     }
+    let no_fragment = trimmed.split('#').next().unwrap_or_default();
+    let no_query = no_fragment.split('?').next().unwrap_or_default();
+    let path = match no_query.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => no_query,
+    };
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| CommandError::Usage(format!("--url {url:?}: its %-escapes do not decode to UTF-8 text")))?;
+    Ok(if decoded.starts_with('/') {
+        decoded.into_owned()
+    } else {
+        format!("/{decoded}")
+    })
 }
 
 #[cfg(test)]
@@ -196,10 +212,16 @@ mod tests {
 
     #[test]
     fn url_paths() {
-        assert_eq!(url_path("/blog/a.html"), "/blog/a.html");
-        assert_eq!(url_path("blog/a.html"), "/blog/a.html");
-        assert_eq!(url_path("https://example.com/blog/a.html?v=2#top"), "/blog/a.html?v=2");
-        assert_eq!(url_path("https://example.com"), "/");
-        assert_eq!(url_path("/a.html#x"), "/a.html");
+        let p = |u: &str| url_path(u).unwrap();
+        assert_eq!(p("/blog/a.html"), "/blog/a.html");
+        assert_eq!(p("blog/a.html"), "/blog/a.html");
+        assert_eq!(p("https://example.com/blog/a.html?v=2#top"), "/blog/a.html");
+        assert_eq!(p("https://example.com"), "/");
+        assert_eq!(p("/a.html#x"), "/a.html");
+        assert_eq!(p("/a.html?x=1"), "/a.html");
+        assert_eq!(p("https://example.com/caf%C3%A9%20menu.html"), "/café menu.html");
+        assert_eq!(p("/q%3Fx.html"), "/q?x.html");
+        assert!(url_path("").is_err() && url_path("  ").is_err());
+        assert!(url_path("/%FF.html").is_err());
     }
 }
