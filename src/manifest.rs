@@ -225,7 +225,13 @@ impl Manifest {
                 continue;
             }
             let abs = root.join(rel);
-            match std::fs::metadata(&abs) {
+            let meta = std::fs::metadata(&abs);
+            // A file replaced by a directory of the same name: the file is gone (compared, it is
+            // found a directory), whatever the directory holds.
+            if meta.as_ref().is_ok_and(|m| m.is_dir()) && self.files.contains_key(rel) {
+                out.insert(rel.to_string());
+            }
+            match meta {
                 Ok(m) if m.is_dir() && !known.needs_walk(rel) => {}
                 Ok(m) if m.is_dir() => {
                     if !filter.excludes_dir(rel) {

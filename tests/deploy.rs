@@ -298,3 +298,23 @@ fn nested_rules_each_see_their_whole_tree_and_outlive_each_other() {
     purged(n + 1, "/blog/later/x.html");
     assert_plan_empty(&site);
 }
+
+/// A file replaced by a directory of the same name: the file is purged as deleted and leaves the
+/// record (`plan` is empty after, and a restart sends nothing).
+#[test]
+fn a_file_replaced_by_a_directory_leaves_the_record() {
+    let fake = Fake::start();
+    let (site, d) = running_on_v1(&fake);
+    site.write("feed", "old feed file");
+    let vims_before = {
+        let n = fake.vims_purges().len();
+        wait_requests(&fake, Route::VimsPurge, n + 1, &d).len()
+    };
+    std::fs::remove_file(site.root.join("feed")).unwrap();
+    site.write("feed/index.html", "feed page");
+    let vims = wait_requests(&fake, Route::VimsPurge, vims_before + 1, &d);
+    let p = vims.last().unwrap().pattern();
+    assert!(pattern_matches(&p, "/feed/index.html"), "{p}");
+    assert_plan_empty(&site);
+    restart_sends_nothing(&site, &fake, d);
+}
