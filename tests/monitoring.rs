@@ -376,3 +376,33 @@ fn idle_connections_are_closed_and_a_file_unreadable_for_want_of_descriptors_is_
     assert_eq!(code, 200, "{body}\n{}", d.log());
     drop(idle);
 }
+
+/// A purge's latency counts from the batch's first change, debounce included, not from the
+/// comparison at its end.
+#[test]
+fn latency_counts_from_the_first_change() {
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write("index.html", "home");
+    site.write_rules(&format!(
+        "metrics_listen: 127.0.0.1:0\n{}",
+        site.rules_for(&fake, "1500ms", "")
+    ));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    let addr = d.metrics_addr();
+    site.write("index.html", "home v2");
+    d.wait_for("since_first_change=");
+    let line = d.lines_containing("since_first_change=")[0].clone();
+    // The last field of the line: `1s 504ms`.
+    let value = line.split("since_first_change=").nth(1).unwrap().trim().to_string();
+    let took = humantime::parse_duration(&value).unwrap_or_else(|e| panic!("{value:?}: {e}\n{line}"));
+    assert!(took >= std::time::Duration::from_millis(1500), "{took:?}: {line}");
+    let samples = scrape(&addr);
+    let sum = samples
+        .iter()
+        .find(|(k, _)| k.starts_with("purgewatch_purge_latency_seconds_sum"))
+        .map(|(_, v)| *v)
+        .unwrap_or(0.0);
+    assert!(sum >= 1.5, "{samples:?}");
+}

@@ -284,3 +284,24 @@ fn names_that_need_encoding_are_fetched_encoded() {
     let (code, out, err) = site.run(&["verify", "--all"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// When the provider's task cannot be learned (404 for both task URLs), the batch is not
+/// verified, and the log says so.
+#[test]
+fn a_task_that_cannot_be_learned_is_said_not_verified() {
+    let (site, fake, _edge, d) = running("", "", |_| {});
+    fake.script(
+        Route::VimsTask,
+        vec![
+            Reply::vims_error(404, "no such task"),
+            Reply::vims_error(404, "no such task"),
+        ],
+    );
+    site.write("blog/post.html", "post v2");
+    d.wait_for("not verified or warmed");
+    assert!(
+        d.lines_containing("verified: the edge serves").is_empty(),
+        "{}",
+        d.log()
+    );
+}

@@ -420,6 +420,11 @@ impl Daemon {
                 if a.ok {
                     self.target_purged(&a.target, &a.batch);
                 } else {
+                    tracing::warn!(
+                        target = %a.target,
+                        files = a.batch.len(),
+                        "not verified or warmed: a provider job of the batch did not end in success (see its log line)"
+                    );
                     self.gate.failed(&a.batch);
                 }
             }

@@ -223,6 +223,7 @@ impl Daemon {
             tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
             self.seq += 1;
             let seq = self.seq;
+            self.rules[i].first_event_ms.get_or_insert_with(now_ms);
             let first = self.rules[i].record.event(&rel, seq, seen.attrib);
             if first {
                 self.writes.seen(&self.rules[i].rule.name, &rel, now);

@@ -138,6 +138,11 @@ struct RuleRt {
     held: std::collections::VecDeque<hashahead::Done>,
     /// When its last comparison began (ms since the epoch, less one).
     compare_began_ms: i64,
+    /// When the first event since the last comparison began was read (ms since the epoch): a
+    /// batch's latency counts from its first change, not from its comparison.
+    first_event_ms: Option<i64>,
+    /// That time for the comparison running now.
+    compared_first_ms: Option<i64>,
 }
 
 struct Daemon {

@@ -38,6 +38,8 @@ impl Daemon {
             again: false,
             held: Default::default(),
             compare_began_ms: 0,
+            first_event_ms: None,
+            compared_first_ms: None,
             rule,
         };
         if let Some(mut w) = self.watch() {

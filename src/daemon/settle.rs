@@ -167,6 +167,7 @@ impl Daemon {
         // a path recorded in the same millisecond is kept, and at worst hashed again).
         self.writes.forget_seen(&name);
         r.compare_began_ms = now_ms() - 1;
+        r.compared_first_ms = r.first_event_ms.take();
         r.tree_pending = None;
         let scope = match r.rescan.take() {
             Some(asked) => compare::Scope::Tree {
@@ -241,7 +242,8 @@ impl Daemon {
         }
         metrics::get().manifest(&name, manifest_len);
         let targets: Vec<String> = self.rules[i].rule.targets.clone();
-        let now = now_ms();
+        // A file first queued by this batch counts from the batch's first event.
+        let now = self.rules[i].compared_first_ms.take().unwrap_or_else(now_ms);
         let mut rows = Vec::with_capacity(targets.len() * diff.changes.len());
         for t in &targets {
             let queued = self.pending.get(t);
