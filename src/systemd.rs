@@ -164,6 +164,73 @@ pub fn flush(limit: Duration) {
     }
 }
 
+/// How much more time each start-up ping asks systemd for.
+const EXTEND_BY: Duration = Duration::from_secs(90);
+/// How often start-up pings go out.
+const EXTEND_EVERY: Duration = Duration::from_secs(20);
+
+/// While the daemon starts — a first baseline of a large tree hashes every file before READY —
+/// systemd is told to wait (`EXTEND_TIMEOUT_USEC=`, with a STATUS= saying what is being done),
+/// at once and every [`EXTEND_EVERY`] until this is dropped, so that `TimeoutStartSec=` does not
+/// kill a start that is making progress. A no-op without `$NOTIFY_SOCKET`.
+pub struct Starting {
+    shared: Option<std::sync::Arc<(Mutex<(bool, String)>, Condvar)>>,
+    /// When a status was last sent from [`Starting::status`] (at most one a second goes out).
+    last: Mutex<Option<Instant>>,
+}
+
+impl Starting {
+    pub fn begin(status: &str) -> Starting {
+        if notifier().is_none() {
+            return Starting {
+                shared: None,
+                last: Mutex::new(None),
+            };
+        }
+        let shared = std::sync::Arc::new((Mutex::new((false, status.to_string())), Condvar::new()));
+        let inner = shared.clone();
+        let spawned = std::thread::Builder::new().name("sd-starting".into()).spawn(move || {
+            let (lock, wake) = &*inner;
+            let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while !g.0 {
+                extend(&g.1);
+                g = wake.wait_timeout(g, EXTEND_EVERY).unwrap_or_else(|e| e.into_inner()).0;
+            }
+        });
+        Starting {
+            shared: spawned.is_ok().then_some(shared),
+            last: Mutex::new(Some(Instant::now())),
+        }
+    }
+
+    /// What is being done now: sent with more time, at once unless a status went out less
+    /// than a second ago (a host with 1,000 rules starts them in a few seconds).
+    pub fn status(&self, status: &str) {
+        if let Some(shared) = &self.shared {
+            shared.0.lock().unwrap_or_else(|e| e.into_inner()).1 = status.to_string();
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                *last = Some(Instant::now());
+                extend(status);
+            }
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.0.lock().unwrap_or_else(|e| e.into_inner()).0 = true;
+            shared.1.notify_all();
+        }
+    }
+}
+
+fn extend(status: &str) {
+    let usec = EXTEND_BY.as_micros().min(u32::MAX as u128) as u32;
+    change(&[NotifyState::ExtendTimeoutUsec(usec), NotifyState::Status(status)]);
+}
+
 /// How often to ping the watchdog: half of `$WATCHDOG_USEC`, when it is set for this process.
 pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|d| d / 2)

@@ -64,3 +64,32 @@ fn ready_reloading_watchdog_and_stopping_are_sent() {
     assert!(recv_until(&sock, "STOPPING=1", &mut got), "no STOPPING=1: {got:?}");
     assert_eq!(d.wait_exit(), 0);
 }
+
+/// While it starts (a first start hashes every file before READY), the daemon asks systemd for
+/// more time and says what it is doing: EXTEND_TIMEOUT_USEC= with a STATUS=, before READY=1.
+#[test]
+fn start_up_asks_for_more_time_and_says_what_it_does() {
+    let fake = Fake::start();
+    let site = Site::new();
+    for i in 0..200 {
+        site.write(&format!("p{i}.html"), "page");
+    }
+    site.write_rules(&site.rules_for(&fake, "200ms", ""));
+    let sock_path = site.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut d = site.start_with(&["run"], &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut got = Vec::new();
+    assert!(
+        recv_until(&sock, "READY=1", &mut got),
+        "no READY=1: {got:?}\n{}",
+        d.log()
+    );
+    let ready = got.iter().position(|m| m.lines().any(|l| l == "READY=1")).unwrap();
+    let extend = got
+        .iter()
+        .position(|m| m.contains("EXTEND_TIMEOUT_USEC=") && m.contains("STATUS=starting"));
+    assert!(extend.is_some_and(|e| e < ready), "{got:?}");
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), 0);
+}

@@ -92,7 +92,14 @@ impl Daemon {
             );
         }
         let seen = d.read_state(|s| s.seen())?.unwrap_or_default();
-        for rule in config.rules.iter().cloned() {
+        let starting = systemd::Starting::begin("starting: reading the state");
+        let n_rules = config.rules.len();
+        for (n, rule) in config.rules.iter().cloned().enumerate() {
+            starting.status(&format!(
+                "starting: comparing rule \"{}\" ({} of {n_rules}) with its record (a first start hashes its whole tree)",
+                rule.name,
+                n + 1
+            ));
             let paths: BTreeSet<String> = seen
                 .iter()
                 .filter(|(r, _, _)| *r == rule.name)
