@@ -173,8 +173,11 @@ const EXTEND_EVERY: Duration = Duration::from_secs(20);
 /// systemd is told to wait (`EXTEND_TIMEOUT_USEC=`, with a STATUS= saying what is being done),
 /// at once and every [`EXTEND_EVERY`] until this is dropped, so that `TimeoutStartSec=` does not
 /// kill a start that is making progress. A no-op without `$NOTIFY_SOCKET`.
+/// Whether start-up is over, and what it is doing; with the condition that wakes its thread.
+type StartingState = std::sync::Arc<(Mutex<(bool, String)>, Condvar)>;
+
 pub struct Starting {
-    shared: Option<std::sync::Arc<(Mutex<(bool, String)>, Condvar)>>,
+    shared: Option<StartingState>,
     /// When a status was last sent from [`Starting::status`] (at most one a second goes out).
     last: Mutex<Option<Instant>>,
 }
