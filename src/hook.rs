@@ -109,7 +109,15 @@ impl Hooks {
     }
 }
 
-/// Runs the hook to its end (or kills it at [`TIME_LIMIT`]) and logs how it went.
+/// What is kept of a hook's standard error, at most (the rest is read and thrown away).
+pub const STDERR_LIMIT: usize = 64 * 1024;
+/// After the hook exits, how long what it wrote is still read: a helper it left running may
+/// hold the pipe open, and is not waited for.
+const STDERR_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs the hook to its end (or kills it, and every process it started, at [`TIME_LIMIT`]) and
+/// logs how it went. It runs in a process group of its own; its standard error is read as it
+/// comes, [`STDERR_LIMIT`] kept.
 pub async fn run(argv: &[String], failure: &Failure, env: Vec<(std::ffi::OsString, std::ffi::OsString)>) {
     let Some((program, args)) = argv.split_first() else {
         return;
@@ -122,42 +130,107 @@ pub async fn run(argv: &[String], failure: &Failure, env: Vec<(std::ffi::OsStrin
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     let target = &failure.target;
-    let child = match cmd.spawn() {
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(target = %target, "on_failure: cannot run {program}: {e}");
             return;
         }
     };
-    match tokio::time::timeout(TIME_LIMIT, child.wait_with_output()).await {
-        Ok(Ok(out)) => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let stderr = stderr.trim();
-            let said = if stderr.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", stderr.chars().take(2000).collect::<String>())
-            };
-            if out.status.success() {
-                tracing::info!(target = %target, "on_failure {program} ran ({}){said}", out.status);
-            } else {
-                tracing::warn!(target = %target, "on_failure {program} failed ({}){said}", out.status);
+    let pgid = child.id();
+    let stderr = child.stderr.take();
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut reader = tokio::spawn(read_capped(stderr, STDERR_LIMIT, kept.clone()));
+    let status = tokio::time::timeout(TIME_LIMIT, child.wait()).await;
+    let status = match status {
+        Ok(Ok(st)) => st,
+        Ok(Err(e)) => {
+            tracing::error!(target = %target, "on_failure {program}: {e}");
+            reader.abort();
+            return;
+        }
+        Err(_) => {
+            kill_group(pgid);
+            let _ = child.wait().await;
+            reader.abort();
+            tracing::warn!(
+                target = %target,
+                "on_failure {program} was still running after {}s and was killed, with what it started",
+                TIME_LIMIT.as_secs()
+            );
+            return;
+        }
+    };
+    // What it wrote, without waiting for a helper that still holds the pipe.
+    if tokio::time::timeout(STDERR_GRACE, &mut reader).await.is_err() {
+        reader.abort();
+    }
+    let kept = std::mem::take(&mut *kept.lock().unwrap_or_else(|e| e.into_inner()));
+    let stderr = String::from_utf8_lossy(&kept);
+    let stderr = stderr.trim();
+    let said = if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", stderr.chars().take(2000).collect::<String>())
+    };
+    if status.success() {
+        tracing::info!(target = %target, "on_failure {program} ran ({status}){said}");
+    } else {
+        tracing::warn!(target = %target, "on_failure {program} failed ({status}){said}");
+    }
+}
+
+/// Reads `pipe` to its end, keeping the first `limit` bytes in `kept` as they come.
+async fn read_capped(
+    pipe: Option<tokio::process::ChildStderr>,
+    limit: usize,
+    kept: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let Some(mut pipe) = pipe else { return };
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                let room = limit.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
             }
         }
-        Ok(Err(e)) => tracing::error!(target = %target, "on_failure {program}: {e}"),
-        Err(_) => tracing::warn!(
-            target = %target,
-            "on_failure {program} was still running after {}s and was killed",
-            TIME_LIMIT.as_secs()
-        ),
+    }
+}
+
+/// SIGKILL to the hook's process group: the hook and whatever it started.
+fn kill_group(pgid: Option<u32>) {
+    if let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hook that floods its standard error costs [`STDERR_LIMIT`] of memory, not the flood.
+    #[tokio::test]
+    async fn a_flooded_stderr_is_kept_to_its_limit() {
+        let mut child = tokio::process::Command::new("/bin/sh")
+            .args(["-c", "head -c 3000000 /dev/zero >&2"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        read_capped(child.stderr.take(), STDERR_LIMIT, kept.clone()).await;
+        child.wait().await.unwrap();
+        assert_eq!(kept.lock().unwrap().len(), STDERR_LIMIT);
+    }
 
     fn failure() -> Failure {
         Failure {

@@ -406,3 +406,79 @@ fn latency_counts_from_the_first_change() {
         .unwrap_or(0.0);
     assert!(sum >= 1.5, "{samples:?}");
 }
+
+/// A hook that leaves a helper running and exits is logged as run (its exit status and what it
+/// said), at once, not "killed"; a hook still running at the time limit is killed with what it
+/// started; `check` refuses a hook that cannot be run, with its position.
+#[test]
+fn hooks_are_judged_by_their_own_exit_and_killed_with_their_helpers() {
+    let fake = Fake::start();
+    fake.script(Route::VimsPurge, vec![Reply::vims_error(401, "invalid token"); 2]);
+    let site = Site::new();
+    site.write("index.html", "home");
+    let pidfile = site.path("helper.pid");
+    let hook = format!(
+        "    host: all\n    on_failure: [/bin/sh, -c, 'sleep 120 & echo $! > {}; echo told >&2; exit 0']\n",
+        pidfile.display()
+    );
+    let rules = site.rules_for(&fake, "200ms", "").replace("    host: all\n", &hook);
+    site.write_rules(&rules);
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    site.write("index.html", "home v2");
+    d.wait_for("on_failure /bin/sh ran");
+    let line = d.lines_containing("on_failure /bin/sh ran")[0].clone();
+    assert!(line.contains("told") && line.contains("exit status: 0"), "{line}");
+    assert!(d.lines_containing("was killed").is_empty(), "{}", d.log());
+    let helper: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // The helper the hook left running is the hook's business: the test ends it.
+    // SAFETY: kill(2) on a pid; no memory is touched.
+    unsafe { libc::kill(helper, libc::SIGKILL) };
+
+    // check: a relative, a missing and a non-executable program are refused where they are.
+    let plain = site.path("plain.txt");
+    std::fs::write(&plain, "not a program").unwrap();
+    for (program, why) in [
+        ("notify-ops", "absolute path"),
+        ("/nonexistent/hook", "cannot be run"),
+        (plain.to_str().unwrap(), "not executable"),
+    ] {
+        let bad = site.rules_for(&fake, "200ms", "").replace(
+            "    host: all\n",
+            &format!("    host: all\n    on_failure: [{program}, --x]\n"),
+        );
+        site.write_rules(&bad);
+        let (code, _, err) = site.run(&["check"]);
+        assert_eq!(code, 2, "{program}: {err}");
+        let line = bad.lines().position(|l| l.contains("on_failure")).unwrap() + 1;
+        assert!(
+            err.contains(&format!("rules.yaml:{line}:17:")) && err.contains(why),
+            "{program}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_hook_still_running_is_killed_with_what_it_started() {
+    let fake = Fake::start();
+    fake.script(Route::VimsPurge, vec![Reply::vims_error(401, "invalid token")]);
+    let site = Site::new();
+    site.write("index.html", "home");
+    let pidfile = site.path("helper.pid");
+    let hook = format!(
+        "    host: all\n    on_failure: [/bin/sh, -c, 'sleep 120 & echo $! > {}; sleep 120']\n",
+        pidfile.display()
+    );
+    site.write_rules(&site.rules_for(&fake, "200ms", "").replace("    host: all\n", &hook));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    site.write("index.html", "home v2");
+    d.wait_for("was killed");
+    let helper: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // The helper is gone too (reaped by init once killed: its /proc entry goes).
+    let gone = wait_until(DEADLINE, || {
+        std::fs::read_to_string(format!("/proc/{helper}/stat"))
+            .map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))
+    });
+    assert!(gone, "helper {helper} still running");
+}

@@ -594,7 +594,10 @@ impl Cx<'_> {
                 let argv: Vec<String> = self.strings(v, &what).into_iter().map(|(s, _)| s).collect();
                 match argv.first() {
                     _ if v.is_null() => t.on_failure = None,
-                    Some(program) if !program.trim().is_empty() => t.on_failure = Some(argv),
+                    Some(program) if !program.trim().is_empty() => match runnable(program) {
+                        Ok(()) => t.on_failure = Some(argv),
+                        Err(why) => self.error(v.pos, format!("{what}: {program}: {why}")),
+                    },
                     _ => self.error(
                         v.pos,
                         format!(
@@ -1106,6 +1109,22 @@ fn real_path(path: &Path) -> PathBuf {
             }
             _ => return path.to_path_buf(),
         }
+    }
+}
+
+/// Whether `program` can be run as a hook: an absolute path (no shell, no `$PATH` search: the
+/// daemon's environment under systemd is not a login shell's) to an executable file.
+pub(crate) fn runnable(program: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = Path::new(program);
+    if !path.is_absolute() {
+        return Err("not an absolute path: name the program by its full path, like /usr/local/bin/notify-ops (no shell runs it)".into());
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err("not a file".into()),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err("not executable (chmod +x it)".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("cannot be run: {e}")),
     }
 }
 
