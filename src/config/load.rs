@@ -1,6 +1,6 @@
 //! Walks the YAML tree into a [`Config`], collecting every error with its position.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ pub struct LoadOptions {
 }
 
 const TOP_KEYS: &[&str] = &[
+    "include",
     "state_dir",
     "defaults",
     "targets",
@@ -33,6 +34,8 @@ const TOP_KEYS: &[&str] = &[
     "shutdown_timeout",
     "metrics_listen",
 ];
+/// What an included file may hold.
+const PART_KEYS: &[&str] = &["targets", "rules"];
 const TUNING_KEYS: &[&str] = &[
     "debounce",
     "max_delay",
@@ -85,6 +88,12 @@ pub const MAX_RULES_BYTES: u64 = 1024 * 1024;
 
 /// Reads and validates the rules file at `path`.
 pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, ConfigError> {
+    let text = read_rules(path)?;
+    load_str(path, &text, opts, &environment)
+}
+
+/// A rules file's text: at most [`MAX_RULES_BYTES`], valid UTF-8.
+fn read_rules(path: &Path) -> Result<String, ConfigError> {
     use std::io::Read;
     let read_error = |error| ConfigError::Read {
         path: path.to_path_buf(),
@@ -125,7 +134,7 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, ConfigError> {
             }]));
         }
     };
-    load_str(path, &text, opts, &environment)
+    Ok(text)
 }
 
 /// Where the shipped unit's `LoadCredential=` lines read the secrets from.
@@ -149,16 +158,34 @@ pub fn load_str(
     opts: LoadOptions,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigError> {
-    let mut cx = Cx {
-        file: path.to_path_buf(),
-        base: base_dir(path),
-        env,
-        opts,
-        errors: vec![],
-        warnings: vec![],
-        secret_problems: vec![],
-        target: None,
-    };
+    load_parts(path, text, opts, env, None)
+}
+
+/// Reads the rules file at `path` again for a reload: an included file with an error keeps its
+/// version in `previous` (a new file with an error is left out), and its problems come back in
+/// [`Loaded::refused`]; an error in the main file fails the whole reload.
+pub fn reload(path: &Path, opts: LoadOptions, previous: &Config) -> Result<Loaded, ConfigError> {
+    let text = read_rules(path)?;
+    load_parts(path, &text, opts, &environment, Some(previous))
+}
+
+/// An included file: its path and its tree, or what kept it from being read.
+struct Source {
+    file: PathBuf,
+    root: Result<Node, Diagnostic>,
+}
+
+/// The targets and rules of one included file.
+type Built = (Vec<Target>, Vec<Rule>);
+
+fn load_parts(
+    path: &Path,
+    text: &str,
+    opts: LoadOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+    previous: Option<&Config>,
+) -> Result<Loaded, ConfigError> {
+    let mut cx = Cx::new(path, opts, env);
     let root = match yaml::parse(text) {
         Ok(root) => root,
         Err(e) => {
@@ -166,19 +193,158 @@ pub fn load_str(
             return Err(ConfigError::Invalid(cx.errors));
         }
     };
+    // Every file's tree first, so that each file knows the other files' target names.
+    let (includes, sources) = cx.includes(&root);
+    let main_declared = include::declared(&root);
+    let declared: Vec<include::Declared> = sources
+        .iter()
+        .map(|s| s.root.as_ref().map(include::declared).unwrap_or_default())
+        .collect();
+    let others = |skip: Option<usize>| -> (Vec<String>, BTreeSet<String>) {
+        let mut names = Vec::new();
+        let mut used = BTreeSet::new();
+        let all = std::iter::once((None, &main_declared)).chain(declared.iter().enumerate().map(|(i, d)| (Some(i), d)));
+        for (i, d) in all {
+            if i == skip {
+                continue;
+            }
+            names.extend(d.targets.iter().map(|(n, _)| n.clone()));
+            used.extend(d.used.iter().cloned());
+        }
+        (names, used)
+    };
+    (cx.other_targets, cx.used_elsewhere) = others(None);
     let config = cx.config(&root);
-    // Reported in the order a reader meets them in the file (a stable sort keeps the order of
-    // several problems at one position).
-    cx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
-    cx.warnings.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
-    match config {
-        Some(config) if cx.errors.is_empty() => Ok(Loaded {
-            config,
-            warnings: cx.warnings,
-            secret_problems: cx.secret_problems,
-        }),
-        _ => Err(ConfigError::Invalid(cx.errors)),
+    let (Some(mut config), Some(defaults)) = (config, cx.defaults.clone()) else {
+        cx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+        return Err(ConfigError::Invalid(cx.errors));
+    };
+    config.includes = includes;
+    let mut refused = Vec::new();
+    // Names already defined, and where: the main file's, then each part's in turn.
+    let mut defined_targets: BTreeMap<String, PathBuf> = main_declared
+        .targets
+        .iter()
+        .map(|(n, _)| (n.clone(), path.to_path_buf()))
+        .collect();
+    let mut defined_rules: BTreeMap<String, PathBuf> = main_declared
+        .rules
+        .iter()
+        .map(|(n, _)| (n.clone(), path.to_path_buf()))
+        .collect();
+    let mut part_errors = Vec::new();
+    for (i, source) in sources.into_iter().enumerate() {
+        let mut pcx = Cx::new(&source.file, opts, env);
+        (pcx.other_targets, pcx.used_elsewhere) = others(Some(i));
+        let built = match &source.root {
+            Ok(root) => pcx.part(root, &defaults, &config.state_dir),
+            Err(d) => {
+                pcx.errors.push(d.clone());
+                None
+            }
+        };
+        for (name, pos) in &declared[i].targets {
+            if let Some(other) = defined_targets.get(name) {
+                pcx.error(
+                    *pos,
+                    format!(
+                        "target \"{name}\" is defined twice (also in {}): names are unique across every rules file",
+                        other.display()
+                    ),
+                );
+            }
+        }
+        for (name, pos) in &declared[i].rules {
+            if let Some(other) = defined_rules.get(name) {
+                pcx.error(
+                    *pos,
+                    format!(
+                        "rule \"{name}\" is defined twice (also in {}): names are unique across every rules file",
+                        other.display()
+                    ),
+                );
+            }
+        }
+        cx.warnings.append(&mut pcx.warnings);
+        cx.secret_problems.append(&mut pcx.secret_problems);
+        pcx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+        let part: Option<Built> = match built {
+            Some(built) if pcx.errors.is_empty() => Some(built),
+            _ => match previous {
+                // A reload: the file's previous version stays in force (a new file stays out).
+                Some(prev) => {
+                    refused.append(&mut pcx.errors);
+                    prev.parts.iter().find(|p| p.file == source.file).map(|p| {
+                        (
+                            prev.targets
+                                .iter()
+                                .filter(|t| p.targets.contains(&t.name))
+                                .cloned()
+                                .collect(),
+                            prev.rules
+                                .iter()
+                                .filter(|r| p.rules.contains(&r.name))
+                                .cloned()
+                                .collect(),
+                        )
+                    })
+                }
+                None => {
+                    part_errors.append(&mut pcx.errors);
+                    None
+                }
+            },
+        };
+        if let Some((targets, rules)) = part {
+            for t in &targets {
+                defined_targets
+                    .entry(t.name.clone())
+                    .or_insert_with(|| source.file.clone());
+            }
+            for r in &rules {
+                defined_rules
+                    .entry(r.name.clone())
+                    .or_insert_with(|| source.file.clone());
+            }
+            config.parts.push(include::Part {
+                file: source.file.clone(),
+                targets: targets.iter().map(|t| t.name.clone()).collect(),
+                rules: rules.iter().map(|r| r.name.clone()).collect(),
+            });
+            config.targets.extend(targets);
+            config.rules.extend(rules);
+        }
     }
+    // A rule that names a target only a refused file defined cannot stand either.
+    let orphans: Vec<String> = config
+        .rules
+        .iter()
+        .filter(|r| r.targets.iter().any(|t| config.target(t).is_none()))
+        .map(|r| r.name.clone())
+        .collect();
+    for name in &orphans {
+        refused.push(Diagnostic {
+            file: path.to_path_buf(),
+            pos: None,
+            message: format!("rule \"{name}\" names a target of a rules file that was refused: it is left out"),
+        });
+    }
+    config.rules.retain(|r| !orphans.contains(&r.name));
+    // Reported file by file, in the order a reader meets them in each (a stable sort keeps the
+    // order of several problems at one position).
+    cx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+    cx.errors.append(&mut part_errors);
+    cx.warnings
+        .sort_by_key(|d| (d.file.clone(), d.pos.map(|p| (p.line, p.col))));
+    if !cx.errors.is_empty() {
+        return Err(ConfigError::Invalid(cx.errors));
+    }
+    Ok(Loaded {
+        config,
+        warnings: cx.warnings,
+        secret_problems: cx.secret_problems,
+        refused,
+    })
 }
 
 /// Settings every target inherits unless it sets its own.
@@ -223,11 +389,151 @@ struct Cx<'a> {
     secret_problems: Vec<(String, Diagnostic)>,
     /// The target being read, for its secret problems.
     target: Option<String>,
+    /// Targets the other rules files declare (a rule may name a target of any file).
+    other_targets: Vec<String>,
+    /// Targets the other rules files' rules use (a target is unused only if no file uses it).
+    used_elsewhere: BTreeSet<String>,
+    /// The main file's `defaults`, which every file's targets inherit.
+    defaults: Option<Tuning>,
 }
 
 type Entries<'n> = &'n [(Node, Node)];
 
+impl<'a> Cx<'a> {
+    fn new(file: &Path, opts: LoadOptions, env: &'a dyn Fn(&str) -> Option<String>) -> Cx<'a> {
+        Cx {
+            file: file.to_path_buf(),
+            base: base_dir(file),
+            env,
+            opts,
+            errors: vec![],
+            warnings: vec![],
+            secret_problems: vec![],
+            target: None,
+            other_targets: vec![],
+            used_elsewhere: BTreeSet::new(),
+            defaults: None,
+        }
+    }
+}
+
 impl Cx<'_> {
+    /// The main file's `include:` globs, each expanded, and every file they take read and
+    /// parsed (a file that cannot be is an error of that file).
+    fn includes(&mut self, root: &Node) -> (Vec<include::Include>, Vec<Source>) {
+        let Some(node) = include::globs(root) else {
+            return (vec![], vec![]);
+        };
+        let mut includes = Vec::new();
+        let mut sources: Vec<Source> = Vec::new();
+        for (pattern, pos) in self.strings(node, "include") {
+            let inc = match include::parse(&pattern, &self.base) {
+                Ok(inc) => inc,
+                Err(e) => {
+                    self.error(pos, format!("include: {e}"));
+                    continue;
+                }
+            };
+            match inc.files() {
+                Ok(files) => {
+                    for file in files {
+                        if file == self.file || sources.iter().any(|s| s.file == file) {
+                            continue;
+                        }
+                        let root = read_rules(&file)
+                            .map_err(|e| Diagnostic {
+                                file: file.clone(),
+                                pos: Some(Pos { line: 1, col: 1 }),
+                                message: e.to_string(),
+                            })
+                            .and_then(|text| {
+                                yaml::parse(&text).map_err(|e| Diagnostic {
+                                    file: file.clone(),
+                                    pos: Some(e.pos),
+                                    message: format!("YAML syntax error: {}", e.message),
+                                })
+                            });
+                        sources.push(Source { file, root });
+                    }
+                }
+                // A directory not made yet takes no file (it is watched once it exists).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => self.error(pos, format!("include: {}: cannot list it: {e}", inc.dir.display())),
+            }
+            includes.push(inc);
+        }
+        (includes, sources)
+    }
+
+    /// An included file: its targets (inheriting the main file's `defaults`) and rules.
+    fn part(&mut self, root: &Node, defaults: &Tuning, state_dir: &Path) -> Option<Built> {
+        if root.is_null() {
+            return Some((vec![], vec![]));
+        }
+        let top = self.mapping(root, "an included rules file")?;
+        let top = self.keys(
+            top,
+            PART_KEYS,
+            "an included rules file (it holds `targets:` and `rules:` only)",
+        );
+        let (mut targets, mut declared, mut rules) = (vec![], vec![], vec![]);
+        let mut targets_node = None;
+        for (key, _, v) in &top {
+            if *key == "targets" {
+                targets_node = Some(*v);
+                (targets, declared) = self.targets(v, defaults);
+            }
+        }
+        let mut names: Vec<&str> = declared.iter().map(String::as_str).collect();
+        let others = self.other_targets.clone();
+        names.extend(others.iter().map(String::as_str));
+        for (key, _, v) in &top {
+            if *key == "rules" {
+                rules = self.rules(v, &names);
+            }
+        }
+        self.unused_targets(targets_node, &rules);
+        self.state_dir_outside(state_dir, None, &rules);
+        Some((targets, rules.into_iter().map(|(r, _)| r).collect()))
+    }
+
+    /// A warning for each target of `targets_node` that no rule of any file names.
+    fn unused_targets(&mut self, targets_node: Option<&Node>, rules: &[(Rule, Pos)]) {
+        let Some(Value::Map(entries)) = targets_node.map(|n| &n.value) else {
+            return;
+        };
+        for (k, _) in entries {
+            let Some(name) = k.as_scalar() else { continue };
+            let used =
+                rules.iter().any(|(r, _)| r.targets.iter().any(|t| t == name)) || self.used_elsewhere.contains(name);
+            if !used {
+                self.warn(
+                    k.pos,
+                    format!("target \"{name}\" is not used by any rule: add it to a rule's `targets:`, or remove it (and, under systemd, its LoadCredential= line)"),
+                );
+            }
+        }
+    }
+
+    /// An error for each rule whose watched tree holds the state directory.
+    fn state_dir_outside(&mut self, dir: &Path, state_pos: Option<Pos>, rules: &[(Rule, Pos)]) {
+        let state = real_path(dir);
+        for (rule, watch_pos) in rules {
+            let root = real_path(&rule.watch);
+            if state.starts_with(&root) {
+                self.error(
+                    state_pos.unwrap_or(*watch_pos),
+                    format!(
+                        "rule \"{}\" watches {}, which holds the state directory {}: the daemon would purge its own writes; set `state_dir:` outside every watched tree (like /var/lib/purgewatch)",
+                        rule.name,
+                        rule.watch.display(),
+                        dir.display()
+                    ),
+                );
+            }
+        }
+    }
+
     fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.errors.push(Diagnostic {
             file: self.file.clone(),
@@ -643,11 +949,16 @@ impl Cx<'_> {
                 "metrics_listen" => metrics_listen = self.listen_address(v),
                 "targets" => targets_node = Some(*v),
                 "rules" => rules_node = Some(*v),
+                // Read before this file (see `Cx::includes`).
+                "include" => {}
                 _ => {}
             }
         }
+        self.defaults = Some(defaults.clone());
+        let includes = top.iter().any(|(k, _, _)| *k == "include");
         let (targets, declared) = match targets_node {
             Some(node) => self.targets(node, &defaults),
+            None if includes => (vec![], vec![]),
             None => {
                 self.error(
                     root.pos,
@@ -656,45 +967,26 @@ impl Cx<'_> {
                 (vec![], vec![])
             }
         };
-        // Rules are checked against every declared name: a target with errors of its own is
-        // reported once, not again as "unknown" in each rule that names it.
-        let names: Vec<&str> = declared.iter().map(String::as_str).collect();
+        // Rules are checked against every declared name (of every file): a target with errors
+        // of its own is reported once, not again as "unknown" in each rule that names it.
+        let mut names: Vec<&str> = declared.iter().map(String::as_str).collect();
+        let others = self.other_targets.clone();
+        names.extend(others.iter().map(String::as_str));
         let rules = match rules_node {
             Some(node) => self.rules(node, &names),
+            None if includes => vec![],
             None => {
                 self.error(root.pos, "no `rules:` section: add a rule that watches a directory");
                 vec![]
             }
         };
-        if let Some(Value::Map(entries)) = targets_node.map(|n| &n.value) {
-            for (k, _) in entries {
-                let Some(name) = k.as_scalar() else { continue };
-                if !rules.is_empty() && !rules.iter().any(|(r, _)| r.targets.iter().any(|t| t == name)) {
-                    self.warn(
-                        k.pos,
-                        format!("target \"{name}\" is not used by any rule: add it to a rule's `targets:`, or remove it (and, under systemd, its LoadCredential= line)"),
-                    );
-                }
-            }
+        if !rules.is_empty() || !self.used_elsewhere.is_empty() {
+            self.unused_targets(targets_node, &rules);
         }
         let state_dir = state_dir.or_else(|| default_state_dir(self.env));
         if let Some(dir) = &state_dir {
             let state_pos = top.iter().find(|(k, _, _)| *k == "state_dir").map(|(_, _, v)| v.pos);
-            let state = real_path(dir);
-            for (rule, watch_pos) in &rules {
-                let root = real_path(&rule.watch);
-                if state.starts_with(&root) {
-                    self.error(
-                        state_pos.unwrap_or(*watch_pos),
-                        format!(
-                            "rule \"{}\" watches {}, which holds the state directory {}: the daemon would purge its own writes; set `state_dir:` outside every watched tree (like /var/lib/purgewatch)",
-                            rule.name,
-                            rule.watch.display(),
-                            dir.display()
-                        ),
-                    );
-                }
-            }
+            self.state_dir_outside(dir, state_pos, &rules);
         }
         let rules = rules.into_iter().map(|(r, _)| r).collect();
         let Some(state_dir) = state_dir else {
@@ -711,6 +1003,8 @@ impl Cx<'_> {
             metrics_listen,
             targets,
             rules,
+            includes: vec![],
+            parts: vec![],
         })
     }
 

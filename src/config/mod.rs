@@ -3,6 +3,7 @@
 //! `yaml` turns the text into a tree with positions, `load` walks the tree into a [`Config`],
 //! collecting every error as a [`Diagnostic`] that names `file:line:col`.
 
+pub mod include;
 mod load;
 pub mod yaml;
 
@@ -14,7 +15,7 @@ use globset::Glob;
 use regex::Regex;
 
 use crate::secret::Secret;
-pub use load::{LoadOptions, did_you_mean, load, load_str, rules_keys};
+pub use load::{LoadOptions, did_you_mean, load, load_str, reload, rules_keys};
 pub use yaml::Pos;
 
 pub const SITEHOST_API_URL: &str = "https://api.sitehost.nz/1.3";
@@ -32,6 +33,10 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub targets: Vec<Target>,
     pub rules: Vec<Rule>,
+    /// The `include:` globs: the daemon watches their directories and reloads on a change.
+    pub includes: Vec<include::Include>,
+    /// What each included file defined.
+    pub parts: Vec<include::Part>,
 }
 
 impl Config {
@@ -261,6 +266,9 @@ pub struct Loaded {
     /// With [`LoadOptions::collect_secret_problems`]: each target whose secret is unset,
     /// unreadable or empty (its secret is then empty), with what is wrong.
     pub secret_problems: Vec<(String, Diagnostic)>,
+    /// At a reload, what kept an included file's new version out (its previous version, if
+    /// any, stays in force).
+    pub refused: Vec<Diagnostic>,
 }
 
 /// The directory a relative path in the rules file is relative to.

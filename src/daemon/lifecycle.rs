@@ -66,6 +66,7 @@ impl Daemon {
             next_compare: 0,
             comparing_for: BTreeSet::new(),
             rules_file,
+            include_dirs: BTreeSet::new(),
             unnamed: HashSet::new(),
             writer,
             replaced,
@@ -91,6 +92,7 @@ impl Daemon {
                 crate::logging::chain(&e)
             );
         }
+        d.watch_includes();
         let seen = d.read_state(|s| s.seen())?.unwrap_or_default();
         let starting = systemd::Starting::begin("starting: reading the state");
         let n_rules = config.rules.len();

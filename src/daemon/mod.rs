@@ -149,6 +149,8 @@ struct Daemon {
     config: Config,
     opts: Options,
     rules_file: PathBuf,
+    /// The directories of the `include:` globs, watched.
+    include_dirs: BTreeSet<PathBuf>,
     /// Paths whose name is not UTF-8, warned about once each.
     unnamed: HashSet<PathBuf>,
     /// Writes the state file on a thread of its own (none in a dry run, which writes nothing).

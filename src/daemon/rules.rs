@@ -199,13 +199,49 @@ impl Daemon {
         }
     }
 
+    /// Watches the directory of every `include:` glob (a file added, saved or removed there is a
+    /// reload), and no longer the ones the rules dropped.
+    pub(super) fn watch_includes(&mut self) {
+        let wanted: BTreeSet<PathBuf> = self.config.includes.iter().map(|i| i.dir.clone()).collect();
+        let Some(mut w) = self
+            .watcher
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()))
+        else {
+            return;
+        };
+        for dir in self.include_dirs.difference(&wanted) {
+            w.remove(dir, false);
+        }
+        let mut watched = BTreeSet::new();
+        for dir in wanted {
+            if self.include_dirs.contains(&dir) {
+                watched.insert(dir);
+                continue;
+            }
+            match w.add(&dir, false) {
+                Ok(()) => {
+                    watched.insert(dir);
+                }
+                Err(e) => tracing::warn!(
+                    "include: {} is not watched (a file added or saved there needs SIGHUP): {}",
+                    dir.display(),
+                    crate::logging::chain(&e)
+                ),
+            }
+        }
+        drop(w);
+        self.include_dirs = watched;
+    }
+
     pub(super) fn reload(&mut self, why: &str) {
-        let loaded = match config::load(
+        let loaded = match config::reload(
             &self.config.source,
             LoadOptions {
                 dry_run: self.opts.dry_run,
                 ..Default::default()
             },
+            &self.config,
         ) {
             Ok(l) => l,
             Err(e) => {
@@ -219,6 +255,12 @@ impl Daemon {
         systemd::reloading();
         for w in &loaded.warnings {
             tracing::warn!("{w}");
+        }
+        // An included file with an error is refused alone: its previous version stays.
+        for d in &loaded.refused {
+            tracing::error!(
+                "reload ({why}): {d} (that file's previous version stays in force; the other files' changes take effect)"
+            );
         }
         let new = loaded.config;
         crate::secret::remember(new.secrets().iter());
@@ -254,6 +296,7 @@ impl Daemon {
             ..new.clone()
         };
         self.set_providers();
+        self.watch_includes();
         self.gate.keep_rules(&self.config.rules);
         for t in self.pending.keys().cloned().collect::<Vec<_>>() {
             if self.config.target(&t).is_none() {
