@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use crate::config::{PatternSettings, PurgeMode, Rule, Target, TargetKind};
+use crate::config::{PatternSettings, PurgeMode, Rule, Shape, Target};
 use crate::manifest::{ChangeKind, Manifest, ancestors};
 use crate::request::{PendingFile, Request};
 
@@ -241,7 +241,88 @@ pub fn plan<M: Borrow<Manifest>>(
 pub enum Draft {
     Nothing,
     Stack,
-    Patterns { items: Scoped, max_bytes: usize },
+    Patterns {
+        items: Scoped,
+        max_bytes: usize,
+    },
+    /// URL lists of at most `max` each, or everything.
+    Urls {
+        urls: Vec<(String, Option<usize>)>,
+        everything: bool,
+        files: Vec<PendingFile>,
+        max: usize,
+    },
+}
+
+/// How a target that takes URL lists widens: a directory only when all of it changed, the
+/// whole rule past half of its files (as the VIMS defaults).
+const URL_SETTINGS: PatternSettings = PatternSettings {
+    max_bytes: usize::MAX,
+    widen_threshold: 1.0,
+    all_threshold: 0.5,
+};
+
+/// The URLs that cover `files` for a target that takes URL lists, each with the file it is for
+/// (none for a URL of a widened directory), and whether that is everything. A widened directory
+/// and a whole rule are their files' URLs (from the manifest); everything only for a rule gone
+/// from the rules, or one served at `/` with no `base_url` whose files mostly changed.
+pub fn url_list<M: Borrow<Manifest>>(
+    files: &[PendingFile],
+    rules: &[Rule],
+    manifests: &BTreeMap<String, M>,
+) -> (Vec<(String, Option<usize>)>, bool) {
+    let mut out: Vec<(String, Option<usize>)> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut by_rule: BTreeMap<&str, Vec<(usize, &PendingFile)>> = BTreeMap::new();
+    for (i, f) in files.iter().enumerate() {
+        by_rule.entry(f.rule.as_str()).or_default().push((i, f));
+    }
+    for (name, rule_files) in by_rule {
+        let Some(rule) = rules.iter().find(|r| r.name == name) else {
+            return (vec![], true);
+        };
+        let empty = Manifest::default();
+        let manifest = manifests.get(name).map_or(&empty, Borrow::borrow);
+        let refs: Vec<&PendingFile> = rule_files.iter().map(|(_, f)| *f).collect();
+        let mut items = BTreeSet::new();
+        let whole = rule.purge == PurgeMode::All || !rule_items(rule, &refs, manifest, &URL_SETTINGS, &mut items);
+        if whole && rule_space(rule).1 == Item::All {
+            return (vec![], true);
+        }
+        let absolute = |u: &str| match &rule.base_url {
+            Some(base) => format!("{base}{u}"),
+            None => u.to_string(),
+        };
+        let mut push = |u: String, file: Option<usize>| {
+            if seen.insert(u.clone()) {
+                out.push((u, file));
+            }
+        };
+        // Each changed file's own URLs first, so that a request names the files it is for.
+        for (i, f) in &rule_files {
+            for u in urls_for(rule, &f.path) {
+                push(absolute(&u), Some(*i));
+            }
+        }
+        let tree: Vec<&String> = if whole {
+            manifest.paths().collect()
+        } else {
+            items
+                .iter()
+                .filter_map(|it| match it {
+                    Item::Prefix(p) => p.strip_prefix(rule.url_prefix.as_str()),
+                    _ => None,
+                })
+                .flat_map(|dir| manifest.under(dir.trim_end_matches('/')))
+                .collect()
+        };
+        for path in tree {
+            for u in urls_for(rule, path) {
+                push(absolute(&u), None);
+            }
+        }
+    }
+    (out, false)
 }
 
 /// The first step of [`plan`].
@@ -254,20 +335,70 @@ pub fn draft<M: Borrow<Manifest>>(
     if files.is_empty() {
         return Draft::Nothing;
     }
-    match &target.kind {
-        TargetKind::SiteHost(_) => Draft::Stack,
-        TargetKind::Vims(v) => Draft::Patterns {
-            items: items(files, rules, manifests, &v.patterns),
-            max_bytes: v.patterns.max_bytes,
-        },
+    match target.kind.shape() {
+        Shape::Whole => Draft::Stack,
+        Shape::Patterns { max_bytes } => {
+            let settings = match &target.kind {
+                crate::config::TargetKind::Vims(v) => v.patterns.clone(),
+                _ => PatternSettings {
+                    max_bytes,
+                    ..URL_SETTINGS
+                },
+            };
+            Draft::Patterns {
+                items: items(files, rules, manifests, &settings),
+                max_bytes,
+            }
+        }
+        Shape::Urls { max } => {
+            let (urls, everything) = url_list(files, rules, manifests);
+            Draft::Urls {
+                urls,
+                everything,
+                files: files.to_vec(),
+                max,
+            }
+        }
     }
 }
 
 /// The one request that purges everything `target` caches.
 pub fn everything(target: &Target) -> Request {
-    match &target.kind {
-        TargetKind::SiteHost(_) => Request::Stack,
-        TargetKind::Vims(_) => Request::Pattern("*".into()),
+    match target.kind.shape() {
+        Shape::Whole => Request::Stack,
+        Shape::Patterns { .. } => Request::Pattern("*".into()),
+        Shape::Urls { .. } => Request::Urls {
+            urls: vec![],
+            everything: true,
+            files: vec![],
+        },
+    }
+}
+
+/// Requests for exactly `urls` (no widening) through `target`: a re-purge of stale URLs, or
+/// `purge --url`. `host` scopes patterns to a rule's host.
+pub fn exact(target: &Target, urls: &[String], host: Option<&str>, base_url: Option<&str>) -> Vec<Request> {
+    match target.kind.shape() {
+        Shape::Whole => vec![Request::Stack],
+        Shape::Patterns { max_bytes } => {
+            let items: BTreeSet<Item> = urls.iter().cloned().map(Item::Url).collect();
+            let pats = patterns_on(host, &items, max_bytes);
+            if pats.len() > MAX_VIMS_CALLS {
+                return vec![Request::Pattern("*".into())];
+            }
+            pats.into_iter().map(Request::Pattern).collect()
+        }
+        Shape::Urls { max } => urls
+            .chunks(max.max(1))
+            .map(|chunk| Request::Urls {
+                urls: chunk
+                    .iter()
+                    .map(|u| format!("{}{u}", base_url.unwrap_or_default()))
+                    .collect(),
+                everything: false,
+                files: vec![],
+            })
+            .collect(),
     }
 }
 
@@ -280,6 +411,31 @@ impl Draft {
             Draft::Patterns { items, max_bytes } => scoped_patterns(&items, max_bytes)
                 .into_iter()
                 .map(Request::Pattern)
+                .collect(),
+            Draft::Urls {
+                everything: true,
+                files,
+                ..
+            } => vec![Request::Urls {
+                urls: vec![],
+                everything: true,
+                files,
+            }],
+            Draft::Urls { urls, files, max, .. } => urls
+                .chunks(max.max(1))
+                .enumerate()
+                .map(|(n, chunk)| {
+                    let mut mine: BTreeSet<usize> = chunk.iter().filter_map(|(_, f)| *f).collect();
+                    // Files with no URL of their own in any request go with the first.
+                    if n == 0 && urls.iter().all(|(_, f)| f.is_none()) {
+                        mine.extend(0..files.len());
+                    }
+                    Request::Urls {
+                        urls: chunk.iter().map(|(u, _)| u.clone()).collect(),
+                        everything: false,
+                        files: mine.into_iter().map(|i| files[i].clone()).collect(),
+                    }
+                })
                 .collect(),
         }
     }

@@ -20,4 +20,11 @@ pub enum Request {
     Stack,
     /// VIMS: purge the URLs that match this pattern (`*` for everything).
     Pattern(String),
+    /// Webhook, command: these URLs (absolute where the rule has a `base_url`) or everything,
+    /// and the changed files they stand for.
+    Urls {
+        urls: Vec<String>,
+        everything: bool,
+        files: Vec<PendingFile>,
+    },
 }

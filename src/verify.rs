@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::config::{Rule, Target, TargetKind, Verify, VerifyCheck};
+use crate::config::{Rule, Target, Verify, VerifyCheck};
 use crate::deliver::{self, JobOutcome, Pacer};
 use crate::manifest::{ChangeKind, Manifest};
-use crate::plan::{self, Item};
+use crate::plan;
 use crate::providers::Provider;
 use crate::request::{PendingFile, Request};
 
@@ -319,20 +319,10 @@ pub struct Report {
 /// The requests that purge `expects` again through `target` (every URL of each file, exactly:
 /// no widening; on the rule's host when its `base_url` names one).
 fn repurge_requests(target: &Target, rule: &Rule, expects: &[Expect]) -> Vec<Request> {
-    match &target.kind {
-        TargetKind::SiteHost(_) => vec![Request::Stack],
-        TargetKind::Vims(v) => {
-            let items = expects
-                .iter()
-                .flat_map(|e| plan::urls_for(rule, &e.path))
-                .map(Item::Url)
-                .collect();
-            plan::patterns_on(rule.host(), &items, v.patterns.max_bytes)
-                .into_iter()
-                .map(Request::Pattern)
-                .collect()
-        }
-    }
+    let mut urls: Vec<String> = expects.iter().flat_map(|e| plan::urls_for(rule, &e.path)).collect();
+    urls.sort();
+    urls.dedup();
+    plan::exact(target, &urls, rule.host(), rule.base_url.as_deref())
 }
 
 /// Purges `todo` again through every target of the rule, each request's job followed to its

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{CommandError, load_with, runtime};
 use crate::cli::{Cli, PurgeArgs};
 use crate::config::{ConfigError, LoadOptions};
-use crate::config::{RetryPolicy, Target, TargetKind};
+use crate::config::{RetryPolicy, Shape, Target};
 use crate::deliver::{self, JobOutcome, Pacer};
 use crate::plan::{self, Item};
 use crate::providers::{Provider, http_client};
@@ -137,14 +137,14 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
 /// The requests `args` ask for: a SiteHost target purges its stack; a VIMS target everything,
 /// one pattern, or the fewest patterns covering the URLs given.
 fn requests(target: &Target, args: &PurgeArgs) -> Result<Vec<Request>, CommandError> {
-    Ok(match &target.kind {
-        TargetKind::SiteHost(_) => {
+    Ok(match target.kind.shape() {
+        Shape::Whole => {
             if !args.url.is_empty() || args.pattern.is_some() {
                 tracing::warn!(target = %target.name, "a SiteHost target purges its whole stack; --url and --pattern only say why");
             }
             vec![Request::Stack]
         }
-        TargetKind::Vims(v) => {
+        Shape::Patterns { max_bytes } => {
             if args.all {
                 vec![crate::plan::everything(target)]
             } else if let Some(p) = &args.pattern {
@@ -164,18 +164,48 @@ fn requests(target: &Target, args: &PurgeArgs) -> Result<Vec<Request>, CommandEr
                     .iter()
                     .map(|u| url_path(u).map(Item::Url))
                     .collect::<Result<_, _>>()?;
-                plan::patterns(&items, v.patterns.max_bytes)
+                plan::patterns(&items, max_bytes)
                     .into_iter()
                     .map(Request::Pattern)
                     .collect()
             } else {
+                return Err(nothing_named(target, true));
+            }
+        }
+        Shape::Urls { .. } => {
+            if args.pattern.is_some() {
                 return Err(CommandError::Usage(format!(
-                    "say what to purge from \"{}\": --all, --url PATH (repeatable) or --pattern REGEX",
-                    target.name
+                    "target \"{}\" ({}) purges URLs, not patterns: use --url or --all",
+                    target.name,
+                    target.kind.type_name()
                 )));
+            }
+            if args.all {
+                vec![crate::plan::everything(target)]
+            } else if !args.url.is_empty() {
+                // A full URL is sent as given (less its fragment and query), a path decoded.
+                let urls: Vec<String> = args
+                    .url
+                    .iter()
+                    .map(|u| match u.split_once("://") {
+                        Some(_) => Ok(u.split(['#', '?']).next().unwrap_or_default().to_string()),
+                        None => url_path(u),
+                    })
+                    .collect::<Result<_, _>>()?;
+                plan::exact(target, &urls, None, None)
+            } else {
+                return Err(nothing_named(target, false));
             }
         }
     })
+}
+
+fn nothing_named(target: &Target, patterns: bool) -> CommandError {
+    CommandError::Usage(format!(
+        "say what to purge from \"{}\": --all, --url PATH (repeatable){}",
+        target.name,
+        if patterns { " or --pattern REGEX" } else { "" }
+    ))
 }
 
 /// The URL path `--url` names, as a browser would send it: a full URL loses its scheme and

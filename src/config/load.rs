@@ -58,6 +58,10 @@ const SITEHOST_KEYS: &[&str] = &[
     "stack",
 ];
 const VIMS_KEYS: &[&str] = &["type", "api_url", "token", "token_file", "cdn_id", "host"];
+const WEBHOOK_KEYS: &[&str] = &["type", "url", "secret", "secret_file", "max_urls"];
+const COMMAND_KEYS: &[&str] = &["type", "command", "timeout", "max_urls"];
+/// The target types, as `type:` names them.
+const TYPES: &[&str] = &["sitehost", "vims", "webhook", "command"];
 const RULE_KEYS: &[&str] = &[
     "name",
     "watch",
@@ -79,7 +83,17 @@ const VERIFY_KEYS: &[&str] = &["base_url", "sample", "after", "repurge", "check"
 
 /// Every key the rules file accepts, wherever it goes (the manual page is checked against it).
 pub fn rules_keys() -> Vec<&'static str> {
-    [TOP_KEYS, TUNING_KEYS, SITEHOST_KEYS, VIMS_KEYS, RULE_KEYS, VERIFY_KEYS].concat()
+    [
+        TOP_KEYS,
+        TUNING_KEYS,
+        SITEHOST_KEYS,
+        VIMS_KEYS,
+        WEBHOOK_KEYS,
+        COMMAND_KEYS,
+        RULE_KEYS,
+        VERIFY_KEYS,
+    ]
+    .concat()
 }
 
 /// The largest rules file read: a rules file is a few kilobytes; past this it is a mistake
@@ -1060,11 +1074,13 @@ impl Cx<'_> {
         let kind_keys = match ty.as_str() {
             "sitehost" => SITEHOST_KEYS,
             "vims" => VIMS_KEYS,
+            "webhook" => WEBHOOK_KEYS,
+            "command" => COMMAND_KEYS,
             other => {
-                let hint = did_you_mean(other, ["sitehost", "vims"].into_iter());
+                let hint = did_you_mean(other, TYPES.iter().copied());
                 self.error(
                     ty_node.pos,
-                    format!("{what}: unknown type `{other}`{hint} (sitehost or vims)"),
+                    format!("{what}: unknown type `{other}`{hint} (one of {})", TYPES.join(", ")),
                 );
                 return None;
             }
@@ -1106,6 +1122,60 @@ impl Cx<'_> {
                     stack: stack.unwrap_or_default(),
                 })
             }
+            "webhook" => {
+                let url = match field("url") {
+                    Some(v) => self.api_url(v, &format!("{what}: url")),
+                    None => {
+                        self.error(
+                            pos,
+                            format!("{what}: missing `url:` (where to POST, like https://ops.example.com/purge)"),
+                        );
+                        None
+                    }
+                };
+                let secret = (field("secret").is_some() || field("secret_file").is_some())
+                    .then(|| self.secret(&what, pos, field("secret"), field("secret_file"), "secret"))
+                    .flatten();
+                let max_urls = self.max_urls(field("max_urls"), &what);
+                TargetKind::Webhook(Webhook {
+                    url: url.unwrap_or_default(),
+                    secret,
+                    max_urls,
+                })
+            }
+            "command" => {
+                let argv: Vec<String> = match field("command") {
+                    Some(v) => self
+                        .strings(v, &format!("{what}: command"))
+                        .into_iter()
+                        .map(|(s, _)| s)
+                        .collect(),
+                    None => vec![],
+                };
+                match (argv.first(), field("command")) {
+                    (None, _) => self.error(
+                        field("command").map_or(pos, |v| v.pos),
+                        format!("{what}: missing `command:` (the program and its arguments, like [/usr/local/bin/purge-my-cdn, --zone, main])"),
+                    ),
+                    (Some(p), Some(v)) if !Path::new(p).is_absolute() => self.error(
+                        v.pos,
+                        format!("{what}: command: `{p}` is not an absolute path: name the program by its full path (no shell runs it, no $PATH is searched)"),
+                    ),
+                    _ => {}
+                }
+                let timeout = match field("timeout") {
+                    Some(v) => self
+                        .duration(v, &format!("{what}: timeout"))
+                        .unwrap_or(Duration::from_secs(60)),
+                    None => Duration::from_secs(60),
+                };
+                let max_urls = self.max_urls(field("max_urls"), &what);
+                TargetKind::Command(CommandTarget {
+                    argv,
+                    timeout,
+                    max_urls,
+                })
+            }
             _ => {
                 let api_url = field("api_url").and_then(|v| self.api_url(v, &format!("{what}: api_url")));
                 let token = self.secret(&what, pos, field("token"), field("token_file"), "token");
@@ -1142,6 +1212,19 @@ impl Cx<'_> {
             on_failure: tuning.on_failure,
             kind,
         })
+    }
+
+    /// `max_urls:` of a URL-list target: a whole number of at least 1 (default 1,000).
+    fn max_urls(&mut self, node: Option<&Node>, what: &str) -> usize {
+        let Some(v) = node else { return 1000 };
+        match self.number::<usize>(v, &format!("{what}: max_urls"), "a number of URLs per request") {
+            Some(0) => {
+                self.error(v.pos, format!("{what}: max_urls must be at least 1"));
+                1000
+            }
+            Some(n) => n,
+            None => 1000,
+        }
     }
 
     /// A secret given inline (`api_key:`) or in a file (`api_key_file:`).

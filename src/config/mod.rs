@@ -15,6 +15,7 @@ use globset::Glob;
 use regex::Regex;
 
 use crate::secret::Secret;
+pub(crate) use load::runnable;
 pub use load::{LoadOptions, did_you_mean, load, load_str, reload, rules_keys};
 pub use yaml::Pos;
 
@@ -90,23 +91,73 @@ pub struct Target {
 pub enum TargetKind {
     SiteHost(SiteHost),
     Vims(Vims),
+    Webhook(Webhook),
+    Command(CommandTarget),
 }
+
+/// What purges a target type takes: the planner asks this instead of the type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Only everything at once (a SiteHost stack).
+    Whole,
+    /// Regex patterns on the cache key, at most this long each.
+    Patterns { max_bytes: usize },
+    /// Lists of URLs (absolute where the rule has a `base_url`), at most this many per request,
+    /// or everything.
+    Urls { max: usize },
+}
+
+/// An empty credential, for target types that send none.
+static NO_SECRET: std::sync::LazyLock<Secret> = std::sync::LazyLock::new(Secret::default);
 
 impl TargetKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             TargetKind::SiteHost(_) => "sitehost",
             TargetKind::Vims(_) => "vims",
+            TargetKind::Webhook(_) => "webhook",
+            TargetKind::Command(_) => "command",
         }
     }
 
-    /// The provider's API URL and the credential sent to it.
+    /// Where requests go (what shares a rate limit) and the credential sent there.
     pub fn api(&self) -> (&str, &Secret) {
         match self {
             TargetKind::SiteHost(s) => (&s.api_url, &s.api_key),
             TargetKind::Vims(v) => (&v.api_url, &v.token),
+            TargetKind::Webhook(w) => (&w.url, w.secret.as_ref().unwrap_or(&NO_SECRET)),
+            TargetKind::Command(c) => (c.argv.first().map(String::as_str).unwrap_or_default(), &NO_SECRET),
         }
     }
+
+    pub fn shape(&self) -> Shape {
+        match self {
+            TargetKind::SiteHost(_) => Shape::Whole,
+            TargetKind::Vims(v) => Shape::Patterns {
+                max_bytes: v.patterns.max_bytes,
+            },
+            TargetKind::Webhook(w) => Shape::Urls { max: w.max_urls },
+            TargetKind::Command(c) => Shape::Urls { max: c.max_urls },
+        }
+    }
+}
+
+/// A webhook target: `POST url` with the batch as JSON.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    /// Signs each body (HMAC-SHA256), when set.
+    pub secret: Option<Secret>,
+    pub max_urls: usize,
+}
+
+/// A command target: a program given the URLs on standard input.
+#[derive(Debug, Clone)]
+pub struct CommandTarget {
+    /// Program (an absolute path) and arguments; no shell.
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+    pub max_urls: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{PurgeMode, RetryPolicy, Vims};
+use crate::config::{PurgeMode, RetryPolicy, TargetKind, Vims};
 use crate::manifest::FileMeta;
 use proptest::prelude::*;
 use regex::Regex;
@@ -299,7 +299,7 @@ proptest! {
         }
         let pats: Vec<String> = plan(&target, &pending(&changed), std::slice::from_ref(&r), &m)
             .into_iter()
-            .map(|q| match q { Request::Pattern(p) => p, Request::Stack => "*".into() })
+            .map(|q| match q { Request::Pattern(p) => p, _ => "*".into() })
             .collect();
         if its.contains(&Item::All) || pats.iter().any(|p| p == "*") {
             return Ok(());

@@ -6,8 +6,10 @@
 //! unknown id, VIMS 400 "failed creation"). Messages name the request and quote what the provider
 //! said, with any secret scrubbed out.
 
+pub mod command;
 pub mod sitehost;
 pub mod vims;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +100,7 @@ impl ProviderError {
     /// A failure to reach the provider, classified on the error's kind: a request that cannot
     /// be built is permanent (retrying cannot fix `api_url`), a timeout or any other failure of
     /// the connection transient.
-    fn network(what: &str, e: reqwest::Error, secret: &Secret) -> ProviderError {
+    pub(crate) fn network(what: &str, e: reqwest::Error, secret: &Secret) -> ProviderError {
         let e = e.without_url();
         let (kind, reason) = if e.is_builder() {
             ("the request cannot be built (check api_url)", None)
@@ -209,12 +211,49 @@ impl Provider {
 
     /// What a request will do, in words, for logs and `--dry-run`.
     pub fn describe(&self, req: &Request) -> String {
+        let urls = |urls: &[String], everything: bool| {
+            if everything {
+                "everything".to_string()
+            } else {
+                let shown: Vec<&str> = urls.iter().take(5).map(String::as_str).collect();
+                let more = urls.len().saturating_sub(5);
+                format!(
+                    "{} URL{} ({}{})",
+                    urls.len(),
+                    if urls.len() == 1 { "" } else { "s" },
+                    shown.join(" "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+        };
         match (&self.kind, req) {
             (TargetKind::SiteHost(s), _) => format!("purge stack {} on {}", s.stack, s.server),
             (TargetKind::Vims(v), Request::Pattern(p)) => {
                 format!("purge cdn {} host {} pattern {p:?}", v.cdn_id, v.host)
             }
-            (TargetKind::Vims(v), Request::Stack) => format!("purge cdn {} host {} pattern \"*\"", v.cdn_id, v.host),
+            (TargetKind::Vims(v), _) => format!("purge cdn {} host {} pattern \"*\"", v.cdn_id, v.host),
+            (
+                TargetKind::Webhook(w),
+                Request::Urls {
+                    urls: u, everything, ..
+                },
+            ) => {
+                format!("POST {}: {}", w.url, urls(u, *everything))
+            }
+            (
+                TargetKind::Command(c),
+                Request::Urls {
+                    urls: u, everything, ..
+                },
+            ) => {
+                format!("run {}: {}", c.argv.join(" "), urls(u, *everything))
+            }
+            (TargetKind::Webhook(w), _) => format!("POST {}: everything", w.url),
+            (TargetKind::Command(c), _) => format!("run {}: everything", c.argv.join(" ")),
         }
     }
 
@@ -224,14 +263,27 @@ impl Provider {
     }
 
     pub async fn purge(&self, req: &Request) -> Result<Accepted, ProviderError> {
+        let (urls, everything, files): (&[String], bool, &[crate::request::PendingFile]) = match req {
+            Request::Urls {
+                urls,
+                everything,
+                files,
+            } => (urls, *everything, files),
+            _ => (&[], true, &[]),
+        };
         match &self.kind {
             TargetKind::SiteHost(s) => sitehost::purge(&self.http, s).await,
             TargetKind::Vims(v) => {
                 let pattern = match req {
                     Request::Pattern(p) => p.as_str(),
-                    Request::Stack => "*",
+                    _ => "*",
                 };
                 vims::purge(&self.http, v, pattern).await
+            }
+            TargetKind::Webhook(w) => webhook::purge(&self.http, w, &self.target, urls, everything, files).await,
+            TargetKind::Command(c) => {
+                let (_, batch) = webhook::body(&self.target, urls, everything, files);
+                command::purge(c, &self.target, &batch, urls, everything).await
             }
         }
     }
@@ -240,6 +292,8 @@ impl Provider {
         match &self.kind {
             TargetKind::SiteHost(s) => sitehost::job(&self.http, s, id).await,
             TargetKind::Vims(v) => vims::task(&self.http, v, id, &self.vims).await,
+            // Neither has jobs: a request is done when it is answered.
+            TargetKind::Webhook(_) | TargetKind::Command(_) => Ok(JobState::Done(format!("no job {id}"))),
         }
     }
 
@@ -248,6 +302,8 @@ impl Provider {
         match &self.kind {
             TargetKind::SiteHost(s) => sitehost::check(&self.http, s).await,
             TargetKind::Vims(v) => vims::check(&self.http, v).await,
+            TargetKind::Webhook(w) => webhook::check(w).await,
+            TargetKind::Command(c) => command::check(c),
         }
     }
 }

@@ -127,6 +127,8 @@ pub enum Route {
     VimsPurge,
     VimsTask,
     VimsList,
+    /// A webhook target's endpoint (`POST /hook`): the provider-neutral fake.
+    Hook,
     Other,
 }
 
@@ -138,6 +140,7 @@ pub fn route_of(method: &str, path: &str) -> Route {
         ("GET", "/api/services/cdn/") | ("GET", "/api/services/cdn") => Route::VimsList,
         ("POST", p) if p.starts_with("/api/services/cdn/") && p.ends_with("/purge") => Route::VimsPurge,
         ("GET", p) if p.starts_with("/api/tasks/") || p.starts_with("/api/task/") => Route::VimsTask,
+        ("POST", "/hook") => Route::Hook,
         _ => Route::Other,
     }
 }
@@ -184,6 +187,11 @@ impl Fake {
 
     pub fn vims_url(&self) -> String {
         format!("http://{}/api", self.addr)
+    }
+
+    /// The webhook endpoint.
+    pub fn hook_url(&self) -> String {
+        format!("http://{}/hook", self.addr)
     }
 
     /// Replies for the next requests to `route`, in order; then the default success.
@@ -291,6 +299,7 @@ async fn handle(
             200,
             serde_json::json!({"count": 1, "data": [{"id": 7, "active": true, "description": "CDN", "sub_services": [{"id": 5, "type": {"id": 1, "name": "CDN_HOST"}, "vm": {"id": 42, "name": "cdn-1.example"}}], "type": {"id": 1, "name": "CDN"}}], "message": "found", "status": "ok"}),
         ),
+        Route::Hook => Reply::json(200, serde_json::json!({"ok": true})),
         Route::Other => Reply::json(404, serde_json::json!({"message": "no such endpoint in the fake", "status": "error"})),
     });
     drop(g);
