@@ -270,6 +270,8 @@ pub fn url_list<M: Borrow<Manifest>>(
     files: &[PendingFile],
     rules: &[Rule],
     manifests: &BTreeMap<String, M>,
+    absolute: bool,
+    all_at_once: bool,
 ) -> (Vec<(String, Option<usize>)>, bool) {
     let mut out: Vec<(String, Option<usize>)> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -279,19 +281,28 @@ pub fn url_list<M: Borrow<Manifest>>(
     }
     for (name, rule_files) in by_rule {
         let Some(rule) = rules.iter().find(|r| r.name == name) else {
-            return (vec![], true);
+            if all_at_once {
+                return (vec![], true);
+            }
+            // A rule gone from the rules: its files' paths are all that is known of it.
+            for (i, f) in &rule_files {
+                if seen.insert(format!("/{}", f.path)) {
+                    out.push((format!("/{}", f.path), Some(*i)));
+                }
+            }
+            continue;
         };
         let empty = Manifest::default();
         let manifest = manifests.get(name).map_or(&empty, Borrow::borrow);
         let refs: Vec<&PendingFile> = rule_files.iter().map(|(_, f)| *f).collect();
         let mut items = BTreeSet::new();
         let whole = rule.purge == PurgeMode::All || !rule_items(rule, &refs, manifest, &URL_SETTINGS, &mut items);
-        if whole && rule_space(rule).1 == Item::All {
+        if whole && all_at_once && rule_space(rule).1 == Item::All {
             return (vec![], true);
         }
         let absolute = |u: &str| match &rule.base_url {
-            Some(base) => format!("{base}{u}"),
-            None => u.to_string(),
+            Some(base) if absolute => format!("{base}{u}"),
+            _ => u.to_string(),
         };
         let mut push = |u: String, file: Option<usize>| {
             if seen.insert(u.clone()) {
@@ -350,8 +361,12 @@ pub fn draft<M: Borrow<Manifest>>(
                 max_bytes,
             }
         }
-        Shape::Urls { max } => {
-            let (urls, everything) = url_list(files, rules, manifests);
+        Shape::Urls {
+            max,
+            absolute,
+            everything: all_at_once,
+        } => {
+            let (urls, everything) = url_list(files, rules, manifests, absolute, all_at_once);
             Draft::Urls {
                 urls,
                 everything,
@@ -388,12 +403,15 @@ pub fn exact(target: &Target, urls: &[String], host: Option<&str>, base_url: Opt
             }
             pats.into_iter().map(Request::Pattern).collect()
         }
-        Shape::Urls { max } => urls
+        Shape::Urls { max, absolute, .. } => urls
             .chunks(max.max(1))
             .map(|chunk| Request::Urls {
                 urls: chunk
                     .iter()
-                    .map(|u| format!("{}{u}", base_url.unwrap_or_default()))
+                    .map(|u| match base_url {
+                        Some(base) if absolute => format!("{base}{u}"),
+                        _ => u.clone(),
+                    })
                     .collect(),
                 everything: false,
                 files: vec![],

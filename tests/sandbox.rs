@@ -264,7 +264,7 @@ fn under_unit(unit: &Path, groups: &HashMap<String, Vec<String>>) {
     let context = format!("under {}", unit.display());
 
     // ExecStartPre= and ExecReload=: `purgewatch check`.
-    let out = command(&binary, &site, &["check"], &program).output().unwrap();
+    let out = unless_busy(|| command(&binary, &site, &["check"], &program).output()).unwrap();
     assert!(
         out.status.success(),
         "check {context}: {}\n{}",

@@ -44,31 +44,39 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
         return Err(ConfigError::Invalid(own).into());
     }
     let config = loaded.config;
-    let Some(target) = config.target(&args.target).cloned() else {
-        let hint = crate::config::did_you_mean(&args.target, config.targets.iter().map(|t| t.name.as_str()));
-        let known: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+    // A fleet's name purges each of its endpoints, each on its own.
+    let members: Vec<Target> = config.members(&args.target).into_iter().cloned().collect();
+    if members.is_empty() {
+        let names = config
+            .targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(config.groups.keys().map(String::as_str));
+        let hint = crate::config::did_you_mean(&args.target, names.clone());
+        let known: Vec<&str> = names.filter(|n| !n.contains('@')).collect();
         return Err(CommandError::Usage(format!(
             "unknown target \"{}\"{hint}; the rules file defines: {}",
             args.target,
             known.join(", ")
         )));
-    };
-    let requests = requests(&target, args)?;
+    }
+    let mut plans = Vec::new();
+    for target in members {
+        let requests = requests(&target, args)?;
+        plans.push((target, requests));
+    }
     let http = http_client();
-    let provider = Provider::new(&target, http);
     if args.dry_run {
-        for req in &requests {
-            outln!("dry-run: would send to \"{}\": {}", target.name, provider.describe(req));
+        for (target, requests) in &plans {
+            let provider = Provider::new(target, http.clone());
+            for req in requests {
+                outln!("dry-run: would send to \"{}\": {}", target.name, provider.describe(req));
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
     let rt = runtime()?;
     let pacer = Pacer::default();
-    let policy = RetryPolicy {
-        attempts: target.retry.attempts.min(CLI_ATTEMPTS),
-        backoff: target.retry.backoff.min(CLI_BACKOFF_MAX),
-        backoff_max: target.retry.backoff_max.min(CLI_BACKOFF_MAX),
-    };
     let mut store = match Store::open(&config.state_dir) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -76,16 +84,41 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             None
         }
     };
-    let deliveries = rt.block_on(deliver::deliver(
-        &provider,
-        &pacer,
-        &policy,
-        target.rate_limit,
-        requests,
-    ));
-    let mut failed = false;
+    let mut failed = Vec::new();
+    for (target, requests) in plans {
+        if !purge_one(&rt, &pacer, store.as_mut(), &target, requests, args.wait, http.clone())? {
+            failed.push(target.name.clone());
+        }
+    }
+    if !failed.is_empty() {
+        return Err(CommandError::Failed(format!(
+            "purge of \"{}\" failed",
+            failed.join("\", \"")
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends `requests` to `target` (and, with `wait`, follows their jobs); true when all went well.
+fn purge_one(
+    rt: &tokio::runtime::Runtime,
+    pacer: &Pacer,
+    mut store: Option<&mut Store>,
+    target: &Target,
+    requests: Vec<Request>,
+    wait: bool,
+    http: reqwest::Client,
+) -> Result<bool, CommandError> {
+    let provider = Provider::new(target, http);
+    let policy = RetryPolicy {
+        attempts: target.retry.attempts.min(CLI_ATTEMPTS),
+        backoff: target.retry.backoff.min(CLI_BACKOFF_MAX),
+        backoff_max: target.retry.backoff_max.min(CLI_BACKOFF_MAX),
+    };
+    let deliveries = rt.block_on(deliver::deliver(&provider, pacer, &policy, target.rate_limit, requests));
+    let mut ok = true;
     for d in &deliveries {
-        let id = d.save(store.as_mut(), &target.name, 0);
+        let id = d.save(store.as_deref_mut(), &target.name, 0);
         match &d.result {
             Ok(acc) => outln!(
                 "purged \"{}\": {} (job {})",
@@ -95,11 +128,11 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             ),
             Err(f) => {
                 errln!("target \"{}\": purge failed: {f}", target.name);
-                failed = true;
+                ok = false;
                 continue;
             }
         }
-        if !args.wait {
+        if !wait {
             continue;
         }
         let Some(job) = d.job() else {
@@ -108,7 +141,7 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
         };
         let outcome = rt.block_on(deliver::follow_job(
             &provider,
-            &pacer,
+            pacer,
             target.rate_limit,
             job,
             WAIT_LIMIT,
@@ -119,19 +152,16 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
             }
             JobOutcome::Failed(s) => {
                 errln!("target \"{}\": job {job} failed: {s}", target.name);
-                failed = true;
+                ok = false;
             }
             JobOutcome::Unknown(s) => {
                 errln!("target \"{}\": could not confirm job {job}: {s}", target.name);
-                failed = true;
+                ok = false;
             }
         }
-        deliver::record_job(store.as_mut(), id, &outcome);
+        deliver::record_job(store.as_deref_mut(), id, &outcome);
     }
-    if failed {
-        return Err(CommandError::Failed(format!("purge of \"{}\" failed", target.name)));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(ok)
 }
 
 /// The requests `args` ask for: a SiteHost target purges its stack; a VIMS target everything,

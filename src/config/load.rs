@@ -60,8 +60,10 @@ const SITEHOST_KEYS: &[&str] = &[
 const VIMS_KEYS: &[&str] = &["type", "api_url", "token", "token_file", "cdn_id", "host"];
 const WEBHOOK_KEYS: &[&str] = &["type", "url", "secret", "secret_file", "max_urls"];
 const COMMAND_KEYS: &[&str] = &["type", "command", "timeout", "max_urls"];
+const VARNISH_KEYS: &[&str] = &["type", "endpoints", "mode", "ban_header", "host"];
+const NGINX_KEYS: &[&str] = &["type", "endpoints", "purge_location", "host"];
 /// The target types, as `type:` names them.
-const TYPES: &[&str] = &["sitehost", "vims", "webhook", "command"];
+const TYPES: &[&str] = &["sitehost", "vims", "webhook", "command", "varnish", "nginx"];
 const RULE_KEYS: &[&str] = &[
     "name",
     "watch",
@@ -90,6 +92,8 @@ pub fn rules_keys() -> Vec<&'static str> {
         VIMS_KEYS,
         WEBHOOK_KEYS,
         COMMAND_KEYS,
+        VARNISH_KEYS,
+        NGINX_KEYS,
         RULE_KEYS,
         VERIFY_KEYS,
     ]
@@ -281,6 +285,9 @@ fn load_parts(
         }
         cx.warnings.append(&mut pcx.warnings);
         cx.secret_problems.append(&mut pcx.secret_problems);
+        if pcx.errors.is_empty() {
+            cx.groups.append(&mut pcx.groups);
+        }
         pcx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
         let part: Option<Built> = match built {
             Some(built) if pcx.errors.is_empty() => Some(built),
@@ -328,6 +335,15 @@ fn load_parts(
             config.targets.extend(targets);
             config.rules.extend(rules);
         }
+    }
+    // A rule naming a fleet purges through each of its endpoints.
+    config.groups = std::mem::take(&mut cx.groups);
+    for r in &mut config.rules {
+        r.targets = r
+            .targets
+            .iter()
+            .flat_map(|t| config.groups.get(t).cloned().unwrap_or_else(|| vec![t.clone()]))
+            .collect();
     }
     // A rule that names a target only a refused file defined cannot stand either.
     let orphans: Vec<String> = config
@@ -409,6 +425,10 @@ struct Cx<'a> {
     used_elsewhere: BTreeSet<String>,
     /// The main file's `defaults`, which every file's targets inherit.
     defaults: Option<Tuning>,
+    /// The endpoints of the cache target being read (see `Cx::fleet`).
+    fleet_endpoints: Vec<String>,
+    /// Fleets read so far: name → one target per endpoint.
+    groups: BTreeMap<String, Vec<String>>,
 }
 
 type Entries<'n> = &'n [(Node, Node)];
@@ -427,6 +447,8 @@ impl<'a> Cx<'a> {
             other_targets: vec![],
             used_elsewhere: BTreeSet::new(),
             defaults: None,
+            fleet_endpoints: vec![],
+            groups: BTreeMap::new(),
         }
     }
 }
@@ -1019,6 +1041,7 @@ impl Cx<'_> {
             rules,
             includes: vec![],
             parts: vec![],
+            groups: BTreeMap::new(),
         })
     }
 
@@ -1043,7 +1066,7 @@ impl Cx<'_> {
             }
             declared.push(name.to_string());
             if let Some(t) = self.target(name, k.pos, v, defaults) {
-                out.push(t);
+                out.extend(self.fleet(t));
             }
         }
         if declared.is_empty() && self.errors.is_empty() {
@@ -1076,6 +1099,8 @@ impl Cx<'_> {
             "vims" => VIMS_KEYS,
             "webhook" => WEBHOOK_KEYS,
             "command" => COMMAND_KEYS,
+            "varnish" => VARNISH_KEYS,
+            "nginx" => NGINX_KEYS,
             other => {
                 let hint = did_you_mean(other, TYPES.iter().copied());
                 self.error(
@@ -1142,6 +1167,57 @@ impl Cx<'_> {
                     secret,
                     max_urls,
                 })
+            }
+            "varnish" | "nginx" => {
+                let endpoints = self.endpoints(field("endpoints"), pos, &what);
+                self.fleet_endpoints = endpoints.clone();
+                let host = field("host").and_then(|v| self.string(v, &format!("{what}: host"), false));
+                let endpoint = endpoints.first().cloned().unwrap_or_default();
+                if ty == "varnish" {
+                    let mode = match field("mode") {
+                        Some(v) => self
+                            .choice(
+                                v,
+                                &format!("{what}: mode"),
+                                &[("ban", VarnishMode::Ban), ("purge", VarnishMode::Purge)],
+                            )
+                            .unwrap_or(VarnishMode::Ban),
+                        None => VarnishMode::Ban,
+                    };
+                    let ban_header = field("ban_header")
+                        .and_then(|v| self.header_name(v, &format!("{what}: ban_header")))
+                        .unwrap_or_else(|| "X-Ban-Regex".into());
+                    TargetKind::Varnish(Varnish {
+                        endpoint,
+                        mode,
+                        ban_header,
+                        host,
+                        patterns: tuning.patterns.clone(),
+                    })
+                } else {
+                    let purge_location = match field("purge_location") {
+                        Some(v) => match self.string(v, &format!("{what}: purge_location"), false) {
+                            Some(p) if p.starts_with('/') => p.trim_end_matches('/').to_string(),
+                            Some(p) => {
+                                self.error(
+                                    v.pos,
+                                    format!("{what}: purge_location: `{p}` must start with `/`, like /purge"),
+                                );
+                                String::new()
+                            }
+                            None => String::new(),
+                        },
+                        None => {
+                            self.error(pos, format!("{what}: missing `purge_location:` (the location ngx_cache_purge answers at, like /purge)"));
+                            String::new()
+                        }
+                    };
+                    TargetKind::Nginx(Nginx {
+                        endpoint,
+                        purge_location,
+                        host,
+                    })
+                }
             }
             "command" => {
                 let argv: Vec<String> = match field("command") {
@@ -1212,6 +1288,85 @@ impl Cx<'_> {
             on_failure: tuning.on_failure,
             kind,
         })
+    }
+
+    /// A cache target's `endpoints:`: a non-empty list of http(s) URLs (no user name or
+    /// password, no path).
+    fn endpoints(&mut self, node: Option<&Node>, pos: Pos, what: &str) -> Vec<String> {
+        let Some(node) = node else {
+            self.error(
+                pos,
+                format!("{what}: missing `endpoints:` (a list like [http://127.0.0.1:6081])"),
+            );
+            return vec![];
+        };
+        let items: Vec<&Node> = match &node.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ if node.is_null() => vec![],
+            _ => vec![node],
+        };
+        if items.is_empty() {
+            self.error(
+                node.pos,
+                format!("{what}: endpoints: the list is empty: name at least one cache, like [http://127.0.0.1:6081]"),
+            );
+        }
+        let mut out = Vec::new();
+        for item in items {
+            if let Some(url) = self.api_url(item, &format!("{what}: endpoints")) {
+                let url = url.trim_end_matches('/').to_string();
+                let rest = url.split_once("://").map_or("", |(_, r)| r);
+                if rest.contains('/') {
+                    self.error(
+                        item.pos,
+                        format!("{what}: endpoints: `{url}` must be scheme://host:port only"),
+                    );
+                } else if out.contains(&url) {
+                    self.error(item.pos, format!("{what}: endpoints: `{url}` is listed twice"));
+                } else {
+                    out.push(url);
+                }
+            }
+        }
+        out
+    }
+
+    /// An HTTP header name.
+    fn header_name(&mut self, node: &Node, what: &str) -> Option<String> {
+        let name = self.string(node, what, false)?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            self.error(
+                node.pos,
+                format!("{what}: `{name}` is not a header name (letters, digits, `-`)"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    /// A target with several endpoints as one target per endpoint, `NAME@ENDPOINT`, each
+    /// delivered, retried and reported on its own; the group is remembered under `NAME`.
+    fn fleet(&mut self, target: Target) -> Vec<Target> {
+        let endpoints = std::mem::take(&mut self.fleet_endpoints);
+        if endpoints.len() <= 1 {
+            return vec![target];
+        }
+        let members: Vec<Target> = endpoints
+            .iter()
+            .map(|e| {
+                let mut t = target.clone();
+                t.name = format!("{}@{e}", target.name);
+                match &mut t.kind {
+                    TargetKind::Varnish(v) => v.endpoint = e.clone(),
+                    TargetKind::Nginx(n) => n.endpoint = e.clone(),
+                    _ => {}
+                }
+                t
+            })
+            .collect();
+        self.groups
+            .insert(target.name.clone(), members.iter().map(|t| t.name.clone()).collect());
+        members
     }
 
     /// `max_urls:` of a URL-list target: a whole number of at least 1 (default 1,000).

@@ -38,11 +38,22 @@ pub struct Config {
     pub includes: Vec<include::Include>,
     /// What each included file defined.
     pub parts: Vec<include::Part>,
+    /// A target with several endpoints (a cache fleet) is one target per endpoint, named
+    /// `NAME@ENDPOINT`: the name in the rules file → those targets' names.
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Config {
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// The targets a name in the rules file stands for: itself, or each endpoint of a fleet.
+    pub fn members(&self, name: &str) -> Vec<&Target> {
+        match self.groups.get(name) {
+            Some(members) => members.iter().filter_map(|m| self.target(m)).collect(),
+            None => self.target(name).into_iter().collect(),
+        }
     }
 
     pub fn rule(&self, name: &str) -> Option<&Rule> {
@@ -93,6 +104,8 @@ pub enum TargetKind {
     Vims(Vims),
     Webhook(Webhook),
     Command(CommandTarget),
+    Varnish(Varnish),
+    Nginx(Nginx),
 }
 
 /// What purges a target type takes: the planner asks this instead of the type.
@@ -102,9 +115,14 @@ pub enum Shape {
     Whole,
     /// Regex patterns on the cache key, at most this long each.
     Patterns { max_bytes: usize },
-    /// Lists of URLs (absolute where the rule has a `base_url`), at most this many per request,
-    /// or everything.
-    Urls { max: usize },
+    /// Lists of URLs, at most `max` per request; `absolute`: with the rule's `base_url` (else
+    /// URL paths, for a cache that takes the host in a header); `everything`: it can also purge
+    /// everything at once (else everything of a rule is every URL of its tree).
+    Urls {
+        max: usize,
+        absolute: bool,
+        everything: bool,
+    },
 }
 
 /// An empty credential, for target types that send none.
@@ -117,6 +135,8 @@ impl TargetKind {
             TargetKind::Vims(_) => "vims",
             TargetKind::Webhook(_) => "webhook",
             TargetKind::Command(_) => "command",
+            TargetKind::Varnish(_) => "varnish",
+            TargetKind::Nginx(_) => "nginx",
         }
     }
 
@@ -127,6 +147,8 @@ impl TargetKind {
             TargetKind::Vims(v) => (&v.api_url, &v.token),
             TargetKind::Webhook(w) => (&w.url, w.secret.as_ref().unwrap_or(&NO_SECRET)),
             TargetKind::Command(c) => (c.argv.first().map(String::as_str).unwrap_or_default(), &NO_SECRET),
+            TargetKind::Varnish(v) => (&v.endpoint, &NO_SECRET),
+            TargetKind::Nginx(n) => (&n.endpoint, &NO_SECRET),
         }
     }
 
@@ -136,8 +158,29 @@ impl TargetKind {
             TargetKind::Vims(v) => Shape::Patterns {
                 max_bytes: v.patterns.max_bytes,
             },
-            TargetKind::Webhook(w) => Shape::Urls { max: w.max_urls },
-            TargetKind::Command(c) => Shape::Urls { max: c.max_urls },
+            TargetKind::Webhook(w) => Shape::Urls {
+                max: w.max_urls,
+                absolute: true,
+                everything: true,
+            },
+            TargetKind::Command(c) => Shape::Urls {
+                max: c.max_urls,
+                absolute: true,
+                everything: true,
+            },
+            TargetKind::Varnish(v) if v.mode == VarnishMode::Ban => Shape::Patterns {
+                max_bytes: v.patterns.max_bytes,
+            },
+            TargetKind::Varnish(_) => Shape::Urls {
+                max: CACHE_URLS_PER_REQUEST,
+                absolute: false,
+                everything: true,
+            },
+            TargetKind::Nginx(_) => Shape::Urls {
+                max: CACHE_URLS_PER_REQUEST,
+                absolute: false,
+                everything: false,
+            },
         }
     }
 }
@@ -149,6 +192,39 @@ pub struct Webhook {
     /// Signs each body (HMAC-SHA256), when set.
     pub secret: Option<Secret>,
     pub max_urls: usize,
+}
+
+/// URLs one delivery to a local cache carries (each its own PURGE or GET, sent a few at a time;
+/// a failed delivery is sent again whole, which a cache takes as the same purge).
+pub const CACHE_URLS_PER_REQUEST: usize = 100;
+
+/// How a Varnish target purges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarnishMode {
+    /// `BAN /` with a path-anchored regex in `ban_header`.
+    Ban,
+    /// `PURGE <path>`, one per URL.
+    Purge,
+}
+
+/// One Varnish cache (a fleet is one target per endpoint: see `Config::groups`).
+#[derive(Debug, Clone)]
+pub struct Varnish {
+    pub endpoint: String,
+    pub mode: VarnishMode,
+    pub ban_header: String,
+    /// The Host header of each request.
+    pub host: Option<String>,
+    pub patterns: PatternSettings,
+}
+
+/// One nginx cache with ngx_cache_purge.
+#[derive(Debug, Clone)]
+pub struct Nginx {
+    pub endpoint: String,
+    /// `GET {endpoint}{purge_location}{URL path}`.
+    pub purge_location: String,
+    pub host: Option<String>,
 }
 
 /// A command target: a program given the URLs on standard input.

@@ -6,6 +6,7 @@
 //! unknown id, VIMS 400 "failed creation"). Messages name the request and quote what the provider
 //! said, with any secret scrubbed out.
 
+pub mod cache;
 pub mod command;
 pub mod sitehost;
 pub mod vims;
@@ -254,6 +255,32 @@ impl Provider {
             }
             (TargetKind::Webhook(w), _) => format!("POST {}: everything", w.url),
             (TargetKind::Command(c), _) => format!("run {}: everything", c.argv.join(" ")),
+            (TargetKind::Varnish(v), Request::Pattern(p)) => {
+                format!(
+                    "BAN {} {}: {}",
+                    v.endpoint,
+                    v.ban_header,
+                    if p == "*" { ".*" } else { p }
+                )
+            }
+            (
+                TargetKind::Varnish(v),
+                Request::Urls {
+                    urls: u, everything, ..
+                },
+            ) => {
+                format!("PURGE {}: {}", v.endpoint, urls(u, *everything))
+            }
+            (TargetKind::Varnish(v), Request::Stack) => format!("BAN {} {}: .*", v.endpoint, v.ban_header),
+            (
+                TargetKind::Nginx(n),
+                Request::Urls {
+                    urls: u, everything, ..
+                },
+            ) => {
+                format!("GET {}{}…: {}", n.endpoint, n.purge_location, urls(u, *everything))
+            }
+            (TargetKind::Nginx(n), _) => format!("GET {}{}…: everything", n.endpoint, n.purge_location),
         }
     }
 
@@ -285,6 +312,23 @@ impl Provider {
                 let (_, batch) = webhook::body(&self.target, urls, everything, files);
                 command::purge(c, &self.target, &batch, urls, everything).await
             }
+            TargetKind::Varnish(v) => match req {
+                Request::Pattern(p) => cache::ban(&self.http, v, p).await,
+                Request::Urls {
+                    urls,
+                    everything: false,
+                    ..
+                } => cache::purge_urls(&self.http, v, urls).await,
+                // Everything, whatever the mode: one BAN of every URL.
+                _ => cache::ban(&self.http, v, "*").await,
+            },
+            // ngx_cache_purge purges one key at a time: "everything" is every URL the planner
+            // listed (the rule's tree); a bare `--all` has none to list.
+            TargetKind::Nginx(n) if everything => Err(ProviderError::permanent(format!(
+                "nginx at {}: ngx_cache_purge cannot purge everything at once; purge the URLs (--url), or let the daemon list a rule's tree",
+                n.endpoint
+            ))),
+            TargetKind::Nginx(n) => cache::nginx_urls(&self.http, n, urls).await,
         }
     }
 
@@ -293,7 +337,9 @@ impl Provider {
             TargetKind::SiteHost(s) => sitehost::job(&self.http, s, id).await,
             TargetKind::Vims(v) => vims::task(&self.http, v, id, &self.vims).await,
             // Neither has jobs: a request is done when it is answered.
-            TargetKind::Webhook(_) | TargetKind::Command(_) => Ok(JobState::Done(format!("no job {id}"))),
+            TargetKind::Webhook(_) | TargetKind::Command(_) | TargetKind::Varnish(_) | TargetKind::Nginx(_) => {
+                Ok(JobState::Done(format!("no job {id}")))
+            }
         }
     }
 
@@ -304,6 +350,8 @@ impl Provider {
             TargetKind::Vims(v) => vims::check(&self.http, v).await,
             TargetKind::Webhook(w) => webhook::check(w).await,
             TargetKind::Command(c) => command::check(c),
+            TargetKind::Varnish(v) => cache::check(&self.http, &v.endpoint).await,
+            TargetKind::Nginx(n) => cache::check(&self.http, &n.endpoint).await,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod caches;
 pub mod edge;
 pub mod fake;
 
@@ -171,9 +172,24 @@ pub struct Daemon {
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// Runs `f` again while it fails with ETXTBSY ("text file busy"). A binary a test copied is
+/// briefly held open for writing in every child another test's thread forks meanwhile, until
+/// that child execs: starting the copy then fails with ETXTBSY for a moment.
+pub fn unless_busy<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        match f() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Daemon {
     pub fn spawn(mut cmd: Command) -> Daemon {
-        let mut child = cmd.spawn().expect("start purgewatch");
+        let mut child = unless_busy(|| cmd.spawn()).expect("start purgewatch");
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         for stream in [

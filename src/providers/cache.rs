@@ -1,0 +1,120 @@
+//! Caches on the same host or a fleet of them: `varnish` (`BAN` with a path-anchored regex, or
+//! `PURGE` per URL) and `nginx` (ngx_cache_purge: `GET {purge_location}{path}` per URL). Each
+//! endpoint of a fleet is a target of its own (see `Config::groups`): delivered, retried,
+//! recorded and reported on its own, so one cache that is down neither delays nor repeats the
+//! others' purges.
+//!
+//! The shipped configurations they are tested with: `examples/varnish/purgewatch.vcl` and
+//! `examples/nginx/purgewatch.conf`.
+
+use std::time::Duration;
+
+use percent_encoding::utf8_percent_encode;
+use reqwest::Method;
+use tokio::task::JoinSet;
+
+use super::{Accepted, ProviderError, Reply, http_error, send};
+use crate::config::{Nginx, Varnish};
+use crate::secret::Secret;
+
+/// Requests to one cache in flight at once, for one delivery of URLs.
+const PARALLEL: usize = 8;
+
+fn host_header(rb: reqwest::RequestBuilder, host: &Option<String>) -> reqwest::RequestBuilder {
+    match host {
+        Some(h) => rb.header(reqwest::header::HOST, h),
+        None => rb,
+    }
+}
+
+/// A path as a cache keys it: percent-encoded as a visitor's request would be.
+fn encoded(path: &str) -> String {
+    utf8_percent_encode(path, crate::plan::PATH).to_string()
+}
+
+/// Success for a cache: 2xx, and for ngx_cache_purge also 404 (the URL was not cached).
+fn judge(what: &str, reply: &Reply, not_found_ok: bool) -> Result<(), ProviderError> {
+    if reply.status.is_success() || (not_found_ok && reply.status == reqwest::StatusCode::NOT_FOUND) {
+        Ok(())
+    } else {
+        Err(http_error(what, reply))
+    }
+}
+
+/// `BAN /` with the pattern (`*`, everything, as `.*`) in the target's header.
+pub async fn ban(http: &reqwest::Client, v: &Varnish, pattern: &str) -> Result<Accepted, ProviderError> {
+    let regex = if pattern == "*" { ".*" } else { pattern };
+    let what = format!("BAN {}/ ({}: {regex})", v.endpoint, v.ban_header);
+    let method = Method::from_bytes(b"BAN").expect("a valid method name");
+    let rb =
+        host_header(http.request(method, format!("{}/", v.endpoint)), &v.host).header(v.ban_header.as_str(), regex);
+    let reply = send(rb, &what, &Secret::default()).await?;
+    judge(&what, &reply, false)?;
+    Ok(Accepted {
+        job_id: None,
+        message: format!("banned on {}", v.endpoint),
+    })
+}
+
+/// One request per URL path (`PURGE` for Varnish, `GET` of the purge location for nginx), a few
+/// at a time; the first failure fails the delivery (which is sent again whole: a cache takes a
+/// repeated purge as the same purge).
+async fn each(
+    http: &reqwest::Client,
+    endpoint: &str,
+    method: &'static [u8],
+    prefix: &str,
+    host: &Option<String>,
+    paths: &[String],
+    not_found_ok: bool,
+) -> Result<Accepted, ProviderError> {
+    let mut set: JoinSet<Result<(), ProviderError>> = JoinSet::new();
+    let mut todo = paths.iter();
+    let mut done = 0usize;
+    loop {
+        while set.len() < PARALLEL {
+            let Some(path) = todo.next() else { break };
+            let url = format!("{endpoint}{prefix}{}", encoded(path));
+            let verb = String::from_utf8_lossy(method).into_owned();
+            let what = format!("{verb} {url}");
+            let rb = host_header(
+                http.request(Method::from_bytes(method).expect("a valid method name"), &url),
+                host,
+            );
+            set.spawn(async move {
+                let reply = send(rb, &what, &Secret::default()).await?;
+                judge(&what, &reply, not_found_ok)
+            });
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(()))) => done += 1,
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(e)) => {
+                return Err(ProviderError::permanent(format!(
+                    "{endpoint}: a request task failed: {e}"
+                )));
+            }
+            None => break,
+        }
+    }
+    Ok(Accepted {
+        job_id: None,
+        message: format!("{done} URL{} purged on {endpoint}", if done == 1 { "" } else { "s" }),
+    })
+}
+
+pub async fn purge_urls(http: &reqwest::Client, v: &Varnish, paths: &[String]) -> Result<Accepted, ProviderError> {
+    each(http, &v.endpoint, b"PURGE", "", &v.host, paths, false).await
+}
+
+pub async fn nginx_urls(http: &reqwest::Client, n: &Nginx, paths: &[String]) -> Result<Accepted, ProviderError> {
+    each(http, &n.endpoint, b"GET", &n.purge_location, &n.host, paths, true).await
+}
+
+/// `check --remote`: the endpoint answers HTTP at all.
+pub async fn check(http: &reqwest::Client, endpoint: &str) -> Result<String, ProviderError> {
+    let what = format!("GET {endpoint}/");
+    let rb = http.get(format!("{endpoint}/")).timeout(Duration::from_secs(10));
+    let reply = send(rb, &what, &Secret::default()).await?;
+    Ok(format!("{endpoint} answers (HTTP {})", reply.status))
+}
