@@ -272,6 +272,7 @@ pub fn url_list<M: Borrow<Manifest>>(
     manifests: &BTreeMap<String, M>,
     absolute: bool,
     all_at_once: bool,
+    prefixes: bool,
 ) -> (Vec<(String, Option<usize>)>, bool) {
     let mut out: Vec<(String, Option<usize>)> = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -309,11 +310,32 @@ pub fn url_list<M: Borrow<Manifest>>(
                 out.push((u, file));
             }
         };
+        // A target that purges by prefix: the widened directories, or the whole rule, as one
+        // entry each (`…/dir/*`), and the URLs they do not cover.
+        let dirs: Vec<String> = match (prefixes, whole) {
+            (false, _) => vec![],
+            (true, true) => vec![rule.url_prefix.clone()],
+            (true, false) => items
+                .iter()
+                .filter_map(|it| match it {
+                    Item::Prefix(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .collect(),
+        };
         // Each changed file's own URLs first, so that a request names the files it is for.
         for (i, f) in &rule_files {
             for u in urls_for(rule, &f.path) {
-                push(absolute(&u), Some(*i));
+                if !dirs.iter().any(|d| u.starts_with(d.as_str())) {
+                    push(absolute(&u), Some(*i));
+                }
             }
+        }
+        if prefixes {
+            for dir in dirs {
+                push(absolute(&format!("{dir}*")), None);
+            }
+            continue;
         }
         let tree: Vec<&String> = if whole {
             manifest.paths().collect()
@@ -365,8 +387,9 @@ pub fn draft<M: Borrow<Manifest>>(
             max,
             absolute,
             everything: all_at_once,
+            prefixes,
         } => {
-            let (urls, everything) = url_list(files, rules, manifests, absolute, all_at_once);
+            let (urls, everything) = url_list(files, rules, manifests, absolute, all_at_once, prefixes);
             Draft::Urls {
                 urls,
                 everything,

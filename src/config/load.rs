@@ -62,8 +62,21 @@ const WEBHOOK_KEYS: &[&str] = &["type", "url", "secret", "secret_file", "max_url
 const COMMAND_KEYS: &[&str] = &["type", "command", "timeout", "max_urls"];
 const VARNISH_KEYS: &[&str] = &["type", "endpoints", "mode", "ban_header", "host"];
 const NGINX_KEYS: &[&str] = &["type", "endpoints", "purge_location", "host"];
+const CLOUDFLARE_KEYS: &[&str] = &["type", "zone_id", "api_token", "api_token_file", "api_url", "max_urls"];
+const FASTLY_KEYS: &[&str] = &["type", "service_id", "api_token", "api_token_file", "api_url", "soft"];
+const BUNNY_KEYS: &[&str] = &["type", "pull_zone_id", "api_key", "api_key_file", "api_url"];
 /// The target types, as `type:` names them.
-const TYPES: &[&str] = &["sitehost", "vims", "webhook", "command", "varnish", "nginx"];
+const TYPES: &[&str] = &[
+    "sitehost",
+    "vims",
+    "webhook",
+    "command",
+    "varnish",
+    "nginx",
+    "cloudflare",
+    "fastly",
+    "bunny",
+];
 const RULE_KEYS: &[&str] = &[
     "name",
     "watch",
@@ -94,6 +107,9 @@ pub fn rules_keys() -> Vec<&'static str> {
         COMMAND_KEYS,
         VARNISH_KEYS,
         NGINX_KEYS,
+        CLOUDFLARE_KEYS,
+        FASTLY_KEYS,
+        BUNNY_KEYS,
         RULE_KEYS,
         VERIFY_KEYS,
     ]
@@ -287,6 +303,7 @@ fn load_parts(
         cx.secret_problems.append(&mut pcx.secret_problems);
         if pcx.errors.is_empty() {
             cx.groups.append(&mut pcx.groups);
+            cx.rule_positions.append(&mut pcx.rule_positions);
         }
         pcx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
         let part: Option<Built> = match built {
@@ -334,6 +351,33 @@ fn load_parts(
             });
             config.targets.extend(targets);
             config.rules.extend(rules);
+        }
+    }
+    // A target that purges absolute URLs needs the rule's base_url.
+    for r in config.rules.iter().filter(|r| r.base_url.is_none()) {
+        let needs: Vec<&str> = r
+            .targets
+            .iter()
+            .filter_map(|t| config.target(t))
+            .filter(|t| {
+                matches!(
+                    t.kind,
+                    TargetKind::Cloudflare(_) | TargetKind::Fastly(_) | TargetKind::Bunny(_)
+                )
+            })
+            .map(|t| t.name.as_str())
+            .collect();
+        if let (Some(first), Some((_, file, pos))) =
+            (needs.first(), cx.rule_positions.iter().find(|(n, _, _)| n == &r.name))
+        {
+            cx.errors.push(Diagnostic {
+                file: file.clone(),
+                pos: Some(*pos),
+                message: format!(
+                    "rule \"{}\": target \"{first}\" purges absolute URLs: set the rule's `base_url:` (where the site is served, like https://www.example.com)",
+                    r.name
+                ),
+            });
         }
     }
     // A rule naming a fleet purges through each of its endpoints.
@@ -429,6 +473,8 @@ struct Cx<'a> {
     fleet_endpoints: Vec<String>,
     /// Fleets read so far: name → one target per endpoint.
     groups: BTreeMap<String, Vec<String>>,
+    /// Where each rule read so far stands (for checks that need every file's targets).
+    rule_positions: Vec<(String, PathBuf, Pos)>,
 }
 
 type Entries<'n> = &'n [(Node, Node)];
@@ -449,6 +495,7 @@ impl<'a> Cx<'a> {
             defaults: None,
             fleet_endpoints: vec![],
             groups: BTreeMap::new(),
+            rule_positions: vec![],
         }
     }
 }
@@ -1101,6 +1148,9 @@ impl Cx<'_> {
             "command" => COMMAND_KEYS,
             "varnish" => VARNISH_KEYS,
             "nginx" => NGINX_KEYS,
+            "cloudflare" => CLOUDFLARE_KEYS,
+            "fastly" => FASTLY_KEYS,
+            "bunny" => BUNNY_KEYS,
             other => {
                 let hint = did_you_mean(other, TYPES.iter().copied());
                 self.error(
@@ -1167,6 +1217,61 @@ impl Cx<'_> {
                     secret,
                     max_urls,
                 })
+            }
+            "cloudflare" | "fastly" | "bunny" => {
+                let (default_url, id_key, secret_key) = match ty.as_str() {
+                    "cloudflare" => ("https://api.cloudflare.com/client/v4", "zone_id", "api_token"),
+                    "fastly" => ("https://api.fastly.com", "service_id", "api_token"),
+                    _ => ("https://api.bunny.net", "pull_zone_id", "api_key"),
+                };
+                let api_url = field("api_url").and_then(|v| self.api_url(v, &format!("{what}: api_url")));
+                let api_url = trim_url(api_url.unwrap_or_else(|| default_url.into()));
+                let secret = self
+                    .secret(
+                        &what,
+                        pos,
+                        field(secret_key),
+                        field(&format!("{secret_key}_file")),
+                        secret_key,
+                    )
+                    .unwrap_or_default();
+                let id = required(self, id_key, "the id your provider's dashboard shows").unwrap_or_default();
+                if !id.is_empty() && !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    self.error(
+                        field(id_key).map_or(pos, |v| v.pos),
+                        format!("{what}: {id_key}: `{id}` is not an id (letters, digits, `-`, `_`)"),
+                    );
+                }
+                match ty.as_str() {
+                    "cloudflare" => {
+                        let max_urls = match field("max_urls") {
+                            Some(_) => self.max_urls(field("max_urls"), &what),
+                            None => 30,
+                        };
+                        TargetKind::Cloudflare(Cloudflare {
+                            api_url,
+                            zone_id: id,
+                            api_token: secret,
+                            max_urls,
+                        })
+                    }
+                    "fastly" => {
+                        let soft = field("soft")
+                            .and_then(|v| self.choice(v, &format!("{what}: soft"), BOOLEAN))
+                            .unwrap_or(false);
+                        TargetKind::Fastly(Fastly {
+                            api_url,
+                            service_id: id,
+                            api_token: secret,
+                            soft,
+                        })
+                    }
+                    _ => TargetKind::Bunny(Bunny {
+                        api_url,
+                        pull_zone_id: id,
+                        api_key: secret,
+                    }),
+                }
             }
             "varnish" | "nginx" => {
                 let endpoints = self.endpoints(field("endpoints"), pos, &what);
@@ -1442,6 +1547,9 @@ impl Cx<'_> {
         let mut seen: HashSet<&str> = HashSet::new();
         for (i, item) in items.iter().enumerate() {
             let rule = self.rule(i, item, targets);
+            if let Some((r, _)) = &rule {
+                self.rule_positions.push((r.name.clone(), self.file.clone(), item.pos));
+            }
             // A second rule of the same name is an error whether or not either rule is valid.
             if let Some((name, pos)) = rule_name(item)
                 && !seen.insert(name)

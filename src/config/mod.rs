@@ -106,6 +106,9 @@ pub enum TargetKind {
     Command(CommandTarget),
     Varnish(Varnish),
     Nginx(Nginx),
+    Cloudflare(Cloudflare),
+    Fastly(Fastly),
+    Bunny(Bunny),
 }
 
 /// What purges a target type takes: the planner asks this instead of the type.
@@ -117,11 +120,14 @@ pub enum Shape {
     Patterns { max_bytes: usize },
     /// Lists of URLs, at most `max` per request; `absolute`: with the rule's `base_url` (else
     /// URL paths, for a cache that takes the host in a header); `everything`: it can also purge
-    /// everything at once (else everything of a rule is every URL of its tree).
+    /// everything at once (else everything of a rule is every URL of its tree); `prefixes`: a
+    /// widened directory or a rule's whole space may be one entry ending in `/*` (the URL
+    /// prefix), else it is every URL of it.
     Urls {
         max: usize,
         absolute: bool,
         everything: bool,
+        prefixes: bool,
     },
 }
 
@@ -137,6 +143,9 @@ impl TargetKind {
             TargetKind::Command(_) => "command",
             TargetKind::Varnish(_) => "varnish",
             TargetKind::Nginx(_) => "nginx",
+            TargetKind::Cloudflare(_) => "cloudflare",
+            TargetKind::Fastly(_) => "fastly",
+            TargetKind::Bunny(_) => "bunny",
         }
     }
 
@@ -149,6 +158,9 @@ impl TargetKind {
             TargetKind::Command(c) => (c.argv.first().map(String::as_str).unwrap_or_default(), &NO_SECRET),
             TargetKind::Varnish(v) => (&v.endpoint, &NO_SECRET),
             TargetKind::Nginx(n) => (&n.endpoint, &NO_SECRET),
+            TargetKind::Cloudflare(c) => (&c.api_url, &c.api_token),
+            TargetKind::Fastly(f) => (&f.api_url, &f.api_token),
+            TargetKind::Bunny(b) => (&b.api_url, &b.api_key),
         }
     }
 
@@ -162,11 +174,13 @@ impl TargetKind {
                 max: w.max_urls,
                 absolute: true,
                 everything: true,
+                prefixes: false,
             },
             TargetKind::Command(c) => Shape::Urls {
                 max: c.max_urls,
                 absolute: true,
                 everything: true,
+                prefixes: false,
             },
             TargetKind::Varnish(v) if v.mode == VarnishMode::Ban => Shape::Patterns {
                 max_bytes: v.patterns.max_bytes,
@@ -175,11 +189,31 @@ impl TargetKind {
                 max: CACHE_URLS_PER_REQUEST,
                 absolute: false,
                 everything: true,
+                prefixes: false,
             },
             TargetKind::Nginx(_) => Shape::Urls {
                 max: CACHE_URLS_PER_REQUEST,
                 absolute: false,
                 everything: false,
+                prefixes: false,
+            },
+            TargetKind::Cloudflare(c) => Shape::Urls {
+                max: c.max_urls,
+                absolute: true,
+                everything: true,
+                prefixes: true,
+            },
+            TargetKind::Fastly(_) => Shape::Urls {
+                max: CACHE_URLS_PER_REQUEST,
+                absolute: true,
+                everything: true,
+                prefixes: false,
+            },
+            TargetKind::Bunny(_) => Shape::Urls {
+                max: CACHE_URLS_PER_REQUEST,
+                absolute: true,
+                everything: true,
+                prefixes: true,
             },
         }
     }
@@ -225,6 +259,34 @@ pub struct Nginx {
     /// `GET {endpoint}{purge_location}{URL path}`.
     pub purge_location: String,
     pub host: Option<String>,
+}
+
+/// A Cloudflare zone.
+#[derive(Debug, Clone)]
+pub struct Cloudflare {
+    pub api_url: String,
+    pub zone_id: String,
+    pub api_token: Secret,
+    /// URLs or prefixes per call.
+    pub max_urls: usize,
+}
+
+/// A Fastly service.
+#[derive(Debug, Clone)]
+pub struct Fastly {
+    pub api_url: String,
+    pub service_id: String,
+    pub api_token: Secret,
+    /// Mark stale (`Fastly-Soft-Purge: 1`) instead of evicting.
+    pub soft: bool,
+}
+
+/// A Bunny pull zone.
+#[derive(Debug, Clone)]
+pub struct Bunny {
+    pub api_url: String,
+    pub pull_zone_id: String,
+    pub api_key: Secret,
 }
 
 /// A command target: a program given the URLs on standard input.

@@ -6,8 +6,11 @@
 //! unknown id, VIMS 400 "failed creation"). Messages name the request and quote what the provider
 //! said, with any secret scrubbed out.
 
+pub mod bunny;
 pub mod cache;
+pub mod cloudflare;
 pub mod command;
+pub mod fastly;
 pub mod sitehost;
 pub mod vims;
 pub mod webhook;
@@ -281,6 +284,38 @@ impl Provider {
                 format!("GET {}{}…: {}", n.endpoint, n.purge_location, urls(u, *everything))
             }
             (TargetKind::Nginx(n), _) => format!("GET {}{}…: everything", n.endpoint, n.purge_location),
+            (
+                TargetKind::Cloudflare(c),
+                Request::Urls {
+                    urls: u, everything, ..
+                },
+            ) => {
+                format!("purge zone {}: {}", c.zone_id, urls(u, *everything))
+            }
+            (
+                TargetKind::Fastly(f),
+                Request::Urls {
+                    urls: u, everything, ..
+                },
+            ) => {
+                format!(
+                    "purge service {}{}: {}",
+                    f.service_id,
+                    if f.soft { " (soft)" } else { "" },
+                    urls(u, *everything)
+                )
+            }
+            (
+                TargetKind::Bunny(b),
+                Request::Urls {
+                    urls: u, everything, ..
+                },
+            ) => {
+                format!("purge pull zone {}: {}", b.pull_zone_id, urls(u, *everything))
+            }
+            (TargetKind::Cloudflare(c), _) => format!("purge zone {}: everything", c.zone_id),
+            (TargetKind::Fastly(f), _) => format!("purge service {}: everything", f.service_id),
+            (TargetKind::Bunny(b), _) => format!("purge pull zone {}: everything", b.pull_zone_id),
         }
     }
 
@@ -329,6 +364,9 @@ impl Provider {
                 n.endpoint
             ))),
             TargetKind::Nginx(n) => cache::nginx_urls(&self.http, n, urls).await,
+            TargetKind::Cloudflare(c) => cloudflare::purge(&self.http, c, urls, everything).await,
+            TargetKind::Fastly(f) => fastly::purge(&self.http, f, urls, everything).await,
+            TargetKind::Bunny(b) => bunny::purge(&self.http, b, urls, everything).await,
         }
     }
 
@@ -337,9 +375,7 @@ impl Provider {
             TargetKind::SiteHost(s) => sitehost::job(&self.http, s, id).await,
             TargetKind::Vims(v) => vims::task(&self.http, v, id, &self.vims).await,
             // Neither has jobs: a request is done when it is answered.
-            TargetKind::Webhook(_) | TargetKind::Command(_) | TargetKind::Varnish(_) | TargetKind::Nginx(_) => {
-                Ok(JobState::Done(format!("no job {id}")))
-            }
+            _ => Ok(JobState::Done(format!("no job {id}"))),
         }
     }
 
@@ -352,6 +388,9 @@ impl Provider {
             TargetKind::Command(c) => command::check(c),
             TargetKind::Varnish(v) => cache::check(&self.http, &v.endpoint).await,
             TargetKind::Nginx(n) => cache::check(&self.http, &n.endpoint).await,
+            TargetKind::Cloudflare(c) => cloudflare::check(&self.http, c).await,
+            TargetKind::Fastly(f) => fastly::check(&self.http, f).await,
+            TargetKind::Bunny(b) => bunny::check(&self.http, b).await,
         }
     }
 }

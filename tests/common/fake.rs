@@ -129,8 +129,26 @@ pub enum Route {
     VimsList,
     /// A webhook target's endpoint (`POST /hook`): the provider-neutral fake.
     Hook,
+    /// Cloudflare (`api_url` = `{base}/cf`): purge_cache, and the zone.
+    CfPurge,
+    CfZone,
+    /// Fastly (`api_url` = `{base}/fastly`): a URL purge, purge_all, the service.
+    FastlyPurge,
+    FastlyAll,
+    FastlyService,
+    /// Bunny (`api_url` = `{base}/bunny`): a URL purge, the pull zone's purge, the pull zone.
+    BunnyPurge,
+    BunnyAll,
+    BunnyZone,
     Other,
 }
+
+/// The tokens the CDN fakes take (anything else is refused with their 401/403 shapes).
+pub const CF_TOKEN: &str = "cf-token-abcdef123";
+pub const FASTLY_TOKEN: &str = "fastly-token-abcdef123";
+pub const BUNNY_KEY: &str = "bunny-key-abcdef123";
+/// Cloudflare's per-call maximum the fake enforces (URLs and prefixes together).
+pub const CF_MAX_PER_CALL: usize = 30;
 
 pub fn route_of(method: &str, path: &str) -> Route {
     match (method, path) {
@@ -141,6 +159,14 @@ pub fn route_of(method: &str, path: &str) -> Route {
         ("POST", p) if p.starts_with("/api/services/cdn/") && p.ends_with("/purge") => Route::VimsPurge,
         ("GET", p) if p.starts_with("/api/tasks/") || p.starts_with("/api/task/") => Route::VimsTask,
         ("POST", "/hook") => Route::Hook,
+        ("POST", p) if p.starts_with("/cf/zones/") && p.ends_with("/purge_cache") => Route::CfPurge,
+        ("GET", p) if p.starts_with("/cf/zones/") => Route::CfZone,
+        ("POST", p) if p.starts_with("/fastly/purge/") => Route::FastlyPurge,
+        ("POST", p) if p.starts_with("/fastly/service/") && p.ends_with("/purge_all") => Route::FastlyAll,
+        ("GET", p) if p.starts_with("/fastly/service/") => Route::FastlyService,
+        ("POST", "/bunny/purge") => Route::BunnyPurge,
+        ("POST", p) if p.starts_with("/bunny/pullzone/") && p.ends_with("/purgeCache") => Route::BunnyAll,
+        ("GET", p) if p.starts_with("/bunny/pullzone/") => Route::BunnyZone,
         _ => Route::Other,
     }
 }
@@ -275,7 +301,38 @@ async fn handle(
     let scripted = g.scripts.get_mut(&route).and_then(|q| q.pop_front());
     g.next_id += 1;
     let id = g.next_id;
+    let header = |k: &str| rec.headers.get(k).cloned().unwrap_or_default();
+    let cf_ok = header("authorization") == format!("Bearer {CF_TOKEN}");
+    let cf_entries = {
+        let v = rec.json();
+        ["files", "prefixes"]
+            .iter()
+            .map(|k| v[*k].as_array().map_or(0, |a| a.len()))
+            .sum::<usize>()
+    };
     let reply = scripted.unwrap_or_else(|| match route {
+        Route::CfPurge | Route::CfZone if !cf_ok => Reply::json(
+            403,
+            serde_json::json!({"success": false, "errors": [{"code": 10000, "message": "Authentication error"}], "messages": [], "result": null}),
+        ),
+        Route::CfPurge if cf_entries > CF_MAX_PER_CALL => Reply::json(
+            400,
+            serde_json::json!({"success": false, "errors": [{"code": 1015, "message": format!("You may only purge up to {CF_MAX_PER_CALL} URLs or prefixes at a time")}], "messages": [], "result": null}),
+        ),
+        Route::CfPurge => Reply::json(200, serde_json::json!({"success": true, "errors": [], "messages": [], "result": {"id": format!("purge-{id}")}})),
+        Route::CfZone => Reply::json(200, serde_json::json!({"success": true, "errors": [], "messages": [], "result": {"id": "zone", "name": "example.com"}})),
+        Route::FastlyPurge | Route::FastlyAll | Route::FastlyService if header("fastly-key") != FASTLY_TOKEN => {
+            Reply::json(403, serde_json::json!({"msg": "Provided credentials are missing or invalid"}))
+        }
+        Route::FastlyPurge => Reply::json(200, serde_json::json!({"status": "ok", "id": format!("{id}")})),
+        Route::FastlyAll => Reply::json(200, serde_json::json!({"status": "ok"})),
+        Route::FastlyService => Reply::json(200, serde_json::json!({"id": "svc", "name": "www"})),
+        Route::BunnyPurge | Route::BunnyAll | Route::BunnyZone if header("accesskey") != BUNNY_KEY => {
+            Reply::json(401, serde_json::json!({"Message": "Authorization has been denied for this request."}))
+        }
+        Route::BunnyPurge => Reply::json(200, serde_json::json!({})),
+        Route::BunnyAll => Reply::json(204, serde_json::json!({})),
+        Route::BunnyZone => Reply::json(200, serde_json::json!({"Id": 12345, "Name": "www"})),
         Route::SiteHostPurge => {
             Reply::json(200, serde_json::json!({"return": {"job_id": id.to_string()}, "msg": "Successful", "status": true}))
         }

@@ -1,0 +1,93 @@
+//! Bunny: one `POST {api_url}/purge?url=<absolute URL, encoded>` per URL with `AccessKey`; a
+//! widened directory as `https://www.example.com/blog/*`; everything is
+//! `POST {api_url}/pullzone/{pull_zone_id}/purgeCache`. 2xx is success; 429 and 5xx are
+//! retried. `check --remote`: `GET {api_url}/pullzone/{pull_zone_id}`.
+//! Relied on: bunny.net API reference, "Purge URL" (`POST /purge`, `url` query, `AccessKey`
+//! header) and "Pull Zone: Purge Cache" (`POST /pullzone/{id}/purgeCache`).
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use super::{Accepted, ProviderError, http_error, send};
+use crate::config::Bunny;
+
+const PARALLEL: usize = 4;
+
+pub async fn purge(
+    http: &reqwest::Client,
+    b: &Bunny,
+    urls: &[String],
+    everything: bool,
+) -> Result<Accepted, ProviderError> {
+    if everything {
+        let url = format!("{}/pullzone/{}/purgeCache", b.api_url, b.pull_zone_id);
+        let what = format!("POST {url}");
+        let reply = send(
+            http.post(&url).header("AccessKey", b.api_key.expose()),
+            &what,
+            &b.api_key,
+        )
+        .await?;
+        if !reply.status.is_success() {
+            return Err(http_error(&what, &reply));
+        }
+        return Ok(Accepted {
+            job_id: None,
+            message: "pull zone purge accepted".into(),
+        });
+    }
+    let mut set: JoinSet<Result<(), ProviderError>> = JoinSet::new();
+    let mut todo = urls.iter();
+    let mut done = 0;
+    loop {
+        while set.len() < PARALLEL {
+            let Some(u) = todo.next() else { break };
+            let url = format!("{}/purge", b.api_url);
+            let what = format!("POST {url}?url={u}");
+            let rb = http
+                .post(&url)
+                .query(&[("url", u.as_str())])
+                .header("AccessKey", b.api_key.expose());
+            let key = b.api_key.clone();
+            set.spawn(async move {
+                let reply = send(rb, &what, &key).await?;
+                if reply.status.is_success() {
+                    Ok(())
+                } else {
+                    Err(http_error(&what, &reply))
+                }
+            });
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(()))) => done += 1,
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(e)) => return Err(ProviderError::permanent(format!("bunny: a request task failed: {e}"))),
+            None => break,
+        }
+    }
+    Ok(Accepted {
+        job_id: None,
+        message: format!("{done} URL{} purged", if done == 1 { "" } else { "s" }),
+    })
+}
+
+pub async fn check(http: &reqwest::Client, b: &Bunny) -> Result<String, ProviderError> {
+    let url = format!("{}/pullzone/{}", b.api_url, b.pull_zone_id);
+    let what = format!("GET {url}");
+    let reply = send(
+        http.get(&url).header("AccessKey", b.api_key.expose()),
+        &what,
+        &b.api_key,
+    )
+    .await?;
+    if !reply.status.is_success() {
+        return Err(http_error(&what, &reply));
+    }
+    let name = reply
+        .json
+        .as_ref()
+        .and_then(|j| j.get("Name"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    Ok(format!("pull zone {} is {name}", b.pull_zone_id))
+}

@@ -1,0 +1,100 @@
+//! Fastly: one `POST {api_url}/purge/{host}{path}` per URL with `Fastly-Key` (and
+//! `Fastly-Soft-Purge: 1` when `soft`: marked stale, not evicted); everything is
+//! `POST {api_url}/service/{service_id}/purge_all` (never soft). URL purges go a few at a time,
+//! paced by the target's `rate_limit`. 2xx is success; 429 and 5xx are retried.
+//! `check --remote`: `GET {api_url}/service/{service_id}`.
+//! Relied on: Fastly's purge API reference (purge_single_url `POST /purge/{cached_url}`,
+//! purge_all `POST /service/{service_id}/purge_all`, the Fastly-Soft-Purge header).
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use super::{Accepted, ProviderError, http_error, send};
+use crate::config::Fastly;
+
+/// URL purges in flight at once, for one delivery.
+const PARALLEL: usize = 4;
+
+pub async fn purge(
+    http: &reqwest::Client,
+    f: &Fastly,
+    urls: &[String],
+    everything: bool,
+) -> Result<Accepted, ProviderError> {
+    if everything {
+        let url = format!("{}/service/{}/purge_all", f.api_url, f.service_id);
+        let what = format!("POST {url}");
+        let reply = send(
+            http.post(&url).header("Fastly-Key", f.api_token.expose()),
+            &what,
+            &f.api_token,
+        )
+        .await?;
+        if !reply.status.is_success() {
+            return Err(http_error(&what, &reply));
+        }
+        return Ok(Accepted {
+            job_id: None,
+            message: "purge_all accepted".into(),
+        });
+    }
+    let mut set: JoinSet<Result<(), ProviderError>> = JoinSet::new();
+    let mut todo = urls.iter();
+    let mut done = 0;
+    loop {
+        while set.len() < PARALLEL {
+            let Some(u) = todo.next() else { break };
+            let bare = u.split_once("://").map_or(u.as_str(), |(_, rest)| rest);
+            let url = format!("{}/purge/{bare}", f.api_url);
+            let what = format!("POST {url}");
+            let mut rb = http.post(&url).header("Fastly-Key", f.api_token.expose());
+            if f.soft {
+                rb = rb.header("Fastly-Soft-Purge", "1");
+            }
+            let token = f.api_token.clone();
+            set.spawn(async move {
+                let reply = send(rb, &what, &token).await?;
+                if reply.status.is_success() {
+                    Ok(())
+                } else {
+                    Err(http_error(&what, &reply))
+                }
+            });
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(()))) => done += 1,
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(e)) => return Err(ProviderError::permanent(format!("fastly: a request task failed: {e}"))),
+            None => break,
+        }
+    }
+    Ok(Accepted {
+        job_id: None,
+        message: format!(
+            "{done} URL{} purged{}",
+            if done == 1 { "" } else { "s" },
+            if f.soft { " (soft)" } else { "" }
+        ),
+    })
+}
+
+pub async fn check(http: &reqwest::Client, f: &Fastly) -> Result<String, ProviderError> {
+    let url = format!("{}/service/{}", f.api_url, f.service_id);
+    let what = format!("GET {url}");
+    let reply = send(
+        http.get(&url).header("Fastly-Key", f.api_token.expose()),
+        &what,
+        &f.api_token,
+    )
+    .await?;
+    if !reply.status.is_success() {
+        return Err(http_error(&what, &reply));
+    }
+    let name = reply
+        .json
+        .as_ref()
+        .and_then(|j| j.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    Ok(format!("service {} is {name}", f.service_id))
+}
