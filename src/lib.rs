@@ -6,7 +6,7 @@
 //! The daemon is a pipeline; each stage is one module, and `daemon` only wires them:
 //!
 //! ```text
-//!  watch ─▶ route ─▶ batch ─▶ compare ─▶ plan ─▶ deliver ─▶ providers::{sitehost, vims}
+//!  watch ─▶ route ─▶ batch ─▶ compare ─▶ plan ─▶ deliver ─▶ providers::{sitehost, vims, …}
 //! (inotify)  (which    (debounce,  (record +   (URLs,    (retries,
 //!            rule,     max_delay)  manifest →  patterns) pacing)
 //!            keep?)      ▲         changes)
@@ -26,19 +26,24 @@
 //! * `compare`: a rule's record and [`manifest`] (what the tree looked like at the last purge:
 //!   size, mtime, BLAKE3) → what changed; run on a blocking thread. A path is purged only when
 //!   its content really changed.
-//! * [`plan`]: turns changed files into URLs and the fewest provider requests (one SiteHost stack
-//!   purge; VIMS regex patterns).
+//! * [`plan`]: turns changed files into URLs and the fewest provider requests, by the shape of
+//!   purge each target takes (`config::Shape`): the whole target (a SiteHost stack), regex
+//!   patterns (VIMS, Varnish bans), or URL lists (webhook, command, Varnish purges, nginx,
+//!   Cloudflare, Fastly, Bunny). "Everything" is scoped to a rule's URL space.
 //! * `deliver`: sends a purge's requests with classification of failures, capped jittered
 //!   backoff and per-account pacing, and records them: the one path for the daemon and
 //!   `purgewatch purge`.
-//! * `providers`: the SiteHost and VIMS HTTP APIs.
+//! * `providers`: one file per target type, each its requests and how its replies are judged:
+//!   `sitehost`, `vims`, `webhook`, `command`, `cache` (varnish, nginx), `cloudflare`, `fastly`,
+//!   `bunny`. A cache fleet is one target per endpoint (`Config::groups`).
 //! * `state`: the durable store (manifests, pending purges, results) in the state directory;
 //!   `state::Writer` writes the daemon's share of it on a thread of its own, in order.
 //! * `daemon`: `daemon::run(config, options, signals)`: `mod.rs` is the `select!` loop, and
 //!   `lifecycle`, `events`, `settle`, `dispatch`, `writeback` and `rules` each handle one kind of
 //!   reaction. [`cli`] is the command line, [`commands`] one file per subcommand.
 //!
-//! [`config`] loads and validates the rules file. [`request`] holds the types that pass between
+//! [`config`] loads and validates the rules file and the files its `include:` globs take (each
+//! judged on its own at a reload). [`request`] holds the types that pass between
 //! stages (a pending file, a provider request); `clock` the time the state records; `signals`
 //! the four signals the daemon answers (in one place); `shutdown` whether a stop was asked for
 //! (long walks look at it); `memory` the allocator and giving memory back after a storm;
@@ -46,8 +51,8 @@
 //!
 //! Around the pipeline: `metrics` counts what each stage does and `monitor` serves it
 //! (`/metrics`, `/healthz`) on `metrics_listen`; `hook` runs `on_failure` when a purge fails;
-//! `verify` checks what the edge serves once a purge's job has ended, and re-purges what is
-//! still stale.
+//! `verify` checks what the edge serves once every target of a rule has purged a file (the
+//! daemon's `gate` keeps that count), and re-purges what is still stale through every target.
 
 pub mod batch;
 pub mod cli;
