@@ -288,6 +288,17 @@ fn a_reload_that_changes_metrics_listen_moves_the_endpoint() {
         std::net::TcpStream::connect(&first).is_err(),
         "the old address still answers"
     );
+    // A port in use: the working endpoint stays where it is, and says so.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let third = busy.local_addr().unwrap().to_string();
+    let rules = std::fs::read_to_string(&site.rules).unwrap();
+    site.write_rules(&rules.replace(
+        &format!("metrics_listen: {second}"),
+        &format!("metrics_listen: {third}"),
+    ));
+    d.wait_for(&format!("/metrics and /healthz stay on {second}"));
+    assert_eq!(http_get(&second, "/healthz").0, 200);
+    drop(busy);
 }
 
 /// Half-sent requests to `metrics_listen` cannot hold the daemon's descriptors: each connection

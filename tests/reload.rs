@@ -97,3 +97,22 @@ fn a_removed_rule_is_no_longer_watched() {
     );
     assert!(pattern_matches(&vims[0].pattern(), "/index.html"));
 }
+
+/// A rules file that is a symlink (to a file kept elsewhere) is reloaded when its target is saved.
+#[test]
+fn a_symlinked_rules_file_is_reloaded_on_a_save_of_its_target() {
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write("index.html", "home");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let real = elsewhere.path().join("real-rules.yaml");
+    let rules = site
+        .rules_for(&fake, "200ms", "")
+        .replace("watch: public", &format!("watch: {}", site.root.display()));
+    std::fs::write(&real, &rules).unwrap();
+    std::os::unix::fs::symlink(&real, &site.rules).unwrap();
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    std::fs::write(&real, rules.replace("debounce: 200ms", "debounce: 300ms")).unwrap();
+    d.wait_for("reloaded");
+}

@@ -196,7 +196,10 @@ impl Daemon {
         touched: &mut [u64],
         to_hash: &mut [Vec<(String, u64)>],
     ) {
-        if path == self.rules_file || self.config.includes.iter().any(|i| i.takes(path)) {
+        if path == self.rules_file
+            || self.rules_target.as_deref() == Some(path)
+            || self.config.includes.iter().any(|i| i.takes(path))
+        {
             self.reload_at = Some(now + RELOAD_SETTLE);
         }
         for i in 0..self.rules.len() {

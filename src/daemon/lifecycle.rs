@@ -65,6 +65,7 @@ impl Daemon {
             compared_tx,
             next_compare: 0,
             comparing_for: BTreeSet::new(),
+            rules_target: std::fs::canonicalize(&rules_file).ok().filter(|t| *t != rules_file),
             rules_file,
             include_dirs: BTreeSet::new(),
             unnamed: HashSet::new(),
@@ -83,14 +84,22 @@ impl Daemon {
         {
             d.monitor = Some(crate::monitor::start(addr)?);
         }
-        if let Some(dir) = d.rules_file.parent()
-            && let Some(mut w) = d.watch()
-            && let Err(e) = w.add(dir, false)
-        {
-            tracing::warn!(
-                "the rules file will not be reloaded on save (SIGHUP still works): {}",
-                crate::logging::chain(&e)
-            );
+        // The rules file's directory, and, when the file is a symlink, its target's: a save
+        // edits the target.
+        let dirs: Vec<PathBuf> = [Some(d.rules_file.clone()), d.rules_target.clone()]
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        for dir in dirs {
+            if let Some(mut w) = d.watch()
+                && let Err(e) = w.add(&dir, false)
+            {
+                tracing::warn!(
+                    "the rules file will not be reloaded on save (SIGHUP still works): {}",
+                    crate::logging::chain(&e)
+                );
+            }
         }
         d.watch_includes();
         let seen = d.read_state(|s| s.seen())?.unwrap_or_default();

@@ -149,6 +149,8 @@ struct Daemon {
     config: Config,
     opts: Options,
     rules_file: PathBuf,
+    /// What the rules file points to, when it is a symlink.
+    rules_target: Option<PathBuf>,
     /// The directories of the `include:` globs, watched.
     include_dirs: BTreeSet<PathBuf>,
     /// Paths whose name is not UTF-8, warned about once each.

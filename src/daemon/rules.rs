@@ -234,6 +234,39 @@ impl Daemon {
         self.include_dirs = watched;
     }
 
+    /// Serves `/metrics` and `/healthz` on `addr` instead: the new address is taken first, and
+    /// the working endpoint stays where the new one cannot be had (a port in use). Only the same
+    /// port, which the old endpoint itself holds, is let go before it is taken again.
+    /// Returns where it is served now.
+    fn move_monitor(&mut self, addr: Option<std::net::SocketAddr>) -> Option<std::net::SocketAddr> {
+        let Some(addr) = addr else {
+            self.monitor = None;
+            return None;
+        };
+        let same_port = self.config.metrics_listen.is_some_and(|old| old.port() == addr.port());
+        if same_port {
+            self.monitor = None;
+        }
+        match crate::monitor::start(addr) {
+            Ok(server) => {
+                self.monitor = Some(server);
+                Some(addr)
+            }
+            Err(e) if self.monitor.is_some() => {
+                let old = self.config.metrics_listen;
+                tracing::error!(
+                    "reload: {e}; /metrics and /healthz stay on {}",
+                    old.map(|a| a.to_string()).unwrap_or_default()
+                );
+                old
+            }
+            Err(e) => {
+                tracing::error!("reload: {e}; /metrics and /healthz are off until the next reload");
+                None
+            }
+        }
+    }
+
     pub(super) fn reload(&mut self, why: &str) {
         let loaded = match config::reload(
             &self.config.source,
@@ -267,16 +300,9 @@ impl Daemon {
         if new.state_dir != self.config.state_dir {
             tracing::warn!("state_dir changes take effect at the next start");
         }
+        let mut listen = new.metrics_listen;
         if new.metrics_listen != self.config.metrics_listen {
-            // The old endpoint goes first: the new address may be the same port on another
-            // interface.
-            self.monitor = None;
-            if let Some(addr) = new.metrics_listen {
-                match crate::monitor::start(addr) {
-                    Ok(server) => self.monitor = Some(server),
-                    Err(e) => tracing::error!("reload: {e}; /metrics and /healthz are off until the next reload"),
-                }
-            }
+            listen = self.move_monitor(new.metrics_listen);
         }
         // Rules that are gone, or that now watch another directory, are dropped; a rule that
         // keeps its directory keeps its watch, manifest and dirty paths.
@@ -293,6 +319,7 @@ impl Daemon {
         }
         self.config = Config {
             state_dir: self.config.state_dir.clone(),
+            metrics_listen: listen,
             ..new.clone()
         };
         self.set_providers();
