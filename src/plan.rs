@@ -495,6 +495,15 @@ pub(crate) const PATH: &AsciiSet = &CONTROLS
     .add(b'}')
     .add(b'%');
 
+/// What the strictest common URL encoders escape in a path: everything but letters, digits,
+/// `-._~` and `/`.
+const STRICT: &AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 /// `encoded` with the hex digits of its `%XX` escapes in lower case.
 pub(crate) fn lower_hex(encoded: &str) -> String {
     let mut out = String::with_capacity(encoded.len());
@@ -574,11 +583,18 @@ pub fn patterns_on(host: Option<&str>, items: &BTreeSet<Item>, max_bytes: usize)
             keys.push(k);
         };
         push(s);
-        if encoded != *s {
-            push(&encoded);
-            let lower = lower_hex(&encoded);
-            if lower != encoded {
-                push(&lower);
+        // The spellings clients send: the path as a browser escapes it, and as the strictest
+        // common encoders do (Python's `quote`, many HTTP libraries: every character but
+        // letters, digits, `-._~` and `/`, so `photo%20%281%29.jpg`, `a%5B1%5D.html`), each with
+        // upper- and lower-case hex.
+        let full = utf8_percent_encode(s, STRICT).to_string();
+        for form in [encoded, full] {
+            if form != *s {
+                push(&form);
+                let lower = lower_hex(&form);
+                if lower != form {
+                    push(&lower);
+                }
             }
         }
     }

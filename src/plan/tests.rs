@@ -405,3 +405,26 @@ fn everything_is_scoped_to_the_rules_url_space() {
         vec![Request::Pattern("^(?:[^/]*//)?[^/]*/docs/".into())]
     );
 }
+
+/// Escapes beyond the browser's: the strictest common encoders' spellings are purged too.
+#[test]
+fn strictly_encoded_spellings_are_matched() {
+    let items = BTreeSet::from([
+        Item::Url("/photo (1).jpg".into()),
+        Item::Url("/a[1].html".into()),
+        Item::Url("/x^|\\'!*.html".into()),
+    ]);
+    let pats = patterns(&items, 4096);
+    for key in [
+        "/photo%20%281%29.jpg",
+        "/photo%20%281%29.jpg?v=1",
+        "https://example.com/photo%20%281%29.jpg",
+        "/a%5B1%5D.html",
+        "/a%5b1%5d.html",
+        "/x%5E%7C%5C%27%21%2A.html",
+        "/photo (1).jpg",
+    ] {
+        assert!(matches_any(&pats, key), "{key} not matched by {pats:?}");
+    }
+    assert!(!matches_any(&pats, "/a%5B2%5D.html"));
+}
