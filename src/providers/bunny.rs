@@ -6,9 +6,8 @@
 //! header) and "Pull Zone: Purge Cache" (`POST /pullzone/{id}/purgeCache`).
 
 use serde_json::Value;
-use tokio::task::JoinSet;
 
-use super::{Accepted, ProviderError, http_error, send};
+use super::{Accepted, ProviderError, for_each, http_error, send};
 use crate::config::Bunny;
 
 const PARALLEL: usize = 4;
@@ -36,35 +35,24 @@ pub async fn purge(
             message: "pull zone purge accepted".into(),
         });
     }
-    let mut set: JoinSet<Result<(), ProviderError>> = JoinSet::new();
-    let mut todo = urls.iter();
-    let mut done = 0;
-    loop {
-        while set.len() < PARALLEL {
-            let Some(u) = todo.next() else { break };
-            let url = format!("{}/purge", b.api_url);
-            let what = format!("POST {url}?url={u}");
-            let rb = http
-                .post(&url)
-                .query(&[("url", u.as_str())])
-                .header("AccessKey", b.api_key.expose());
-            let key = b.api_key.clone();
-            set.spawn(async move {
-                let reply = send(rb, &what, &key).await?;
-                if reply.status.is_success() {
-                    Ok(())
-                } else {
-                    Err(http_error(&what, &reply))
-                }
-            });
+    let done = for_each(urls, PARALLEL, |u: String| {
+        let url = format!("{}/purge", b.api_url);
+        let what = format!("POST {url}?url={u}");
+        let rb = http
+            .post(&url)
+            .query(&[("url", u.as_str())])
+            .header("AccessKey", b.api_key.expose());
+        let key = b.api_key.clone();
+        async move {
+            let reply = send(rb, &what, &key).await?;
+            if reply.status.is_success() {
+                Ok(())
+            } else {
+                Err(http_error(&what, &reply))
+            }
         }
-        match set.join_next().await {
-            Some(Ok(Ok(()))) => done += 1,
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(e)) => return Err(ProviderError::permanent(format!("bunny: a request task failed: {e}"))),
-            None => break,
-        }
-    }
+    })
+    .await?;
     Ok(Accepted {
         job_id: None,
         message: format!("{done} URL{} purged", if done == 1 { "" } else { "s" }),

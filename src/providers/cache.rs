@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use percent_encoding::utf8_percent_encode;
 use reqwest::Method;
-use tokio::task::JoinSet;
 
-use super::{Accepted, ProviderError, Reply, http_error, send};
+use super::{Accepted, ProviderError, Reply, for_each, http_error, send};
 use crate::config::{Nginx, Varnish};
 use crate::secret::Secret;
 
@@ -68,35 +67,20 @@ async fn each(
     paths: &[String],
     not_found_ok: bool,
 ) -> Result<Accepted, ProviderError> {
-    let mut set: JoinSet<Result<(), ProviderError>> = JoinSet::new();
-    let mut todo = paths.iter();
-    let mut done = 0usize;
-    loop {
-        while set.len() < PARALLEL {
-            let Some(path) = todo.next() else { break };
-            let url = format!("{endpoint}{prefix}{}", encoded(path));
-            let verb = String::from_utf8_lossy(method).into_owned();
-            let what = format!("{verb} {url}");
-            let rb = host_header(
-                http.request(Method::from_bytes(method).expect("a valid method name"), &url),
-                host,
-            );
-            set.spawn(async move {
-                let reply = send(rb, &what, &Secret::default()).await?;
-                judge(&what, &reply, not_found_ok)
-            });
+    let done = for_each(paths, PARALLEL, |path: String| {
+        let url = format!("{endpoint}{prefix}{}", encoded(&path));
+        let verb = String::from_utf8_lossy(method).into_owned();
+        let what = format!("{verb} {url}");
+        let rb = host_header(
+            http.request(Method::from_bytes(method).expect("a valid method name"), &url),
+            host,
+        );
+        async move {
+            let reply = send(rb, &what, &Secret::default()).await?;
+            judge(&what, &reply, not_found_ok)
         }
-        match set.join_next().await {
-            Some(Ok(Ok(()))) => done += 1,
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(e)) => {
-                return Err(ProviderError::permanent(format!(
-                    "{endpoint}: a request task failed: {e}"
-                )));
-            }
-            None => break,
-        }
-    }
+    })
+    .await?;
     Ok(Accepted {
         job_id: None,
         message: format!("{done} URL{} purged on {endpoint}", if done == 1 { "" } else { "s" }),

@@ -7,9 +7,8 @@
 //! purge_all `POST /service/{service_id}/purge_all`, the Fastly-Soft-Purge header).
 
 use serde_json::Value;
-use tokio::task::JoinSet;
 
-use super::{Accepted, ProviderError, http_error, send};
+use super::{Accepted, ProviderError, for_each, http_error, send};
 use crate::config::Fastly;
 
 /// URL purges in flight at once, for one delivery.
@@ -38,36 +37,25 @@ pub async fn purge(
             message: "purge_all accepted".into(),
         });
     }
-    let mut set: JoinSet<Result<(), ProviderError>> = JoinSet::new();
-    let mut todo = urls.iter();
-    let mut done = 0;
-    loop {
-        while set.len() < PARALLEL {
-            let Some(u) = todo.next() else { break };
-            let bare = u.split_once("://").map_or(u.as_str(), |(_, rest)| rest);
-            let url = format!("{}/purge/{bare}", f.api_url);
-            let what = format!("POST {url}");
-            let mut rb = http.post(&url).header("Fastly-Key", f.api_token.expose());
-            if f.soft {
-                rb = rb.header("Fastly-Soft-Purge", "1");
+    let done = for_each(urls, PARALLEL, |u: String| {
+        let bare = u.split_once("://").map_or(u.as_str(), |(_, rest)| rest);
+        let url = format!("{}/purge/{bare}", f.api_url);
+        let what = format!("POST {url}");
+        let mut rb = http.post(&url).header("Fastly-Key", f.api_token.expose());
+        if f.soft {
+            rb = rb.header("Fastly-Soft-Purge", "1");
+        }
+        let token = f.api_token.clone();
+        async move {
+            let reply = send(rb, &what, &token).await?;
+            if reply.status.is_success() {
+                Ok(())
+            } else {
+                Err(http_error(&what, &reply))
             }
-            let token = f.api_token.clone();
-            set.spawn(async move {
-                let reply = send(rb, &what, &token).await?;
-                if reply.status.is_success() {
-                    Ok(())
-                } else {
-                    Err(http_error(&what, &reply))
-                }
-            });
         }
-        match set.join_next().await {
-            Some(Ok(Ok(()))) => done += 1,
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(e)) => return Err(ProviderError::permanent(format!("fastly: a request task failed: {e}"))),
-            None => break,
-        }
-    }
+    })
+    .await?;
     Ok(Accepted {
         job_id: None,
         message: format!(

@@ -512,6 +512,32 @@ pub(crate) fn provider_message(reply: &Reply) -> String {
     }
 }
 
+/// Sends one request per item (a URL, for the targets that purge one URL a request), at most
+/// `parallel` at once; the first failure ends the delivery (which is sent again whole: a cache
+/// or CDN takes a repeated purge as the same purge). Returns how many went through.
+pub(crate) async fn for_each<T, F, Fut>(items: &[T], parallel: usize, one: F) -> Result<usize, ProviderError>
+where
+    T: Clone,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ProviderError>> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut todo = items.iter();
+    let mut done = 0;
+    loop {
+        while set.len() < parallel.max(1) {
+            let Some(item) = todo.next() else { break };
+            set.spawn(one(item.clone()));
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(()))) => done += 1,
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(e)) => return Err(ProviderError::permanent(format!("a request task failed: {e}"))),
+            None => return Ok(done),
+        }
+    }
+}
+
 /// A string or a number as text (`job_id` and `task_id` come as either).
 pub(crate) fn id_text(v: Option<&Value>) -> Option<String> {
     match v? {
