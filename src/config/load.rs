@@ -65,6 +65,19 @@ const NGINX_KEYS: &[&str] = &["type", "endpoints", "purge_location", "host"];
 const CLOUDFLARE_KEYS: &[&str] = &["type", "zone_id", "api_token", "api_token_file", "api_url", "max_urls"];
 const FASTLY_KEYS: &[&str] = &["type", "service_id", "api_token", "api_token_file", "api_url", "soft"];
 const BUNNY_KEYS: &[&str] = &["type", "pull_zone_id", "api_key", "api_key_file", "api_url"];
+const CLOUDFRONT_KEYS: &[&str] = &[
+    "type",
+    "distribution_id",
+    "access_key_id",
+    "access_key_id_file",
+    "secret_access_key",
+    "secret_access_key_file",
+    "session_token",
+    "session_token_file",
+    "api_url",
+    "max_paths",
+    "free_paths_per_month",
+];
 /// The target types, as `type:` names them.
 const TYPES: &[&str] = &[
     "sitehost",
@@ -76,6 +89,7 @@ const TYPES: &[&str] = &[
     "cloudflare",
     "fastly",
     "bunny",
+    "cloudfront",
 ];
 const RULE_KEYS: &[&str] = &[
     "name",
@@ -110,6 +124,7 @@ pub fn rules_keys() -> Vec<&'static str> {
         CLOUDFLARE_KEYS,
         FASTLY_KEYS,
         BUNNY_KEYS,
+        CLOUDFRONT_KEYS,
         RULE_KEYS,
         VERIFY_KEYS,
     ]
@@ -1151,6 +1166,7 @@ impl Cx<'_> {
             "cloudflare" => CLOUDFLARE_KEYS,
             "fastly" => FASTLY_KEYS,
             "bunny" => BUNNY_KEYS,
+            "cloudfront" => CLOUDFRONT_KEYS,
             other => {
                 let hint = did_you_mean(other, TYPES.iter().copied());
                 self.error(
@@ -1216,6 +1232,66 @@ impl Cx<'_> {
                     url: url.unwrap_or_default(),
                     secret,
                     max_urls,
+                })
+            }
+            "cloudfront" => {
+                let api_url = field("api_url").and_then(|v| self.api_url(v, &format!("{what}: api_url")));
+                let api_url = trim_url(api_url.unwrap_or_else(|| "https://cloudfront.amazonaws.com".into()));
+                // A key from the rules, else from the standard AWS variables.
+                let aws = |cx: &mut Self, key: &str, var: &str, needed: bool| -> Option<Secret> {
+                    let (inline, file) = (field(key), field(&format!("{key}_file")));
+                    if inline.is_some() || file.is_some() {
+                        return cx.secret(&what, pos, inline, file, key);
+                    }
+                    match (cx.env)(var).filter(|v| !v.trim().is_empty()) {
+                        Some(v) => Some(Secret::new(v.trim())),
+                        None if needed => {
+                            cx.secret_problem(
+                                pos,
+                                format!("{what}: missing `{key}:` or `{key}_file:` (or ${var} in the environment)"),
+                            );
+                            Some(Secret::default())
+                        }
+                        None => None,
+                    }
+                };
+                let access_key_id = aws(self, "access_key_id", "AWS_ACCESS_KEY_ID", true).unwrap_or_default();
+                let secret_access_key =
+                    aws(self, "secret_access_key", "AWS_SECRET_ACCESS_KEY", true).unwrap_or_default();
+                let session_token = aws(self, "session_token", "AWS_SESSION_TOKEN", false);
+                let id =
+                    required(self, "distribution_id", "the distribution id, like EDFDVBD6EXAMPLE").unwrap_or_default();
+                if !id.is_empty() && !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    self.error(
+                        field("distribution_id").map_or(pos, |v| v.pos),
+                        format!("{what}: distribution_id: `{id}` is not a distribution id (letters and digits)"),
+                    );
+                }
+                let max_paths = match field("max_paths") {
+                    Some(v) => match self.number::<usize>(v, &format!("{what}: max_paths"), "a number of paths") {
+                        Some(n) if (1..=3000).contains(&n) => n,
+                        Some(_) => {
+                            self.error(
+                                v.pos,
+                                format!("{what}: max_paths must be 1 to 3000 (CloudFront's limit in progress)"),
+                            );
+                            100
+                        }
+                        None => 100,
+                    },
+                    None => 100,
+                };
+                let free_paths_per_month = field("free_paths_per_month")
+                    .and_then(|v| self.number::<u64>(v, &format!("{what}: free_paths_per_month"), "a number of paths"))
+                    .unwrap_or(1000);
+                TargetKind::CloudFront(CloudFront {
+                    api_url,
+                    distribution_id: id,
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                    max_paths,
+                    free_paths_per_month,
                 })
             }
             "cloudflare" | "fastly" | "bunny" => {

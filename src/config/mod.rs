@@ -62,7 +62,17 @@ impl Config {
 
     /// Every credential the rules hold (for scrubbing what leaves the daemon).
     pub fn secrets(&self) -> Vec<Secret> {
-        self.targets.iter().map(|t| t.kind.api().1.clone()).collect()
+        let mut out: Vec<Secret> = self.targets.iter().map(|t| t.kind.api().1.clone()).collect();
+        for t in &self.targets {
+            if let TargetKind::CloudFront(c) = &t.kind {
+                out.push(c.access_key_id.clone());
+                out.extend(c.session_token.clone());
+            }
+            if let TargetKind::Webhook(w) = &t.kind {
+                out.extend(w.secret.clone());
+            }
+        }
+        out
     }
 }
 
@@ -109,6 +119,7 @@ pub enum TargetKind {
     Cloudflare(Cloudflare),
     Fastly(Fastly),
     Bunny(Bunny),
+    CloudFront(CloudFront),
 }
 
 /// What purges a target type takes: the planner asks this instead of the type.
@@ -146,6 +157,7 @@ impl TargetKind {
             TargetKind::Cloudflare(_) => "cloudflare",
             TargetKind::Fastly(_) => "fastly",
             TargetKind::Bunny(_) => "bunny",
+            TargetKind::CloudFront(_) => "cloudfront",
         }
     }
 
@@ -161,6 +173,7 @@ impl TargetKind {
             TargetKind::Cloudflare(c) => (&c.api_url, &c.api_token),
             TargetKind::Fastly(f) => (&f.api_url, &f.api_token),
             TargetKind::Bunny(b) => (&b.api_url, &b.api_key),
+            TargetKind::CloudFront(c) => (&c.api_url, &c.secret_access_key),
         }
     }
 
@@ -212,6 +225,13 @@ impl TargetKind {
             TargetKind::Bunny(_) => Shape::Urls {
                 max: CACHE_URLS_PER_REQUEST,
                 absolute: true,
+                everything: true,
+                prefixes: true,
+            },
+            // One invalidation per batch: the provider fits its paths to `max_paths`.
+            TargetKind::CloudFront(_) => Shape::Urls {
+                max: usize::MAX,
+                absolute: false,
                 everything: true,
                 prefixes: true,
             },
@@ -279,6 +299,20 @@ pub struct Fastly {
     pub api_token: Secret,
     /// Mark stale (`Fastly-Soft-Purge: 1`) instead of evicting.
     pub soft: bool,
+}
+
+/// A CloudFront distribution.
+#[derive(Debug, Clone)]
+pub struct CloudFront {
+    pub api_url: String,
+    pub distribution_id: String,
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+    /// Paths per invalidation; more become wildcards, then `/*`.
+    pub max_paths: usize,
+    /// Free invalidation paths a month, for the cost `plan` shows.
+    pub free_paths_per_month: u64,
 }
 
 /// A Bunny pull zone.

@@ -9,6 +9,7 @@
 pub mod bunny;
 pub mod cache;
 pub mod cloudflare;
+pub mod cloudfront;
 pub mod command;
 pub mod fastly;
 pub mod sitehost;
@@ -182,6 +183,7 @@ pub struct Provider {
     kind: TargetKind,
     http: reqwest::Client,
     vims: vims::TaskPath,
+    cloudfront: cloudfront::References,
 }
 
 /// The HTTP client every provider shares: rustls, connect and total timeouts, and no redirects:
@@ -204,6 +206,7 @@ impl Provider {
             kind: target.kind.clone(),
             http,
             vims: vims::TaskPath::default(),
+            cloudfront: cloudfront::References::default(),
         }
     }
 
@@ -313,6 +316,26 @@ impl Provider {
             ) => {
                 format!("purge pull zone {}: {}", b.pull_zone_id, urls(u, *everything))
             }
+            (
+                TargetKind::CloudFront(c),
+                Request::Urls {
+                    urls: u, everything, ..
+                },
+            ) => {
+                let paths = cloudfront::planned_paths(c, u, *everything);
+                let shown: Vec<&str> = paths.iter().take(5).map(String::as_str).collect();
+                format!(
+                    "invalidate distribution {}: {} path{} ({}{}); ${:.3} if past the {} free paths of the month",
+                    c.distribution_id,
+                    paths.len(),
+                    if paths.len() == 1 { "" } else { "s" },
+                    shown.join(" "),
+                    if paths.len() > 5 { " …" } else { "" },
+                    paths.len() as f64 * cloudfront::DOLLARS_PER_PATH,
+                    c.free_paths_per_month
+                )
+            }
+            (TargetKind::CloudFront(c), _) => format!("invalidate distribution {}: /*", c.distribution_id),
             (TargetKind::Cloudflare(c), _) => format!("purge zone {}: everything", c.zone_id),
             (TargetKind::Fastly(f), _) => format!("purge service {}: everything", f.service_id),
             (TargetKind::Bunny(b), _) => format!("purge pull zone {}: everything", b.pull_zone_id),
@@ -367,6 +390,7 @@ impl Provider {
             TargetKind::Cloudflare(c) => cloudflare::purge(&self.http, c, urls, everything).await,
             TargetKind::Fastly(f) => fastly::purge(&self.http, f, urls, everything).await,
             TargetKind::Bunny(b) => bunny::purge(&self.http, b, urls, everything).await,
+            TargetKind::CloudFront(c) => cloudfront::purge(&self.http, c, &self.cloudfront, urls, everything).await,
         }
     }
 
@@ -375,6 +399,7 @@ impl Provider {
             TargetKind::SiteHost(s) => sitehost::job(&self.http, s, id).await,
             TargetKind::Vims(v) => vims::task(&self.http, v, id, &self.vims).await,
             // Neither has jobs: a request is done when it is answered.
+            TargetKind::CloudFront(c) => cloudfront::job(&self.http, c, id).await,
             _ => Ok(JobState::Done(format!("no job {id}"))),
         }
     }
@@ -391,6 +416,7 @@ impl Provider {
             TargetKind::Cloudflare(c) => cloudflare::check(&self.http, c).await,
             TargetKind::Fastly(f) => fastly::check(&self.http, f).await,
             TargetKind::Bunny(b) => bunny::check(&self.http, b).await,
+            TargetKind::CloudFront(c) => cloudfront::check(&self.http, c).await,
         }
     }
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod caches;
+pub mod cloudfront;
 pub mod edge;
 pub mod fake;
 
