@@ -81,12 +81,23 @@ fn paths_in_progress_past_the_limit_are_retried_and_max_paths_makes_wildcards() 
     d.wait_for("provider finished the purge");
     assert_eq!(cf.created(), 1);
     assert_eq!(cf.paths()[0], vec!["/about.html", "/blog/*"], "{}", d.log());
+    // `plan` says what the next batch would cost, counting the month's paths (2 so far).
+    let mut d = d;
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), 0);
+    site.write("index.html", "v3");
+    let (code, plan, err) = site.run(&["plan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        plan.contains("2 of the 1000 free paths used this month; cost $0.000"),
+        "{plan}"
+    );
 }
 
 #[test]
 fn dry_run_shows_paths_and_cost_and_credentials_come_from_the_aws_variables() {
     let cf = CloudFront::start();
-    let site = site_with(&cf, "", false);
+    let site = site_with(&cf, "    free_paths_per_month: 1\n", false);
     let env = [("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)];
     let run = |args: &[&str]| {
         let out = std::process::Command::new(bin())
@@ -105,7 +116,8 @@ fn dry_run_shows_paths_and_cost_and_credentials_come_from_the_aws_variables() {
     let (code, out, err) = run(&["check", "--remote"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("d111111abcdef8.cloudfront.net"), "{out}");
-    let (code, out, err) = run(&[
+    // The month's free paths (1 here) come first: 2 paths cost one path's price.
+    let dry = [
         "purge",
         "cloudfront",
         "--url",
@@ -113,13 +125,24 @@ fn dry_run_shows_paths_and_cost_and_credentials_come_from_the_aws_variables() {
         "--url",
         "/about.html",
         "--dry-run",
-    ]);
+    ];
+    let (code, out, err) = run(&dry);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("2 paths") && out.contains("$0.010"), "{out}");
+    assert!(
+        out.contains("2 paths this batch; 0 of the 1 free paths used this month; cost $0.005"),
+        "{out}"
+    );
     assert_eq!(cf.posts(), 0, "a dry run sends nothing");
     let (code, out, err) = run(&["purge", "cloudfront", "--all", "--wait"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(cf.paths()[0], vec!["/*"]);
+    // Counted in the state directory: the month's free path is used now.
+    let (_, out, _) = run(&dry);
+    assert!(
+        out.contains("1 of the 1 free paths used this month; cost $0.010"),
+        "{out}"
+    );
+
     // A wrong secret: refused by the signature check, exit 1, no key in the output.
     let (code, out, err) = {
         let out = std::process::Command::new(bin())

@@ -144,6 +144,9 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         let provider = Provider::new(target, http.clone());
         for r in &requests {
             outln!("  request: {}", provider.describe(r));
+            if let Some(cost) = provider.cost(r, store.as_ref()) {
+                outln!("    {cost}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

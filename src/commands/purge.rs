@@ -67,10 +67,14 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
     }
     let http = http_client();
     if args.dry_run {
+        let store = Store::open_read_only(&config.state_dir).ok().flatten();
         for (target, requests) in &plans {
             let provider = Provider::new(target, http.clone());
             for req in requests {
                 outln!("dry-run: would send to \"{}\": {}", target.name, provider.describe(req));
+                if let Some(cost) = provider.cost(req, store.as_ref()) {
+                    outln!("  {cost}");
+                }
             }
         }
         return Ok(ExitCode::SUCCESS);

@@ -107,6 +107,28 @@ pub fn planned_paths(c: &CloudFront, urls: &[String], everything: bool) -> Vec<S
     fit(&paths_of(urls, everything), c.max_paths)
 }
 
+/// The paths a recorded request invalidated (its description says "N paths"), 0 for another.
+pub fn paths_in(request: &str) -> u64 {
+    let Some(i) = request.find(" path") else { return 0 };
+    request[..i]
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What a batch of `n` paths costs, with `used` paths invalidated this month already: the month's
+/// free paths first, then $0.005 a path.
+pub fn cost_line(c: &CloudFront, used: u64, n: u64) -> String {
+    let billed = (used + n).saturating_sub(c.free_paths_per_month.max(used));
+    format!(
+        "{n} path{} this batch; {used} of the {} free paths used this month; cost ${:.3}",
+        if n == 1 { "" } else { "s" },
+        c.free_paths_per_month,
+        billed as f64 * DOLLARS_PER_PATH
+    )
+}
+
 /// The request, signed: `(url, headers)`.
 fn signed(
     c: &CloudFront,

@@ -325,14 +325,12 @@ impl Provider {
                 let paths = cloudfront::planned_paths(c, u, *everything);
                 let shown: Vec<&str> = paths.iter().take(5).map(String::as_str).collect();
                 format!(
-                    "invalidate distribution {}: {} path{} ({}{}); ${:.3} if past the {} free paths of the month",
+                    "invalidate distribution {}: {} path{} ({}{})",
                     c.distribution_id,
                     paths.len(),
                     if paths.len() == 1 { "" } else { "s" },
                     shown.join(" "),
                     if paths.len() > 5 { " …" } else { "" },
-                    paths.len() as f64 * cloudfront::DOLLARS_PER_PATH,
-                    c.free_paths_per_month
                 )
             }
             (TargetKind::CloudFront(c), _) => format!("invalidate distribution {}: /*", c.distribution_id),
@@ -340,6 +338,23 @@ impl Provider {
             (TargetKind::Fastly(f), _) => format!("purge service {}: everything", f.service_id),
             (TargetKind::Bunny(b), _) => format!("purge pull zone {}: everything", b.pull_zone_id),
         }
+    }
+
+    /// For a CloudFront target: what `req` costs, given what the state directory recorded this
+    /// calendar month (`plan` and `--dry-run` say it; other targets cost nothing per request).
+    pub fn cost(&self, req: &Request, store: Option<&crate::state::Store>) -> Option<String> {
+        let (TargetKind::CloudFront(c), Request::Urls { urls, everything, .. }) = (&self.kind, req) else {
+            return None;
+        };
+        let since = crate::clock::month_start_ms(crate::clock::now_ms());
+        let used: u64 = store
+            .and_then(|s| s.accepted_since(&self.target, since).ok())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| cloudfront::paths_in(r))
+            .sum();
+        let n = cloudfront::planned_paths(c, urls, *everything).len() as u64;
+        Some(cloudfront::cost_line(c, used, n))
     }
 
     /// `sitehost` or `vims`.

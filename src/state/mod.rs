@@ -599,6 +599,15 @@ impl Store {
     }
 
     /// The last purge of each target.
+    /// What was asked of `target` in requests the provider accepted since `since_ms`.
+    pub fn accepted_since(&self, target: &str, since_ms: i64) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT request FROM purges WHERE target = ?1 AND at_ms >= ?2 AND result = 'accepted'")?;
+        let rows = stmt.query_map(rusqlite::params![target, since_ms], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn last_purges(&self) -> Result<BTreeMap<String, PurgeRecord>, StateError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, target, at_ms, files, request, result, job_id, job_state, message FROM purges
