@@ -13,6 +13,14 @@ pub fn month_start_ms(ms: i64) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Milliseconds since the Unix epoch (0 for a clock set before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -21,12 +29,4 @@ mod tests {
         assert_eq!(super::month_start_ms(1_796_292_000_000), 1_796_083_200_000);
         assert_eq!(super::month_start_ms(1_796_083_200_000), 1_796_083_200_000);
     }
-}
-
-/// Milliseconds since the Unix epoch (0 for a clock set before it).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
