@@ -243,3 +243,62 @@ fn bad_keys_of_the_new_types_are_refused_with_positions() {
     }
     drop(fake);
 }
+
+/// A command that floods its output, or leaves a helper holding the pipe: judged by its own exit
+/// at once, the end of its output quoted (bounded), the helper not waited for.
+#[test]
+fn a_command_that_floods_or_leaves_a_helper_is_judged_by_its_exit() {
+    let site = Site::new();
+    let dir = site.dir.path().to_path_buf();
+    let flood = dir.join("flood");
+    std::fs::write(
+        &flood,
+        "#!/bin/sh\nhead -c 20000000 /dev/zero | tr '\\0' x\necho ' the end'\nexit 3\n",
+    )
+    .unwrap();
+    let helper = dir.join("helper");
+    let pidfile = dir.join("helper.pid");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nsleep 300 &\necho $! > {}\necho started\nexit 0\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    for p in [&flood, &helper] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let targets = format!(
+        "{}{}",
+        command_target(&flood, "").replace("  script:", "  flood:"),
+        command_target(&helper, "").replace("  script:", "  helper:")
+    );
+    write_rules(&site, &targets, "flood, helper");
+    let (code, _, err) = site.run(&["purge", "flood", "--url", "/a.html"]);
+    assert_eq!(code, 1, "{}", &err[..err.len().min(2000)]);
+    assert!(
+        err.contains("exit 3") && err.contains("the end"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    assert!(err.len() < 100_000, "the output is quoted bounded: {} bytes", err.len());
+    let started = std::time::Instant::now();
+    let (code, out, err) = site.run(&["purge", "helper", "--url", "/a.html"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The helper sleeps 300 s: waiting for it would take that long.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+    // The helper is the command's business; the test ends it.
+    if let Ok(pid) = std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .trim()
+        .parse::<i32>()
+    {
+        // SAFETY: kill(2) on a pid; no memory is touched.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
