@@ -116,3 +116,25 @@ fn a_symlinked_rules_file_is_reloaded_on_a_save_of_its_target() {
     std::fs::write(&real, rules.replace("debounce: 200ms", "debounce: 300ms")).unwrap();
     d.wait_for("reloaded");
 }
+
+/// A reload that names another state_dir: it takes effect at the next start; meanwhile no second
+/// daemon can start on it, and `status` says where the state is.
+#[test]
+fn a_reload_that_moves_state_dir_holds_the_new_one_and_status_says_where_the_state_is() {
+    let fake = Fake::start();
+    let (site, d) = running(&fake);
+    let old = site.state.display().to_string();
+    let moved = site.path("state2");
+    let rules = std::fs::read_to_string(&site.rules)
+        .unwrap()
+        .replace(&old, &moved.display().to_string());
+    site.write_rules(&rules);
+    d.wait_for("takes effect at the next start");
+    d.wait_for("reloaded");
+    let mut second = site.start(&["run"]);
+    assert_eq!(second.wait_exit(), 1, "{}", second.log());
+    assert!(second.log().contains(&moved.display().to_string()), "{}", second.log());
+    let (code, out, err) = site.run(&["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("keeps its state in {old}")), "{out}");
+}

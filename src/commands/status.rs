@@ -96,10 +96,18 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     }
     match &store {
         Some(s) => outln!("state: {}", s.path().display()),
-        None => outln!(
-            "no state yet in {} (the daemon has not run with these rules)",
-            config.state_dir.display()
-        ),
+        None => match crate::state::DaemonLock::holder(&config.state_dir) {
+            Some((pid, Some(elsewhere))) => outln!(
+                "no state yet in {}: the daemon running{} keeps its state in {} until it restarts (its rules now name this directory)",
+                config.state_dir.display(),
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                elsewhere.display()
+            ),
+            _ => outln!(
+                "no state yet in {} (the daemon has not run with these rules)",
+                config.state_dir.display()
+            ),
+        },
     }
     let now = now_ms();
     for t in &targets {

@@ -73,6 +73,7 @@ impl Daemon {
             replaced,
             seed,
             _lock: lock,
+            reserved: None,
             monitor,
             hooks: Default::default(),
             opts,

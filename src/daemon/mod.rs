@@ -163,6 +163,8 @@ struct Daemon {
     seed: Option<Store>,
     /// Held for the daemon's life (none in a dry run, which writes nothing).
     _lock: Option<DaemonLock>,
+    /// The lock of a state directory a reload named (it takes effect at the next start).
+    reserved: Option<(PathBuf, DaemonLock)>,
     /// `/metrics` and `/healthz`, when `metrics_listen` is set.
     monitor: Option<crate::monitor::Server>,
     hooks: crate::hook::Hooks,

@@ -298,7 +298,23 @@ impl Daemon {
         let new = loaded.config;
         crate::secret::remember(new.secrets().iter());
         if new.state_dir != self.config.state_dir {
-            tracing::warn!("state_dir changes take effect at the next start");
+            tracing::warn!(
+                "state_dir {} takes effect at the next start; until then the state stays in {}",
+                new.state_dir.display(),
+                self.config.state_dir.display()
+            );
+            // Held meanwhile: a second daemon cannot start on it beside this one.
+            if !self.opts.dry_run && self.reserved.as_ref().is_none_or(|(d, _)| *d != new.state_dir) {
+                self.reserved = match DaemonLock::reserve(&new.state_dir, &self.config.state_dir) {
+                    Ok(lock) => Some((new.state_dir.clone(), lock)),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        None
+                    }
+                };
+            }
+        } else {
+            self.reserved = None;
         }
         let mut listen = new.metrics_listen;
         if new.metrics_listen != self.config.metrics_listen {

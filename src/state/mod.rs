@@ -159,7 +159,7 @@ impl DaemonLock {
             let _ = file.read_to_string(&mut text);
             return Err(StateError::Locked {
                 dir: dir.to_path_buf(),
-                pid: text.trim().parse().ok(),
+                pid: text.lines().next().and_then(|l| l.trim().parse().ok()),
             });
         }
         file.set_len(0)
@@ -167,6 +167,36 @@ impl DaemonLock {
             .and_then(|()| writeln!(file, "{}", std::process::id()))
             .map_err(lock_error)?;
         Ok(DaemonLock { _file: file })
+    }
+
+    /// Takes the lock of `dir` for a daemon whose state is in `elsewhere` (its rules now name
+    /// `dir`, which takes effect at its next start): no other daemon starts on `dir` meanwhile,
+    /// and `status` can say where the state is.
+    pub fn reserve(dir: &Path, elsewhere: &Path) -> Result<DaemonLock, StateError> {
+        use std::io::Write;
+        let mut lock = DaemonLock::acquire(dir)?;
+        writeln!(lock._file, "state: {}", elsewhere.display()).map_err(|error| StateError::Lock {
+            dir: dir.to_path_buf(),
+            error,
+        })?;
+        Ok(lock)
+    }
+
+    /// Whether a daemon holds `dir`'s lock now: its pid, and where its state is when that is
+    /// another directory (see [`DaemonLock::reserve`]).
+    pub fn holder(dir: &Path) -> Option<(Option<u32>, Option<PathBuf>)> {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let mut file = std::fs::File::open(dir.join(LOCK_FILE)).ok()?;
+        // SAFETY: flock on a file descriptor this function owns; released when it is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            return None;
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        let pid = text.lines().next().and_then(|l| l.trim().parse().ok());
+        let elsewhere = text.lines().find_map(|l| l.strip_prefix("state: ")).map(PathBuf::from);
+        Some((pid, elsewhere))
     }
 }
 
