@@ -305,3 +305,25 @@ fn a_task_that_cannot_be_learned_is_said_not_verified() {
         d.log()
     );
 }
+
+/// Warming a large URL streams its body and throws it away: the daemon's peak memory stays far
+/// below the body's size.
+#[test]
+fn warming_a_large_url_does_not_hold_its_body() {
+    let (site, _fake, _edge, d) = running("      sample: 0\n", "    warm: true\n", |_| {});
+    let big = vec![b'x'; 256 * 1024 * 1024];
+    std::fs::write(site.root.join("big.bin"), &big).unwrap();
+    drop(big);
+    d.wait_for("warmed the edge");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    let hwm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(
+        hwm_kb < 128 * 1024,
+        "peak RSS {hwm_kb} kB for a 256 MiB body\n{}",
+        d.log()
+    );
+}
