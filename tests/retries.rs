@@ -146,3 +146,18 @@ fn a_provider_job_that_fails_is_an_error_naming_target_and_request() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(": Failed") && out.contains(": FAILURE"), "{out}");
 }
+
+/// A provider whose tasks never end: at most 8 are followed per target, the oldest given up
+/// with a warning, so pollers do not pile up on the rate limit with every batch.
+#[test]
+fn jobs_that_never_end_are_followed_at_most_eight_at_a_time() {
+    let fake = Fake::start();
+    fake.set_task_state("STARTED");
+    let (site, d) = Site::running(&fake, "100ms");
+    for i in 0..10 {
+        site.write(&format!("p{i}.html"), "new");
+        wait_requests(&fake, Route::VimsPurge, i + 1, &d);
+    }
+    d.wait_for_lines("no longer followed", 2);
+    assert_eq!(d.lines_containing("no longer followed").len(), 2, "{}", d.log());
+}

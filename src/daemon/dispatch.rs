@@ -13,6 +13,21 @@ pub(super) struct Sent {
     pub(super) results: Vec<Delivery>,
 }
 
+/// Provider jobs followed at once per target, at most: a provider whose jobs never end would
+/// otherwise gain a follower with every batch, each polling on the target's rate limit, until the
+/// purges themselves wait for them. Past it, the oldest is given up (its state unknown, logged).
+pub(super) const MAX_FOLLOWED: usize = 8;
+
+/// A job being followed, and what its end is reported with.
+pub(super) struct Followed {
+    handle: tokio::task::AbortHandle,
+    batch: Arc<Vec<PendingFile>>,
+    awaiting: Option<u64>,
+    request: String,
+    record: Option<PurgeId>,
+    job_id: String,
+}
+
 pub(super) struct JobDone {
     pub(super) target: String,
     /// The files of the batch the job purges.
@@ -371,18 +386,30 @@ impl Daemon {
                     batch.clone(),
                     job_id.to_string(),
                 );
-                self.jobs.spawn(async move {
-                    let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
-                    JobDone {
-                        target,
-                        batch,
-                        awaiting,
-                        request,
-                        record: id,
-                        job_id,
-                        outcome,
-                    }
-                });
+                let follow = Followed {
+                    handle: self.jobs.spawn({
+                        let (target, batch, request, job_id) =
+                            (target.clone(), batch.clone(), request.clone(), job_id.clone());
+                        async move {
+                            let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
+                            JobDone {
+                                target,
+                                batch,
+                                awaiting,
+                                request,
+                                record: id,
+                                job_id,
+                                outcome,
+                            }
+                        }
+                    }),
+                    batch,
+                    awaiting,
+                    request,
+                    record: id,
+                    job_id,
+                };
+                self.follow(&target, follow);
             }
         }
         if let Some(w) = &self.writer {
@@ -403,7 +430,34 @@ impl Daemon {
         systemd::status(&self.summary());
     }
 
+    /// Follows a job, giving up the target's oldest past [`MAX_FOLLOWED`].
+    fn follow(&mut self, target: &str, job: Followed) {
+        let queue = self.followed.entry(target.to_string()).or_default();
+        queue.push_back(job);
+        if queue.len() <= MAX_FOLLOWED {
+            return;
+        }
+        let Some(oldest) = queue.pop_front() else { return };
+        oldest.handle.abort();
+        let why = format!(
+            "no longer followed: {MAX_FOLLOWED} newer purges of this target are (its jobs do not end; is the provider's queue stuck?)"
+        );
+        // on_job logs it: "could not learn how the purge job ended: no longer followed …".
+        self.on_job(JobDone {
+            target: target.to_string(),
+            batch: oldest.batch,
+            awaiting: oldest.awaiting,
+            request: oldest.request,
+            record: oldest.record,
+            job_id: oldest.job_id,
+            outcome: JobOutcome::Unknown(why),
+        });
+    }
+
     pub(super) fn on_job(&mut self, job: JobDone) {
+        if let Some(queue) = self.followed.get_mut(&job.target) {
+            queue.retain(|f| f.job_id != job.job_id);
+        }
         let state = match &job.outcome {
             JobOutcome::Done(_) => "done",
             JobOutcome::Failed(_) => "failed",

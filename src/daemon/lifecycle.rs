@@ -53,6 +53,7 @@ impl Daemon {
             sends: JoinSet::new(),
             jobs: JoinSet::new(),
             awaiting: HashMap::new(),
+            followed: HashMap::new(),
             gate: Default::default(),
             next_awaiting: 0,
             verifies: JoinSet::new(),

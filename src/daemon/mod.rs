@@ -184,6 +184,8 @@ struct Daemon {
     jobs: JoinSet<JobDone>,
     /// Batches to verify or warm once every job of theirs has ended.
     awaiting: HashMap<u64, Awaiting>,
+    /// The provider jobs followed, per target, oldest first (at most `dispatch::MAX_FOLLOWED`).
+    followed: HashMap<String, std::collections::VecDeque<dispatch::Followed>>,
     /// Which changes wait for which targets before the edge is checked.
     gate: gate::Gate,
     next_awaiting: u64,
