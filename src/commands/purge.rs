@@ -62,7 +62,15 @@ pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
     }
     let mut plans = Vec::new();
     for target in members {
-        let requests = requests(&target, args)?;
+        let requests = match target.kind.shape() {
+            // A target that cannot purge everything at once (nginx): everything is every URL
+            // of the trees of the rules that name it, as they are now.
+            Shape::Urls { everything: false, .. } if args.all => {
+                let urls = every_url(&config, &target.name);
+                plan::exact(&target, &urls, None, None)
+            }
+            _ => requests(&target, args)?,
+        };
         plans.push((target, requests));
     }
     let http = http_client();
@@ -166,6 +174,18 @@ fn purge_one(
         deliver::record_job(store.as_deref_mut(), id, &outcome);
     }
     Ok(ok)
+}
+
+/// Every URL of the trees of the rules that purge through `target`, as they are on disk now.
+fn every_url(config: &crate::config::Config, target: &str) -> Vec<String> {
+    let mut urls = BTreeSet::new();
+    for rule in config.rules.iter().filter(|r| r.targets.iter().any(|t| t == target)) {
+        let filter = crate::route::Filter::new(rule);
+        for path in crate::manifest::walk(&rule.watch, &filter, None).files {
+            urls.extend(plan::urls_for(rule, &path));
+        }
+    }
+    urls.into_iter().collect()
 }
 
 /// The requests `args` ask for: a SiteHost target purges its stack; a VIMS target everything,

@@ -396,7 +396,8 @@ impl Provider {
                 _ => cache::ban(&self.http, v, "*").await,
             },
             // ngx_cache_purge purges one key at a time: "everything" is every URL the planner
-            // listed (the rule's tree); a bare `--all` has none to list.
+            // (or `purge --all`) listed from the rules' trees; a request for everything itself
+            // cannot be sent.
             TargetKind::Nginx(n) if everything => Err(ProviderError::permanent(format!(
                 "nginx at {}: ngx_cache_purge cannot purge everything at once; purge the URLs (--url), or let the daemon list a rule's tree",
                 n.endpoint
