@@ -25,7 +25,7 @@ pub enum LogFormat {
 #[command(
     name = "purgewatch",
     version = VERSION,
-    about = "Watch static-site deploy directories and purge exactly what changed from SiteHost and VIMS CDN caches"
+    about = "Watch static-site deploy directories and purge exactly what changed from the caches and CDNs in front of them"
 )]
 pub struct Cli {
     /// The rules file.
