@@ -11,9 +11,11 @@ use common::*;
 
 const HOST: &str = "www.example.com";
 
+/// A debounce long enough that one deploy is one batch even when a loaded machine pauses the
+/// test between two writes (the tests count requests per batch).
 fn rules(site: &Site, target: &str, extra_rule: &str) -> String {
     format!(
-        "state_dir: {}\ndefaults:\n  debounce: 200ms\n  retry_backoff: 200ms\n  retry_backoff_max: 500ms\n  retry_attempts: 100\ntargets:\n{target}rules:\n  - name: site\n    watch: public\n    targets: [cache]\n{extra_rule}",
+        "state_dir: {}\ndefaults:\n  debounce: 1s\n  retry_backoff: 200ms\n  retry_backoff_max: 500ms\n  retry_attempts: 100\ntargets:\n{target}rules:\n  - name: site\n    watch: public\n    targets: [cache]\n{extra_rule}",
         site.state.display()
     )
 }

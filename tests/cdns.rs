@@ -16,10 +16,12 @@ fn targets(fake: &Fake, cf_token: &str) -> String {
     )
 }
 
+/// A debounce long enough that one deploy is one batch even when a loaded machine pauses the
+/// test between two writes (the tests count requests per batch).
 fn site_with(fake: &Fake, rule_targets: &str, cf_token: &str) -> Site {
     let site = Site::new();
     site.write_rules(&format!(
-        "state_dir: {}\ndefaults:\n  debounce: 300ms\n  retry_backoff: 100ms\n  retry_backoff_max: 300ms\n  rate_limit: 100\ntargets:\n{}rules:\n  - name: site\n    watch: public\n    base_url: https://www.example.com\n    targets: [{rule_targets}]\n",
+        "state_dir: {}\ndefaults:\n  debounce: 1500ms\n  retry_backoff: 100ms\n  retry_backoff_max: 300ms\n  rate_limit: 100\ntargets:\n{}rules:\n  - name: site\n    watch: public\n    base_url: https://www.example.com\n    targets: [{rule_targets}]\n",
         site.state.display(),
         targets(fake, cf_token)
     ));
