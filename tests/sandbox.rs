@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
@@ -221,17 +221,7 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn command(binary: &Path, site: &Site, args: &[&str], program: &[u8]) -> Command {
-    let mut cmd = Command::new(binary);
-    cmd.args(args)
-        .arg("-c")
-        .arg(&site.rules)
-        .env("PW_TEST_SITEHOST_KEY", "sh-secret-key-123")
-        .env("RUST_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = site.command(binary, args);
     sandboxed(&mut cmd, program.to_vec());
     cmd
 }

@@ -62,17 +62,7 @@ impl Config {
 
     /// Every credential the rules hold (for scrubbing what leaves the daemon).
     pub fn secrets(&self) -> Vec<Secret> {
-        let mut out: Vec<Secret> = self.targets.iter().map(|t| t.kind.api().1.clone()).collect();
-        for t in &self.targets {
-            if let TargetKind::CloudFront(c) = &t.kind {
-                out.push(c.access_key_id.clone());
-                out.extend(c.session_token.clone());
-            }
-            if let TargetKind::Webhook(w) = &t.kind {
-                out.extend(w.secret.clone());
-            }
-        }
-        out
+        self.targets.iter().flat_map(|t| t.kind.secrets()).cloned().collect()
     }
 }
 
@@ -175,6 +165,16 @@ impl TargetKind {
             TargetKind::Bunny(b) => (&b.api_url, &b.api_key),
             TargetKind::CloudFront(c) => (&c.api_url, &c.secret_access_key),
         }
+    }
+
+    /// Every credential of the target: the one `api` names (a webhook's secret), and any other
+    /// it holds (CloudFront's key id and session token).
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut out = vec![self.api().1];
+        if let TargetKind::CloudFront(c) = self {
+            out.extend([Some(&c.access_key_id), c.session_token.as_ref()].into_iter().flatten());
+        }
+        out
     }
 
     pub fn shape(&self) -> Shape {

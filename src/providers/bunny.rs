@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{Accepted, ProviderError, for_each, http_error, send};
+use super::{Accepted, ProviderError, for_each, send_ok};
 use crate::config::Bunny;
 
 const PARALLEL: usize = 4;
@@ -21,15 +21,12 @@ pub async fn purge(
     if everything {
         let url = format!("{}/pullzone/{}/purgeCache", b.api_url, b.pull_zone_id);
         let what = format!("POST {url}");
-        let reply = send(
+        send_ok(
             http.post(&url).header("AccessKey", b.api_key.expose()),
             &what,
             &b.api_key,
         )
         .await?;
-        if !reply.status.is_success() {
-            return Err(http_error(&what, &reply));
-        }
         return Ok(Accepted {
             job_id: None,
             message: "pull zone purge accepted".into(),
@@ -43,14 +40,7 @@ pub async fn purge(
             .query(&[("url", u.as_str())])
             .header("AccessKey", b.api_key.expose());
         let key = b.api_key.clone();
-        async move {
-            let reply = send(rb, &what, &key).await?;
-            if reply.status.is_success() {
-                Ok(())
-            } else {
-                Err(http_error(&what, &reply))
-            }
-        }
+        async move { send_ok(rb, &what, &key).await.map(|_| ()) }
     })
     .await?;
     Ok(Accepted {
@@ -62,15 +52,12 @@ pub async fn purge(
 pub async fn check(http: &reqwest::Client, b: &Bunny) -> Result<String, ProviderError> {
     let url = format!("{}/pullzone/{}", b.api_url, b.pull_zone_id);
     let what = format!("GET {url}");
-    let reply = send(
+    let reply = send_ok(
         http.get(&url).header("AccessKey", b.api_key.expose()),
         &what,
         &b.api_key,
     )
     .await?;
-    if !reply.status.is_success() {
-        return Err(http_error(&what, &reply));
-    }
     let name = reply
         .json
         .as_ref()

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{Accepted, ProviderError, for_each, http_error, send};
+use super::{Accepted, ProviderError, for_each, send_ok};
 use crate::config::Fastly;
 
 /// URL purges in flight at once, for one delivery.
@@ -23,15 +23,12 @@ pub async fn purge(
     if everything {
         let url = format!("{}/service/{}/purge_all", f.api_url, f.service_id);
         let what = format!("POST {url}");
-        let reply = send(
+        send_ok(
             http.post(&url).header("Fastly-Key", f.api_token.expose()),
             &what,
             &f.api_token,
         )
         .await?;
-        if !reply.status.is_success() {
-            return Err(http_error(&what, &reply));
-        }
         return Ok(Accepted {
             job_id: None,
             message: "purge_all accepted".into(),
@@ -46,14 +43,7 @@ pub async fn purge(
             rb = rb.header("Fastly-Soft-Purge", "1");
         }
         let token = f.api_token.clone();
-        async move {
-            let reply = send(rb, &what, &token).await?;
-            if reply.status.is_success() {
-                Ok(())
-            } else {
-                Err(http_error(&what, &reply))
-            }
-        }
+        async move { send_ok(rb, &what, &token).await.map(|_| ()) }
     })
     .await?;
     Ok(Accepted {
@@ -69,15 +59,12 @@ pub async fn purge(
 pub async fn check(http: &reqwest::Client, f: &Fastly) -> Result<String, ProviderError> {
     let url = format!("{}/service/{}", f.api_url, f.service_id);
     let what = format!("GET {url}");
-    let reply = send(
+    let reply = send_ok(
         http.get(&url).header("Fastly-Key", f.api_token.expose()),
         &what,
         &f.api_token,
     )
     .await?;
-    if !reply.status.is_success() {
-        return Err(http_error(&what, &reply));
-    }
     let name = reply
         .json
         .as_ref()

@@ -503,6 +503,17 @@ pub(crate) async fn send(rb: RequestBuilder, what: &str, secret: &Secret) -> Res
     })
 }
 
+/// Sends a request whose reply counts by its status alone: 2xx, or the error
+/// [`http_error`] makes of it.
+pub(crate) async fn send_ok(rb: RequestBuilder, what: &str, secret: &Secret) -> Result<Reply, ProviderError> {
+    let reply = send(rb, what, secret).await?;
+    if reply.status.is_success() {
+        Ok(reply)
+    } else {
+        Err(http_error(what, &reply))
+    }
+}
+
 /// The error for a reply whose HTTP status is not a success.
 pub(crate) fn http_error(what: &str, reply: &Reply) -> ProviderError {
     let said = provider_message(reply);

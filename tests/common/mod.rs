@@ -130,7 +130,16 @@ rules:
     }
 
     pub fn start_with(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = Command::new(bin());
+        let mut cmd = self.command(Path::new(bin()), args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon::spawn(cmd)
+    }
+
+    /// `program ARGS -c rules.yaml` with the test environment, its output piped.
+    pub fn command(&self, program: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .arg("-c")
             .arg(&self.rules)
@@ -141,10 +150,7 @@ rules:
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Daemon::spawn(cmd)
+        cmd
     }
 
     /// Runs a command to completion: (status, stdout, stderr).
