@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use globset::GlobBuilder;
 use purgewatch::batch::Batcher;
 use purgewatch::config::Rule;
-use purgewatch::manifest::{Manifest, NothingAhead, Trust};
+use purgewatch::manifest::{Look, Manifest, NothingAhead, Trust};
 use purgewatch::plan::{Item, patterns};
 use purgewatch::route::{Filter, relative};
 use regex::Regex;
@@ -114,9 +114,15 @@ fn manifest_diff(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("catch-up diff of an unchanged 100,000-file tree", |b| {
         b.iter(|| {
-            let (cands, _) = manifest.everything(dir.path(), &filter);
+            let (cands, _, _) = manifest.everything(dir.path(), &filter);
             manifest
-                .diff(dir.path(), &cands, &filter, Trust::Metadata, &NothingAhead, false)
+                .diff(
+                    dir.path(),
+                    &cands,
+                    &filter,
+                    &NothingAhead,
+                    Look::new(Trust::Metadata, false),
+                )
                 .changes
                 .len()
         })

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::hashahead::Record;
-use crate::manifest::{Diff, Manifest, Trust};
+use crate::hashing::Budget;
+use crate::links::Links;
+use crate::manifest::{Diff, Look, Manifest, Trust};
 use crate::route::Filter;
 
 /// What a comparison looks at.
@@ -39,6 +41,8 @@ pub(crate) struct Job {
     pub scope: Scope,
     /// List identical rewrites in [`Diff::skipped`] (a dry run, or debug logging).
     pub list_identical: bool,
+    /// How long files may be read: past it, what is left is judged by its metadata.
+    pub budget: Budget,
 }
 
 /// A comparison that moves at least this many manifest entries (a swap refreshes every file of
@@ -55,6 +59,8 @@ pub(crate) struct Compared {
     /// The rule's manifest with the diff's refreshed metadata and updates applied, when there
     /// were at least [`MOVE_FORWARD_HERE`] of them; else the daemon applies them.
     pub moved_forward: Option<Manifest>,
+    /// The tree's directory symlinks as this comparison found them.
+    pub links: Links,
     /// Paths compared.
     pub candidates: usize,
     /// Paths the record held (events and hashes taken ahead).
@@ -75,28 +81,44 @@ impl Job {
             record,
             scope,
             list_identical,
+            budget,
         } = self;
         let started = Instant::now();
         let known = record.known(&manifest);
-        let (candidates, trust) = match scope {
+        // The tree's directory symlinks: those still there, and those its walks meet.
+        let mut links = manifest.links().clone();
+        links.retain_valid(&root);
+        let (mut candidates, trust) = match scope {
             Scope::Tree { listed: true } => {
                 // Files already found to hold the manifest's bytes are not compared again.
-                let mut c = manifest.expand(&root, record.paths_to_compare(), &filter, &known);
+                let mut c = manifest.expand(&root, record.paths_to_compare(), &filter, &known, &mut links);
                 c.extend(record.tree_lacks(&manifest).cloned());
                 (c, Trust::Metadata)
             }
-            Scope::Tree { listed: false } => (manifest.everything(&root, &filter).0, Trust::Metadata),
+            Scope::Tree { listed: false } => {
+                let (c, _, found) = manifest.everything(&root, &filter);
+                links = found;
+                (c, Trust::Metadata)
+            }
             Scope::Dirty => (
-                manifest.expand(&root, record.dirty_to_compare(), &filter, &known),
+                manifest.expand(&root, record.dirty_to_compare(), &filter, &known, &mut links),
                 Trust::Content,
             ),
         };
+        // A file changed below a linked directory changed at the link's path too.
+        links.add_aliases(&mut candidates);
         let expand = started.elapsed();
-        let diff = manifest.diff(&root, &candidates, &filter, trust, &known, list_identical);
+        let look = Look {
+            trust,
+            list_identical,
+            budget,
+        };
+        let diff = manifest.diff(&root, &candidates, &filter, &known, look);
         let moved_forward = (diff.updates.len() + diff.refreshed.len() >= MOVE_FORWARD_HERE).then(|| {
             let mut m = (*manifest).clone();
             m.apply(&diff.refreshed);
             m.apply(&diff.updates);
+            m.set_links(links.clone());
             m
         });
         let compared = Compared {
@@ -105,6 +127,7 @@ impl Job {
             moved_forward,
             candidates: candidates.len(),
             recorded: record.recorded(),
+            links,
             expand,
             compare: started.elapsed() - expand,
         };
@@ -138,6 +161,7 @@ mod tests {
             record,
             scope,
             list_identical: true,
+            budget: Budget::OPEN,
         }
     }
 

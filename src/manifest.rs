@@ -10,13 +10,25 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::links::Links;
 use crate::route::{Filter, Verdict};
+
+pub use crate::hashing::stat_and_hash;
+use crate::hashing::{Budget, Late, UNHASHED, hash_within};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileMeta {
     pub size: u64,
     pub mtime_ns: i64,
     pub hash: [u8; 32],
+}
+
+impl FileMeta {
+    /// Whether `new` holds the bytes this entry stands for: the same hash, or, for an entry
+    /// recorded [`UNHASHED`] (purged by its metadata), the same size and mtime.
+    pub fn same_bytes(&self, new: &FileMeta) -> bool {
+        self.hash == new.hash || (self.hash == UNHASHED && self.size == new.size && self.mtime_ns == new.mtime_ns)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,6 +65,9 @@ pub enum Skip {
     /// Could not be read for now (out of file descriptors or memory, an I/O error): the last
     /// known state is kept and the file is read again at the next batch, never dropped.
     NotYet(String),
+    /// Not read within the batch's time, with the size and mtime recorded but recent enough
+    /// for a rewrite to have kept them: read again at the next batch.
+    Late,
 }
 
 /// Whether a failure to read a file may pass by itself: out of descriptors (EMFILE, ENFILE) or
@@ -81,6 +96,7 @@ impl Skip {
             Skip::Filtered(v) => v.describe(),
             Skip::Unreadable(e) => format!("unreadable: {e}"),
             Skip::NotYet(e) => format!("not read yet: {e}; read again at the next batch"),
+            Skip::Late => "not read within max_delay; read again at the next batch".into(),
         }
     }
 }
@@ -149,18 +165,57 @@ pub struct Diff {
     pub refreshed: Updates,
     /// Files hashed to reach the verdict.
     pub hashed: usize,
+    /// Files not read in time, purged by their metadata.
+    pub unhashed: usize,
 }
+
+/// How a comparison looks at the disk.
+#[derive(Clone, Copy, Debug)]
+pub struct Look {
+    pub trust: Trust,
+    /// List identical rewrites in [`Diff::skipped`] (a dry run, or debug logging).
+    pub list_identical: bool,
+    pub budget: Budget,
+}
+
+/// Candidates bigger than this are read after all the others: one big file does not use up
+/// the time the small ones of its batch need.
+impl Look {
+    /// No time limit but a stop's.
+    pub fn new(trust: Trust, list_identical: bool) -> Look {
+        Look {
+            trust,
+            list_identical,
+            budget: Budget::OPEN,
+        }
+    }
+}
+
+pub const READ_LAST: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Manifest {
     files: BTreeMap<String, FileMeta>,
+    /// The tree's directory symlinks, as its last whole walk (and the walks of new directories
+    /// since) found them: not stored, found again by the walk every start makes.
+    links: Links,
 }
 
 impl Manifest {
     pub fn from_entries(entries: impl IntoIterator<Item = (String, FileMeta)>) -> Manifest {
         Manifest {
             files: entries.into_iter().collect(),
+            links: Links::default(),
         }
+    }
+
+    /// The tree's directory symlinks (see [`crate::links`]).
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    pub fn set_links(&mut self, links: Links) {
+        self.links = links;
     }
 
     pub fn len(&self) -> usize {
@@ -210,13 +265,15 @@ impl Manifest {
     }
 
     /// The paths to compare after events on `dirty` paths: a file stands for itself; a directory
-    /// (new, renamed in, or gone) for every file below it, on disk and in the manifest.
+    /// (new, renamed in, or gone) for every file below it, on disk and in the manifest. The
+    /// directory symlinks met walking new directories go into `links`.
     pub fn expand<'a>(
         &self,
         root: &Path,
         dirty: impl IntoIterator<Item = &'a str>,
         filter: &Filter,
         known: &(impl Ahead + ?Sized),
+        links: &mut Links,
     ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for rel in dirty {
@@ -235,9 +292,9 @@ impl Manifest {
                 Ok(m) if m.is_dir() && !known.needs_walk(rel) => {}
                 Ok(m) if m.is_dir() => {
                     if !filter.excludes_dir(rel) {
-                        for f in walk(&abs, filter, Some(rel)).files {
-                            out.insert(f);
-                        }
+                        let walked = walk(&abs, filter, Some(rel));
+                        out.extend(walked.files);
+                        links.extend(walked.links);
                     }
                     out.extend(self.under(rel).cloned());
                 }
@@ -253,31 +310,33 @@ impl Manifest {
         out
     }
 
-    /// Every path on disk and in the manifest: a full rescan.
-    pub fn everything(&self, root: &Path, filter: &Filter) -> (BTreeSet<String>, Vec<(String, Verdict)>) {
+    /// Every path on disk and in the manifest: a full rescan. With the paths filtered out,
+    /// and the tree's directory symlinks.
+    pub fn everything(&self, root: &Path, filter: &Filter) -> (BTreeSet<String>, Vec<(String, Verdict)>, Links) {
         let walked = walk(root, filter, None);
         let mut out: BTreeSet<String> = walked.files.into_iter().collect();
         out.extend(self.files.keys().cloned());
-        (out, walked.filtered)
+        (out, walked.filtered, walked.links)
     }
 
     /// Compares `candidates` (relative paths) under `root` with the manifest; paths in `known`
-    /// are taken from it instead of the disk. `list_identical` lists identical rewrites in
-    /// [`Diff::skipped`] (for explanations); otherwise they are only counted.
+    /// are taken from it instead of the disk. Files are read within `look.budget`: small ones
+    /// first, files over [`READ_LAST`] after every other candidate, and what is not read in time
+    /// is judged by its metadata (see [`crate::hashing`]).
     pub fn diff(
         &self,
         root: &Path,
         candidates: &BTreeSet<String>,
         filter: &Filter,
-        trust: Trust,
         known: &(impl Ahead + ?Sized),
-        list_identical: bool,
+        look: Look,
     ) -> Diff {
         let mut diff = Diff {
-            list_identical,
+            list_identical: look.list_identical,
             ..Diff::default()
         };
         let now_ns = now_ns();
+        let mut big = Vec::new();
         for rel in candidates {
             let old = self.get(rel);
             let verdict = filter.verdict(rel);
@@ -306,7 +365,7 @@ impl Manifest {
                 _ => {}
             }
             if let Some(old) = old
-                && trust == Trust::Metadata
+                && look.trust == Trust::Metadata
             {
                 match std::fs::metadata(&abs) {
                     Ok(m) if m.is_file() => {
@@ -324,17 +383,14 @@ impl Manifest {
                     }
                 }
             }
-            match stat_and_hash(&abs) {
-                Ok(Some(new)) => {
-                    diff.hashed += 1;
-                    diff.compare(rel, old, new);
-                }
-                Ok(None) => diff.gone(rel, old),
-                // A directory where a file was: the file is gone (its files are candidates too).
-                Err(e) if e.kind() == io::ErrorKind::IsADirectory => diff.gone(rel, old),
-                Err(e) if passing(&e) => diff.skipped.push((rel.clone(), Skip::NotYet(e.to_string()))),
-                Err(e) => diff.skipped.push((rel.clone(), Skip::Unreadable(e.to_string()))),
+            match hash_within(&abs, look.budget, Some(READ_LAST)) {
+                Err(e) if Late::of(&e).is_some_and(|l| l.size > READ_LAST) => big.push(rel),
+                read => diff.read(rel, old, read, now_ns),
             }
+        }
+        for rel in big {
+            let read = hash_within(&root.join(rel), look.budget, None);
+            diff.read(rel, self.get(rel), read, now_ns);
         }
         diff
     }
@@ -345,11 +401,11 @@ impl Manifest {
     /// `None` when the walk was cut short by a stop (a partial baseline would make every file
     /// it missed look new at the next start).
     pub fn baseline(root: &Path, filter: &Filter) -> Option<Manifest> {
-        let walked = walk(root, filter, None);
+        let mut walked = walk(root, filter, None);
         if !walked.complete {
             return None;
         }
-        let files = walked.files;
+        let files = std::mem::take(&mut walked.files);
         let mut entries = Vec::with_capacity(files.len());
         for (i, rel) in files.into_iter().enumerate() {
             if i % 1024 == 1023 && crate::shutdown::requested() {
@@ -361,6 +417,7 @@ impl Manifest {
         }
         Some(Manifest {
             files: entries.into_iter().collect(),
+            links: walked.links,
         })
     }
 
@@ -391,6 +448,49 @@ pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 }
 
 impl Diff {
+    /// What reading `rel` found.
+    fn read(&mut self, rel: &str, old: Option<&FileMeta>, read: io::Result<Option<FileMeta>>, now_ns: i64) {
+        match read {
+            Ok(Some(new)) => {
+                self.hashed += 1;
+                self.compare(rel, old, new);
+            }
+            Ok(None) => self.gone(rel, old),
+            // A directory where a file was: the file is gone (its files are candidates too).
+            Err(e) if e.kind() == io::ErrorKind::IsADirectory => self.gone(rel, old),
+            Err(e) => match Late::of(&e) {
+                Some(late) => self.late(rel, old, late, now_ns),
+                None if passing(&e) => self.skipped.push((rel.to_string(), Skip::NotYet(e.to_string()))),
+                None => self.skipped.push((rel.to_string(), Skip::Unreadable(e.to_string()))),
+            },
+        }
+    }
+
+    /// `rel` was not read in time: judged by its metadata. New, or not the size and mtime
+    /// recorded: purged now, recorded [`UNHASHED`]. The recorded size and mtime: unchanged,
+    /// unless that mtime is recent enough for a rewrite to have kept it (then read next batch).
+    fn late(&mut self, rel: &str, old: Option<&FileMeta>, late: Late, now_ns: i64) {
+        match old {
+            Some(o) if o.size == late.size && o.mtime_ns == late.mtime_ns => {
+                if now_ns.saturating_sub(late.mtime_ns) <= RACY_WINDOW.as_nanos() as i64 {
+                    self.skipped.push((rel.to_string(), Skip::Late));
+                }
+            }
+            _ => {
+                self.unhashed += 1;
+                self.changes.push(Change {
+                    path: rel.to_string(),
+                    kind: if old.is_some() {
+                        ChangeKind::Modified
+                    } else {
+                        ChangeKind::Created
+                    },
+                });
+                self.updates.push((rel.to_string(), Some(late.unhashed())));
+            }
+        }
+    }
+
     /// `rel` is not a regular file any more: a deletion if it was recorded.
     fn gone(&mut self, rel: &str, old: Option<&FileMeta>) {
         if old.is_some() {
@@ -404,7 +504,7 @@ impl Diff {
 
     fn compare(&mut self, rel: &str, old: Option<&FileMeta>, new: FileMeta) {
         match old {
-            Some(o) if o.hash == new.hash => {
+            Some(o) if o.same_bytes(&new) => {
                 if *o != new {
                     self.refreshed.push((rel.to_string(), Some(new)));
                 }
@@ -431,90 +531,6 @@ impl Diff {
     }
 }
 
-/// Stats and hashes one file: `None` when it is missing or not a regular file (a directory is
-/// `Err` with `ErrorKind::IsADirectory`, so that callers can tell).
-pub fn stat_and_hash(path: &Path) -> io::Result<Option<FileMeta>> {
-    use std::io::Read;
-    let mut file = match open_for_hashing(path) {
-        Ok(f) => f,
-        // Gone, or a parent is not a directory any more, or a symlink loop: no file there.
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata()?;
-    if meta.is_dir() {
-        return Err(io::Error::new(io::ErrorKind::IsADirectory, "directory"));
-    }
-    if !meta.is_file() {
-        return Ok(None);
-    }
-    let mut hasher = blake3::Hasher::new();
-    if meta.len() <= SMALL_FILE {
-        // Read straight into a buffer kept per thread: `read_to_end` would stat the file again
-        // and seek to learn what the fstat above already said.
-        READ_BUF.with_borrow_mut(|buf| -> io::Result<()> {
-            buf.resize(meta.len() as usize + 1, 0);
-            let mut n = 0;
-            loop {
-                match file.read(&mut buf[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => {
-                        n += k;
-                        if n == buf.len() {
-                            // It grew since the fstat: keep reading.
-                            buf.resize(n * 2, 0);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            hasher.update(&buf[..n]);
-            Ok(())
-        })?;
-    } else {
-        hasher.update_reader(file)?;
-    }
-    Ok(Some(FileMeta {
-        size: meta.len(),
-        mtime_ns: mtime_ns(&meta),
-        hash: *hasher.finalize().as_bytes(),
-    }))
-}
-
-thread_local! {
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Set once the kernel refused `O_NOATIME` (files owned by another user, without CAP_FOWNER).
-static NOATIME_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Opens a file to hash it: one open and an fstat, not a stat and an open (each path lookup
-/// costs). `O_NONBLOCK` so that a FIFO in the tree does not block the open (it is then seen not
-/// to be a regular file); `O_NOATIME` where the kernel allows it, so that reading a freshly
-/// deployed tree does not dirty (and journal) every inode in it for its access time.
-fn open_for_hashing(path: &Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::sync::atomic::Ordering::Relaxed;
-    let open = |flags| {
-        std::fs::File::options()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | flags)
-            .open(path)
-    };
-    if !NOATIME_REFUSED.load(Relaxed) {
-        match open(libc::O_NOATIME) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => NOATIME_REFUSED.store(true, Relaxed),
-            other => return other,
-        }
-    }
-    open(0)
-}
-
-/// Files up to this size are read whole, in one buffer.
-const SMALL_FILE: u64 = 256 * 1024;
-
 /// Files under a directory, split into kept and filtered.
 #[derive(Debug)]
 pub struct Walk {
@@ -522,6 +538,8 @@ pub struct Walk {
     pub filtered: Vec<(String, Verdict)>,
     /// False when the walk ended early because the process is stopping.
     pub complete: bool,
+    /// Directory symlinks to directories of the same tree, followed.
+    pub links: Links,
 }
 
 impl Default for Walk {
@@ -530,6 +548,7 @@ impl Default for Walk {
             files: Vec::new(),
             filtered: Vec::new(),
             complete: true,
+            links: Links::default(),
         }
     }
 }
@@ -561,16 +580,29 @@ pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
             break;
         }
         let Ok(entry) = entry else { continue };
-        if entry.path_is_symlink()
-            && entry.file_type().is_dir()
-            && !filter.follow_symlinks
-            && entry.depth() > 0
-            && !std::fs::canonicalize(entry.path()).is_ok_and(|real| {
-                let root =
-                    real_root.get_or_insert_with(|| std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()));
-                real.starts_with(root)
-            })
-        {
+        // A directory symlink: within the tree it is an alias (its files are served at both
+        // paths); out of it, followed only when the rule says so.
+        // The walk's own start counts when it is a directory of the tree (a link made, or
+        // re-pointed, is walked from itself), not when it is the watched root.
+        let below_root = entry.depth() > 0 || prefix.is_some();
+        let within = (entry.path_is_symlink() && entry.file_type().is_dir() && below_root).then(|| {
+            let real_root =
+                real_root.get_or_insert_with(|| std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()));
+            std::fs::canonicalize(entry.path())
+                .ok()
+                .filter(|real| real.starts_with(&*real_root))
+                .map(|real| crate::route::relative(real_root, &real).unwrap_or_default())
+        });
+        if let Some(Some(target)) = &within {
+            let link = match crate::route::relative(dir, entry.path()) {
+                Some(rel) => Some(join(rel)),
+                None => prefix.map(str::to_string),
+            };
+            if let Some(link) = link {
+                out.links.insert(link, target.clone());
+            }
+        }
+        if within.as_ref().is_some_and(|w| w.is_none()) && !filter.follow_symlinks {
             let mut warned = OUTSIDE_WARNED.lock().unwrap_or_else(|e| e.into_inner());
             if warned.insert(entry.path().to_path_buf()) {
                 tracing::warn!(
@@ -636,10 +668,10 @@ mod tests {
         let m = Manifest::default();
         let mut c = crate::hashahead::Record::default();
         c.event("d", 1, true);
-        let got = m.expand(root, ["d"], &filter(&[]), &c.known(&m));
+        let got = m.expand(root, ["d"], &filter(&[]), &c.known(&m), &mut Links::default());
         assert!(got.is_empty(), "{got:?}");
         c.event("d", 2, false);
-        let got = m.expand(root, ["d"], &filter(&[]), &c.known(&m));
+        let got = m.expand(root, ["d"], &filter(&[]), &c.known(&m), &mut Links::default());
         assert_eq!(got.into_iter().collect::<Vec<_>>(), vec!["d/unseen.html".to_string()]);
     }
 
@@ -675,9 +707,8 @@ mod tests {
             root,
             &set(&["a.html", "blog/b.html", "blog/c.html", ".hidden"]),
             &f,
-            Trust::Content,
             &NothingAhead,
-            true,
+            Look::new(Trust::Content, true),
         );
         assert_eq!(
             d.changes,
@@ -702,9 +733,15 @@ mod tests {
         m.apply(&d.updates);
 
         fs::remove_dir_all(root.join("blog")).unwrap();
-        let cands = m.expand(root, set(&["blog"]).iter().map(String::as_str), &f, &NothingAhead);
+        let cands = m.expand(
+            root,
+            set(&["blog"]).iter().map(String::as_str),
+            &f,
+            &NothingAhead,
+            &mut Links::default(),
+        );
         assert_eq!(cands, set(&["blog", "blog/b.html", "blog/c.html"]));
-        let d = m.diff(root, &cands, &f, Trust::Content, &NothingAhead, false);
+        let d = m.diff(root, &cands, &f, &NothingAhead, Look::new(Trust::Content, false));
         assert_eq!(d.changes.len(), 2);
         assert!(d.skipped.is_empty());
         assert!(d.changes.iter().all(|c| c.kind == ChangeKind::Deleted));
@@ -725,59 +762,79 @@ mod tests {
             .unwrap()
             .set_modified(later)
             .unwrap();
-        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Content, &NothingAhead, false);
+        let d = m.diff(
+            root,
+            &set(&["a.html"]),
+            &f,
+            &NothingAhead,
+            Look::new(Trust::Content, false),
+        );
         assert!(d.changes.is_empty() && d.updates.is_empty() && d.skipped.is_empty());
         assert_eq!(d.identical, 1);
         assert_eq!(d.refreshed.len(), 1);
         assert_eq!(d.refreshed[0].0, "a.html");
     }
 
+    /// Past the batch's budget, a file not read (a big one, read last) is purged by its
+    /// metadata and recorded unhashed; small files are still read. A later comparison that
+    /// finds the size and mtime recorded takes it as the file that was purged: no second purge,
+    /// its hash filled in.
     #[test]
-    fn hashing_looks_only_at_regular_files_and_does_not_block_on_a_fifo() {
+    fn a_file_not_read_in_time_is_purged_by_its_metadata_once() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        fs::write(root.join("a.html"), "abc").unwrap();
-        let meta = stat_and_hash(&root.join("a.html")).unwrap().unwrap();
-        assert_eq!(meta.size, 3);
-        assert_eq!(meta.hash, *blake3::hash(b"abc").as_bytes());
-        assert!(stat_and_hash(&root.join("missing")).unwrap().is_none());
-        assert!(stat_and_hash(&root.join("a.html/x")).unwrap().is_none());
-        assert_eq!(stat_and_hash(root).unwrap_err().kind(), io::ErrorKind::IsADirectory);
-        let made = std::process::Command::new("mkfifo")
-            .arg(root.join("pipe"))
-            .status()
+        fs::write(root.join("a.html"), "a").unwrap();
+        let f = filter(&[]);
+        let m = Manifest::baseline(root, &f).unwrap();
+        fs::write(root.join("a.html"), "a2").unwrap();
+        fs::File::create(root.join("big.bin"))
+            .unwrap()
+            .set_len(READ_LAST + (64 << 20))
             .unwrap();
-        assert!(made.success());
-        assert!(stat_and_hash(&root.join("pipe")).unwrap().is_none());
-    }
-
-    #[test]
-    fn hashing_reads_every_size_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        // Empty, small, a buffer left bigger by the previous file, and past the one-read limit.
-        for len in [0usize, 5, 2, SMALL_FILE as usize + 4096, 3] {
-            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let p = dir.path().join(format!("f{len}"));
-            fs::write(&p, &bytes).unwrap();
-            let meta = stat_and_hash(&p).unwrap().unwrap();
-            assert_eq!(meta.size, len as u64);
-            assert_eq!(meta.hash, *blake3::hash(&bytes).as_bytes(), "{len} bytes");
-        }
-    }
-
-    #[test]
-    fn hashing_leaves_the_access_time_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.html");
-        fs::write(&p, "abc").unwrap();
-        // An access time older than the last write: reading would update it (relatime).
-        let old = SystemTime::now() - Duration::from_secs(3600);
-        let f = fs::File::options().write(true).open(&p).unwrap();
-        f.set_times(fs::FileTimes::new().set_accessed(old)).unwrap();
-        drop(f);
-        let before = fs::metadata(&p).unwrap().accessed().unwrap();
-        stat_and_hash(&p).unwrap().unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().accessed().unwrap(), before);
+        let spent = Look {
+            budget: Budget::until(std::time::Instant::now()),
+            ..Look::new(Trust::Content, false)
+        };
+        let d = m.diff(root, &set(&["a.html", "big.bin"]), &f, &NothingAhead, spent);
+        assert_eq!((d.hashed, d.unhashed), (1, 1));
+        let mut kinds: Vec<_> = d.changes.iter().map(|c| (c.path.as_str(), c.kind)).collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [("a.html", ChangeKind::Modified), ("big.bin", ChangeKind::Created)]
+        );
+        let mut m = m;
+        m.apply(&d.updates);
+        let big = *m.get("big.bin").unwrap();
+        assert_eq!(big.hash, UNHASHED);
+        assert_eq!(big.size, READ_LAST + (64 << 20));
+        // Still not read in time, same metadata, written just now: read at the next batch.
+        let d = m.diff(root, &set(&["big.bin"]), &f, &NothingAhead, spent);
+        assert!(d.changes.is_empty());
+        assert_eq!(d.skipped, [("big.bin".to_string(), Skip::Late)]);
+        // Read at last: the same size and mtime stand for the bytes that were purged.
+        let d = m.diff(
+            root,
+            &set(&["big.bin"]),
+            &f,
+            &NothingAhead,
+            Look::new(Trust::Content, false),
+        );
+        assert!(d.changes.is_empty(), "{:?}", d.changes);
+        assert_eq!(d.identical, 1);
+        assert_eq!(d.refreshed.len(), 1);
+        assert_ne!(d.refreshed[0].1.unwrap().hash, UNHASHED);
+        // A new mtime after an unhashed record is a change.
+        let f2 = fs::File::options().write(true).open(root.join("big.bin")).unwrap();
+        f2.set_modified(SystemTime::now() + Duration::from_secs(5)).unwrap();
+        let d = m.diff(
+            root,
+            &set(&["big.bin"]),
+            &f,
+            &NothingAhead,
+            Look::new(Trust::Content, false),
+        );
+        assert_eq!(d.changes.len(), 1);
     }
 
     #[test]
@@ -790,7 +847,13 @@ mod tests {
         fs::write(root.join("a/b/c/x.html"), "x").unwrap();
         fs::write(root.join("a/y.html"), "y").unwrap();
         assert_eq!(
-            m.expand(root, set(&["a"]).iter().map(String::as_str), &f, &NothingAhead),
+            m.expand(
+                root,
+                set(&["a"]).iter().map(String::as_str),
+                &f,
+                &NothingAhead,
+                &mut Links::default()
+            ),
             set(&["a/b/c/x.html", "a/y.html"])
         );
     }
@@ -809,7 +872,13 @@ mod tests {
             .unwrap();
         let f = filter(&[]);
         let m = Manifest::baseline(root, &f).unwrap();
-        let d = m.diff(root, &set(&["a.html"]), &f, Trust::Metadata, &NothingAhead, false);
+        let d = m.diff(
+            root,
+            &set(&["a.html"]),
+            &f,
+            &NothingAhead,
+            Look::new(Trust::Metadata, false),
+        );
         assert_eq!(d.hashed, 0);
         assert!(d.changes.is_empty());
     }

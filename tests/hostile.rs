@@ -406,6 +406,65 @@ fn a_directory_symlink_out_of_the_tree_is_not_followed_unless_asked() {
     assert!(out.contains("purge  etc/gshadow  (created)"), "{out}");
 }
 
+/// A directory symlink inside the tree (`docs/current -> v2`) serves every file of `v2` at a
+/// second URL: a change there is purged at both, whichever spelling the kernel reported it
+/// under; a link into its own ancestor (`docs/self -> .`) doubles nothing.
+#[test]
+fn a_directory_symlink_inside_the_tree_purges_both_urls() {
+    let fake = Fake::start();
+    let site = Site::new();
+    site.write("index.html", "home");
+    site.write("docs/v1/x.html", "x1");
+    site.write("docs/v2/x.html", "x2");
+    std::os::unix::fs::symlink("v2", site.root.join("docs/current")).unwrap();
+    std::os::unix::fs::symlink(".", site.root.join("docs/self")).unwrap();
+    site.write_rules(&site.rules_for(&fake, "200ms", ""));
+    let mut d = site.start(&["run"]);
+    d.wait_ready();
+    // index, v1, v2 and the link's copy of v2: the loop is not walked.
+    let baseline = d.lines_containing("took the current tree as the baseline");
+    assert!(baseline.iter().any(|l| l.contains("files=4")), "{}", d.log());
+    let covered = |url: &str| fake.vims_purges().iter().any(|r| pattern_matches(&r.pattern(), url));
+
+    site.write("docs/v2/x.html", "x2 edited");
+    if !wait_until(DEADLINE, || {
+        covered("/docs/v2/x.html") && covered("/docs/current/x.html")
+    }) {
+        panic!("{:?}\n{}", fake.vims_purges(), d.log());
+    }
+    // Written through the link: both spellings again, and a new file at both.
+    site.write("docs/current/y.html", "y");
+    if !wait_until(DEADLINE, || {
+        covered("/docs/v2/y.html") && covered("/docs/current/y.html")
+    }) {
+        panic!("{:?}\n{}", fake.vims_purges(), d.log());
+    }
+    for r in fake.vims_purges() {
+        let p = r.pattern();
+        assert!(p != "*" && !pattern_matches(&p, "/docs/v1/x.html"), "{p}");
+        assert!(!pattern_matches(&p, "/docs/self/v2/x.html"), "{p}");
+    }
+    assert_plan_empty(&site);
+    // Re-pointed: the link's URLs are purged, and from then on v1's changes reach them.
+    std::fs::remove_file(site.root.join("docs/current")).unwrap();
+    std::os::unix::fs::symlink("v1", site.root.join("docs/current")).unwrap();
+    let before = fake.vims_purges().len();
+    wait_requests(&fake, Route::VimsPurge, before + 1, &d);
+    assert_plan_empty(&site);
+    site.write("docs/v1/x.html", "x1 edited");
+    let at = fake.vims_purges().len();
+    if !wait_until(DEADLINE, || {
+        fake.vims_purges()[at..]
+            .iter()
+            .any(|r| pattern_matches(&r.pattern(), "/docs/current/x.html"))
+    }) {
+        panic!("{:?}\n{}", fake.vims_purges(), d.log());
+    }
+    assert_plan_empty(&site);
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(), 0);
+}
+
 /// A tmpfs is a real filesystem: a site under /dev/shm is checked, watched and purged like any
 /// other (the pseudo-filesystems are refused by their type, not by a path prefix).
 #[test]

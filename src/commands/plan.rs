@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::{CommandError, load};
 use crate::cli::Cli;
-use crate::manifest::{Manifest, NothingAhead, Skip, Trust};
+use crate::manifest::{Look, Manifest, NothingAhead, Skip, Trust};
 use crate::plan;
 use crate::providers::{Provider, http_client};
 use crate::request::PendingFile;
@@ -52,8 +52,14 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
             );
             continue;
         };
-        let (candidates, filtered) = manifest.everything(&root, &filter);
-        let diff = manifest.diff(&root, &candidates, &filter, Trust::Metadata, &NothingAhead, true);
+        let (candidates, filtered, _) = manifest.everything(&root, &filter);
+        let diff = manifest.diff(
+            &root,
+            &candidates,
+            &filter,
+            &NothingAhead,
+            Look::new(Trust::Metadata, true),
+        );
         let mut lines = vec![format!(
             "rule \"{}\": {watch} ({} file{} at the last purge)",
             rule.name,

@@ -188,7 +188,12 @@ impl Daemon {
             }
         }
         self.commit_settled();
-        let deadline = Instant::now() + self.config.shutdown_timeout;
+        // The stop's time counts from the signal: the comparisons above had half of it.
+        let asked = crate::shutdown::requested_at()
+            .map(Instant::from_std)
+            .filter(|at| *at <= Instant::now())
+            .unwrap_or_else(Instant::now);
+        let deadline = asked + self.config.shutdown_timeout;
         loop {
             for t in self.batcher.take_all() {
                 self.start_send(&t);

@@ -214,6 +214,8 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
     let Signals { mut stop, mut asked } = signals;
     let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<hashahead::Done>();
     let (compared_tx, mut compared_rx) = mpsc::unbounded_channel();
+    // A stop lets comparisons read files for half its time; the rest is for sending.
+    crate::shutdown::set_hashing_grace(config.shutdown_timeout / 2);
     let mut d = Daemon::start(
         config,
         opts,

@@ -338,6 +338,7 @@ impl Daemon {
             metrics_listen: listen,
             ..new.clone()
         };
+        crate::shutdown::set_hashing_grace(self.config.shutdown_timeout / 2);
         self.set_providers();
         self.watch_includes();
         self.gate.keep_rules(&self.config.rules);

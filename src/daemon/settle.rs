@@ -3,6 +3,11 @@
 //! rule; a target is sent once every comparison it waits for is in.
 
 use super::*;
+use crate::hashing::Budget;
+
+/// A comparison may read files for at least this long, even past `max_delay`: a batch that fell
+/// due at `max_delay` (changes that never stopped) still reads what it can.
+pub(super) const READ_AT_LEAST: Duration = Duration::from_secs(1);
 
 impl Daemon {
     pub(super) fn target(&self, name: &str) -> Option<&Target> {
@@ -104,6 +109,7 @@ impl Daemon {
         self.next_compare += 1;
         let id = self.next_compare;
         self.rules[i].comparing = Some(id);
+        tracing::debug!(rule = %self.rules[i].rule.name, "comparing");
         let tx = self.compared_tx.clone();
         tokio::task::spawn_blocking(move || {
             job.run(|c| {
@@ -175,8 +181,10 @@ impl Daemon {
             },
             None => compare::Scope::Dirty,
         };
+        let budget = hashing_budget(&self.config, &r.rule.targets, r.compared_first_ms);
         let manifest = self.manifests.entry(name.clone()).or_default().clone();
         Some(compare::Job {
+            budget,
             record: r.record.settled(self.seq, manifest.len()),
             manifest,
             root: r.root.clone(),
@@ -196,9 +204,13 @@ impl Daemon {
         // memory it took goes back.
         self.trim_work += c.candidates + c.recorded;
         for (path, skip) in &diff.skipped {
-            if let Skip::NotYet(_) = skip {
+            if let Skip::NotYet(_) | Skip::Late = skip {
                 // Read again at the next batch: the path is dirty again (and seen, for a restart).
-                tracing::warn!(rule = %name, path = %path, "{}", skip.describe());
+                if let Skip::NotYet(_) = skip {
+                    tracing::warn!(rule = %name, path = %path, "{}", skip.describe());
+                } else {
+                    tracing::debug!(rule = %name, path = %path, "{}", skip.describe());
+                }
                 self.seq += 1;
                 if self.rules[i].record.event(path, self.seq, false) {
                     self.writes.seen(&name, path, Instant::now());
@@ -214,6 +226,13 @@ impl Daemon {
         }
         // Only the entries of files that changed go into the batch's transaction; new metadata
         // for identical bytes is written a little later, off the path to the purge.
+        if diff.unhashed > 0 {
+            tracing::info!(
+                rule = %name,
+                files = diff.unhashed,
+                "not read within max_delay: purged by size and mtime (read at their next change)"
+            );
+        }
         let (now_updates, later) = (diff.updates, diff.refreshed);
         let entry = self.manifests.entry(name.clone()).or_default();
         match c.moved_forward {
@@ -227,6 +246,9 @@ impl Daemon {
                 let manifest = Arc::make_mut(entry);
                 manifest.apply(&later);
                 manifest.apply(&now_updates);
+                if *manifest.links() != c.links {
+                    manifest.set_links(c.links);
+                }
             }
         }
         let manifest_len = entry.len();
@@ -305,6 +327,27 @@ impl Daemon {
         }
         files
     }
+}
+
+/// How long comparing a rule whose first change was at `first` (ms) may read files: until that
+/// change is `max_delay` old (the smallest of the rule's `targets`'), but at least
+/// [`READ_AT_LEAST`] — past it, files not read are purged by their metadata. No limit of its own
+/// without a first change (start-up: nothing was promised about changes made while the daemon
+/// was down); a stop's limit still applies.
+fn hashing_budget(config: &Config, targets: &[String], first: Option<i64>) -> Budget {
+    let Some(first) = first else {
+        return Budget::OPEN;
+    };
+    let Some(max_delay) = targets
+        .iter()
+        .filter_map(|t| config.target(t))
+        .map(|t| t.max_delay)
+        .min()
+    else {
+        return Budget::OPEN;
+    };
+    let age = Duration::from_millis(now_ms().saturating_sub(first).max(0) as u64);
+    Budget::until(std::time::Instant::now() + max_delay.saturating_sub(age).max(READ_AT_LEAST))
 }
 
 #[cfg(test)]

@@ -47,9 +47,12 @@ impl Record {
             }
             // The daemon's to handle (see `Daemon::on_hashed`).
             Done::Rewatched { .. } => return taken,
-            Done::TreeListed { root: r, seq, .. } => {
+            Done::TreeListed {
+                root: r, seq, links, ..
+            } => {
                 if r == root {
                     self.tree_listed(seq);
+                    manifest.set_links(links);
                 }
                 taken.tree_listed = Some(seq);
                 return taken;
@@ -148,6 +151,7 @@ mod tests {
             rule: "r".into(),
             root: PathBuf::from("/releases/2"),
             seq: 4,
+            links: Default::default(),
         };
         assert_eq!(r.take(&mut m, Path::new("/releases/2"), listed).tree_listed, Some(4));
         // a is marked (same bytes), new differs, gone is what the tree lacks.

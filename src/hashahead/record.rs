@@ -71,7 +71,7 @@ pub struct Record {
 pub fn judge(manifest: &Manifest, rel: &str, result: Option<FileMeta>) -> (Found, Option<FileMeta>) {
     match (result, manifest.get(rel)) {
         (None, _) => (Found::Gone, None),
-        (Some(new), Some(old)) if new.hash == old.hash => (Found::Same, (new != *old).then_some(new)),
+        (Some(new), Some(old)) if old.same_bytes(&new) => (Found::Same, (new != *old).then_some(new)),
         (Some(new), _) => (Found::Differs, Some(new)),
     }
 }

@@ -52,8 +52,14 @@ pub enum Done {
         seq: u64,
         files: Vec<(String, FileMeta)>,
     },
-    /// Every part of the tree has been sent: together they list the whole tree.
-    TreeListed { rule: String, root: PathBuf, seq: u64 },
+    /// Every part of the tree has been sent: together they list the whole tree, whose
+    /// directory symlinks are `links`.
+    TreeListed {
+        rule: String,
+        root: PathBuf,
+        seq: u64,
+        links: crate::links::Links,
+    },
     /// A swapped-in tree is watched (before it was listed), or could not be.
     Rewatched {
         rule: String,
@@ -141,7 +147,8 @@ impl Worker {
                                 }
                             }
                             let started = std::time::Instant::now();
-                            let paths = walk(&root, &filter, None).files;
+                            let walked = walk(&root, &filter, None);
+                            let (paths, links) = (walked.files, walked.links);
                             let n = paths.len();
                             hash_tree(&root, paths, |files| {
                                 let _ = done.send(Done::TreePart {
@@ -157,7 +164,12 @@ impl Worker {
                                 ms = started.elapsed().as_millis() as u64,
                                 "hashed the new tree"
                             );
-                            Done::TreeListed { rule, root, seq }
+                            Done::TreeListed {
+                                rule,
+                                root,
+                                seq,
+                                links,
+                            }
                         }
                     };
                     if done.send(msg).is_err() {

@@ -1,0 +1,265 @@
+//! Reading a file's bytes into a [`FileMeta`]: one open, one fstat, BLAKE3 over the contents —
+//! within a [`Budget`], so that one big file never holds back a purge past `max_delay`, nor a
+//! stop past `shutdown_timeout`.
+//!
+//! A file not hashed in time is [`Late`]: the comparison then judges it by its size and mtime
+//! (a new or changed-by-metadata file is purged by its URL and recorded [`UNHASHED`]; one whose
+//! metadata did not move is read again at the next batch).
+
+use std::io;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::manifest::{FileMeta, mtime_ns};
+
+/// The hash recorded for a file purged by its metadata, before its bytes were read: a later
+/// comparison that finds the same size and mtime takes the file as the one that was purged, and
+/// records its real hash without purging it again.
+pub const UNHASHED: [u8; 32] = [0; 32];
+
+/// Files up to this size are read whole, in one buffer.
+pub(crate) const SMALL_FILE: u64 = 256 * 1024;
+
+/// Bigger files are read in chunks of this size, the budget looked at between chunks.
+const CHUNK: usize = 1024 * 1024;
+
+/// How long a comparison may spend reading files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Past this instant, files still to read are judged by their metadata. `None`: no limit
+    /// of its own (a stop still ends it: see [`crate::shutdown::hashing_over`]).
+    pub until: Option<Instant>,
+}
+
+impl Budget {
+    /// No limit but the stop.
+    pub const OPEN: Budget = Budget { until: None };
+
+    pub fn until(at: Instant) -> Budget {
+        Budget { until: Some(at) }
+    }
+
+    /// Whether reading must end now.
+    pub fn over(&self) -> bool {
+        self.until.is_some_and(|u| Instant::now() >= u) || crate::shutdown::hashing_over()
+    }
+}
+
+/// A file whose bytes were not read in time (or left for later: see [`hash_within`]), with
+/// the metadata its open found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Late {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl std::fmt::Display for Late {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not hashed in time ({} bytes)", self.size)
+    }
+}
+
+impl std::error::Error for Late {}
+
+impl Late {
+    /// The [`Late`] an error of [`hash_within`] carries, if it is one.
+    pub fn of(e: &io::Error) -> Option<Late> {
+        e.get_ref().and_then(|r| r.downcast_ref::<Late>()).copied()
+    }
+
+    /// The manifest entry for a file purged by its metadata.
+    pub fn unhashed(self) -> FileMeta {
+        FileMeta {
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            hash: UNHASHED,
+        }
+    }
+}
+
+/// Stats and hashes one file: `None` when it is missing or not a regular file (a directory is
+/// `Err` with `ErrorKind::IsADirectory`, so that callers can tell). Ends early only for a stop.
+pub fn stat_and_hash(path: &Path) -> io::Result<Option<FileMeta>> {
+    hash_within(path, Budget::OPEN, None)
+}
+
+/// [`stat_and_hash`] within `budget`: an error carrying [`Late`] when the budget ran out before
+/// the last byte, or at once when the file is bigger than `max_len` (left for later).
+pub fn hash_within(path: &Path, budget: Budget, max_len: Option<u64>) -> io::Result<Option<FileMeta>> {
+    use std::io::Read;
+    let mut file = match open_for_hashing(path) {
+        Ok(f) => f,
+        // Gone, or a parent is not a directory any more, or a symlink loop: no file there.
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::new(io::ErrorKind::IsADirectory, "directory"));
+    }
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let late = || {
+        io::Error::other(Late {
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+        })
+    };
+    if max_len.is_some_and(|m| meta.len() > m) {
+        return Err(late());
+    }
+    let mut hasher = blake3::Hasher::new();
+    let small = meta.len() <= SMALL_FILE;
+    READ_BUF.with_borrow_mut(|buf| -> io::Result<()> {
+        // A small file is read straight into one buffer (`read_to_end` would stat it again and
+        // seek to learn what the fstat above said); a big one a chunk at a time, the budget
+        // looked at between chunks.
+        let want = if small { meta.len() as usize + 1 } else { CHUNK };
+        buf.resize(want, 0);
+        let mut n = 0;
+        loop {
+            match file.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    n += k;
+                    if n < buf.len() {
+                        continue;
+                    }
+                    if small {
+                        // It grew since the fstat: keep reading.
+                        buf.resize(n * 2, 0);
+                    } else {
+                        hasher.update(&buf[..n]);
+                        n = 0;
+                        if budget.over() {
+                            return Err(late());
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        hasher.update(&buf[..n]);
+        Ok(())
+    })?;
+    Ok(Some(FileMeta {
+        size: meta.len(),
+        mtime_ns: mtime_ns(&meta),
+        hash: *hasher.finalize().as_bytes(),
+    }))
+}
+
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Set once the kernel refused `O_NOATIME` (files owned by another user, without CAP_FOWNER).
+static NOATIME_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Opens a file to hash it: one open and an fstat, not a stat and an open (each path lookup
+/// costs). `O_NONBLOCK` so that a FIFO in the tree does not block the open (it is then seen not
+/// to be a regular file); `O_NOATIME` where the kernel allows it, so that reading a freshly
+/// deployed tree does not dirty (and journal) every inode in it for its access time.
+fn open_for_hashing(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::Ordering::Relaxed;
+    let open = |flags| {
+        std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | flags)
+            .open(path)
+    };
+    if !NOATIME_REFUSED.load(Relaxed) {
+        match open(libc::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => NOATIME_REFUSED.store(true, Relaxed),
+            other => return other,
+        }
+    }
+    open(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn hashing_looks_only_at_regular_files_and_does_not_block_on_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("a.html"), "abc").unwrap();
+        let meta = stat_and_hash(&root.join("a.html")).unwrap().unwrap();
+        assert_eq!(meta.size, 3);
+        assert_eq!(meta.hash, *blake3::hash(b"abc").as_bytes());
+        assert!(stat_and_hash(&root.join("missing")).unwrap().is_none());
+        assert!(stat_and_hash(&root.join("a.html/x")).unwrap().is_none());
+        assert_eq!(stat_and_hash(root).unwrap_err().kind(), io::ErrorKind::IsADirectory);
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.join("pipe"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(stat_and_hash(&root.join("pipe")).unwrap().is_none());
+    }
+
+    #[test]
+    fn hashing_reads_every_size_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        // Empty, small, a buffer left bigger by the previous file, and past the one-read limit.
+        for len in [0usize, 5, 2, SMALL_FILE as usize + 4096, 3] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let p = dir.path().join(format!("f{len}"));
+            fs::write(&p, &bytes).unwrap();
+            let meta = stat_and_hash(&p).unwrap().unwrap();
+            assert_eq!(meta.size, len as u64);
+            assert_eq!(meta.hash, *blake3::hash(&bytes).as_bytes(), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn hashing_leaves_the_access_time_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.html");
+        fs::write(&p, "abc").unwrap();
+        // An access time older than the last write: reading would update it (relatime).
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        let f = fs::File::options().write(true).open(&p).unwrap();
+        f.set_times(fs::FileTimes::new().set_accessed(old)).unwrap();
+        drop(f);
+        let before = fs::metadata(&p).unwrap().accessed().unwrap();
+        stat_and_hash(&p).unwrap().unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().accessed().unwrap(), before);
+    }
+
+    /// A big file (sparse: 4 GiB of holes read at memory speed, still seconds of hashing) is
+    /// given up on once the budget is spent, with the metadata its open found; one past
+    /// `max_len` is not read at all.
+    #[test]
+    fn a_big_file_is_given_up_on_when_the_budget_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.bin");
+        let f = fs::File::create(&p).unwrap();
+        f.set_len(4 << 30).unwrap();
+        drop(f);
+        let started = Instant::now();
+        let e = hash_within(&p, Budget::until(Instant::now() + Duration::from_millis(50)), None).unwrap_err();
+        let late = Late::of(&e).expect("late");
+        assert_eq!(late.size, 4 << 30);
+        assert_eq!(late.mtime_ns, mtime_ns(&fs::metadata(&p).unwrap()));
+        assert_eq!(late.unhashed().hash, UNHASHED);
+        assert!(started.elapsed() < Duration::from_secs(60));
+        let e = hash_within(&p, Budget::OPEN, Some(1 << 20)).unwrap_err();
+        assert_eq!(Late::of(&e), Some(late));
+        // A small file is hashed whatever the budget says: it takes one read.
+        fs::write(dir.path().join("a.html"), "abc").unwrap();
+        let spent = Budget::until(Instant::now() - Duration::from_secs(1));
+        let m = hash_within(&dir.path().join("a.html"), spent, Some(1)).unwrap_err();
+        assert!(Late::of(&m).is_some(), "bigger than max_len");
+        let m = hash_within(&dir.path().join("a.html"), spent, None).unwrap().unwrap();
+        assert_eq!(m.hash, *blake3::hash(b"abc").as_bytes());
+    }
+}
