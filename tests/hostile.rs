@@ -395,6 +395,14 @@ fn a_directory_symlink_out_of_the_tree_is_not_followed_unless_asked() {
         "{}",
         vims[0].pattern()
     );
+    // A link made while the daemon runs is not walked either.
+    std::os::unix::fs::symlink(outside.path(), site.root.join("etc2")).unwrap();
+    site.write("index.html", "home v3");
+    wait_requests(&fake, Route::VimsPurge, 2, &d);
+    std::thread::sleep(Duration::from_millis(800));
+    for r in fake.vims_purges() {
+        assert!(!pattern_matches(&r.pattern(), "/etc2/gshadow"), "{}", r.pattern());
+    }
     let state = std::fs::read(site.state.join("state.sqlite3")).unwrap();
     assert!(!String::from_utf8_lossy(&state).contains("gshadow"));
     assert_plan_empty(&site);
