@@ -107,6 +107,21 @@ pub async fn send(
     rate: f64,
     req: &Request,
 ) -> Result<Accepted, Failed> {
+    send_observed(provider, pacer, policy, rate, req, &|_, _| {}).await
+}
+
+/// Who is told of each retry: its number (1 for the first) and the error that caused it.
+pub type OnRetry<'a> = dyn Fn(u32, String) + Send + Sync + 'a;
+
+/// [`send`], telling `on_retry` of each retry.
+pub async fn send_observed(
+    provider: &Provider,
+    pacer: &Pacer,
+    policy: &RetryPolicy,
+    rate: f64,
+    req: &Request,
+    on_retry: &OnRetry<'_>,
+) -> Result<Accepted, Failed> {
     let account = provider.account();
     retry(
         policy,
@@ -129,6 +144,7 @@ pub async fn send(
                 _ => String::new(),
             };
             tracing::warn!(target: "purgewatch", target_name = %provider.target, attempt, retry_in = ?delay, "purge failed, will retry: {error}{capped}");
+            on_retry(attempt, error.to_string());
         },
     )
     .await
@@ -176,10 +192,22 @@ pub async fn deliver(
     rate: f64,
     requests: Vec<Request>,
 ) -> Vec<Delivery> {
+    deliver_observed(provider, pacer, policy, rate, requests, &|_, _| {}).await
+}
+
+/// [`deliver`], telling `on_retry` of each retry (the daemon records it for `status`).
+pub async fn deliver_observed(
+    provider: &Provider,
+    pacer: &Pacer,
+    policy: &RetryPolicy,
+    rate: f64,
+    requests: Vec<Request>,
+    on_retry: &OnRetry<'_>,
+) -> Vec<Delivery> {
     let mut out = Vec::with_capacity(requests.len());
     for request in &requests {
         let desc = provider.describe(request);
-        let result = send(provider, pacer, policy, rate, request).await;
+        let result = send_observed(provider, pacer, policy, rate, request, on_retry).await;
         out.push(Delivery { desc, result });
     }
     out

@@ -161,3 +161,83 @@ fn jobs_that_never_end_are_followed_at_most_eight_at_a_time() {
     d.wait_for_lines("no longer followed", 2);
     assert_eq!(d.lines_containing("no longer followed").len(), 2, "{}", d.log());
 }
+
+/// During an outage, what changed while a purge is retried is counted where a person looks:
+/// `/metrics`' pending_files and `status` count it with the files being sent, `status` says a
+/// purge is under way and at which retry (not "waiting for the debounce"), and once the provider
+/// is back everything goes and both say none.
+#[test]
+fn files_changed_during_an_outage_are_counted_and_status_names_the_retry() {
+    let fake = Fake::start();
+    let outage: Vec<Reply> = (0..400)
+        .map(|_| Reply::vims_error(503, "down for maintenance"))
+        .collect();
+    fake.script(Route::VimsPurge, outage);
+    let site = Site::new();
+    site.write("index.html", "home");
+    for i in 0..30 {
+        site.write(&format!("first/p{i}.html"), "v1");
+    }
+    // Made before: a new directory is one more path changed (and walked), not a file.
+    std::fs::create_dir(site.root.join("later")).unwrap();
+    let rules = site
+        .rules_for(&fake, "200ms", "")
+        .replace("defaults:", "metrics_listen: 127.0.0.1:0\ndefaults:")
+        .replace("retry_backoff_max: 1s", "retry_backoff_max: 1s\n  retry_attempts: 1000")
+        // The CDN alone: no other target's batch compares the tree meanwhile.
+        .replace("targets: [www, cdn]", "targets: [cdn]");
+    site.write_rules(&rules);
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    let addr = d.metrics_addr();
+    for i in 0..30 {
+        site.write(&format!("first/p{i}.html"), "v2");
+    }
+    wait_requests(&fake, Route::VimsPurge, 2, &d);
+    for i in 0..300 {
+        site.write(&format!("later/p{i}.html"), "x");
+    }
+    let mut last = String::new();
+    let ok = wait_until(DEADLINE, || {
+        let (_, out, _) = site.run(&["status"]);
+        last = out;
+        last.contains("pending: 330 files (300 changed, compared once the purge under way has ended)")
+            && last.contains("sending: 30 files since")
+            && last.contains("down for maintenance")
+    });
+    assert!(ok, "{last}\n{}", d.log());
+    assert!(!last.contains("waiting for the debounce"), "{last}");
+    let (_, json, _) = site.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["targets"]["cdn"]["pending_files"], 330, "{json}");
+    assert_eq!(v["targets"]["cdn"]["sending"]["files"], 30, "{json}");
+    assert!(
+        v["targets"]["cdn"]["sending"]["retries"].as_i64().unwrap() >= 1,
+        "{json}"
+    );
+    let metric = |body: &str| {
+        body.lines()
+            .find(|l| l.starts_with("purgewatch_pending_files{target=\"cdn\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    let mut body = String::new();
+    let ok = wait_until(DEADLINE, || {
+        body = http_get(&addr, "/metrics").1;
+        metric(&body).as_deref() == Some("330")
+    });
+    assert!(ok, "{:?}", metric(&body));
+    // Back: everything goes, and nothing is said to be pending or under way.
+    fake.unscript(Route::VimsPurge);
+    let ok = wait_until(DEADLINE, || {
+        let (_, out, _) = site.run(&["status"]);
+        last = out;
+        last.matches("pending: none").count() == 2 && !last.contains("sending:")
+    });
+    assert!(ok, "{last}\n{}", d.log());
+    let ok = wait_until(DEADLINE, || {
+        body = http_get(&addr, "/metrics").1;
+        metric(&body).as_deref() == Some("0")
+    });
+    assert!(ok, "{:?}", metric(&body));
+    assert_plan_empty(&site);
+}

@@ -11,7 +11,7 @@ use super::{CommandError, age, load_with};
 use crate::cli::{Cli, StatusArgs};
 use crate::clock::now_ms;
 use crate::config::LoadOptions;
-use crate::state::{PurgeRecord, Store, VerifyRecord};
+use crate::state::{DaemonLock, PurgeRecord, Sending, Store, VerifyRecord};
 
 /// What `status` knows of one target.
 struct TargetStatus {
@@ -26,6 +26,8 @@ struct TargetStatus {
     oldest_ms: Option<i64>,
     last: Option<PurgeRecord>,
     verified: Option<VerifyRecord>,
+    /// The purge on its way to the target, as the daemon running now last said.
+    sending: Option<Sending>,
 }
 
 pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
@@ -44,8 +46,13 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     let mut seen: BTreeMap<String, (usize, i64)> = BTreeMap::new();
     let mut last = BTreeMap::new();
     let mut verified = BTreeMap::new();
+    let mut sending = BTreeMap::new();
     if let Some(store) = &store {
         verified = store.last_verifications()?;
+        // Only a daemon running now is sending anything (one that was killed left its rows).
+        if DaemonLock::holder(&config.state_dir).is_some() {
+            sending = store.sending()?;
+        }
         for row in store.pending()? {
             let e = pending.entry(row.target).or_insert((0, i64::MAX));
             e.0 += 1;
@@ -81,6 +88,7 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
             TargetStatus {
                 last: last.remove(&name),
                 verified: verified.remove(&name),
+                sending: sending.remove(&name),
                 name,
                 kind,
                 queued,
@@ -116,15 +124,28 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
         if n == 0 {
             outln!("  pending: none");
         } else {
-            let settling = if t.waiting > 0 {
-                format!(" ({} waiting for the debounce)", t.waiting)
-            } else {
-                String::new()
+            let settling = match (t.waiting, &t.sending) {
+                (0, _) => String::new(),
+                (n, None) => format!(" ({n} waiting for the debounce)"),
+                (n, Some(_)) => format!(" ({n} changed, compared once the purge under way has ended)"),
             };
             let oldest = age(now - t.oldest_ms.unwrap_or(now));
             outln!(
                 "  pending: {n} file{}{settling}, oldest {oldest} ago",
                 if n == 1 { "" } else { "s" }
+            );
+        }
+        if let Some(sent) = &t.sending {
+            let retry = match (&sent.attempt, &sent.error) {
+                (0, _) => String::new(),
+                (n, Some(e)) => format!(", retry {n} after: {e}"),
+                (n, None) => format!(", retry {n}"),
+            };
+            outln!(
+                "  sending: {} file{} since {} ago{retry}",
+                sent.files,
+                if sent.files == 1 { "" } else { "s" },
+                age(now - sent.since_ms)
             );
         }
         match &t.last {
@@ -201,7 +222,16 @@ fn as_json(state: Option<String>, targets: &[TargetStatus]) -> Value {
                     "detail": v.detail,
                 })
             });
+            let sending = t.sending.as_ref().map(|s| {
+                json!({
+                    "since": rfc3339(s.since_ms),
+                    "files": s.files,
+                    "retries": s.attempt,
+                    "last_error": s.error,
+                })
+            });
             let value = json!({
+                "sending": sending,
                 "last_verification": verified,
                 "type": t.kind,
                 "pending_files": t.queued + t.waiting,
@@ -238,6 +268,7 @@ mod tests {
                     ..Default::default()
                 }),
                 verified: None,
+                sending: None,
             },
             TargetStatus {
                 name: "www".into(),
@@ -247,6 +278,7 @@ mod tests {
                 oldest_ms: None,
                 last: None,
                 verified: None,
+                sending: None,
             },
         ];
         let v = as_json(None, &targets);

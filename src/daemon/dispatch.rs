@@ -2,6 +2,7 @@
 //! metrics, `on_failure`), following provider jobs, and verifying or warming the edge after.
 
 use super::*;
+use crate::state::Sending;
 
 pub(super) struct Sent {
     pub(super) target: String,
@@ -88,13 +89,34 @@ fn urls_of(files: &[PendingFile], rules: &[Rule]) -> String {
     urls.join(" ")
 }
 
+/// A send told of a retry (see [`Daemon::on_retried`]).
+pub(super) struct Retried {
+    target: String,
+    attempt: u32,
+    error: String,
+}
+
 impl Daemon {
-    /// Each target's queue, for `/metrics`.
+    /// Each target's queue, for `/metrics`: the files queued for it, and those changed since in
+    /// the trees of its rules, not compared yet (while a purge is retried, those can be most).
+    /// A file in both is counted twice: it is purged twice.
     pub(super) fn publish_pending(&self) {
         for t in &self.config.targets {
             let rows = self.pending.get(&t.name);
-            let n = rows.map_or(0, |r| r.len());
-            let oldest = rows.and_then(|r| r.values().map(|r| r.first_seen_ms).min());
+            let feeding = self.rules.iter().filter(|r| r.rule.targets.contains(&t.name));
+            let (changed, first) = feeding.fold((0, None::<i64>), |(n, first), r| {
+                let f = match (first, r.first_event_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (n + r.record.dirty_count(), f)
+            });
+            let n = rows.map_or(0, |r| r.len()) + changed;
+            let oldest = rows
+                .and_then(|r| r.values().map(|r| r.first_seen_ms).min())
+                .into_iter()
+                .chain(first.filter(|_| changed > 0))
+                .min();
             metrics::get().set_pending(&t.name, n, oldest);
         }
     }
@@ -310,6 +332,22 @@ impl Daemon {
         let pacer = self.pacer.clone();
         let name = target.to_string();
         let n = files.len();
+        if let Some(w) = &self.writer {
+            let (name, sending) = (
+                name.clone(),
+                Sending {
+                    since_ms: now_ms(),
+                    files: n as i64,
+                    ..Default::default()
+                },
+            );
+            w.queue(move |d| {
+                if let Err(e) = d.store.set_sending(&name, &sending) {
+                    tracing::warn!("could not write the state: {e}");
+                }
+            });
+        }
+        let retried = self.retried_tx.clone();
         self.sends.spawn(async move {
             let planning = std::time::Instant::now();
             let requests = match tokio::task::spawn_blocking(move || draft.requests()).await {
@@ -321,7 +359,14 @@ impl Daemon {
                 }
             };
             tracing::debug!(target = %name, files = n, requests = requests.len(), plan_ms = planning.elapsed().as_millis() as u64, "planned");
-            let results = deliver::deliver(&provider, &pacer, &t.retry, t.rate_limit, requests).await;
+            let tell = |attempt, error| {
+                let _ = retried.send(Retried {
+                    target: name.clone(),
+                    attempt,
+                    error,
+                });
+            };
+            let results = deliver::deliver_observed(&provider, &pacer, &t.retry, t.rate_limit, requests, &tell).await;
             Sent {
                 target: name,
                 batch: files,
@@ -333,8 +378,28 @@ impl Daemon {
         });
     }
 
+    /// A send is being retried: recorded for `status`.
+    pub(super) fn on_retried(&mut self, r: Retried) {
+        if let Some(w) = &self.writer {
+            let error = crate::secret::scrub(&r.error).into_owned();
+            w.queue(move |d| {
+                if let Err(e) = d.store.retrying(&r.target, r.attempt, &error) {
+                    tracing::warn!("could not write the state: {e}");
+                }
+            });
+        }
+    }
+
     pub(super) fn on_sent(&mut self, mut sent: Sent) {
         self.batcher.set_busy(&sent.target, false);
+        if let Some(w) = &self.writer {
+            let name = sent.target.clone();
+            w.queue(move |d| {
+                if let Err(e) = d.store.clear_sending(Some(&name)) {
+                    tracing::warn!("could not write the state: {e}");
+                }
+            });
+        }
         let latency = Duration::from_millis((now_ms() - sent.first_seen_ms).max(0) as u64);
         let provider_type = self.providers.get(&sent.target).map_or("unknown", |p| p.type_name());
         let m = metrics::get();

@@ -35,6 +35,15 @@ impl Daemon {
             let store = Store::open(&config.state_dir)?;
             (Some(Writer::start(store, replaced_tx)?), None)
         };
+        // Nothing is on its way yet (a daemon that was killed left its purges' rows).
+        if let Some(w) = &writer {
+            w.queue(|d| {
+                if let Err(e) = d.store.clear_sending(None) {
+                    tracing::warn!("could not write the state: {e}");
+                }
+            });
+        }
+        let (retried_tx, retried_rx) = mpsc::unbounded_channel();
         let http = providers::http_client();
         let rules_file = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
         let mut d = Daemon {
@@ -64,6 +73,8 @@ impl Daemon {
             trim_work: 0,
             writes: writeback::Writes::new(!opts.dry_run),
             compared_tx,
+            retried_tx,
+            retried_rx,
             next_compare: 0,
             comparing_for: BTreeSet::new(),
             rules_target: std::fs::canonicalize(&rules_file).ok().filter(|t| *t != rules_file),
@@ -227,6 +238,11 @@ impl Daemon {
         self.jobs.abort_all();
         self.verifies.abort_all();
         self.flush_deferred(usize::MAX);
+        if let Some(w) = &self.writer {
+            w.queue(|d| {
+                let _ = d.store.clear_sending(None);
+            });
+        }
         // Every write asked for is done before the lock goes.
         if let Some(w) = self.writer.take() {
             w.finish();

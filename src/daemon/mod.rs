@@ -203,6 +203,9 @@ struct Daemon {
     trim_work: usize,
     /// Comparisons come back here (see [`Daemon::start_compare`]).
     compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
+    /// Sends tell of their retries here, for `status` (see [`Daemon::start_send`]).
+    retried_tx: mpsc::UnboundedSender<dispatch::Retried>,
+    retried_rx: mpsc::UnboundedReceiver<dispatch::Retried>,
     next_compare: u64,
     /// Targets that fell due, sent once every comparison of theirs is in.
     comparing_for: BTreeSet<String>,
@@ -258,6 +261,7 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
             Some(done) = hash_rx.recv() => Wake::Hashed(done),
             _ = std::future::ready(()), if d.has_held() => Wake::Held,
             Some((id, compared)) = compared_rx.recv() => Wake::Compared(id, compared),
+            Some(r) = d.retried_rx.recv() => Wake::Retried(r),
             Some(path) = d.replaced.recv() => Wake::StateReplaced(path),
             _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => Wake::RulesSaved,
             _ = tick(&mut watchdog) => Wake::Watchdog,
@@ -288,6 +292,7 @@ enum Wake {
     Hashed(hashahead::Done),
     Held,
     Compared(u64, Compared),
+    Retried(dispatch::Retried),
     StateReplaced(PathBuf),
     RulesSaved,
     Watchdog,
@@ -319,6 +324,7 @@ impl Wake {
             Wake::Hashed(_) => "hashes taken ahead",
             Wake::Held => "hashes held during a comparison",
             Wake::Compared(..) => "a comparison",
+            Wake::Retried(..) => "a retry",
             Wake::StateReplaced(_) => "a state file written anew",
             Wake::RulesSaved => "the rules file saved",
             Wake::Watchdog => "the watchdog",
@@ -411,6 +417,7 @@ impl Daemon {
             Wake::Hashed(done) => self.on_hashed(done),
             Wake::Held => self.take_held(),
             Wake::Compared(id, compared) => self.on_compared(id, compared),
+            Wake::Retried(r) => self.on_retried(r),
             Wake::StateReplaced(path) => self.rewrite_state(&path),
             Wake::RulesSaved => {
                 self.reload_at = None;
@@ -418,7 +425,8 @@ impl Daemon {
             }
             Wake::Watchdog => systemd::watchdog(),
             Wake::Poll => self.poll(),
-            Wake::Heartbeat => {}
+            // `/metrics` counts the files changed since the last batch too.
+            Wake::Heartbeat => self.publish_pending(),
         }
     }
 }

@@ -117,6 +117,11 @@ impl Record {
         self.dirty > 0
     }
 
+    /// How many paths are dirty (changed since the last comparison).
+    pub fn dirty_count(&self) -> usize {
+        self.dirty
+    }
+
     /// Every path recorded (dirty ones and those of a tree hashed ahead) that still needs a
     /// comparison: all but those found to hold the manifest's bytes.
     pub fn paths_to_compare(&self) -> impl Iterator<Item = &str> {

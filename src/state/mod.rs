@@ -282,12 +282,24 @@ pub struct VerifyRecord {
     pub detail: Option<String>,
 }
 
+/// A purge on its way to a target, as the daemon sending it last said: since when, for how many
+/// files, and the retry it is at (0: the first try) with the error that made it retry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sending {
+    pub since_ms: i64,
+    pub files: i64,
+    pub attempt: i64,
+    pub error: Option<String>,
+}
+
 /// Tables added after schema 1 was released: created where missing, so that an older
 /// purgewatch still opens the file (it ignores them).
 const ADDED: &str = "
 CREATE TABLE IF NOT EXISTS verifications (target TEXT PRIMARY KEY, at_ms INTEGER NOT NULL,
     checked INTEGER NOT NULL, fresh INTEGER NOT NULL, stale INTEGER NOT NULL,
     unreachable INTEGER NOT NULL, detail TEXT);
+CREATE TABLE IF NOT EXISTS sending (target TEXT PRIMARY KEY, since_ms INTEGER NOT NULL,
+    files INTEGER NOT NULL, attempt INTEGER NOT NULL, error TEXT);
 ";
 
 pub struct Store {
@@ -604,6 +616,56 @@ impl Store {
             params![v.target, v.at_ms, v.checked, v.fresh, v.stale, v.unreachable, v.detail],
         )?;
         Ok(())
+    }
+
+    /// Notes that a purge of `files` files is on its way to `target` since `since_ms` (`attempt`
+    /// 0), or is being retried after `error`.
+    pub fn set_sending(&mut self, target: &str, s: &Sending) -> Result<(), StateError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO sending (target, since_ms, files, attempt, error) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![target, s.since_ms, s.files, s.attempt, s.error],
+        )?;
+        Ok(())
+    }
+
+    /// The purge on its way to `target` is being retried (retry `attempt`) after `error`.
+    pub fn retrying(&mut self, target: &str, attempt: u32, error: &str) -> Result<(), StateError> {
+        self.conn.execute(
+            "UPDATE sending SET attempt = ?2, error = ?3 WHERE target = ?1",
+            params![target, attempt, error],
+        )?;
+        Ok(())
+    }
+
+    /// The purge to `target` has ended (`None`: every target, at a daemon's start).
+    pub fn clear_sending(&mut self, target: Option<&str>) -> Result<(), StateError> {
+        match target {
+            Some(t) => self.conn.execute("DELETE FROM sending WHERE target = ?1", params![t])?,
+            None => self.conn.execute("DELETE FROM sending", [])?,
+        };
+        Ok(())
+    }
+
+    /// The purges on their way, per target (none in a state file from before this record).
+    pub fn sending(&self) -> Result<BTreeMap<String, Sending>, StateError> {
+        let Ok(mut stmt) = self
+            .conn
+            .prepare("SELECT target, since_ms, files, attempt, error FROM sending")
+        else {
+            return Ok(BTreeMap::new());
+        };
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Sending {
+                    since_ms: r.get(1)?,
+                    files: r.get(2)?,
+                    attempt: r.get(3)?,
+                    error: r.get(4)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The last verification of each target (none in a state file from before verification).

@@ -231,6 +231,11 @@ impl Fake {
             .extend(replies);
     }
 
+    /// Drops the replies still scripted for `route`: it answers with the default success.
+    pub fn unscript(&self, route: Route) {
+        self.inner.lock().unwrap().scripts.remove(&route);
+    }
+
     pub fn set_job_state(&self, s: &str) {
         self.inner.lock().unwrap().job_state = s.into();
     }
