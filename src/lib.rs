@@ -65,6 +65,7 @@ pub(crate) mod deliver;
 pub(crate) mod hashahead;
 pub mod hashing;
 pub(crate) mod hook;
+pub mod limits;
 pub mod links;
 pub(crate) mod logging;
 pub mod manifest;

@@ -209,6 +209,22 @@ impl Manifest {
         }
     }
 
+    /// How many directories hold the recorded files (the root included).
+    pub fn directories(&self) -> usize {
+        let mut dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        dirs.insert("");
+        for path in self.files.keys() {
+            let mut p = path.as_str();
+            while let Some(i) = p.rfind('/') {
+                p = &p[..i];
+                if !dirs.insert(p) {
+                    break;
+                }
+            }
+        }
+        dirs.len()
+    }
+
     /// The tree's directory symlinks (see [`crate::links`]).
     pub fn links(&self) -> &Links {
         &self.links

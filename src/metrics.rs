@@ -103,6 +103,8 @@ pub struct Health {
     pub loop_turned_ms: AtomicI64,
     /// Per rule, why it is not fully watched right now.
     problems: Mutex<BTreeMap<String, String>>,
+    /// Limits too low for the rules (see [`crate::limits`]).
+    warnings: Mutex<Vec<String>>,
 }
 
 /// The loop counts as stalled when it has not turned for this long (it turns at least every
@@ -125,6 +127,15 @@ impl Health {
                 p.remove(rule);
             }
         }
+    }
+
+    /// What works but should be fixed (kernel limits too low): shown by `/healthz`, healthy or not.
+    pub fn set_warnings(&self, warnings: Vec<String>) {
+        *self.warnings.lock().unwrap_or_else(|e| e.into_inner()) = warnings;
+    }
+
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Forgets every rule's problem but those in `keep` (after a reload).

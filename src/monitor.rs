@@ -106,13 +106,18 @@ async fn scrape() -> impl IntoResponse {
 }
 
 async fn healthz() -> impl IntoResponse {
-    let (status, body) = match metrics::get().health.check() {
+    let health = &metrics::get().health;
+    let (status, mut body) = match health.check() {
         Ok(detail) => (StatusCode::OK, serde_json::json!({"status": "ok", "detail": detail})),
         Err(reasons) => (
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({"status": "unhealthy", "reasons": reasons}),
         ),
     };
+    let warnings = health.warnings();
+    if !warnings.is_empty() {
+        body["warnings"] = warnings.into();
+    }
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

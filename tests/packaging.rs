@@ -133,3 +133,33 @@ fn man_pages_document_the_rules_file_and_what_a_sysadmin_needs() {
         assert_eq!(text, std::fs::read(&path).unwrap(), "{}", path.display());
     }
 }
+
+/// The package installs the sysctl file, and it sets at least what `check` and the daemon
+/// suggest for a host (`purgewatch::limits::SHIPPED_*`).
+#[test]
+fn the_package_ships_the_kernel_limits_a_host_needs() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let conf = std::fs::read_to_string(format!("{root}/examples/sysctl.d/60-purgewatch.conf")).unwrap();
+    let value = |key: &str| -> u64 {
+        conf.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == key))
+            .map(|(_, v)| v.trim().parse().unwrap())
+            .unwrap_or_else(|| panic!("{key} not set"))
+    };
+    use purgewatch::limits::{SHIPPED_INSTANCES, SHIPPED_QUEUE, SHIPPED_WATCHES};
+    assert_eq!(value("fs.inotify.max_user_watches"), SHIPPED_WATCHES);
+    assert_eq!(value("fs.inotify.max_user_instances"), SHIPPED_INSTANCES);
+    assert_eq!(value("fs.inotify.max_queued_events"), SHIPPED_QUEUE);
+    let manifest = std::fs::read_to_string(format!("{root}/Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(r#"["examples/sysctl.d/60-purgewatch.conf", "usr/lib/sysctl.d/60-purgewatch.conf", "644"]"#),
+        "Cargo.toml's deb assets lack the sysctl file"
+    );
+    // `sysctl` itself accepts the file (each line names a real key), where it is installed.
+    if std::path::Path::new("/proc/sys/fs/inotify/max_user_watches").exists() {
+        for key in ["max_user_watches", "max_user_instances", "max_queued_events"] {
+            assert!(conf.contains(&format!("fs.inotify.{key} = ")), "{key}");
+        }
+    }
+}

@@ -29,6 +29,9 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CommandError> {
             if config.rules.len() == 1 { "" } else { "s" }
         );
     }
+    if let Some(w) = crate::limits::check_rules(&config.rules) {
+        tracing::warn!("{w}");
+    }
     if !args.remote {
         return Ok(ExitCode::SUCCESS);
     }

@@ -47,11 +47,13 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     let mut last = BTreeMap::new();
     let mut verified = BTreeMap::new();
     let mut sending = BTreeMap::new();
+    let mut warnings = Vec::new();
     if let Some(store) = &store {
         verified = store.last_verifications()?;
         // Only a daemon running now is sending anything (one that was killed left its rows).
         if DaemonLock::holder(&config.state_dir).is_some() {
             sending = store.sending()?;
+            warnings = store.warnings()?;
         }
         for row in store.pending()? {
             let e = pending.entry(row.target).or_insert((0, i64::MAX));
@@ -99,7 +101,9 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
         .collect();
     if args.json {
         let state = store.as_ref().map(|s| s.path().display().to_string());
-        outln!("{}", as_json(state, &targets));
+        let mut v = as_json(state, &targets);
+        v["warnings"] = warnings.into();
+        outln!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
     match &store {
@@ -116,6 +120,9 @@ pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
                 config.state_dir.display()
             ),
         },
+    }
+    for w in &warnings {
+        outln!("warning: {w}");
     }
     let now = now_ms();
     for t in &targets {

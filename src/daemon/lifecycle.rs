@@ -55,10 +55,13 @@ impl Daemon {
             batcher: Batcher::new(),
             pacer: Arc::new(Pacer::default()),
             http,
-            watcher: Some(Arc::new(std::sync::Mutex::new(Watcher::new(
-                queue,
-                config.rules.iter().any(|r| r.follow_symlinks),
-            )?))),
+            watcher: match Watcher::new(queue, config.rules.iter().any(|r| r.follow_symlinks)) {
+                Ok(w) => Some(Arc::new(std::sync::Mutex::new(w))),
+                // No inotify instance to be had: every tree is rescanned instead (said below,
+                // with the limit and what to set).
+                Err(WatchError::InstanceLimit) => None,
+                Err(e) => return Err(e.into()),
+            },
             sends: JoinSet::new(),
             jobs: JoinSet::new(),
             awaiting: HashMap::new(),
@@ -131,6 +134,7 @@ impl Daemon {
                 .collect();
             d.add_rule(rule, paths)?;
         }
+        d.judge_limits();
         // Work left over from the last run goes first.
         let rows = d.read_state(|s| s.pending())?.unwrap_or_default();
         for row in rows {
@@ -179,6 +183,59 @@ impl Daemon {
             .iter()
             .map(|t| (t.name.clone(), Arc::new(Provider::new(t, self.http.clone()))))
             .collect();
+    }
+
+    /// Says which of the kernel's inotify limits are too low for the rules (in the log, at
+    /// `/healthz` and in the state for `status`), with the `sysctl` lines to set.
+    pub(super) fn judge_limits(&mut self) {
+        use crate::limits::{InUse, Kernel, Needs, judge, warning};
+        let own = InUse::own();
+        // A tree not fully watched needs a watch per directory it has: estimated from its record.
+        let unwatched: u64 = self
+            .rules
+            .iter()
+            .filter(|r| r.poll)
+            .map(|r| self.manifests.get(&r.rule.name).map_or(1, |m| m.directories() as u64))
+            .sum();
+        let needs = Needs {
+            watches: own.watches + unwatched,
+            largest: self
+                .manifests
+                .iter()
+                .max_by_key(|(_, m)| m.len())
+                .map(|(name, m)| (name.clone(), m.len() as u64)),
+        };
+        let me = std::process::id();
+        let others = InUse::now(|pid, _| pid == me);
+        let short = judge(Kernel::read(), others, &needs);
+        let unwatched: Vec<&str> = self
+            .rules
+            .iter()
+            .filter(|r| r.poll)
+            .map(|r| r.rule.name.as_str())
+            .collect();
+        let text = warning(&short).map(|w| match unwatched.is_empty() {
+            true => w,
+            false => format!(
+                "{w}\n  not fully watched meanwhile, rescanned every {}s: rule{} {}",
+                POLL_EVERY.as_secs(),
+                if unwatched.len() == 1 { "" } else { "s" },
+                unwatched.join(", ")
+            ),
+        });
+        if let Some(t) = &text {
+            tracing::warn!("{t}");
+        }
+        metrics::get()
+            .health
+            .set_warnings(short.iter().map(|s| s.to_string()).collect());
+        if let Some(w) = &self.writer {
+            w.queue(move |d| {
+                if let Err(e) = d.store.set_warning("kernel limits", text.as_deref()) {
+                    tracing::warn!("could not write the state: {e}");
+                }
+            });
+        }
     }
 
     /// Stops watching, sends everything pending (bounded by `shutdown_timeout`), and returns.

@@ -68,6 +68,8 @@ const JOB_FOLLOW: Duration = Duration::from_secs(600);
 /// A save of the rules file is read this long after the last event (editors write in steps).
 const RELOAD_SETTLE: Duration = Duration::from_millis(300);
 /// What `/healthz` says of a tree that could not be fully watched.
+const NO_INOTIFY_PROBLEM: &str =
+    "not watched: no inotify instance to be had (raise fs.inotify.max_user_instances); rescanned every 30s";
 const WATCH_LIMIT_PROBLEM: &str =
     "not fully watched: the inotify watch limit is reached (raise fs.inotify.max_user_watches); rescanned every 30s";
 /// How often the loop turns at the least while `/healthz` is served.

@@ -59,6 +59,12 @@ impl Daemon {
                 }
                 Err(e) => return Err(e.into()),
             }
+        } else {
+            // No inotify instance (the limit of instances is reached): rescanned instead.
+            metrics::get()
+                .health
+                .set_problem(&rt.rule.name, Some(NO_INOTIFY_PROBLEM.into()));
+            rt.poll = true;
         }
         let name = rt.rule.name.clone();
         let watch = rt.rule.watch.display().to_string();
@@ -366,6 +372,8 @@ impl Daemon {
         let names: Vec<&str> = self.rules.iter().map(|r| r.rule.name.as_str()).collect();
         metrics::get().health.retain_rules(&names);
         self.publish_pending();
+        // More (or fewer) trees: the kernel's limits judged again.
+        self.judge_limits();
         let status = self.summary();
         tracing::info!("reloaded {}: {status}", self.config.source.display());
         systemd::ready(&status);

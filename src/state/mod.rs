@@ -298,6 +298,7 @@ const ADDED: &str = "
 CREATE TABLE IF NOT EXISTS verifications (target TEXT PRIMARY KEY, at_ms INTEGER NOT NULL,
     checked INTEGER NOT NULL, fresh INTEGER NOT NULL, stale INTEGER NOT NULL,
     unreachable INTEGER NOT NULL, detail TEXT);
+CREATE TABLE IF NOT EXISTS warnings (topic TEXT PRIMARY KEY, message TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sending (target TEXT PRIMARY KEY, since_ms INTEGER NOT NULL,
     files INTEGER NOT NULL, attempt INTEGER NOT NULL, error TEXT);
 ";
@@ -626,6 +627,29 @@ impl Store {
             params![target, s.since_ms, s.files, s.attempt, s.error],
         )?;
         Ok(())
+    }
+
+    /// Records the running daemon's warning on `topic` (`None`: there is none now).
+    pub fn set_warning(&mut self, topic: &str, message: Option<&str>) -> Result<(), StateError> {
+        match message {
+            Some(m) => self.conn.execute(
+                "INSERT OR REPLACE INTO warnings (topic, message) VALUES (?1, ?2)",
+                params![topic, m],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM warnings WHERE topic = ?1", params![topic])?,
+        };
+        Ok(())
+    }
+
+    /// The running daemon's warnings (none in a state file from before them).
+    pub fn warnings(&self) -> Result<Vec<String>, StateError> {
+        let Ok(mut stmt) = self.conn.prepare("SELECT message FROM warnings ORDER BY topic") else {
+            return Ok(Vec::new());
+        };
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The purge on its way to `target` is being retried (retry `attempt`) after `error`.
