@@ -128,3 +128,42 @@ fn each_file_takes_effect_on_its_own_and_a_broken_one_keeps_its_previous_version
         "{all:?}"
     );
 }
+
+/// An include directory that does not exist yet when the daemon starts: making it and adding
+/// a site's file takes effect like any other save, with no SIGHUP (its nearest parent is
+/// watched until it appears).
+#[test]
+fn an_include_directory_made_after_start_takes_effect() {
+    let fake = Fake::start();
+    let site = host(&fake);
+    std::fs::remove_dir(site.path("rules.d")).unwrap();
+    site.write_rules(
+        &std::fs::read_to_string(&site.rules)
+            .unwrap()
+            .replace("rules.d/*.yaml", "conf/rules.d/*.yaml"),
+    );
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    // Two levels made, then the file: each step is seen.
+    std::fs::create_dir_all(site.path("conf/rules.d")).unwrap();
+    let tree = site.path("sites/alpha");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("index.html"), "alpha home").unwrap();
+    std::fs::write(
+        site.path("conf/rules.d/alpha.yaml"),
+        "rules:\n  - name: alpha\n    watch: ../../sites/alpha\n    targets: [cdn]\n    url_prefix: /alpha/\n",
+    )
+    .unwrap();
+    if !wait_until(DEADLINE, || {
+        d.lines_containing("reloaded").iter().any(|l| l.contains("1 rule"))
+    }) {
+        panic!("{}", d.log());
+    }
+    std::fs::write(tree.join("index.html"), "alpha v2").unwrap();
+    let vims = wait_requests(&fake, Route::VimsPurge, 1, &d);
+    assert!(
+        pattern_matches(&vims[0].pattern(), "/alpha/index.html"),
+        "{}",
+        vims[0].pattern()
+    );
+}

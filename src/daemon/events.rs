@@ -199,6 +199,8 @@ impl Daemon {
         if path == self.rules_file
             || self.rules_target.as_deref() == Some(path)
             || self.config.includes.iter().any(|i| i.takes(path))
+            // On the way to an include directory that is not there yet (made now, or a parent).
+            || self.config.includes.iter().any(|i| i.dir.starts_with(path) && !self.include_dirs.contains(&i.dir))
         {
             self.reload_at = Some(now + RELOAD_SETTLE);
         }

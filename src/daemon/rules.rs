@@ -221,6 +221,15 @@ impl Daemon {
         }
         let mut watched = BTreeSet::new();
         for dir in wanted {
+            // A directory not made yet: its nearest ancestor is watched, so that making it (and
+            // then adding files) takes effect without a SIGHUP.
+            let dir = match dir.is_dir() {
+                true => dir,
+                false => match dir.ancestors().skip(1).find(|a| a.is_dir()) {
+                    Some(a) => a.to_path_buf(),
+                    None => continue,
+                },
+            };
             if self.include_dirs.contains(&dir) {
                 watched.insert(dir);
                 continue;
