@@ -138,6 +138,63 @@ fn a_webhook_that_refuses_redirects_or_floods_is_judged_by_its_status() {
     assert_eq!(fake.requests_to(Route::Hook).pop().unwrap().json()["everything"], true);
 }
 
+/// A webhook that accepts the connection and never answers: the request times out (30 s) and
+/// is retried with the same batch id, while the daemon goes on serving the other target.
+#[test]
+fn a_webhook_that_never_answers_times_out_and_is_retried() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let heads = held.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            // Read what comes (head and body) until the client goes quiet; then keep the
+            // connection open, never answered.
+            conn.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            heads
+                .lock()
+                .unwrap()
+                .push((String::from_utf8_lossy(&got).into_owned(), conn));
+        }
+    });
+    let fake = Fake::start();
+    let silent = format!(
+        "  hook:\n    type: webhook\n    url: http://{addr}/hook\n    secret: {HOOK_SECRET}\n  cdn:\n    type: vims\n    api_url: {}\n    token: sk_live_testtoken\n    cdn_id: 7\n",
+        fake.vims_url()
+    );
+    let site = site_with(&silent, "hook, cdn");
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    site.write("a.html", "v2");
+    // The other target is not held up by the silent one.
+    wait_requests(&fake, Route::VimsPurge, 1, &d);
+    d.wait_for("purge failed, will retry");
+    let line = d.lines_containing("purge failed, will retry")[0].clone();
+    assert!(line.contains("hook") && line.contains("timed out"), "{line}");
+    // Retried: the second attempt connects, with the same batch id.
+    assert!(wait_until(DEADLINE, || held.lock().unwrap().len() >= 2), "{}", d.log());
+    let batch = |i: usize| {
+        let text = held.lock().unwrap()[i].0.clone();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        serde_json::from_str::<serde_json::Value>(&body).map(|v| v["batch"].clone())
+    };
+    let first = batch(0).expect("a JSON body");
+    assert!(first.is_string(), "{first}");
+    assert!(wait_until(DEADLINE, || batch(1).is_ok()), "the retry's body");
+    assert_eq!(batch(1).unwrap(), first, "the same batch id on the retry");
+    assert!(!d.log().contains(HOOK_SECRET));
+}
+
 /// A script that writes its standard input and its environment to `log` and exits with the
 /// code in `exit` (0 when the file is missing), sleeping when the code is `sleep`.
 fn script(dir: &Path) -> PathBuf {
