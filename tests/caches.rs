@@ -204,3 +204,40 @@ fn verify_repurges_through_a_real_varnish() {
     d.wait_for("verified: the edge serves the new bytes");
     assert_eq!(visit(cache.port, &host, "/blog/post.html").1, "post v2");
 }
+
+/// The re-purge for real: behind a Varnish, an origin that lags one request behind the tree, so
+/// that the cache refetches the old bytes right after purgewatch's purge. The verification finds
+/// the edge stale, re-purges exactly the stale URL through the target, and the edge then serves
+/// the new bytes; the unchanged home page stays cached throughout.
+#[test]
+fn verify_finds_a_stale_edge_and_repurges_it_through_a_real_varnish() {
+    let site = Site::new();
+    site.write("index.html", "home v1");
+    site.write("blog/post.html", "post v1");
+    let origin = caches::lagging_origin(site.root.clone(), 1);
+    let cache = caches::varnish(site.dir.path(), origin);
+    let host = cache.endpoint.trim_start_matches("http://").to_string();
+    assert_eq!(visit(cache.port, &host, "/blog/post.html").1, "post v1");
+    assert_eq!(visit(cache.port, &host, "/").1, "home v1");
+    let verify = format!(
+        "    verify:\n      base_url: {}\n      after: 300ms\n      repurge: 2\n",
+        cache.endpoint
+    );
+    let target = format!(
+        "  cache:\n    type: varnish\n    endpoints: [{}]\n    mode: purge\n",
+        cache.endpoint
+    );
+    site.write_rules(&rules(&site, &target, &verify));
+    let d = site.start(&["run"]);
+    d.wait_ready();
+    site.write("blog/post.html", "post v2");
+    d.wait_for("verified: the edge serves the new bytes");
+    let line = d.lines_containing("verified: the edge serves the new bytes")[0].clone();
+    assert!(
+        line.contains("repurges=1"),
+        "one re-purge fixed it: {line}\n{}",
+        d.log()
+    );
+    assert_eq!(visit(cache.port, &host, "/blog/post.html").1, "post v2");
+    assert_eq!(visit(cache.port, &host, "/").1, "home v1", "nothing else purged");
+}

@@ -51,6 +51,59 @@ pub fn origin(root: PathBuf) -> u16 {
     super::fake::serve(app, 0).port()
 }
 
+/// An origin like [`origin`] that lags behind the tree, as one node of a replicated origin
+/// can: the first `lag` requests for a file after it changed still get the bytes it served
+/// before. A cache that refetches at once after a purge caches the old bytes again, which only
+/// a re-purge (after verification found them) fixes.
+pub fn lagging_origin(root: PathBuf, lag: usize) -> u16 {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    struct Lagging {
+        root: PathBuf,
+        lag: usize,
+        /// Per path: the bytes served last, and how many more requests get them.
+        served: Mutex<HashMap<String, (Vec<u8>, Option<usize>)>>,
+    }
+    async fn serve(State(o): State<Arc<Lagging>>, uri: Uri) -> Response {
+        let path = percent_encoding::percent_decode_str(uri.path())
+            .decode_utf8_lossy()
+            .into_owned();
+        let mut file = o.root.join(path.trim_start_matches('/'));
+        if path.ends_with('/') || file.is_dir() {
+            file = file.join("index.html");
+        }
+        let Ok(now) = std::fs::read(&file) else {
+            return (StatusCode::NOT_FOUND, [("cache-control", "max-age=3600")], "not found").into_response();
+        };
+        let body = {
+            let mut served = o.served.lock().unwrap();
+            match served.get_mut(&path) {
+                Some((last, owed)) if *last != now => {
+                    let left = owed.get_or_insert(o.lag);
+                    if *left > 0 {
+                        *left -= 1;
+                        last.clone()
+                    } else {
+                        served.insert(path.clone(), (now.clone(), None));
+                        now
+                    }
+                }
+                _ => {
+                    served.insert(path.clone(), (now.clone(), None));
+                    now
+                }
+            }
+        };
+        (StatusCode::OK, [("cache-control", "max-age=3600")], body).into_response()
+    }
+    let app = Router::new().fallback(serve).with_state(Arc::new(Lagging {
+        root,
+        lag,
+        served: Mutex::new(HashMap::new()),
+    }));
+    super::fake::serve(app, 0).port()
+}
+
 /// `GET path` through the cache at `port` with `Host: host`: the status and the body.
 pub fn visit(port: u16, host: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
