@@ -54,6 +54,25 @@
 //! `verify` checks what the edge serves once every target of a rule has purged a file (the
 //! daemon's `gate` keeps that count), and re-purges what is still stale through every target.
 
+/// Runs `$body` with `$k` bound to the settings of whichever target type `$kind` holds (each
+/// implements [`providers::Kind`]): the one place that lists the types' variants.
+macro_rules! each_kind {
+    ($kind:expr, $k:ident => $body:expr) => {
+        match $kind {
+            $crate::config::TargetKind::SiteHost($k) => $body,
+            $crate::config::TargetKind::Vims($k) => $body,
+            $crate::config::TargetKind::Webhook($k) => $body,
+            $crate::config::TargetKind::Command($k) => $body,
+            $crate::config::TargetKind::Varnish($k) => $body,
+            $crate::config::TargetKind::Nginx($k) => $body,
+            $crate::config::TargetKind::Cloudflare($k) => $body,
+            $crate::config::TargetKind::Fastly($k) => $body,
+            $crate::config::TargetKind::Bunny($k) => $body,
+            $crate::config::TargetKind::CloudFront($k) => $body,
+        }
+    };
+}
+
 pub mod batch;
 pub mod cli;
 pub(crate) mod clock;

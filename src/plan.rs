@@ -371,13 +371,10 @@ pub fn draft<M: Borrow<Manifest>>(
     match target.kind.shape() {
         Shape::Whole => Draft::Stack,
         Shape::Patterns { max_bytes } => {
-            let settings = match &target.kind {
-                crate::config::TargetKind::Vims(v) => v.patterns.clone(),
-                _ => PatternSettings {
-                    max_bytes,
-                    ..URL_SETTINGS
-                },
-            };
+            let settings = target.kind.pattern_settings().unwrap_or(PatternSettings {
+                max_bytes,
+                ..URL_SETTINGS
+            });
             Draft::Patterns {
                 items: items(files, rules, manifests, &settings),
                 max_bytes,

@@ -48,49 +48,6 @@ const TUNING_KEYS: &[&str] = &[
     "purge_all_threshold",
     "on_failure",
 ];
-const SITEHOST_KEYS: &[&str] = &[
-    "type",
-    "api_url",
-    "api_key",
-    "api_key_file",
-    "client_id",
-    "server",
-    "stack",
-];
-const VIMS_KEYS: &[&str] = &["type", "api_url", "token", "token_file", "cdn_id", "host"];
-const WEBHOOK_KEYS: &[&str] = &["type", "url", "secret", "secret_file", "max_urls"];
-const COMMAND_KEYS: &[&str] = &["type", "command", "timeout", "max_urls"];
-const VARNISH_KEYS: &[&str] = &["type", "endpoints", "mode", "ban_header", "host"];
-const NGINX_KEYS: &[&str] = &["type", "endpoints", "purge_location", "host"];
-const CLOUDFLARE_KEYS: &[&str] = &["type", "zone_id", "api_token", "api_token_file", "api_url", "max_urls"];
-const FASTLY_KEYS: &[&str] = &["type", "service_id", "api_token", "api_token_file", "api_url", "soft"];
-const BUNNY_KEYS: &[&str] = &["type", "pull_zone_id", "api_key", "api_key_file", "api_url"];
-const CLOUDFRONT_KEYS: &[&str] = &[
-    "type",
-    "distribution_id",
-    "access_key_id",
-    "access_key_id_file",
-    "secret_access_key",
-    "secret_access_key_file",
-    "session_token",
-    "session_token_file",
-    "api_url",
-    "max_paths",
-    "free_paths_per_month",
-];
-/// The target types, as `type:` names them.
-const TYPES: &[&str] = &[
-    "sitehost",
-    "vims",
-    "webhook",
-    "command",
-    "varnish",
-    "nginx",
-    "cloudflare",
-    "fastly",
-    "bunny",
-    "cloudfront",
-];
 const RULE_KEYS: &[&str] = &[
     "name",
     "watch",
@@ -112,23 +69,12 @@ const VERIFY_KEYS: &[&str] = &["base_url", "sample", "after", "repurge", "check"
 
 /// Every key the rules file accepts, wherever it goes (the manual page is checked against it).
 pub fn rules_keys() -> Vec<&'static str> {
-    [
-        TOP_KEYS,
-        TUNING_KEYS,
-        SITEHOST_KEYS,
-        VIMS_KEYS,
-        WEBHOOK_KEYS,
-        COMMAND_KEYS,
-        VARNISH_KEYS,
-        NGINX_KEYS,
-        CLOUDFLARE_KEYS,
-        FASTLY_KEYS,
-        BUNNY_KEYS,
-        CLOUDFRONT_KEYS,
-        RULE_KEYS,
-        VERIFY_KEYS,
-    ]
-    .concat()
+    let mut keys = [TOP_KEYS, TUNING_KEYS, RULE_KEYS, VERIFY_KEYS].concat();
+    for t in crate::providers::TYPES {
+        keys.push("type");
+        keys.extend(t.keys);
+    }
+    keys
 }
 
 /// The largest rules file read: a rules file is a few kilobytes; past this it is a mistake
@@ -374,12 +320,7 @@ fn load_parts(
             .targets
             .iter()
             .filter_map(|t| config.target(t))
-            .filter(|t| {
-                matches!(
-                    t.kind,
-                    TargetKind::Cloudflare(_) | TargetKind::Fastly(_) | TargetKind::Bunny(_)
-                )
-            })
+            .filter(|t| t.kind.needs_base_url())
             .map(|t| t.name.as_str())
             .collect();
         if let (Some(first), Some((_, file, pos))) =
@@ -1152,30 +1093,31 @@ impl Cx<'_> {
             .find(|(k, _)| k.as_scalar() == Some("type"))
             .map(|(_, v)| v);
         let Some(ty_node) = ty_node else {
-            self.error(pos, format!("{what}: missing `type:` (sitehost or vims)"));
+            self.error(
+                pos,
+                format!(
+                    "{what}: missing `type:` (one of {})",
+                    crate::providers::TYPES
+                        .iter()
+                        .map(|t| t.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
             return None;
         };
         let ty = ty_node.as_scalar().unwrap_or_default().to_string();
-        let kind_keys = match ty.as_str() {
-            "sitehost" => SITEHOST_KEYS,
-            "vims" => VIMS_KEYS,
-            "webhook" => WEBHOOK_KEYS,
-            "command" => COMMAND_KEYS,
-            "varnish" => VARNISH_KEYS,
-            "nginx" => NGINX_KEYS,
-            "cloudflare" => CLOUDFLARE_KEYS,
-            "fastly" => FASTLY_KEYS,
-            "bunny" => BUNNY_KEYS,
-            "cloudfront" => CLOUDFRONT_KEYS,
-            other => {
-                let hint = did_you_mean(other, TYPES.iter().copied());
-                self.error(
-                    ty_node.pos,
-                    format!("{what}: unknown type `{other}`{hint} (one of {})", TYPES.join(", ")),
-                );
-                return None;
-            }
+        let types = crate::providers::TYPES;
+        let Some(def) = types.iter().find(|t| t.name == ty) else {
+            let names: Vec<&str> = types.iter().map(|t| t.name).collect();
+            let hint = did_you_mean(&ty, names.iter().copied());
+            self.error(
+                ty_node.pos,
+                format!("{what}: unknown type `{ty}`{hint} (one of {})", names.join(", ")),
+            );
+            return None;
         };
+        let kind_keys: Vec<&str> = std::iter::once("type").chain(def.keys.iter().copied()).collect();
         let allowed: Vec<&str> = kind_keys.iter().chain(TUNING_KEYS).copied().collect();
         let mut tuning = defaults.clone();
         let mut fields: Vec<(&str, &Node)> = Vec::new();
@@ -1186,277 +1128,14 @@ impl Cx<'_> {
                 fields.push((key, v));
             }
         }
-        let field = |k: &str| fields.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
         let n_errors = self.errors.len();
-        let required = |cx: &mut Self, k: &str, example: &str| -> Option<String> {
-            match field(k) {
-                Some(v) => cx.string(v, &format!("{what}: {k}"), false),
-                None => {
-                    cx.error(pos, format!("{what}: missing `{k}:` ({example})"));
-                    None
-                }
-            }
-        };
-        let kind = match ty.as_str() {
-            "sitehost" => {
-                let api_url = field("api_url").and_then(|v| self.api_url(v, &format!("{what}: api_url")));
-                let api_key = self.secret(&what, pos, field("api_key"), field("api_key_file"), "api_key");
-                let client_id = required(self, "client_id", "your SiteHost client id, like 12345")
-                    .and_then(|id| self.id(field("client_id"), &what, "client_id", id));
-                let server = required(self, "server", "the server the stack is on, like ch-server1");
-                let stack = required(self, "stack", "the stack name");
-                TargetKind::SiteHost(SiteHost {
-                    api_url: trim_url(api_url.unwrap_or_else(|| SITEHOST_API_URL.into())),
-                    api_key: api_key.unwrap_or_default(),
-                    client_id: client_id.unwrap_or_default(),
-                    server: server.unwrap_or_default(),
-                    stack: stack.unwrap_or_default(),
-                })
-            }
-            "webhook" => {
-                let url = match field("url") {
-                    Some(v) => self.api_url(v, &format!("{what}: url")),
-                    None => {
-                        self.error(
-                            pos,
-                            format!("{what}: missing `url:` (where to POST, like https://ops.example.com/purge)"),
-                        );
-                        None
-                    }
-                };
-                let secret = (field("secret").is_some() || field("secret_file").is_some())
-                    .then(|| self.secret(&what, pos, field("secret"), field("secret_file"), "secret"))
-                    .flatten();
-                let max_urls = self.max_urls(field("max_urls"), &what);
-                TargetKind::Webhook(Webhook {
-                    url: url.unwrap_or_default(),
-                    secret,
-                    max_urls,
-                })
-            }
-            "cloudfront" => {
-                let api_url = field("api_url").and_then(|v| self.api_url(v, &format!("{what}: api_url")));
-                let api_url = trim_url(api_url.unwrap_or_else(|| "https://cloudfront.amazonaws.com".into()));
-                // A key from the rules, else from the standard AWS variables.
-                let aws = |cx: &mut Self, key: &str, var: &str, needed: bool| -> Option<Secret> {
-                    let (inline, file) = (field(key), field(&format!("{key}_file")));
-                    if inline.is_some() || file.is_some() {
-                        return cx.secret(&what, pos, inline, file, key);
-                    }
-                    match (cx.env)(var).filter(|v| !v.trim().is_empty()) {
-                        Some(v) => Some(Secret::new(v.trim())),
-                        None if needed => {
-                            cx.secret_problem(
-                                pos,
-                                format!("{what}: missing `{key}:` or `{key}_file:` (or ${var} in the environment)"),
-                            );
-                            Some(Secret::default())
-                        }
-                        None => None,
-                    }
-                };
-                let access_key_id = aws(self, "access_key_id", "AWS_ACCESS_KEY_ID", true).unwrap_or_default();
-                let secret_access_key =
-                    aws(self, "secret_access_key", "AWS_SECRET_ACCESS_KEY", true).unwrap_or_default();
-                let session_token = aws(self, "session_token", "AWS_SESSION_TOKEN", false);
-                let id =
-                    required(self, "distribution_id", "the distribution id, like EDFDVBD6EXAMPLE").unwrap_or_default();
-                if !id.is_empty() && !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    self.error(
-                        field("distribution_id").map_or(pos, |v| v.pos),
-                        format!("{what}: distribution_id: `{id}` is not a distribution id (letters and digits)"),
-                    );
-                }
-                let max_paths = match field("max_paths") {
-                    Some(v) => match self.number::<usize>(v, &format!("{what}: max_paths"), "a number of paths") {
-                        Some(n) if (1..=3000).contains(&n) => n,
-                        Some(_) => {
-                            self.error(
-                                v.pos,
-                                format!("{what}: max_paths must be 1 to 3000 (CloudFront's limit in progress)"),
-                            );
-                            100
-                        }
-                        None => 100,
-                    },
-                    None => 100,
-                };
-                let free_paths_per_month = field("free_paths_per_month")
-                    .and_then(|v| self.number::<u64>(v, &format!("{what}: free_paths_per_month"), "a number of paths"))
-                    .unwrap_or(1000);
-                TargetKind::CloudFront(CloudFront {
-                    api_url,
-                    distribution_id: id,
-                    access_key_id,
-                    secret_access_key,
-                    session_token,
-                    max_paths,
-                    free_paths_per_month,
-                })
-            }
-            "cloudflare" | "fastly" | "bunny" => {
-                let (default_url, id_key, secret_key) = match ty.as_str() {
-                    "cloudflare" => ("https://api.cloudflare.com/client/v4", "zone_id", "api_token"),
-                    "fastly" => ("https://api.fastly.com", "service_id", "api_token"),
-                    _ => ("https://api.bunny.net", "pull_zone_id", "api_key"),
-                };
-                let api_url = field("api_url").and_then(|v| self.api_url(v, &format!("{what}: api_url")));
-                let api_url = trim_url(api_url.unwrap_or_else(|| default_url.into()));
-                let secret = self
-                    .secret(
-                        &what,
-                        pos,
-                        field(secret_key),
-                        field(&format!("{secret_key}_file")),
-                        secret_key,
-                    )
-                    .unwrap_or_default();
-                let id = required(self, id_key, "the id your provider's dashboard shows").unwrap_or_default();
-                if !id.is_empty() && !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    self.error(
-                        field(id_key).map_or(pos, |v| v.pos),
-                        format!("{what}: {id_key}: `{id}` is not an id (letters, digits, `-`, `_`)"),
-                    );
-                }
-                match ty.as_str() {
-                    "cloudflare" => {
-                        let max_urls = match field("max_urls") {
-                            Some(_) => self.max_urls(field("max_urls"), &what),
-                            None => 30,
-                        };
-                        TargetKind::Cloudflare(Cloudflare {
-                            api_url,
-                            zone_id: id,
-                            api_token: secret,
-                            max_urls,
-                        })
-                    }
-                    "fastly" => {
-                        let soft = field("soft")
-                            .and_then(|v| self.choice(v, &format!("{what}: soft"), BOOLEAN))
-                            .unwrap_or(false);
-                        TargetKind::Fastly(Fastly {
-                            api_url,
-                            service_id: id,
-                            api_token: secret,
-                            soft,
-                        })
-                    }
-                    _ => TargetKind::Bunny(Bunny {
-                        api_url,
-                        pull_zone_id: id,
-                        api_key: secret,
-                    }),
-                }
-            }
-            "varnish" | "nginx" => {
-                let endpoints = self.endpoints(field("endpoints"), pos, &what);
-                self.fleet_endpoints = endpoints.clone();
-                let host = field("host").and_then(|v| self.string(v, &format!("{what}: host"), false));
-                let endpoint = endpoints.first().cloned().unwrap_or_default();
-                if ty == "varnish" {
-                    let mode = match field("mode") {
-                        Some(v) => self
-                            .choice(
-                                v,
-                                &format!("{what}: mode"),
-                                &[("ban", VarnishMode::Ban), ("purge", VarnishMode::Purge)],
-                            )
-                            .unwrap_or(VarnishMode::Ban),
-                        None => VarnishMode::Ban,
-                    };
-                    let ban_header = field("ban_header")
-                        .and_then(|v| self.header_name(v, &format!("{what}: ban_header")))
-                        .unwrap_or_else(|| "X-Ban-Regex".into());
-                    TargetKind::Varnish(Varnish {
-                        endpoint,
-                        mode,
-                        ban_header,
-                        host,
-                        patterns: tuning.patterns.clone(),
-                    })
-                } else {
-                    let purge_location = match field("purge_location") {
-                        Some(v) => match self.string(v, &format!("{what}: purge_location"), false) {
-                            Some(p) if p.starts_with('/') => p.trim_end_matches('/').to_string(),
-                            Some(p) => {
-                                self.error(
-                                    v.pos,
-                                    format!("{what}: purge_location: `{p}` must start with `/`, like /purge"),
-                                );
-                                String::new()
-                            }
-                            None => String::new(),
-                        },
-                        None => {
-                            self.error(pos, format!("{what}: missing `purge_location:` (the location ngx_cache_purge answers at, like /purge)"));
-                            String::new()
-                        }
-                    };
-                    TargetKind::Nginx(Nginx {
-                        endpoint,
-                        purge_location,
-                        host,
-                    })
-                }
-            }
-            "command" => {
-                let argv: Vec<String> = match field("command") {
-                    Some(v) => self
-                        .strings(v, &format!("{what}: command"))
-                        .into_iter()
-                        .map(|(s, _)| s)
-                        .collect(),
-                    None => vec![],
-                };
-                match (argv.first(), field("command")) {
-                    (None, _) => self.error(
-                        field("command").map_or(pos, |v| v.pos),
-                        format!("{what}: missing `command:` (the program and its arguments, like [/usr/local/bin/purge-my-cdn, --zone, main])"),
-                    ),
-                    (Some(p), Some(v)) if !Path::new(p).is_absolute() => self.error(
-                        v.pos,
-                        format!("{what}: command: `{p}` is not an absolute path: name the program by its full path (no shell runs it, no $PATH is searched)"),
-                    ),
-                    _ => {}
-                }
-                let timeout = match field("timeout") {
-                    Some(v) => self
-                        .duration(v, &format!("{what}: timeout"))
-                        .unwrap_or(Duration::from_secs(60)),
-                    None => Duration::from_secs(60),
-                };
-                let max_urls = self.max_urls(field("max_urls"), &what);
-                TargetKind::Command(CommandTarget {
-                    argv,
-                    timeout,
-                    max_urls,
-                })
-            }
-            _ => {
-                let api_url = field("api_url").and_then(|v| self.api_url(v, &format!("{what}: api_url")));
-                let token = self.secret(&what, pos, field("token"), field("token_file"), "token");
-                let cdn_id = required(self, "cdn_id", "the CDN service id from VIMS, like 7")
-                    .and_then(|id| self.id(field("cdn_id"), &what, "cdn_id", id));
-                let host = match field("host") {
-                    Some(v) => self.string(v, &format!("{what}: host"), false).and_then(|h| {
-                        if h == "all" {
-                            Some(h)
-                        } else {
-                            self.id(Some(v), &what, "host", h)
-                        }
-                    }),
-                    None => Some("all".into()),
-                };
-                TargetKind::Vims(Vims {
-                    api_url: trim_url(api_url.unwrap_or_else(|| VIMS_API_URL.into())),
-                    token: token.unwrap_or_default(),
-                    cdn_id: cdn_id.unwrap_or_default(),
-                    host: host.unwrap_or_default(),
-                    patterns: tuning.patterns.clone(),
-                })
-            }
-        };
+        let kind = (def.read)(&mut keys::Keys {
+            cx: self,
+            fields,
+            pos,
+            what: what.clone(),
+            tuning: &tuning,
+        });
         if self.errors.len() != n_errors {
             return None;
         }
@@ -1537,10 +1216,8 @@ impl Cx<'_> {
             .map(|e| {
                 let mut t = target.clone();
                 t.name = format!("{}@{e}", target.name);
-                match &mut t.kind {
-                    TargetKind::Varnish(v) => v.endpoint = e.clone(),
-                    TargetKind::Nginx(n) => n.endpoint = e.clone(),
-                    _ => {}
+                if let Some(endpoint) = t.kind.endpoint_mut() {
+                    *endpoint = e.clone();
                 }
                 t
             })
@@ -2033,6 +1710,8 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -
         None => String::new(),
     }
 }
+
+pub(crate) mod keys;
 
 #[cfg(test)]
 mod tests;

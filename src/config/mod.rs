@@ -14,13 +14,25 @@ use std::time::Duration;
 use globset::Glob;
 use regex::Regex;
 
+use crate::providers::Kind;
+pub use crate::providers::bunny::Bunny;
+pub use crate::providers::cloudflare::Cloudflare;
+pub use crate::providers::cloudfront::CloudFront;
+pub use crate::providers::command::CommandTarget;
+pub use crate::providers::fastly::Fastly;
+pub use crate::providers::nginx::Nginx;
+pub use crate::providers::sitehost::SiteHost;
+pub use crate::providers::varnish::{Varnish, VarnishMode};
+pub use crate::providers::vims::Vims;
+pub use crate::providers::webhook::Webhook;
 use crate::secret::Secret;
+pub(crate) use load::keys::Keys;
 pub(crate) use load::runnable;
 pub use load::{LoadOptions, did_you_mean, load, load_str, reload, rules_keys};
 pub use yaml::Pos;
 
-pub const SITEHOST_API_URL: &str = "https://api.sitehost.nz/1.3";
-pub const VIMS_API_URL: &str = "https://vims.planisys.net/api";
+pub use crate::providers::sitehost::SITEHOST_API_URL;
+pub use crate::providers::vims::VIMS_API_URL;
 
 /// A validated rules file.
 #[derive(Debug, Clone)]
@@ -132,224 +144,43 @@ pub enum Shape {
     },
 }
 
-/// An empty credential, for target types that send none.
-static NO_SECRET: std::sync::LazyLock<Secret> = std::sync::LazyLock::new(Secret::default);
-
 impl TargetKind {
     pub fn type_name(&self) -> &'static str {
-        match self {
-            TargetKind::SiteHost(_) => "sitehost",
-            TargetKind::Vims(_) => "vims",
-            TargetKind::Webhook(_) => "webhook",
-            TargetKind::Command(_) => "command",
-            TargetKind::Varnish(_) => "varnish",
-            TargetKind::Nginx(_) => "nginx",
-            TargetKind::Cloudflare(_) => "cloudflare",
-            TargetKind::Fastly(_) => "fastly",
-            TargetKind::Bunny(_) => "bunny",
-            TargetKind::CloudFront(_) => "cloudfront",
-        }
+        each_kind!(self, k => k.type_name())
     }
 
     /// Where requests go (what shares a rate limit) and the credential sent there.
     pub fn api(&self) -> (&str, &Secret) {
-        match self {
-            TargetKind::SiteHost(s) => (&s.api_url, &s.api_key),
-            TargetKind::Vims(v) => (&v.api_url, &v.token),
-            TargetKind::Webhook(w) => (&w.url, w.secret.as_ref().unwrap_or(&NO_SECRET)),
-            TargetKind::Command(c) => (c.argv.first().map(String::as_str).unwrap_or_default(), &NO_SECRET),
-            TargetKind::Varnish(v) => (&v.endpoint, &NO_SECRET),
-            TargetKind::Nginx(n) => (&n.endpoint, &NO_SECRET),
-            TargetKind::Cloudflare(c) => (&c.api_url, &c.api_token),
-            TargetKind::Fastly(f) => (&f.api_url, &f.api_token),
-            TargetKind::Bunny(b) => (&b.api_url, &b.api_key),
-            TargetKind::CloudFront(c) => (&c.api_url, &c.secret_access_key),
-        }
+        each_kind!(self, k => k.api())
     }
 
-    /// Every credential of the target: the one `api` names (a webhook's secret), and any other
-    /// it holds (CloudFront's key id and session token).
+    /// Every credential of the target.
     pub fn secrets(&self) -> Vec<&Secret> {
-        let mut out = vec![self.api().1];
-        if let TargetKind::CloudFront(c) = self {
-            out.extend([Some(&c.access_key_id), c.session_token.as_ref()].into_iter().flatten());
-        }
-        out
+        each_kind!(self, k => k.secrets())
     }
 
     pub fn shape(&self) -> Shape {
-        match self {
-            TargetKind::SiteHost(_) => Shape::Whole,
-            TargetKind::Vims(v) => Shape::Patterns {
-                max_bytes: v.patterns.max_bytes,
-            },
-            TargetKind::Webhook(w) => Shape::Urls {
-                max: w.max_urls,
-                absolute: true,
-                everything: true,
-                prefixes: false,
-            },
-            TargetKind::Command(c) => Shape::Urls {
-                max: c.max_urls,
-                absolute: true,
-                everything: true,
-                prefixes: false,
-            },
-            TargetKind::Varnish(v) if v.mode == VarnishMode::Ban => Shape::Patterns {
-                max_bytes: v.patterns.max_bytes,
-            },
-            TargetKind::Varnish(_) => Shape::Urls {
-                max: CACHE_URLS_PER_REQUEST,
-                absolute: false,
-                everything: true,
-                prefixes: false,
-            },
-            TargetKind::Nginx(_) => Shape::Urls {
-                max: CACHE_URLS_PER_REQUEST,
-                absolute: false,
-                everything: false,
-                prefixes: false,
-            },
-            TargetKind::Cloudflare(c) => Shape::Urls {
-                max: c.max_urls,
-                absolute: true,
-                everything: true,
-                prefixes: true,
-            },
-            TargetKind::Fastly(_) => Shape::Urls {
-                max: CACHE_URLS_PER_REQUEST,
-                absolute: true,
-                everything: true,
-                prefixes: false,
-            },
-            TargetKind::Bunny(_) => Shape::Urls {
-                max: CACHE_URLS_PER_REQUEST,
-                absolute: true,
-                everything: true,
-                prefixes: true,
-            },
-            // One invalidation per batch: the provider fits its paths to `max_paths`.
-            TargetKind::CloudFront(_) => Shape::Urls {
-                max: usize::MAX,
-                absolute: false,
-                everything: true,
-                prefixes: true,
-            },
-        }
+        each_kind!(self, k => k.shape())
+    }
+
+    /// The target's own pattern settings (a VIMS target's tuning), if it has them.
+    pub fn pattern_settings(&self) -> Option<PatternSettings> {
+        each_kind!(self, k => k.pattern_settings())
+    }
+
+    /// It purges absolute URLs only: a rule feeding it needs `base_url`.
+    pub fn needs_base_url(&self) -> bool {
+        each_kind!(self, k => k.needs_base_url())
+    }
+
+    /// A fleet member's endpoint.
+    pub fn endpoint_mut(&mut self) -> Option<&mut String> {
+        each_kind!(self, k => k.endpoint_mut())
     }
 }
 
-/// A webhook target: `POST url` with the batch as JSON.
-#[derive(Debug, Clone)]
-pub struct Webhook {
-    pub url: String,
-    /// Signs each body (HMAC-SHA256), when set.
-    pub secret: Option<Secret>,
-    pub max_urls: usize,
-}
-
-/// URLs one delivery to a local cache carries (each its own PURGE or GET, sent a few at a time;
-/// a failed delivery is sent again whole, which a cache takes as the same purge).
-pub const CACHE_URLS_PER_REQUEST: usize = 100;
-
-/// How a Varnish target purges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VarnishMode {
-    /// `BAN /` with a path-anchored regex in `ban_header`.
-    Ban,
-    /// `PURGE <path>`, one per URL.
-    Purge,
-}
-
-/// One Varnish cache (a fleet is one target per endpoint: see `Config::groups`).
-#[derive(Debug, Clone)]
-pub struct Varnish {
-    pub endpoint: String,
-    pub mode: VarnishMode,
-    pub ban_header: String,
-    /// The Host header of each request.
-    pub host: Option<String>,
-    pub patterns: PatternSettings,
-}
-
-/// One nginx cache with ngx_cache_purge.
-#[derive(Debug, Clone)]
-pub struct Nginx {
-    pub endpoint: String,
-    /// `GET {endpoint}{purge_location}{URL path}`.
-    pub purge_location: String,
-    pub host: Option<String>,
-}
-
-/// A Cloudflare zone.
-#[derive(Debug, Clone)]
-pub struct Cloudflare {
-    pub api_url: String,
-    pub zone_id: String,
-    pub api_token: Secret,
-    /// URLs or prefixes per call.
-    pub max_urls: usize,
-}
-
-/// A Fastly service.
-#[derive(Debug, Clone)]
-pub struct Fastly {
-    pub api_url: String,
-    pub service_id: String,
-    pub api_token: Secret,
-    /// Mark stale (`Fastly-Soft-Purge: 1`) instead of evicting.
-    pub soft: bool,
-}
-
-/// A CloudFront distribution.
-#[derive(Debug, Clone)]
-pub struct CloudFront {
-    pub api_url: String,
-    pub distribution_id: String,
-    pub access_key_id: Secret,
-    pub secret_access_key: Secret,
-    pub session_token: Option<Secret>,
-    /// Paths per invalidation; more become wildcards, then `/*`.
-    pub max_paths: usize,
-    /// Free invalidation paths a month, for the cost `plan` shows.
-    pub free_paths_per_month: u64,
-}
-
-/// A Bunny pull zone.
-#[derive(Debug, Clone)]
-pub struct Bunny {
-    pub api_url: String,
-    pub pull_zone_id: String,
-    pub api_key: Secret,
-}
-
-/// A command target: a program given the URLs on standard input.
-#[derive(Debug, Clone)]
-pub struct CommandTarget {
-    /// Program (an absolute path) and arguments; no shell.
-    pub argv: Vec<String>,
-    pub timeout: Duration,
-    pub max_urls: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct SiteHost {
-    pub api_url: String,
-    pub api_key: Secret,
-    pub client_id: String,
-    pub server: String,
-    pub stack: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Vims {
-    pub api_url: String,
-    pub token: Secret,
-    pub cdn_id: String,
-    /// `all`, or one host (vm) id.
-    pub host: String,
-    pub patterns: PatternSettings,
-}
+/// An empty credential, for target types that send none.
+pub(crate) static NO_SECRET: std::sync::LazyLock<Secret> = std::sync::LazyLock::new(Secret::default);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeMode {

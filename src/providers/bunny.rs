@@ -8,7 +8,19 @@
 use serde_json::Value;
 
 use super::{Accepted, ProviderError, for_each, send_ok};
-use crate::config::Bunny;
+use super::{Kind, Provider, TargetType, url_list, urls_of};
+use crate::config::{Keys, Shape, TargetKind};
+use crate::providers::cache::CACHE_URLS_PER_REQUEST;
+use crate::request::Request;
+use crate::secret::Secret;
+
+/// A Bunny pull zone.
+#[derive(Debug, Clone)]
+pub struct Bunny {
+    pub api_url: String,
+    pub pull_zone_id: String,
+    pub api_key: Secret,
+}
 
 const PARALLEL: usize = 4;
 
@@ -65,4 +77,65 @@ pub async fn check(http: &reqwest::Client, b: &Bunny) -> Result<String, Provider
         .and_then(Value::as_str)
         .unwrap_or("?");
     Ok(format!("pull zone {} is {name}", b.pull_zone_id))
+}
+
+pub(crate) const TYPE: TargetType = TargetType {
+    name: "bunny",
+    keys: &["pull_zone_id", "api_key", "api_key_file", "api_url"],
+    read,
+};
+
+fn read(k: &mut Keys) -> TargetKind {
+    let api_url = k.api_url("https://api.bunny.net");
+    let api_key = k.secret("api_key");
+    let pull_zone_id = k.id(
+        "pull_zone_id",
+        "the id your provider's dashboard shows",
+        b"-_",
+        "an id (letters, digits, `-`, `_`)",
+    );
+    TargetKind::Bunny(Bunny {
+        api_url,
+        pull_zone_id,
+        api_key,
+    })
+}
+
+impl Kind for Bunny {
+    fn type_name(&self) -> &'static str {
+        TYPE.name
+    }
+
+    fn api(&self) -> (&str, &Secret) {
+        (&self.api_url, &self.api_key)
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::Urls {
+            max: CACHE_URLS_PER_REQUEST,
+            absolute: true,
+            everything: true,
+            prefixes: true,
+        }
+    }
+
+    fn needs_base_url(&self) -> bool {
+        true
+    }
+
+    fn describe(&self, req: &Request) -> String {
+        match urls_of(req) {
+            (urls, false, _) => format!("purge pull zone {}: {}", self.pull_zone_id, url_list(urls, false)),
+            _ => format!("purge pull zone {}: everything", self.pull_zone_id),
+        }
+    }
+
+    async fn purge(&self, p: &Provider, req: &Request) -> Result<Accepted, ProviderError> {
+        let (urls, everything, _) = urls_of(req);
+        purge(&p.http, self, urls, everything).await
+    }
+
+    async fn check(&self, p: &Provider) -> Result<String, ProviderError> {
+        check(&p.http, self).await
+    }
 }

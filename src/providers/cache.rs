@@ -1,11 +1,8 @@
-//! Caches on the same host or a fleet of them: `varnish` (`BAN` with a path-anchored regex, or
-//! `PURGE` per URL) and `nginx` (ngx_cache_purge: `GET {purge_location}{path}` per URL). Each
-//! endpoint of a fleet is a target of its own (see `Config::groups`): delivered, retried,
-//! recorded and reported on its own, so one cache that is down neither delays nor repeats the
-//! others' purges.
-//!
-//! The shipped configurations they are tested with: `examples/varnish/purgewatch.vcl` and
-//! `examples/nginx/purgewatch.conf`.
+//! What the caches on the same host (or a fleet of them) share: `varnish` (varnish.rs) and
+//! `nginx` (nginx.rs) send one request per URL path a few at a time, with the target's Host
+//! header, and `check --remote` asks each endpoint for anything at all. Each endpoint of a
+//! fleet is a target of its own (see `Config::groups`): delivered, retried, recorded and
+//! reported on its own, so one cache that is down neither delays nor repeats the others' purges.
 
 use std::time::Duration;
 
@@ -13,13 +10,16 @@ use percent_encoding::utf8_percent_encode;
 use reqwest::Method;
 
 use super::{Accepted, ProviderError, Reply, for_each, http_error, send};
-use crate::config::{Nginx, Varnish};
+
+/// URLs one delivery to a local cache carries (each its own PURGE or GET, sent a few at a time;
+/// a failed delivery is sent again whole, which a cache takes as the same purge).
+pub const CACHE_URLS_PER_REQUEST: usize = 100;
 use crate::secret::Secret;
 
 /// Requests to one cache in flight at once, for one delivery of URLs.
 const PARALLEL: usize = 8;
 
-fn host_header(rb: reqwest::RequestBuilder, host: &Option<String>) -> reqwest::RequestBuilder {
+pub(super) fn host_header(rb: reqwest::RequestBuilder, host: &Option<String>) -> reqwest::RequestBuilder {
     match host {
         Some(h) => rb.header(reqwest::header::HOST, h),
         None => rb,
@@ -32,7 +32,7 @@ fn encoded(path: &str) -> String {
 }
 
 /// Success for a cache: 2xx, and for ngx_cache_purge also 404 (the URL was not cached).
-fn judge(what: &str, reply: &Reply, not_found_ok: bool) -> Result<(), ProviderError> {
+pub(super) fn judge(what: &str, reply: &Reply, not_found_ok: bool) -> Result<(), ProviderError> {
     if reply.status.is_success() || (not_found_ok && reply.status == reqwest::StatusCode::NOT_FOUND) {
         Ok(())
     } else {
@@ -40,25 +40,10 @@ fn judge(what: &str, reply: &Reply, not_found_ok: bool) -> Result<(), ProviderEr
     }
 }
 
-/// `BAN /` with the pattern (`*`, everything, as `.*`) in the target's header.
-pub async fn ban(http: &reqwest::Client, v: &Varnish, pattern: &str) -> Result<Accepted, ProviderError> {
-    let regex = if pattern == "*" { ".*" } else { pattern };
-    let what = format!("BAN {}/ ({}: {regex})", v.endpoint, v.ban_header);
-    let method = Method::from_bytes(b"BAN").expect("a valid method name");
-    let rb =
-        host_header(http.request(method, format!("{}/", v.endpoint)), &v.host).header(v.ban_header.as_str(), regex);
-    let reply = send(rb, &what, &Secret::default()).await?;
-    judge(&what, &reply, false)?;
-    Ok(Accepted {
-        job_id: None,
-        message: format!("banned on {}", v.endpoint),
-    })
-}
-
 /// One request per URL path (`PURGE` for Varnish, `GET` of the purge location for nginx), a few
 /// at a time; the first failure fails the delivery (which is sent again whole: a cache takes a
 /// repeated purge as the same purge).
-async fn each(
+pub(super) async fn each(
     http: &reqwest::Client,
     endpoint: &str,
     method: &'static [u8],
@@ -85,14 +70,6 @@ async fn each(
         job_id: None,
         message: format!("{done} URL{} purged on {endpoint}", if done == 1 { "" } else { "s" }),
     })
-}
-
-pub async fn purge_urls(http: &reqwest::Client, v: &Varnish, paths: &[String]) -> Result<Accepted, ProviderError> {
-    each(http, &v.endpoint, b"PURGE", "", &v.host, paths, false).await
-}
-
-pub async fn nginx_urls(http: &reqwest::Client, n: &Nginx, paths: &[String]) -> Result<Accepted, ProviderError> {
-    each(http, &n.endpoint, b"GET", &n.purge_location, &n.host, paths, true).await
 }
 
 /// `check --remote`: the endpoint answers HTTP at all.

@@ -10,7 +10,20 @@
 use serde_json::{Value, json};
 
 use super::{Accepted, ProviderError, Reply, http_error, send, unsuccessful};
-use crate::config::Cloudflare;
+use super::{Kind, Provider, TargetType, url_list, urls_of};
+use crate::config::{Keys, Shape, TargetKind};
+use crate::request::Request;
+use crate::secret::Secret;
+
+/// A Cloudflare zone.
+#[derive(Debug, Clone)]
+pub struct Cloudflare {
+    pub api_url: String,
+    pub zone_id: String,
+    pub api_token: Secret,
+    /// URLs or prefixes per call.
+    pub max_urls: usize,
+}
 
 /// A URL list entry ending in `/*` is a prefix: Cloudflare writes it without the scheme and
 /// with its trailing `/`.
@@ -140,6 +153,69 @@ pub async fn check(http: &reqwest::Client, c: &Cloudflare) -> Result<String, Pro
         .unwrap_or("?")
         .to_string();
     Ok(format!("zone {} is {name}", c.zone_id))
+}
+
+pub(crate) const TYPE: TargetType = TargetType {
+    name: "cloudflare",
+    keys: &["zone_id", "api_token", "api_token_file", "api_url", "max_urls"],
+    read,
+};
+
+fn read(k: &mut Keys) -> TargetKind {
+    let api_url = k.api_url("https://api.cloudflare.com/client/v4");
+    let api_token = k.secret("api_token");
+    let zone_id = k.id(
+        "zone_id",
+        "the id your provider's dashboard shows",
+        b"-_",
+        "an id (letters, digits, `-`, `_`)",
+    );
+    let max_urls = k.max_urls(30);
+    TargetKind::Cloudflare(Cloudflare {
+        api_url,
+        zone_id,
+        api_token,
+        max_urls,
+    })
+}
+
+impl Kind for Cloudflare {
+    fn type_name(&self) -> &'static str {
+        TYPE.name
+    }
+
+    fn api(&self) -> (&str, &Secret) {
+        (&self.api_url, &self.api_token)
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::Urls {
+            max: self.max_urls,
+            absolute: true,
+            everything: true,
+            prefixes: true,
+        }
+    }
+
+    fn needs_base_url(&self) -> bool {
+        true
+    }
+
+    fn describe(&self, req: &Request) -> String {
+        match urls_of(req) {
+            (urls, false, _) => format!("purge zone {}: {}", self.zone_id, url_list(urls, false)),
+            _ => format!("purge zone {}: everything", self.zone_id),
+        }
+    }
+
+    async fn purge(&self, p: &Provider, req: &Request) -> Result<Accepted, ProviderError> {
+        let (urls, everything, _) = urls_of(req);
+        purge(&p.http, self, urls, everything).await
+    }
+
+    async fn check(&self, p: &Provider) -> Result<String, ProviderError> {
+        check(&p.http, self).await
+    }
 }
 
 #[cfg(test)]

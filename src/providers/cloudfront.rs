@@ -20,7 +20,24 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 
 use super::{Accepted, JobState, ProviderError, Reason, Reply, send};
-use crate::config::CloudFront;
+use super::{Kind, Provider, TargetType, urls_of};
+use crate::config::{Keys, Shape, TargetKind};
+use crate::request::Request;
+use crate::secret::Secret;
+
+/// A CloudFront distribution.
+#[derive(Debug, Clone)]
+pub struct CloudFront {
+    pub api_url: String,
+    pub distribution_id: String,
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+    /// Paths per invalidation; more become wildcards, then `/*`.
+    pub max_paths: usize,
+    /// Free invalidation paths a month, for the cost `plan` shows.
+    pub free_paths_per_month: u64,
+}
 
 const API: &str = "2020-05-31";
 /// The price of a path past the month's free ones, in dollars.
@@ -292,6 +309,139 @@ pub async fn check(http: &reqwest::Client, c: &CloudFront) -> Result<String, Pro
         c.distribution_id,
         tag(&reply.excerpt, "DomainName").unwrap_or("found")
     ))
+}
+
+pub(crate) const TYPE: TargetType = TargetType {
+    name: "cloudfront",
+    keys: &[
+        "distribution_id",
+        "access_key_id",
+        "access_key_id_file",
+        "secret_access_key",
+        "secret_access_key_file",
+        "session_token",
+        "session_token_file",
+        "api_url",
+        "max_paths",
+        "free_paths_per_month",
+    ],
+    read,
+};
+
+fn read(k: &mut Keys) -> TargetKind {
+    let api_url = k.api_url("https://cloudfront.amazonaws.com");
+    // A key from the rules, else from the standard AWS variables.
+    let access_key_id = k
+        .secret_or_env("access_key_id", "AWS_ACCESS_KEY_ID", true)
+        .unwrap_or_default();
+    let secret_access_key = k
+        .secret_or_env("secret_access_key", "AWS_SECRET_ACCESS_KEY", true)
+        .unwrap_or_default();
+    let session_token = k.secret_or_env("session_token", "AWS_SESSION_TOKEN", false);
+    let distribution_id = k.id(
+        "distribution_id",
+        "the distribution id, like EDFDVBD6EXAMPLE",
+        b"",
+        "a distribution id (letters and digits)",
+    );
+    let max_paths = match k.number::<usize>("max_paths", "a number of paths") {
+        Some(n) if (1..=3000).contains(&n) => n,
+        Some(_) => {
+            k.error("max_paths", "must be 1 to 3000 (CloudFront's limit in progress)");
+            100
+        }
+        None => 100,
+    };
+    let free_paths_per_month = k
+        .number::<u64>("free_paths_per_month", "a number of paths")
+        .unwrap_or(1000);
+    TargetKind::CloudFront(CloudFront {
+        api_url,
+        distribution_id,
+        access_key_id,
+        secret_access_key,
+        session_token,
+        max_paths,
+        free_paths_per_month,
+    })
+}
+
+impl Kind for CloudFront {
+    fn type_name(&self) -> &'static str {
+        TYPE.name
+    }
+
+    fn api(&self) -> (&str, &Secret) {
+        (&self.api_url, &self.secret_access_key)
+    }
+
+    fn secrets(&self) -> Vec<&Secret> {
+        [
+            Some(&self.secret_access_key),
+            Some(&self.access_key_id),
+            self.session_token.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// One invalidation per batch: its paths are fitted to `max_paths` here.
+    fn shape(&self) -> Shape {
+        Shape::Urls {
+            max: usize::MAX,
+            absolute: false,
+            everything: true,
+            prefixes: true,
+        }
+    }
+
+    fn describe(&self, req: &Request) -> String {
+        let (urls, everything, _) = urls_of(req);
+        if !matches!(req, Request::Urls { .. }) {
+            return format!("invalidate distribution {}: /*", self.distribution_id);
+        }
+        let paths = planned_paths(self, urls, everything);
+        let shown: Vec<&str> = paths.iter().take(5).map(String::as_str).collect();
+        format!(
+            "invalidate distribution {}: {} path{} ({}{})",
+            self.distribution_id,
+            paths.len(),
+            if paths.len() == 1 { "" } else { "s" },
+            shown.join(" "),
+            if paths.len() > 5 { " …" } else { "" },
+        )
+    }
+
+    /// Past `free_paths_per_month` paths in the calendar month (what the state directory
+    /// recorded), each path at [`DOLLARS_PER_PATH`].
+    fn cost(&self, p: &Provider, req: &Request, store: Option<&crate::state::Store>) -> Option<String> {
+        let Request::Urls { urls, everything, .. } = req else {
+            return None;
+        };
+        let since = crate::clock::month_start_ms(crate::clock::now_ms());
+        let used: u64 = store
+            .and_then(|s| s.accepted_since(&p.target, since).ok())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| paths_in(r))
+            .sum();
+        let n = planned_paths(self, urls, *everything).len() as u64;
+        Some(cost_line(self, used, n))
+    }
+
+    async fn purge(&self, p: &Provider, req: &Request) -> Result<Accepted, ProviderError> {
+        let (urls, everything, _) = urls_of(req);
+        purge(&p.http, self, &p.cloudfront, urls, everything).await
+    }
+
+    async fn job(&self, p: &Provider, id: &str) -> Result<JobState, ProviderError> {
+        job(&p.http, self, id).await
+    }
+
+    async fn check(&self, p: &Provider) -> Result<String, ProviderError> {
+        check(&p.http, self).await
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,19 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Accepted, ProviderError, Reason};
-use crate::config::CommandTarget;
+use super::{Kind, Provider, TargetType, url_list, urls_of};
+use crate::config::{Keys, NO_SECRET, Shape, TargetKind};
+use crate::request::Request;
+use crate::secret::Secret;
+
+/// A command target: a program given the URLs on standard input.
+#[derive(Debug, Clone)]
+pub struct CommandTarget {
+    /// Program (an absolute path) and arguments; no shell.
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+    pub max_urls: usize,
+}
 
 /// The most of a run's output kept (its end).
 pub const OUTPUT_KEPT: usize = 64 * 1024;
@@ -176,4 +188,66 @@ pub fn check(c: &CommandTarget) -> Result<String, ProviderError> {
     crate::config::runnable(program)
         .map(|()| format!("{program} is executable"))
         .map_err(|why| ProviderError::permanent(format!("command {program}: {why}")))
+}
+
+pub(crate) const TYPE: TargetType = TargetType {
+    name: "command",
+    keys: &["command", "timeout", "max_urls"],
+    read,
+};
+
+fn read(k: &mut Keys) -> TargetKind {
+    let argv = k.strings("command");
+    match argv.first() {
+        None => k.error(
+            "command",
+            "missing (the program and its arguments, like [/usr/local/bin/purge-my-cdn, --zone, main])",
+        ),
+        Some(p) if !std::path::Path::new(p).is_absolute() => k.error(
+            "command",
+            format!("`{p}` is not an absolute path: name the program by its full path (no shell runs it, no $PATH is searched)"),
+        ),
+        _ => {}
+    }
+    let timeout = k.duration("timeout", Duration::from_secs(60));
+    let max_urls = k.max_urls(1000);
+    TargetKind::Command(CommandTarget {
+        argv,
+        timeout,
+        max_urls,
+    })
+}
+
+impl Kind for CommandTarget {
+    fn type_name(&self) -> &'static str {
+        TYPE.name
+    }
+
+    fn api(&self) -> (&str, &Secret) {
+        (self.argv.first().map(String::as_str).unwrap_or_default(), &NO_SECRET)
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::Urls {
+            max: self.max_urls,
+            absolute: true,
+            everything: true,
+            prefixes: false,
+        }
+    }
+
+    fn describe(&self, req: &Request) -> String {
+        let (urls, everything, _) = urls_of(req);
+        format!("run {}: {}", self.argv.join(" "), url_list(urls, everything))
+    }
+
+    async fn purge(&self, p: &Provider, req: &Request) -> Result<Accepted, ProviderError> {
+        let (urls, everything, files) = urls_of(req);
+        let (_, batch) = super::webhook::body(&p.target, urls, everything, files);
+        purge(self, &p.target, &batch, urls, everything).await
+    }
+
+    async fn check(&self, _p: &Provider) -> Result<String, ProviderError> {
+        check(self)
+    }
 }

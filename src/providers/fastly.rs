@@ -9,7 +9,21 @@
 use serde_json::Value;
 
 use super::{Accepted, ProviderError, for_each, send_ok};
-use crate::config::Fastly;
+use super::{Kind, Provider, TargetType, url_list, urls_of};
+use crate::config::{Keys, Shape, TargetKind};
+use crate::providers::cache::CACHE_URLS_PER_REQUEST;
+use crate::request::Request;
+use crate::secret::Secret;
+
+/// A Fastly service.
+#[derive(Debug, Clone)]
+pub struct Fastly {
+    pub api_url: String,
+    pub service_id: String,
+    pub api_token: Secret,
+    /// Mark stale (`Fastly-Soft-Purge: 1`) instead of evicting.
+    pub soft: bool,
+}
 
 /// URL purges in flight at once, for one delivery.
 const PARALLEL: usize = 4;
@@ -72,4 +86,72 @@ pub async fn check(http: &reqwest::Client, f: &Fastly) -> Result<String, Provide
         .and_then(Value::as_str)
         .unwrap_or("?");
     Ok(format!("service {} is {name}", f.service_id))
+}
+
+pub(crate) const TYPE: TargetType = TargetType {
+    name: "fastly",
+    keys: &["service_id", "api_token", "api_token_file", "api_url", "soft"],
+    read,
+};
+
+fn read(k: &mut Keys) -> TargetKind {
+    let api_url = k.api_url("https://api.fastly.com");
+    let api_token = k.secret("api_token");
+    let service_id = k.id(
+        "service_id",
+        "the id your provider's dashboard shows",
+        b"-_",
+        "an id (letters, digits, `-`, `_`)",
+    );
+    let soft = k.boolean("soft", false);
+    TargetKind::Fastly(Fastly {
+        api_url,
+        service_id,
+        api_token,
+        soft,
+    })
+}
+
+impl Kind for Fastly {
+    fn type_name(&self) -> &'static str {
+        TYPE.name
+    }
+
+    fn api(&self) -> (&str, &Secret) {
+        (&self.api_url, &self.api_token)
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::Urls {
+            max: CACHE_URLS_PER_REQUEST,
+            absolute: true,
+            everything: true,
+            prefixes: false,
+        }
+    }
+
+    fn needs_base_url(&self) -> bool {
+        true
+    }
+
+    fn describe(&self, req: &Request) -> String {
+        match urls_of(req) {
+            (urls, false, _) => format!(
+                "purge service {}{}: {}",
+                self.service_id,
+                if self.soft { " (soft)" } else { "" },
+                url_list(urls, false)
+            ),
+            _ => format!("purge service {}: everything", self.service_id),
+        }
+    }
+
+    async fn purge(&self, p: &Provider, req: &Request) -> Result<Accepted, ProviderError> {
+        let (urls, everything, _) = urls_of(req);
+        purge(&p.http, self, urls, everything).await
+    }
+
+    async fn check(&self, p: &Provider) -> Result<String, ProviderError> {
+        check(&p.http, self).await
+    }
 }

@@ -12,7 +12,9 @@ pub mod cloudflare;
 pub mod cloudfront;
 pub mod command;
 pub mod fastly;
+pub mod nginx;
 pub mod sitehost;
+pub mod varnish;
 pub mod vims;
 pub mod webhook;
 
@@ -22,7 +24,7 @@ use std::time::Duration;
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
 
-use crate::config::{Target, TargetKind};
+use crate::config::{Keys, PatternSettings, Shape, Target, TargetKind};
 use crate::request::Request;
 use crate::secret::Secret;
 
@@ -186,6 +188,112 @@ pub struct Provider {
     cloudfront: cloudfront::References,
 }
 
+/// A target type, as its file declares it: the name `type:` gives, the keys it takes (besides
+/// `type` and the tuning keys every target shares), and how its settings are read from them.
+pub(crate) struct TargetType {
+    pub name: &'static str,
+    pub keys: &'static [&'static str],
+    pub read: fn(&mut Keys) -> TargetKind,
+}
+
+/// Every target type. Adding one: its file (settings, [`TargetType`], [`Kind`]), a line here,
+/// a variant of [`TargetKind`] and a line of `each_kind!` (src/lib.rs).
+pub(crate) const TYPES: &[TargetType] = &[
+    sitehost::TYPE,
+    vims::TYPE,
+    webhook::TYPE,
+    command::TYPE,
+    varnish::TYPE,
+    nginx::TYPE,
+    cloudflare::TYPE,
+    fastly::TYPE,
+    bunny::TYPE,
+    cloudfront::TYPE,
+];
+
+/// What each target type's file provides besides its keys: where it sends, what purges it
+/// takes, its requests and replies.
+pub(crate) trait Kind {
+    fn type_name(&self) -> &'static str;
+
+    /// Where requests go (what shares a rate limit) and the credential sent there.
+    fn api(&self) -> (&str, &Secret);
+
+    /// Every credential it holds (each is scrubbed from every output).
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![self.api().1]
+    }
+
+    /// What purges it takes: the planner asks this instead of the type.
+    fn shape(&self) -> Shape;
+
+    /// Its own pattern settings, when it takes patterns built with the rules' tuning.
+    fn pattern_settings(&self) -> Option<PatternSettings> {
+        None
+    }
+
+    /// It purges absolute URLs only: a rule feeding it needs `base_url`.
+    fn needs_base_url(&self) -> bool {
+        false
+    }
+
+    /// A fleet's endpoint (one target per endpoint: see `Config::groups`).
+    fn endpoint_mut(&mut self) -> Option<&mut String> {
+        None
+    }
+
+    /// What `req` will do, in words, for logs and `--dry-run`.
+    fn describe(&self, req: &Request) -> String;
+
+    /// What `req` costs, given the state directory's record (`plan` and `--dry-run` say it).
+    fn cost(&self, _p: &Provider, _req: &Request, _store: Option<&crate::state::Store>) -> Option<String> {
+        None
+    }
+
+    /// Sends `req` through `p` (its HTTP client, target name and per-provider memory).
+    async fn purge(&self, p: &Provider, req: &Request) -> Result<Accepted, ProviderError>;
+
+    /// The state of the provider's job `id` (a type without jobs: done when answered).
+    async fn job(&self, _p: &Provider, id: &str) -> Result<JobState, ProviderError> {
+        Ok(JobState::Done(format!("no job {id}")))
+    }
+
+    /// `check --remote`: do the credentials and ids work?
+    async fn check(&self, p: &Provider) -> Result<String, ProviderError>;
+}
+
+/// `N URL(s) (the first five …)`, or `everything`: how a URL list is described.
+pub(crate) fn url_list(urls: &[String], everything: bool) -> String {
+    if everything {
+        return "everything".to_string();
+    }
+    let shown: Vec<&str> = urls.iter().take(5).map(String::as_str).collect();
+    let more = urls.len().saturating_sub(5);
+    format!(
+        "{} URL{} ({}{})",
+        urls.len(),
+        if urls.len() == 1 { "" } else { "s" },
+        shown.join(" "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// The URLs of a request and whether it is for everything (a pattern or a stack purge is).
+pub(crate) fn urls_of(req: &Request) -> (&[String], bool, &[crate::request::PendingFile]) {
+    match req {
+        Request::Urls {
+            urls,
+            everything,
+            files,
+        } => (urls, *everything, files),
+        _ => (&[], true, &[]),
+    }
+}
+
 /// The HTTP client every provider shares: rustls, connect and total timeouts, and no redirects:
 /// a redirected POST would re-send the form (API key included) to another host, or turn into a
 /// GET whose `{"status": true}` looks like a purge. A 3xx is an error that names its `Location`.
@@ -218,222 +326,31 @@ impl Provider {
 
     /// What a request will do, in words, for logs and `--dry-run`.
     pub fn describe(&self, req: &Request) -> String {
-        let urls = |urls: &[String], everything: bool| {
-            if everything {
-                "everything".to_string()
-            } else {
-                let shown: Vec<&str> = urls.iter().take(5).map(String::as_str).collect();
-                let more = urls.len().saturating_sub(5);
-                format!(
-                    "{} URL{} ({}{})",
-                    urls.len(),
-                    if urls.len() == 1 { "" } else { "s" },
-                    shown.join(" "),
-                    if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    }
-                )
-            }
-        };
-        match (&self.kind, req) {
-            (TargetKind::SiteHost(s), _) => format!("purge stack {} on {}", s.stack, s.server),
-            (TargetKind::Vims(v), Request::Pattern(p)) => {
-                format!("purge cdn {} host {} pattern {p:?}", v.cdn_id, v.host)
-            }
-            (TargetKind::Vims(v), _) => format!("purge cdn {} host {} pattern \"*\"", v.cdn_id, v.host),
-            (
-                TargetKind::Webhook(w),
-                Request::Urls {
-                    urls: u, everything, ..
-                },
-            ) => {
-                format!("POST {}: {}", w.url, urls(u, *everything))
-            }
-            (
-                TargetKind::Command(c),
-                Request::Urls {
-                    urls: u, everything, ..
-                },
-            ) => {
-                format!("run {}: {}", c.argv.join(" "), urls(u, *everything))
-            }
-            (TargetKind::Webhook(w), _) => format!("POST {}: everything", w.url),
-            (TargetKind::Command(c), _) => format!("run {}: everything", c.argv.join(" ")),
-            (TargetKind::Varnish(v), Request::Pattern(p)) => {
-                format!(
-                    "BAN {} {}: {}",
-                    v.endpoint,
-                    v.ban_header,
-                    if p == "*" { ".*" } else { p }
-                )
-            }
-            (
-                TargetKind::Varnish(v),
-                Request::Urls {
-                    urls: u, everything, ..
-                },
-            ) => {
-                format!("PURGE {}: {}", v.endpoint, urls(u, *everything))
-            }
-            (TargetKind::Varnish(v), Request::Stack) => format!("BAN {} {}: .*", v.endpoint, v.ban_header),
-            (
-                TargetKind::Nginx(n),
-                Request::Urls {
-                    urls: u, everything, ..
-                },
-            ) => {
-                format!("GET {}{}…: {}", n.endpoint, n.purge_location, urls(u, *everything))
-            }
-            (TargetKind::Nginx(n), _) => format!("GET {}{}…: everything", n.endpoint, n.purge_location),
-            (
-                TargetKind::Cloudflare(c),
-                Request::Urls {
-                    urls: u, everything, ..
-                },
-            ) => {
-                format!("purge zone {}: {}", c.zone_id, urls(u, *everything))
-            }
-            (
-                TargetKind::Fastly(f),
-                Request::Urls {
-                    urls: u, everything, ..
-                },
-            ) => {
-                format!(
-                    "purge service {}{}: {}",
-                    f.service_id,
-                    if f.soft { " (soft)" } else { "" },
-                    urls(u, *everything)
-                )
-            }
-            (
-                TargetKind::Bunny(b),
-                Request::Urls {
-                    urls: u, everything, ..
-                },
-            ) => {
-                format!("purge pull zone {}: {}", b.pull_zone_id, urls(u, *everything))
-            }
-            (
-                TargetKind::CloudFront(c),
-                Request::Urls {
-                    urls: u, everything, ..
-                },
-            ) => {
-                let paths = cloudfront::planned_paths(c, u, *everything);
-                let shown: Vec<&str> = paths.iter().take(5).map(String::as_str).collect();
-                format!(
-                    "invalidate distribution {}: {} path{} ({}{})",
-                    c.distribution_id,
-                    paths.len(),
-                    if paths.len() == 1 { "" } else { "s" },
-                    shown.join(" "),
-                    if paths.len() > 5 { " …" } else { "" },
-                )
-            }
-            (TargetKind::CloudFront(c), _) => format!("invalidate distribution {}: /*", c.distribution_id),
-            (TargetKind::Cloudflare(c), _) => format!("purge zone {}: everything", c.zone_id),
-            (TargetKind::Fastly(f), _) => format!("purge service {}: everything", f.service_id),
-            (TargetKind::Bunny(b), _) => format!("purge pull zone {}: everything", b.pull_zone_id),
-        }
+        each_kind!(&self.kind, k => k.describe(req))
     }
 
-    /// For a CloudFront target: what `req` costs, given what the state directory recorded this
-    /// calendar month (`plan` and `--dry-run` say it; other targets cost nothing per request).
+    /// What `req` costs (a CloudFront target past its free paths; others cost nothing per
+    /// request), given what the state directory recorded this calendar month.
     pub fn cost(&self, req: &Request, store: Option<&crate::state::Store>) -> Option<String> {
-        let (TargetKind::CloudFront(c), Request::Urls { urls, everything, .. }) = (&self.kind, req) else {
-            return None;
-        };
-        let since = crate::clock::month_start_ms(crate::clock::now_ms());
-        let used: u64 = store
-            .and_then(|s| s.accepted_since(&self.target, since).ok())
-            .unwrap_or_default()
-            .iter()
-            .map(|r| cloudfront::paths_in(r))
-            .sum();
-        let n = cloudfront::planned_paths(c, urls, *everything).len() as u64;
-        Some(cloudfront::cost_line(c, used, n))
+        each_kind!(&self.kind, k => k.cost(self, req, store))
     }
 
-    /// `sitehost` or `vims`.
+    /// `sitehost`, `vims`, ….
     pub fn type_name(&self) -> &'static str {
         self.kind.type_name()
     }
 
     pub async fn purge(&self, req: &Request) -> Result<Accepted, ProviderError> {
-        let (urls, everything, files): (&[String], bool, &[crate::request::PendingFile]) = match req {
-            Request::Urls {
-                urls,
-                everything,
-                files,
-            } => (urls, *everything, files),
-            _ => (&[], true, &[]),
-        };
-        match &self.kind {
-            TargetKind::SiteHost(s) => sitehost::purge(&self.http, s).await,
-            TargetKind::Vims(v) => {
-                let pattern = match req {
-                    Request::Pattern(p) => p.as_str(),
-                    _ => "*",
-                };
-                vims::purge(&self.http, v, pattern).await
-            }
-            TargetKind::Webhook(w) => webhook::purge(&self.http, w, &self.target, urls, everything, files).await,
-            TargetKind::Command(c) => {
-                let (_, batch) = webhook::body(&self.target, urls, everything, files);
-                command::purge(c, &self.target, &batch, urls, everything).await
-            }
-            TargetKind::Varnish(v) => match req {
-                Request::Pattern(p) => cache::ban(&self.http, v, p).await,
-                Request::Urls {
-                    urls,
-                    everything: false,
-                    ..
-                } => cache::purge_urls(&self.http, v, urls).await,
-                // Everything, whatever the mode: one BAN of every URL.
-                _ => cache::ban(&self.http, v, "*").await,
-            },
-            // ngx_cache_purge purges one key at a time: "everything" is every URL the planner
-            // (or `purge --all`) listed from the rules' trees; a request for everything itself
-            // cannot be sent.
-            TargetKind::Nginx(n) if everything => Err(ProviderError::permanent(format!(
-                "nginx at {}: ngx_cache_purge cannot purge everything at once; purge the URLs (--url), or let the daemon list a rule's tree",
-                n.endpoint
-            ))),
-            TargetKind::Nginx(n) => cache::nginx_urls(&self.http, n, urls).await,
-            TargetKind::Cloudflare(c) => cloudflare::purge(&self.http, c, urls, everything).await,
-            TargetKind::Fastly(f) => fastly::purge(&self.http, f, urls, everything).await,
-            TargetKind::Bunny(b) => bunny::purge(&self.http, b, urls, everything).await,
-            TargetKind::CloudFront(c) => cloudfront::purge(&self.http, c, &self.cloudfront, urls, everything).await,
-        }
+        each_kind!(&self.kind, k => k.purge(self, req).await)
     }
 
     pub async fn job(&self, id: &str) -> Result<JobState, ProviderError> {
-        match &self.kind {
-            TargetKind::SiteHost(s) => sitehost::job(&self.http, s, id).await,
-            TargetKind::Vims(v) => vims::task(&self.http, v, id, &self.vims).await,
-            // Neither has jobs: a request is done when it is answered.
-            TargetKind::CloudFront(c) => cloudfront::job(&self.http, c, id).await,
-            _ => Ok(JobState::Done(format!("no job {id}"))),
-        }
+        each_kind!(&self.kind, k => k.job(self, id).await)
     }
 
     /// `check --remote`: do the credentials and ids work?
     pub async fn check(&self) -> Result<String, ProviderError> {
-        match &self.kind {
-            TargetKind::SiteHost(s) => sitehost::check(&self.http, s).await,
-            TargetKind::Vims(v) => vims::check(&self.http, v).await,
-            TargetKind::Webhook(w) => webhook::check(w).await,
-            TargetKind::Command(c) => command::check(c),
-            TargetKind::Varnish(v) => cache::check(&self.http, &v.endpoint).await,
-            TargetKind::Nginx(n) => cache::check(&self.http, &n.endpoint).await,
-            TargetKind::Cloudflare(c) => cloudflare::check(&self.http, c).await,
-            TargetKind::Fastly(f) => fastly::check(&self.http, f).await,
-            TargetKind::Bunny(b) => bunny::check(&self.http, b).await,
-            TargetKind::CloudFront(c) => cloudfront::check(&self.http, c).await,
-        }
+        each_kind!(&self.kind, k => k.check(self).await)
     }
 }
 

@@ -9,7 +9,20 @@
 use serde_json::Value;
 
 use super::{Accepted, JobState, ProviderError, Reply, http_error, id_text, provider_message, send, unsuccessful};
-use crate::config::SiteHost;
+use super::{Kind, Provider, TargetType};
+use crate::config::{Keys, Shape, TargetKind};
+use crate::request::Request;
+use crate::secret::Secret;
+
+/// A SiteHost stack.
+#[derive(Debug, Clone)]
+pub struct SiteHost {
+    pub api_url: String,
+    pub api_key: Secret,
+    pub client_id: String,
+    pub server: String,
+    pub stack: String,
+}
 
 fn status_true(reply: &Reply) -> Option<bool> {
     reply.json.as_ref()?.get("status").and_then(Value::as_bool)
@@ -115,5 +128,62 @@ pub async fn check(http: &reqwest::Client, s: &SiteHost) -> Result<String, Provi
             "{what}: the provider refused{}",
             provider_message(&reply)
         ))),
+    }
+}
+
+/// Where the API is when the rules do not say.
+pub const SITEHOST_API_URL: &str = "https://api.sitehost.nz/1.3";
+
+pub(crate) const TYPE: TargetType = TargetType {
+    name: "sitehost",
+    keys: &["api_url", "api_key", "api_key_file", "client_id", "server", "stack"],
+    read,
+};
+
+fn read(k: &mut Keys) -> TargetKind {
+    let api_url = k.api_url(SITEHOST_API_URL);
+    let api_key = k.secret("api_key");
+    let client_id = k
+        .required("client_id", "your SiteHost client id, like 12345")
+        .and_then(|id| k.whole_number("client_id", id));
+    let server = k.required("server", "the server the stack is on, like ch-server1");
+    let stack = k.required("stack", "the stack name");
+    TargetKind::SiteHost(SiteHost {
+        api_url,
+        api_key,
+        client_id: client_id.unwrap_or_default(),
+        server: server.unwrap_or_default(),
+        stack: stack.unwrap_or_default(),
+    })
+}
+
+impl Kind for SiteHost {
+    fn type_name(&self) -> &'static str {
+        TYPE.name
+    }
+
+    fn api(&self) -> (&str, &Secret) {
+        (&self.api_url, &self.api_key)
+    }
+
+    /// Only the whole stack, ever.
+    fn shape(&self) -> Shape {
+        Shape::Whole
+    }
+
+    fn describe(&self, _req: &Request) -> String {
+        format!("purge stack {} on {}", self.stack, self.server)
+    }
+
+    async fn purge(&self, p: &Provider, _req: &Request) -> Result<Accepted, ProviderError> {
+        purge(&p.http, self).await
+    }
+
+    async fn job(&self, p: &Provider, id: &str) -> Result<JobState, ProviderError> {
+        job(&p.http, self, id).await
+    }
+
+    async fn check(&self, p: &Provider) -> Result<String, ProviderError> {
+        check(&p.http, self).await
     }
 }

@@ -13,7 +13,21 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use serde_json::{Value, json};
 
 use super::{Accepted, JobState, ProviderError, Reply, http_error, id_text, provider_message, send, unsuccessful};
-use crate::config::Vims;
+use super::{Kind, Provider, TargetType};
+use crate::config::{Keys, PatternSettings, Shape, TargetKind};
+use crate::request::Request;
+use crate::secret::Secret;
+
+/// A VIMS CDN service.
+#[derive(Debug, Clone)]
+pub struct Vims {
+    pub api_url: String,
+    pub token: Secret,
+    pub cdn_id: String,
+    /// `all`, or one host (vm) id.
+    pub host: String,
+    pub patterns: PatternSettings,
+}
 
 /// Which task URL form works: 0 unknown, 1 `tasks/`, 2 `task/`.
 #[derive(Debug, Default)]
@@ -182,6 +196,79 @@ pub async fn check(http: &reqwest::Client, v: &Vims) -> Result<String, ProviderE
                 vm_ids.join(", ")
             }
         )))
+    }
+}
+
+/// Where the API is when the rules do not say.
+pub const VIMS_API_URL: &str = "https://vims.planisys.net/api";
+
+pub(crate) const TYPE: TargetType = TargetType {
+    name: "vims",
+    keys: &["api_url", "token", "token_file", "cdn_id", "host"],
+    read,
+};
+
+fn read(k: &mut Keys) -> TargetKind {
+    let api_url = k.api_url(VIMS_API_URL);
+    let token = k.secret("token");
+    let cdn_id = k
+        .required("cdn_id", "the CDN service id from VIMS, like 7")
+        .and_then(|id| k.whole_number("cdn_id", id));
+    let host = match k.string("host") {
+        Some(h) if h == "all" => Some(h),
+        Some(h) => k.whole_number("host", h),
+        None if k.has("host") => None,
+        None => Some("all".into()),
+    };
+    TargetKind::Vims(Vims {
+        api_url,
+        token,
+        cdn_id: cdn_id.unwrap_or_default(),
+        host: host.unwrap_or_default(),
+        patterns: k.patterns(),
+    })
+}
+
+impl Kind for Vims {
+    fn type_name(&self) -> &'static str {
+        TYPE.name
+    }
+
+    fn api(&self) -> (&str, &Secret) {
+        (&self.api_url, &self.token)
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::Patterns {
+            max_bytes: self.patterns.max_bytes,
+        }
+    }
+
+    fn pattern_settings(&self) -> Option<PatternSettings> {
+        Some(self.patterns.clone())
+    }
+
+    fn describe(&self, req: &Request) -> String {
+        match req {
+            Request::Pattern(p) => format!("purge cdn {} host {} pattern {p:?}", self.cdn_id, self.host),
+            _ => format!("purge cdn {} host {} pattern \"*\"", self.cdn_id, self.host),
+        }
+    }
+
+    async fn purge(&self, p: &Provider, req: &Request) -> Result<Accepted, ProviderError> {
+        let pattern = match req {
+            Request::Pattern(p) => p.as_str(),
+            _ => "*",
+        };
+        purge(&p.http, self, pattern).await
+    }
+
+    async fn job(&self, p: &Provider, id: &str) -> Result<JobState, ProviderError> {
+        task(&p.http, self, id, &p.vims).await
+    }
+
+    async fn check(&self, p: &Provider) -> Result<String, ProviderError> {
+        check(&p.http, self).await
     }
 }
 

@@ -13,7 +13,18 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
 
 use super::{Accepted, ProviderError, Reason, parse_retry_after};
-use crate::config::Webhook;
+use super::{Kind, Provider, TargetType, url_list, urls_of};
+use crate::config::{Keys, NO_SECRET, Shape, TargetKind};
+use crate::request::Request;
+
+/// A webhook target: `POST url` with the batch as JSON.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    /// Signs each body (HMAC-SHA256), when set.
+    pub secret: Option<Secret>,
+    pub max_urls: usize,
+}
 use crate::request::PendingFile;
 use crate::secret::Secret;
 
@@ -155,6 +166,52 @@ pub async fn check(w: &Webhook) -> Result<String, ProviderError> {
             "url {}: {host} does not resolve: {e}",
             w.url
         ))),
+    }
+}
+
+pub(crate) const TYPE: TargetType = TargetType {
+    name: "webhook",
+    keys: &["url", "secret", "secret_file", "max_urls"],
+    read,
+};
+
+fn read(k: &mut Keys) -> TargetKind {
+    let url = k.url("url", "where to POST, like https://ops.example.com/purge");
+    let secret = k.optional_secret("secret");
+    let max_urls = k.max_urls(1000);
+    TargetKind::Webhook(Webhook { url, secret, max_urls })
+}
+
+impl Kind for Webhook {
+    fn type_name(&self) -> &'static str {
+        TYPE.name
+    }
+
+    fn api(&self) -> (&str, &Secret) {
+        (&self.url, self.secret.as_ref().unwrap_or(&NO_SECRET))
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::Urls {
+            max: self.max_urls,
+            absolute: true,
+            everything: true,
+            prefixes: false,
+        }
+    }
+
+    fn describe(&self, req: &Request) -> String {
+        let (urls, everything, _) = urls_of(req);
+        format!("POST {}: {}", self.url, url_list(urls, everything))
+    }
+
+    async fn purge(&self, p: &Provider, req: &Request) -> Result<Accepted, ProviderError> {
+        let (urls, everything, files) = urls_of(req);
+        purge(&p.http, self, &p.target, urls, everything, files).await
+    }
+
+    async fn check(&self, _p: &Provider) -> Result<String, ProviderError> {
+        check(self).await
     }
 }
 

@@ -34,11 +34,22 @@ fn listening(port: u16) -> bool {
 /// The origin: the watched tree over HTTP (a directory URL serves its index.html), as a web
 /// server would; every response may be cached for a long time.
 pub fn origin(root: PathBuf) -> u16 {
-    async fn serve(State(root): State<Arc<PathBuf>>, uri: Uri) -> Response {
+    counted_origin(root).0
+}
+
+/// [`origin`], with the number of requests it has served (the caches' misses).
+pub fn counted_origin(root: PathBuf) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Origin {
+        root: PathBuf,
+        served: Arc<AtomicUsize>,
+    }
+    async fn serve(State(o): State<Arc<Origin>>, uri: Uri) -> Response {
+        o.served.fetch_add(1, Ordering::Relaxed);
         let path = percent_encoding::percent_decode_str(uri.path())
             .decode_utf8_lossy()
             .into_owned();
-        let mut file = root.join(path.trim_start_matches('/'));
+        let mut file = o.root.join(path.trim_start_matches('/'));
         if path.ends_with('/') || file.is_dir() {
             file = file.join("index.html");
         }
@@ -47,8 +58,12 @@ pub fn origin(root: PathBuf) -> u16 {
             Err(_) => (StatusCode::NOT_FOUND, [("cache-control", "max-age=3600")], "not found").into_response(),
         }
     }
-    let app = Router::new().fallback(serve).with_state(Arc::new(root));
-    super::fake::serve(app, 0).port()
+    let served = Arc::new(AtomicUsize::new(0));
+    let app = Router::new().fallback(serve).with_state(Arc::new(Origin {
+        root,
+        served: served.clone(),
+    }));
+    (super::fake::serve(app, 0).port(), served)
 }
 
 /// An origin like [`origin`] that lags behind the tree, as one node of a replicated origin
@@ -58,11 +73,12 @@ pub fn origin(root: PathBuf) -> u16 {
 pub fn lagging_origin(root: PathBuf, lag: usize) -> u16 {
     use std::collections::HashMap;
     use std::sync::Mutex;
+    /// The bytes served last for a path, and how many more requests get them.
+    type Served = (Vec<u8>, Option<usize>);
     struct Lagging {
         root: PathBuf,
         lag: usize,
-        /// Per path: the bytes served last, and how many more requests get them.
-        served: Mutex<HashMap<String, (Vec<u8>, Option<usize>)>>,
+        served: Mutex<HashMap<String, Served>>,
     }
     async fn serve(State(o): State<Arc<Lagging>>, uri: Uri) -> Response {
         let path = percent_encoding::percent_decode_str(uri.path())
@@ -193,6 +209,12 @@ impl Drop for Cache {
 
 /// `varnishd` with the shipped VCL, its backend set to `origin_port`, in `dir`.
 pub fn varnish(dir: &Path, origin_port: u16) -> Cache {
+    varnish_with(dir, origin_port, "malloc,16m")
+}
+
+/// [`varnish`] with `storage` (`malloc,256m` holds a 10,000-page site without evicting any).
+pub fn varnish_with(dir: &Path, origin_port: u16, storage: &str) -> Cache {
+    let storage = storage.to_string();
     use std::os::unix::process::CommandExt;
     let varnishd = need("varnishd", "varnish");
     let port = free_port();
@@ -213,7 +235,7 @@ pub fn varnish(dir: &Path, origin_port: u16) -> Cache {
                 "-T",
                 "none",
                 "-s",
-                "malloc,16m",
+                &storage,
                 "-p",
                 "ban_lurker_sleep=0.01",
             ])
