@@ -145,6 +145,21 @@ fn dry_run_shows_paths_and_cost_and_credentials_come_from_the_aws_variables() {
         "{out}"
     );
 
+    // The daemon's own dry run says it too, for the batch it would send.
+    let mut cmd = site.command(std::path::Path::new(bin()), &["run", "--dry-run"]);
+    cmd.envs(env);
+    let d = Daemon::spawn(cmd);
+    d.wait_ready();
+    site.write("blog/a.html", "a v9");
+    d.wait_for("dry-run: would purge");
+    let line = d.lines_containing("dry-run: would purge")[0].clone();
+    assert!(
+        line.contains("1 path this batch; 1 of the 1 free paths used this month; cost $0.005"),
+        "{line}"
+    );
+    assert!(!line.contains(SECRET_KEY) && !line.contains(ACCESS_KEY), "{line}");
+    drop(d);
+
     // A wrong secret: refused by the signature check, exit 1, no key in the output.
     let (code, out, err) = {
         let out = std::process::Command::new(bin())

@@ -322,7 +322,15 @@ impl Daemon {
         if self.opts.dry_run {
             let urls = urls_of(&files, &self.config.rules);
             for req in &draft.requests() {
-                tracing::info!(target = %target, files = files.len(), request = %provider.describe(req), urls = %urls, why = %why, "dry-run: would purge");
+                // What it would cost (a CloudFront target), counting the month from the state.
+                match provider.cost(req, self.seed.as_ref()) {
+                    Some(cost) => {
+                        tracing::info!(target = %target, files = files.len(), request = %provider.describe(req), cost = %cost, urls = %urls, why = %why, "dry-run: would purge")
+                    }
+                    None => {
+                        tracing::info!(target = %target, files = files.len(), request = %provider.describe(req), urls = %urls, why = %why, "dry-run: would purge")
+                    }
+                }
             }
             self.pending.remove(target);
             return;
