@@ -185,7 +185,7 @@ fn cpu_of(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();
     let f: Vec<u64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    // utime and stime are fields 14 and 15 (11 and 12 after the state field, 0-based here 10/11).
+    // utime and stime are fields 14 and 15: 10 and 11 of the numbers after the state field.
     let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }

@@ -102,7 +102,8 @@ fn cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();
     let f: Vec<u64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    Duration::from_millis((f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10)
+    // utime and stime (fields 14 and 15): 10 and 11 of the numbers after the state field.
+    Duration::from_millis((f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)) * 10)
 }
 
 fn switches(pid: u32) -> u64 {
@@ -167,9 +168,15 @@ impl Running {
     }
 }
 
-/// Waits until the fake has had no new request for `quiet`; returns when the last one came.
+/// Waits for a first new request (at most 10 minutes), then until the fake has had no new
+/// request for `quiet`; returns when the last one came.
 fn quiet(fake: &Fake, quiet: Duration) -> Instant {
     let mut last = fake.requests().len();
+    let end = Instant::now() + Duration::from_secs(600);
+    while fake.requests().len() == last && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    last = fake.requests().len();
     let mut at = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(50));
@@ -309,6 +316,24 @@ fn main() {
         true,
         4,
     );
+    // Idle: nothing pending for any target (the state says so), then `plan`.
+    let idle = Instant::now();
+    loop {
+        let st = Command::new(env!("CARGO_BIN_EXE_purgewatch"))
+            .args(["status", "--json", "-c"])
+            .arg(&rules)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
+        let pending: i64 = v["targets"]
+            .as_object()
+            .map(|t| t.values().map(|t| t["pending_files"].as_i64().unwrap_or(1)).sum())
+            .unwrap_or(1);
+        if pending == 0 || idle.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let plan = Command::new(env!("CARGO_BIN_EXE_purgewatch"))
         .args(["plan", "-c"])
         .arg(&rules)

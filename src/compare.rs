@@ -16,7 +16,7 @@ use crate::hashahead::Record;
 use crate::hashing::Budget;
 use crate::links::Links;
 use crate::manifest::{Diff, Look, Manifest, Trust};
-use crate::route::Filter;
+use crate::route::{Filter, Verdict};
 
 /// What a comparison looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +61,9 @@ pub(crate) struct Compared {
     pub moved_forward: Option<Manifest>,
     /// The tree's directory symlinks as this comparison found them.
     pub links: Links,
+    /// Files a whole-tree walk met and the rule's filters keep out, with why (only when
+    /// identical rewrites are listed too: `plan`, a dry run, debug logging).
+    pub filtered: Vec<(String, Verdict)>,
     /// Paths compared.
     pub candidates: usize,
     /// Paths the record held (events and hashes taken ahead).
@@ -87,6 +90,7 @@ impl Job {
         let known = record.known(&manifest);
         // The tree's directory symlinks: those still there, and those its walks meet.
         let mut links = manifest.links().clone();
+        let mut filtered = Vec::new();
         links.retain_valid(&root);
         let (mut candidates, trust) = match scope {
             Scope::Tree { listed: true } => {
@@ -96,8 +100,11 @@ impl Job {
                 (c, Trust::Metadata)
             }
             Scope::Tree { listed: false } => {
-                let (c, _, found) = manifest.everything(&root, &filter);
+                let (c, walked_out, found) = manifest.everything(&root, &filter);
                 links = found;
+                if list_identical {
+                    filtered = walked_out;
+                }
                 (c, Trust::Metadata)
             }
             Scope::Dirty => (
@@ -128,6 +135,7 @@ impl Job {
             candidates: candidates.len(),
             recorded: record.recorded(),
             links,
+            filtered,
             expand,
             compare: started.elapsed() - expand,
         };

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use super::{CommandError, load};
 use crate::cli::Cli;
-use crate::manifest::{Look, Manifest, NothingAhead, Skip, Trust};
+use crate::compare;
+use crate::hashahead::Record;
+use crate::hashing::Budget;
+use crate::manifest::{Manifest, Skip};
 use crate::plan;
 use crate::providers::{Provider, http_client};
 use crate::request::PendingFile;
@@ -52,19 +55,34 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
             );
             continue;
         };
-        let (candidates, filtered, _) = manifest.everything(&root, &filter);
-        let diff = manifest.diff(
-            &root,
-            &candidates,
-            &filter,
-            &NothingAhead,
-            Look::new(Trust::Metadata, true),
-        );
+        let at_last_purge = manifest.len();
+        // The daemon's own comparison of a whole tree (as after a rescan), nothing known ahead.
+        let compared = compare::Job {
+            rule: rule.name.clone(),
+            root,
+            filter,
+            manifest: std::sync::Arc::new(std::mem::take(&mut manifest)),
+            record: Record::default(),
+            scope: compare::Scope::Tree { listed: false },
+            list_identical: true,
+            budget: Budget::OPEN,
+        };
+        let shared = compared.manifest.clone();
+        let compared = compared.run_here();
+        let (diff, filtered) = (compared.diff, compared.filtered);
+        manifest = match compared.moved_forward {
+            Some(forward) => forward,
+            None => {
+                let mut m = std::sync::Arc::try_unwrap(shared).unwrap_or_else(|m| (*m).clone());
+                m.apply(&diff.updates);
+                m
+            }
+        };
         let mut lines = vec![format!(
             "rule \"{}\": {watch} ({} file{} at the last purge)",
             rule.name,
-            manifest.len(),
-            if manifest.len() == 1 { "" } else { "s" }
+            at_last_purge,
+            if at_last_purge == 1 { "" } else { "s" }
         )];
         lines.extend(
             diff.changes
@@ -99,7 +117,6 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
                 kind: c.kind,
             })
             .collect();
-        manifest.apply(&diff.updates);
         manifests.insert(rule.name.clone(), manifest);
         reports.insert(rule.name.clone(), RuleReport { lines, changed });
     }
