@@ -186,6 +186,35 @@ impl Daemon {
             .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The rules an event at `path` may concern: those whose tree holds it, or whose watched
+    /// path it is (a swap). Found by the path's ancestors in [`Daemon::index_rules`]'s index,
+    /// not by asking every rule: a host's thousand rules would cost a thousand checks an event.
+    fn rules_at(&self, path: &Path) -> Vec<usize> {
+        let mut out: Vec<usize> = path
+            .ancestors()
+            .filter_map(|a| self.by_root.get(a))
+            .flatten()
+            .copied()
+            .collect();
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+        out
+    }
+
+    /// Rebuilds the index of rules by tree and watched path (after rules are added, removed
+    /// or re-pointed).
+    pub(super) fn index_rules(&mut self) {
+        self.by_root.clear();
+        for (i, r) in self.rules.iter().enumerate() {
+            self.by_root.entry(r.root.clone()).or_default().push(i);
+            if r.rule.watch != r.root {
+                self.by_root.entry(r.rule.watch.clone()).or_default().push(i);
+            }
+        }
+    }
+
     /// One path with events: marks it dirty for every rule the router keeps it for, counts it in
     /// `touched` (per rule) and notes which files are ready `to_hash` (per rule).
     pub(super) fn on_path(
@@ -204,7 +233,7 @@ impl Daemon {
         {
             self.reload_at = Some(now + RELOAD_SETTLE);
         }
-        for i in 0..self.rules.len() {
+        for i in self.rules_at(path) {
             let r = &self.rules[i];
             let manifest = self.manifests.get(&r.rule.name);
             let tracked = |rel: &str| {

@@ -78,6 +78,7 @@ impl Daemon {
             compared_tx,
             retried_tx,
             retried_rx,
+            by_root: HashMap::new(),
             next_compare: 0,
             comparing_for: BTreeSet::new(),
             rules_target: std::fs::canonicalize(&rules_file).ok().filter(|t| *t != rules_file),

@@ -205,6 +205,8 @@ struct Daemon {
     trim_work: usize,
     /// Comparisons come back here (see [`Daemon::start_compare`]).
     compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
+    /// Rule indices by tree root and watched path (see [`Daemon::rules_at`]).
+    by_root: HashMap<PathBuf, Vec<usize>>,
     /// Sends tell of their retries here, for `status` (see [`Daemon::start_send`]).
     retried_tx: mpsc::UnboundedSender<dispatch::Retried>,
     retried_rx: mpsc::UnboundedReceiver<dispatch::Retried>,

@@ -77,6 +77,7 @@ impl Daemon {
             .flatten()
         };
         self.rules.push(rt);
+        self.index_rules();
         match recorded {
             Some(manifest) => {
                 self.manifests.insert(name.clone(), Arc::new(manifest));
@@ -118,6 +119,7 @@ impl Daemon {
 
     pub(super) fn remove_rule(&mut self, i: usize) {
         let rt = self.rules.remove(i);
+        self.index_rules();
         if let Some(mut w) = self.watch() {
             w.remove(&rt.root, true);
             if let Some(parent) = rt.rule.watch.parent() {
@@ -174,6 +176,8 @@ impl Daemon {
         metrics::get().rescan(&r.rule.name, "swap");
         r.root = new_root;
         r.root_id = id;
+        self.index_rules();
+        let r = &mut self.rules[i];
         r.rescan = Some(self.seq);
         r.record.root_replaced(self.seq);
         // Hash the new tree while the batch debounces (with a sequence number of its own, so that
