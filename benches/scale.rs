@@ -262,7 +262,7 @@ fn main() {
     println!(
         "| idle: RSS; context switches a second; CPU over 10 s | {} MB; {:.1}; {:.2} s |",
         proc_field(d.pid(), "VmRSS") / 1024,
-        (switches(d.pid()) - s0) as f64 / 10.0,
+        switches(d.pid()).saturating_sub(s0) as f64 / 10.0,
         (cpu(d.pid()) - c0).as_secs_f64()
     );
     d.stop();

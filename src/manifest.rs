@@ -15,6 +15,7 @@ use crate::route::{Filter, Verdict};
 
 pub use crate::hashing::stat_and_hash;
 use crate::hashing::{Budget, Late, UNHASHED, hash_within};
+pub use crate::request::ChangeKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileMeta {
@@ -28,23 +29,6 @@ impl FileMeta {
     /// recorded [`UNHASHED`] (purged by its metadata), the same size and mtime.
     pub fn same_bytes(&self, new: &FileMeta) -> bool {
         self.hash == new.hash || (self.hash == UNHASHED && self.size == new.size && self.mtime_ns == new.mtime_ns)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ChangeKind {
-    Created,
-    Modified,
-    Deleted,
-}
-
-impl ChangeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeKind::Created => "created",
-            ChangeKind::Modified => "modified",
-            ChangeKind::Deleted => "deleted",
-        }
     }
 }
 

@@ -3,7 +3,23 @@
 //! delivery and the providers). Kept apart so that `state` and `providers` need not know the
 //! planner.
 
-use crate::manifest::ChangeKind;
+/// What happened to a file, as a comparison found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    Created,
+    Modified,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
 
 /// A file waiting to be purged for a target.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -237,6 +237,9 @@ pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), 
         tracing::info!("ready: {status}");
         systemd::ready(&status);
     }
+    // Taking the first baselines (or comparing a host's trees at start) built and freed a lot:
+    // an idle daemon gives it back now rather than holding it until the next storm.
+    tokio::task::spawn_blocking(crate::memory::trim);
 
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
     let mut poll = tokio::time::interval(POLL_EVERY);
