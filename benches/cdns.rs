@@ -22,6 +22,8 @@
 mod cloudfront;
 #[path = "../tests/common/fake.rs"]
 mod fake;
+#[path = "storm/hugo_gen.rs"]
+mod hugo_gen;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -92,6 +94,13 @@ fn deploys(files: usize) -> Vec<Deploy> {
     ]
 }
 
+/// A site as the counting sees it: its files, the changed ones, and the URLs a file is served at.
+struct Site {
+    files: Vec<String>,
+    changed: BTreeSet<String>,
+    urls: fn(&str) -> Vec<String>,
+}
+
 /// What a purge covers, as patterns on URL paths: exact paths and prefixes (`/d0001/*`).
 #[derive(Default)]
 struct Cover {
@@ -111,20 +120,20 @@ impl Cover {
         }
     }
 
-    fn covers(&self, rel: &str) -> bool {
+    fn covers(&self, urls: &[String]) -> bool {
         self.everything
-            || urls_of(rel)
+            || urls
                 .iter()
                 .any(|u| self.exact.contains(u) || self.prefixes.iter().any(|p| u.starts_with(p.as_str())))
     }
 
-    /// (changed pages covered, other pages covered).
-    fn count(&self, files: usize, changed: &BTreeSet<usize>) -> (usize, usize) {
+    /// (changed files covered, other files covered), each file by the URLs it is served at.
+    fn count(&self, site: &Site) -> (usize, usize) {
         let mut hit = 0;
         let mut collateral = 0;
-        for i in 0..files {
-            if self.covers(&page(i)) {
-                if changed.contains(&i) {
+        for rel in &site.files {
+            if self.covers(&(site.urls)(rel)) {
+                if site.changed.contains(rel) {
                     hit += 1;
                 } else {
                     collateral += 1;
@@ -227,11 +236,306 @@ fn write_all(root: &Path, files: usize, changed: &BTreeSet<usize>, rewrite_all: 
     }
 }
 
+/// How many requests each fake had received.
+struct Counts([usize; 6]);
+
+impl Counts {
+    fn now(fake: &Fake, cf: &cloudfront::CloudFront) -> Counts {
+        let n = |route| fake.requests_to(route).len();
+        Counts([
+            n(Route::CfPurge),
+            n(Route::FastlyPurge),
+            n(Route::FastlyAll),
+            n(Route::BunnyPurge),
+            n(Route::BunnyAll),
+            cf.paths().len(),
+        ])
+    }
+}
+
+/// Waits until the deploy written at `wrote` has been purged (no new request for 3 s), reads
+/// what each CDN received since `counts0`, scores it on `site`, and prints the table with the
+/// other tools' figures beside it.
+fn measure(fake: &Fake, cf: &cloudfront::CloudFront, counts0: &Counts, wrote: Instant, site: &Site, title: &str) {
+    let counts0 = &counts0.0;
+    let total = || {
+        fake.requests_to(Route::CfPurge).len()
+            + fake.requests_to(Route::FastlyPurge).len()
+            + fake.requests_to(Route::BunnyPurge).len()
+            + fake.requests_to(Route::FastlyAll).len()
+            + fake.requests_to(Route::BunnyAll).len()
+            + cf.paths().len()
+    };
+    let mut last = total();
+    let mut still = Instant::now();
+    let mut settled_at = Instant::now();
+    while still.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = total();
+        if now != last {
+            last = now;
+            still = Instant::now();
+            settled_at = Instant::now();
+        }
+    }
+    let last_request = settled_at.saturating_duration_since(wrote);
+    let since = |route, i: usize| fake.requests_to(route).split_off(counts0[i]);
+    let (files, changed) = (site.files.len(), site.changed.len());
+    let mut rows = Vec::new();
+    // Cloudflare.
+    let mut cover = Cover::default();
+    let calls = since(Route::CfPurge, 0);
+    let (mut nf, mut np) = (0, 0);
+    for c in &calls {
+        let v = c.json();
+        if v["purge_everything"] == true {
+            cover.everything = true;
+        }
+        for f in v["files"].as_array().into_iter().flatten() {
+            nf += 1;
+            cover.add(&path_of(f.as_str().unwrap_or_default()));
+        }
+        for p in v["prefixes"].as_array().into_iter().flatten() {
+            np += 1;
+            let p = p.as_str().unwrap_or_default();
+            cover.add(&format!("{}*", path_of(&format!("https://{p}"))));
+        }
+    }
+    let (hit, collateral) = cover.count(site);
+    rows.push(Row {
+        who: "purgewatch → Cloudflare".into(),
+        requests: calls.len(),
+        names: format!("{nf} URLs, {np} prefixes"),
+        billed: None,
+        hit,
+        collateral,
+    });
+    // Fastly.
+    let mut cover = Cover::default();
+    let (purges, alls) = (since(Route::FastlyPurge, 1), since(Route::FastlyAll, 2));
+    if !alls.is_empty() {
+        cover.everything = true;
+    }
+    for r in &purges {
+        if let Some(rest) = r.path.strip_prefix("/fastly/purge/") {
+            cover.add(&path_of(&format!("https://{rest}")));
+        }
+    }
+    let (hit, collateral) = cover.count(site);
+    rows.push(Row {
+        who: "purgewatch → Fastly".into(),
+        requests: purges.len() + alls.len(),
+        names: format!(
+            "{} URLs{}",
+            purges.len(),
+            if alls.is_empty() { "" } else { ", purge_all" }
+        ),
+        billed: None,
+        hit,
+        collateral,
+    });
+    // Bunny.
+    let mut cover = Cover::default();
+    let (purges, alls) = (since(Route::BunnyPurge, 3), since(Route::BunnyAll, 4));
+    if !alls.is_empty() {
+        cover.everything = true;
+    }
+    let mut wildcards = 0;
+    for r in &purges {
+        for (k, v) in r.query_pairs() {
+            if k == "url" {
+                wildcards += v.ends_with('*') as usize;
+                cover.add(&path_of(&v));
+            }
+        }
+    }
+    let (hit, collateral) = cover.count(site);
+    rows.push(Row {
+        who: "purgewatch → Bunny".into(),
+        requests: purges.len() + alls.len(),
+        names: format!(
+            "{} URLs, {wildcards} wildcards{}",
+            purges.len() - wildcards,
+            if alls.is_empty() { "" } else { ", purgeCache" }
+        ),
+        billed: None,
+        hit,
+        collateral,
+    });
+    // CloudFront.
+    let mut cover = Cover::default();
+    let invalidations = &cf.paths()[counts0[5]..];
+    let mut paths = 0;
+    for inv in invalidations {
+        for p in inv {
+            paths += 1;
+            cover.add(p);
+        }
+    }
+    let (hit, collateral) = cover.count(site);
+    rows.push(Row {
+        who: "purgewatch → CloudFront".into(),
+        requests: invalidations.len(),
+        names: format!("{paths} paths"),
+        billed: Some(paths),
+        hit,
+        collateral,
+    });
+    // The tools people use, by their own rules, on the same changed pages.
+    let changed_paths: Vec<String> = site.changed.iter().cloned().collect();
+    let cover = Cover {
+        everything: true,
+        ..Default::default()
+    };
+    let (hit, collateral) = cover.count(site);
+    rows.push(Row {
+        who: "hugo deploy --invalidateCDN → CloudFront".into(),
+        requests: 1,
+        names: "/*".into(),
+        billed: Some(1),
+        hit,
+        collateral,
+    });
+    let s3 = s3deploy_paths(&changed_paths);
+    let mut cover = Cover::default();
+    for p in &s3 {
+        cover.add(p);
+    }
+    let (hit, collateral) = cover.count(site);
+    rows.push(Row {
+        who: "s3deploy → CloudFront".into(),
+        requests: 1,
+        names: if s3.len() > 3 {
+            format!("{} paths ({} …)", s3.len(), s3[..3].join(" "))
+        } else {
+            s3.join(" ")
+        },
+        billed: Some(s3.len()),
+        hit,
+        collateral,
+    });
+    rows.push(Row {
+        who: "purge-everything script → Cloudflare / Fastly / Bunny".into(),
+        requests: 1,
+        names: "everything".into(),
+        billed: None,
+        hit: changed,
+        collateral: files - changed,
+    });
+    println!();
+    println!(
+        "### {title}; last write → last purge request {:.2} s",
+        last_request.as_secs_f64()
+    );
+    println!();
+    println!(
+        "| who | requests | what they name | CloudFront paths billed (cost past the free 1,000) | changed pages covered | other pages purged |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} of {} | {} of {} |",
+            r.who,
+            r.requests,
+            r.names,
+            r.billed
+                .map(|p| format!("{p} (${:.3})", p as f64 * 0.005))
+                .unwrap_or_else(|| "—".into()),
+            r.hit,
+            changed,
+            r.collateral,
+            files - changed
+        );
+    }
+}
+
+/// A real Hugo site (the storm bench's generator: sections, tags, pagination, feeds, a
+/// sitemap) built by `hugo` into a tree a second daemon watches with the same four targets; one
+/// post edited and the site rebuilt in place (hugo rewrites what it renders).
+fn hugo_storm(fake: &Fake, cf: &cloudfront::CloudFront, tmp: &Path, pages: usize) {
+    let src = tmp.join("hugo-src");
+    let public = tmp.join("hugo-public");
+    hugo_gen::write_sources(&src, pages);
+    hugo_gen::hugo(&src, &public, false);
+    let rules = std::fs::read_to_string(tmp.join("rules.yaml"))
+        .unwrap()
+        .replace(&tmp.join("public").display().to_string(), &public.display().to_string())
+        .replace(
+            &tmp.join("state").display().to_string(),
+            &tmp.join("hugo-state").display().to_string(),
+        );
+    std::fs::write(tmp.join("hugo-rules.yaml"), rules).unwrap();
+    let mut child = start(&tmp.join("hugo-rules.yaml"));
+    let before = hugo_gen::snapshot(&public);
+    let counts0 = Counts::now(fake, cf);
+    hugo_gen::write_page(&src, 17, 1);
+    hugo_gen::hugo(&src, &public, false);
+    let wrote = Instant::now();
+    let after = hugo_gen::snapshot(&public);
+    let files: Vec<String> = after.keys().cloned().collect();
+    let changed: BTreeSet<String> = after
+        .iter()
+        .filter(|(p, h)| before.get(*p) != Some(*h))
+        .map(|(p, _)| p.clone())
+        .chain(before.keys().filter(|p| !after.contains_key(*p)).cloned())
+        .collect();
+    let site = Site {
+        files,
+        changed,
+        urls: hugo_gen::urls,
+    };
+    let title = format!(
+        "real Hugo site ({pages} posts, {} files): one post edited, `hugo` rebuilds in place — {} files differ",
+        site.files.len(),
+        site.changed.len()
+    );
+    measure(fake, cf, &counts0, wrote, &site, &title);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Starts `purgewatch run -c rules` and waits for `ready`.
+fn start(rules: &Path) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_purgewatch"))
+        .args(["run", "-c"])
+        .arg(rules)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains(" ready: ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(300)).expect("ready");
+    child
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let argv: Vec<String> = std::env::args().collect();
+    // A real Hugo site too, when hugo is installed (`--hugo PAGES`, default 3,000 posts).
+    let hugo_pages = Command::new("hugo")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        .then(|| {
+            argv.iter()
+                .position(|a| a == "--hugo")
+                .and_then(|i| argv.get(i + 1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3000)
+        });
     let files: usize = argv
         .iter()
         .position(|a| a == "--files")
@@ -258,233 +562,31 @@ fn main() {
         root = root.display(),
     );
     std::fs::write(tmp.path().join("rules.yaml"), rules).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_purgewatch"))
-        .args(["run", "-c"])
-        .arg(tmp.path().join("rules.yaml"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if line.contains(" ready: ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(300)).expect("ready");
+    let mut child = start(&tmp.path().join("rules.yaml"));
     println!(
         "site: {files} pages in sections of 100 (each with an index.html); purgewatch: debounce 1 s, rate_limit 200/s, Cloudflare max_urls 30, CloudFront max_paths 100"
     );
+    let site_files: Vec<String> = (0..files).map(page).collect();
     for (n, d) in deploys(files).into_iter().enumerate() {
         let changed: BTreeSet<usize> = d.changed.iter().copied().collect();
-        let before = |route| fake.requests_to(route).len();
-        let counts0 = [
-            before(Route::CfPurge),
-            before(Route::FastlyPurge),
-            before(Route::FastlyAll),
-            before(Route::BunnyPurge),
-            before(Route::BunnyAll),
-            cf.paths().len(),
-        ];
-        let since = |route, i: usize| fake.requests_to(route).split_off(counts0[i]);
-        let started = Instant::now();
+        let counts0 = Counts::now(&fake, &cf);
         write_all(&root, files, &changed, d.rewrite_all, n as u32 + 2);
-        let wrote = started.elapsed();
-        // Quiet: nothing new at any fake for 3 s (past the debounce and the sends).
-        let total = || {
-            fake.requests_to(Route::CfPurge).len()
-                + fake.requests_to(Route::FastlyPurge).len()
-                + fake.requests_to(Route::BunnyPurge).len()
-                + fake.requests_to(Route::FastlyAll).len()
-                + fake.requests_to(Route::BunnyAll).len()
-                + cf.paths().len()
-        };
-        let mut last = total();
-        let mut still = Instant::now();
-        let mut settled_at = Instant::now();
-        while still.elapsed() < Duration::from_secs(3) {
-            std::thread::sleep(Duration::from_millis(100));
-            let now = total();
-            if now != last {
-                last = now;
-                still = Instant::now();
-                settled_at = Instant::now();
-            }
-        }
-        let last_request = settled_at.saturating_duration_since(started + wrote);
-        let mut rows = Vec::new();
-        // Cloudflare.
-        let mut cover = Cover::default();
-        let calls = since(Route::CfPurge, 0);
-        let (mut nf, mut np) = (0, 0);
-        for c in &calls {
-            let v = c.json();
-            if v["purge_everything"] == true {
-                cover.everything = true;
-            }
-            for f in v["files"].as_array().into_iter().flatten() {
-                nf += 1;
-                cover.add(&path_of(f.as_str().unwrap_or_default()));
-            }
-            for p in v["prefixes"].as_array().into_iter().flatten() {
-                np += 1;
-                let p = p.as_str().unwrap_or_default();
-                cover.add(&format!("{}*", path_of(&format!("https://{p}"))));
-            }
-        }
-        let (hit, collateral) = cover.count(files, &changed);
-        rows.push(Row {
-            who: "purgewatch → Cloudflare".into(),
-            requests: calls.len(),
-            names: format!("{nf} URLs, {np} prefixes"),
-            billed: None,
-            hit,
-            collateral,
-        });
-        // Fastly.
-        let mut cover = Cover::default();
-        let (purges, alls) = (since(Route::FastlyPurge, 1), since(Route::FastlyAll, 2));
-        if !alls.is_empty() {
-            cover.everything = true;
-        }
-        for r in &purges {
-            if let Some(rest) = r.path.strip_prefix("/fastly/purge/") {
-                cover.add(&path_of(&format!("https://{rest}")));
-            }
-        }
-        let (hit, collateral) = cover.count(files, &changed);
-        rows.push(Row {
-            who: "purgewatch → Fastly".into(),
-            requests: purges.len() + alls.len(),
-            names: format!(
-                "{} URLs{}",
-                purges.len(),
-                if alls.is_empty() { "" } else { ", purge_all" }
-            ),
-            billed: None,
-            hit,
-            collateral,
-        });
-        // Bunny.
-        let mut cover = Cover::default();
-        let (purges, alls) = (since(Route::BunnyPurge, 3), since(Route::BunnyAll, 4));
-        if !alls.is_empty() {
-            cover.everything = true;
-        }
-        let mut wildcards = 0;
-        for r in &purges {
-            for (k, v) in r.query_pairs() {
-                if k == "url" {
-                    wildcards += v.ends_with('*') as usize;
-                    cover.add(&path_of(&v));
-                }
-            }
-        }
-        let (hit, collateral) = cover.count(files, &changed);
-        rows.push(Row {
-            who: "purgewatch → Bunny".into(),
-            requests: purges.len() + alls.len(),
-            names: format!(
-                "{} URLs, {wildcards} wildcards{}",
-                purges.len() - wildcards,
-                if alls.is_empty() { "" } else { ", purgeCache" }
-            ),
-            billed: None,
-            hit,
-            collateral,
-        });
-        // CloudFront.
-        let mut cover = Cover::default();
-        let invalidations = &cf.paths()[counts0[5]..];
-        let mut paths = 0;
-        for inv in invalidations {
-            for p in inv {
-                paths += 1;
-                cover.add(p);
-            }
-        }
-        let (hit, collateral) = cover.count(files, &changed);
-        rows.push(Row {
-            who: "purgewatch → CloudFront".into(),
-            requests: invalidations.len(),
-            names: format!("{paths} paths"),
-            billed: Some(paths),
-            hit,
-            collateral,
-        });
-        // The tools people use, by their own rules, on the same changed pages.
-        let changed_paths: Vec<String> = changed.iter().map(|&i| page(i)).collect();
-        let cover = Cover {
-            everything: true,
-            ..Default::default()
-        };
-        let (hit, collateral) = cover.count(files, &changed);
-        rows.push(Row {
-            who: "hugo deploy --invalidateCDN → CloudFront".into(),
-            requests: 1,
-            names: "/*".into(),
-            billed: Some(1),
-            hit,
-            collateral,
-        });
-        let s3 = s3deploy_paths(&changed_paths);
-        let mut cover = Cover::default();
-        for p in &s3 {
-            cover.add(p);
-        }
-        let (hit, collateral) = cover.count(files, &changed);
-        rows.push(Row {
-            who: "s3deploy → CloudFront".into(),
-            requests: 1,
-            names: if s3.len() > 3 {
-                format!("{} paths ({} …)", s3.len(), s3[..3].join(" "))
-            } else {
-                s3.join(" ")
-            },
-            billed: Some(s3.len()),
-            hit,
-            collateral,
-        });
-        rows.push(Row {
-            who: "purge-everything script → Cloudflare / Fastly / Bunny".into(),
-            requests: 1,
-            names: "everything".into(),
-            billed: None,
-            hit: changed.len(),
-            collateral: files - changed.len(),
-        });
-        println!();
-        println!(
-            "### {} — {} pages changed{}; last write → last purge request {:.2} s",
+        let wrote = Instant::now();
+        let title = format!(
+            "{} — {} pages changed{}",
             d.name,
             changed.len(),
-            if d.rewrite_all { ", every page rewritten" } else { "" },
-            last_request.as_secs_f64()
+            if d.rewrite_all { ", every page rewritten" } else { "" }
         );
-        println!();
-        println!(
-            "| who | requests | what they name | CloudFront paths billed (cost past the free 1,000) | changed pages covered | other pages purged |"
-        );
-        println!("|---|---|---|---|---|---|");
-        for r in rows {
-            println!(
-                "| {} | {} | {} | {} | {} of {} | {} of {} |",
-                r.who,
-                r.requests,
-                r.names,
-                r.billed
-                    .map(|p| format!("{p} (${:.3})", p as f64 * 0.005))
-                    .unwrap_or_else(|| "—".into()),
-                r.hit,
-                changed.len(),
-                r.collateral,
-                files - changed.len()
-            );
-        }
+        let site = Site {
+            files: site_files.clone(),
+            changed: changed.iter().map(|&i| page(i)).collect(),
+            urls: urls_of,
+        };
+        measure(&fake, &cf, &counts0, wrote, &site, &title);
+    }
+    if let Some(pages) = hugo_pages {
+        hugo_storm(&fake, &cf, tmp.path(), pages);
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -29,6 +29,8 @@
 
 #[path = "../tests/common/fake.rs"]
 mod fake;
+#[path = "storm/hugo_gen.rs"]
+mod hugo_gen;
 #[path = "storm/hugo_site.rs"]
 mod hugo_site;
 
