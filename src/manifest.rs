@@ -1,4 +1,5 @@
-//! What a rule's tree looked like when it was last purged, and what differs now.
+//! What a rule's tree looked like when it was last purged: the record, its first baseline, and
+//! the walk of a tree. What differs now is [`crate::compare`]'s (its types are re-exported here).
 //!
 //! A [`Manifest`] maps each kept file (relative path) to its size, mtime and BLAKE3 hash. Events
 //! only say *where* to look; a file is purged when its bytes differ from the manifest, so a `touch`
@@ -6,15 +7,17 @@
 //! always purged (the old URL changed too).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::links::Links;
 use crate::route::{Filter, Verdict};
 
+pub use crate::compare::diff::{
+    Ahead, Change, Diff, Known, Look, NothingAhead, RACY_WINDOW, READ_LAST, Skip, Trust, passing, still_true,
+};
+use crate::hashing::UNHASHED;
 pub use crate::hashing::stat_and_hash;
-use crate::hashing::{Budget, Late, UNHASHED, hash_within};
 pub use crate::request::ChangeKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,151 +34,6 @@ impl FileMeta {
         self.hash == new.hash || (self.hash == UNHASHED && self.size == new.size && self.mtime_ns == new.mtime_ns)
     }
 }
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    pub path: String,
-    pub kind: ChangeKind,
-}
-
-/// Why a path that was looked at is not purged.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Skip {
-    /// Same bytes as at the last purge (an identical rewrite or a `touch`).
-    Identical,
-    Filtered(Verdict),
-    /// Could not be read; the last known state is kept.
-    Unreadable(String),
-    /// Could not be read for now (out of file descriptors or memory, an I/O error): the last
-    /// known state is kept and the file is read again at the next batch, never dropped.
-    NotYet(String),
-    /// Not read within the batch's time, with the size and mtime recorded but recent enough
-    /// for a rewrite to have kept them: read again at the next batch.
-    Late,
-}
-
-/// Whether a failure to read a file may pass by itself: out of descriptors (EMFILE, ENFILE) or
-/// memory, an I/O error, interrupted, busy. A file unreadable for good (permissions) is not.
-pub fn passing(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::EMFILE
-                | libc::ENFILE
-                | libc::ENOMEM
-                | libc::ENOBUFS
-                | libc::EIO
-                | libc::EAGAIN
-                | libc::EINTR
-                | libc::EBUSY
-                | libc::ETIMEDOUT
-        )
-    )
-}
-
-impl Skip {
-    pub fn describe(&self) -> String {
-        match self {
-            Skip::Identical => "identical content".into(),
-            Skip::Filtered(v) => v.describe(),
-            Skip::Unreadable(e) => format!("unreadable: {e}"),
-            Skip::NotYet(e) => format!("not read yet: {e}; read again at the next batch"),
-            Skip::Late => "not read within max_delay; read again at the next batch".into(),
-        }
-    }
-}
-
-/// How much to trust size and mtime.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trust {
-    /// A file with the recorded size and mtime is unchanged (start-up catch-up), unless its mtime
-    /// is within [`RACY_WINDOW`] of now: a rewrite in the same timestamp tick keeps the mtime.
-    Metadata,
-    /// Hash every candidate (it produced an event).
-    Content,
-}
-
-/// Files modified this recently are hashed even when size and mtime match.
-pub const RACY_WINDOW: Duration = Duration::from_secs(10);
-
-/// What is known of a path ahead of its comparison (hashed while the batch was debouncing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Known {
-    /// Nothing: look at the disk.
-    Unknown,
-    /// The path is not a regular file any more.
-    Gone,
-    /// The file's metadata and hash.
-    File(FileMeta),
-}
-
-/// Where a comparison learns what is [`Known`] ahead.
-pub trait Ahead {
-    fn known(&self, rel: &str) -> Known;
-
-    /// Whether a directory at `rel` must be walked for files no event named. False only for a
-    /// directory whose events all changed its attributes (rsync setting every directory's mtime
-    /// after a deploy): the files in it had events of their own.
-    fn needs_walk(&self, _rel: &str) -> bool {
-        true
-    }
-}
-
-/// Nothing known ahead: every candidate is looked at on disk (`plan`, catch-up).
-pub struct NothingAhead;
-
-impl Ahead for NothingAhead {
-    fn known(&self, _rel: &str) -> Known {
-        Known::Unknown
-    }
-}
-
-/// Manifest entries to write: `None` removes the path.
-pub type Updates = Vec<(String, Option<FileMeta>)>;
-
-/// The result of comparing candidates with the manifest.
-#[derive(Debug, Default)]
-pub struct Diff {
-    pub changes: Vec<Change>,
-    /// Paths not purged and why (identical rewrites only when asked for: there can be many).
-    pub skipped: Vec<(String, Skip)>,
-    /// Identical rewrites (same bytes, whether or not they are listed in `skipped`).
-    pub identical: usize,
-    list_identical: bool,
-    /// New manifest entries for the changes (`None` removes one), to apply once they are queued.
-    pub updates: Updates,
-    /// New metadata for files whose bytes did not change: not urgent (a lost one only costs a
-    /// re-hash), so the daemon writes them after the purge is on its way.
-    pub refreshed: Updates,
-    /// Files hashed to reach the verdict.
-    pub hashed: usize,
-    /// Files not read in time, purged by their metadata.
-    pub unhashed: usize,
-}
-
-/// How a comparison looks at the disk.
-#[derive(Clone, Copy, Debug)]
-pub struct Look {
-    pub trust: Trust,
-    /// List identical rewrites in [`Diff::skipped`] (a dry run, or debug logging).
-    pub list_identical: bool,
-    pub budget: Budget,
-}
-
-/// Candidates bigger than this are read after all the others: one big file does not use up
-/// the time the small ones of its batch need.
-impl Look {
-    /// No time limit but a stop's.
-    pub fn new(trust: Trust, list_identical: bool) -> Look {
-        Look {
-            trust,
-            list_identical,
-            budget: Budget::OPEN,
-        }
-    }
-}
-
-pub const READ_LAST: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Manifest {
@@ -264,137 +122,6 @@ impl Manifest {
         }
     }
 
-    /// The paths to compare after events on `dirty` paths: a file stands for itself; a directory
-    /// (new, renamed in, or gone) for every file below it, on disk and in the manifest. The
-    /// directory symlinks met walking new directories go into `links`.
-    pub fn expand<'a>(
-        &self,
-        root: &Path,
-        dirty: impl IntoIterator<Item = &'a str>,
-        filter: &Filter,
-        known: &(impl Ahead + ?Sized),
-        links: &mut Links,
-    ) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for rel in dirty {
-            if let Known::File(_) = known.known(rel) {
-                out.insert(rel.to_string());
-                continue;
-            }
-            let abs = root.join(rel);
-            let meta = std::fs::metadata(&abs);
-            // A file replaced by a directory of the same name: the file is gone (compared, it is
-            // found a directory), whatever the directory holds.
-            if meta.as_ref().is_ok_and(|m| m.is_dir()) && self.files.contains_key(rel) {
-                out.insert(rel.to_string());
-            }
-            match meta {
-                Ok(m) if m.is_dir() && !known.needs_walk(rel) => {}
-                Ok(m) if m.is_dir() => {
-                    if !filter.excludes_dir(rel) {
-                        let walked = walk(&abs, filter, Some(rel));
-                        out.extend(walked.files);
-                        links.extend(walked.links);
-                    }
-                    out.extend(self.under(rel).cloned());
-                }
-                Ok(_) => {
-                    out.insert(rel.to_string());
-                }
-                Err(_) => {
-                    out.insert(rel.to_string());
-                    out.extend(self.under(rel).cloned());
-                }
-            }
-        }
-        out
-    }
-
-    /// Every path on disk and in the manifest: a full rescan. With the paths filtered out,
-    /// and the tree's directory symlinks.
-    pub fn everything(&self, root: &Path, filter: &Filter) -> (BTreeSet<String>, Vec<(String, Verdict)>, Links) {
-        let walked = walk(root, filter, None);
-        let mut out: BTreeSet<String> = walked.files.into_iter().collect();
-        out.extend(self.files.keys().cloned());
-        (out, walked.filtered, walked.links)
-    }
-
-    /// Compares `candidates` (relative paths) under `root` with the manifest; paths in `known`
-    /// are taken from it instead of the disk. Files are read within `look.budget`: small ones
-    /// first, files over [`READ_LAST`] after every other candidate, and what is not read in time
-    /// is judged by its metadata (see [`crate::hashing`]).
-    pub fn diff(
-        &self,
-        root: &Path,
-        candidates: &BTreeSet<String>,
-        filter: &Filter,
-        known: &(impl Ahead + ?Sized),
-        look: Look,
-    ) -> Diff {
-        let mut diff = Diff {
-            list_identical: look.list_identical,
-            ..Diff::default()
-        };
-        let now_ns = now_ns();
-        let mut big = Vec::new();
-        for rel in candidates {
-            let old = self.get(rel);
-            let verdict = filter.verdict(rel);
-            if !verdict.is_keep() {
-                if old.is_some() {
-                    // The rules changed: forget the file without purging it.
-                    diff.updates.push((rel.clone(), None));
-                }
-                diff.skipped.push((rel.clone(), Skip::Filtered(verdict)));
-                continue;
-            }
-            let abs = root.join(rel);
-            // What was learnt ahead counts only while the disk still says the same: a file
-            // hashed as gone may have been written back since (a deploy that empties the tree and
-            // fills it again, in directories re-made faster than their watches), and a file
-            // hashed ahead may have been written again without an event reaching us.
-            match known.known(rel) {
-                Known::File(new) if still_true(&abs, Some(&new)) => {
-                    diff.compare(rel, old, new);
-                    continue;
-                }
-                Known::Gone if still_true(&abs, None) => {
-                    diff.gone(rel, old);
-                    continue;
-                }
-                _ => {}
-            }
-            if let Some(old) = old
-                && look.trust == Trust::Metadata
-            {
-                match std::fs::metadata(&abs) {
-                    Ok(m) if m.is_file() => {
-                        let mtime_ns = mtime_ns(&m);
-                        if old.size == m.len()
-                            && old.mtime_ns == mtime_ns
-                            && now_ns.saturating_sub(mtime_ns) > RACY_WINDOW.as_nanos() as i64
-                        {
-                            continue;
-                        }
-                    }
-                    Ok(_) | Err(_) => {
-                        diff.gone(rel, Some(old));
-                        continue;
-                    }
-                }
-            }
-            match hash_within(&abs, look.budget, Some(READ_LAST)) {
-                Err(e) if Late::of(&e).is_some_and(|l| l.size > READ_LAST) => big.push(rel),
-                read => diff.read(rel, old, read, now_ns),
-            }
-        }
-        for rel in big {
-            let read = hash_within(&root.join(rel), look.budget, None);
-            diff.read(rel, self.get(rel), read, now_ns);
-        }
-        diff
-    }
-
     /// Takes the tree under `root` as it is now (a first start): every kept regular file that
     /// can be read. Built straight into one list, sorted once, so that a first start on 100,000
     /// files holds no more than the manifest and that list.
@@ -431,104 +158,9 @@ impl Manifest {
     }
 }
 
-/// Whether the disk still agrees with what a hash taken ahead found at `abs`: no regular file
-/// there (`None`), or a regular file of the same size and mtime.
-pub fn still_true(abs: &Path, known: Option<&FileMeta>) -> bool {
-    match (std::fs::metadata(abs), known) {
-        (Ok(m), None) => !m.is_file(),
-        (Err(_), None) => true,
-        (Ok(m), Some(k)) => m.is_file() && m.len() == k.size && mtime_ns(&m) == k.mtime_ns,
-        (Err(_), Some(_)) => false,
-    }
-}
-
 /// The directories that contain `path`, from the root (`""`) down.
 pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     std::iter::once("").chain(path.match_indices('/').map(move |(i, _)| &path[..i]))
-}
-
-impl Diff {
-    /// What reading `rel` found.
-    fn read(&mut self, rel: &str, old: Option<&FileMeta>, read: io::Result<Option<FileMeta>>, now_ns: i64) {
-        match read {
-            Ok(Some(new)) => {
-                self.hashed += 1;
-                self.compare(rel, old, new);
-            }
-            Ok(None) => self.gone(rel, old),
-            // A directory where a file was: the file is gone (its files are candidates too).
-            Err(e) if e.kind() == io::ErrorKind::IsADirectory => self.gone(rel, old),
-            Err(e) => match Late::of(&e) {
-                Some(late) => self.late(rel, old, late, now_ns),
-                None if passing(&e) => self.skipped.push((rel.to_string(), Skip::NotYet(e.to_string()))),
-                None => self.skipped.push((rel.to_string(), Skip::Unreadable(e.to_string()))),
-            },
-        }
-    }
-
-    /// `rel` was not read in time: judged by its metadata. New, or not the size and mtime
-    /// recorded: purged now, recorded [`UNHASHED`]. The recorded size and mtime: unchanged,
-    /// unless that mtime is recent enough for a rewrite to have kept it (then read next batch).
-    fn late(&mut self, rel: &str, old: Option<&FileMeta>, late: Late, now_ns: i64) {
-        match old {
-            Some(o) if o.size == late.size && o.mtime_ns == late.mtime_ns => {
-                if now_ns.saturating_sub(late.mtime_ns) <= RACY_WINDOW.as_nanos() as i64 {
-                    self.skipped.push((rel.to_string(), Skip::Late));
-                }
-            }
-            _ => {
-                self.unhashed += 1;
-                self.changes.push(Change {
-                    path: rel.to_string(),
-                    kind: if old.is_some() {
-                        ChangeKind::Modified
-                    } else {
-                        ChangeKind::Created
-                    },
-                });
-                self.updates.push((rel.to_string(), Some(late.unhashed())));
-            }
-        }
-    }
-
-    /// `rel` is not a regular file any more: a deletion if it was recorded.
-    fn gone(&mut self, rel: &str, old: Option<&FileMeta>) {
-        if old.is_some() {
-            self.changes.push(Change {
-                path: rel.to_string(),
-                kind: ChangeKind::Deleted,
-            });
-            self.updates.push((rel.to_string(), None));
-        }
-    }
-
-    fn compare(&mut self, rel: &str, old: Option<&FileMeta>, new: FileMeta) {
-        match old {
-            Some(o) if o.same_bytes(&new) => {
-                if *o != new {
-                    self.refreshed.push((rel.to_string(), Some(new)));
-                }
-                self.identical += 1;
-                if self.list_identical {
-                    self.skipped.push((rel.to_string(), Skip::Identical));
-                }
-            }
-            Some(_) => {
-                self.changes.push(Change {
-                    path: rel.to_string(),
-                    kind: ChangeKind::Modified,
-                });
-                self.updates.push((rel.to_string(), Some(new)));
-            }
-            None => {
-                self.changes.push(Change {
-                    path: rel.to_string(),
-                    kind: ChangeKind::Created,
-                });
-                self.updates.push((rel.to_string(), Some(new)));
-            }
-        }
-    }
 }
 
 /// Files under a directory, split into kept and filtered.
@@ -644,7 +276,7 @@ pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
         .saturating_add(meta.mtime_nsec())
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -655,7 +287,9 @@ fn now_ns() -> i64 {
 mod tests {
     use super::*;
     use crate::config::Rule;
+    use crate::hashing::Budget;
     use std::fs;
+    use std::time::Duration;
 
     /// A directory whose only events changed its attributes (rsync setting its mtime) is not
     /// walked; one with any other event (made, moved in) is, for files made before its watch.

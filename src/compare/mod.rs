@@ -8,6 +8,8 @@
 //! what the comparison needed (after a 100,000-file storm that takes a while, and nobody needs
 //! to wait for it).
 
+pub(crate) mod diff;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
