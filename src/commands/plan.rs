@@ -17,6 +17,9 @@ use crate::request::PendingFile;
 use crate::route::Filter;
 use crate::state::Store;
 
+/// How long `plan` reads files per rule before it judges the rest by size and mtime.
+const READ_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Skipped files listed per rule before the rest are counted.
 const LIST_LIMIT: usize = 50;
 
@@ -65,7 +68,9 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
             record: Record::default(),
             scope: compare::Scope::Tree { listed: false },
             list_identical: true,
-            budget: Budget::OPEN,
+            // A huge changed file is judged by its size and mtime past this, as the daemon
+            // does past max_delay: `plan` answers in seconds whatever the tree holds.
+            budget: Budget::until(std::time::Instant::now() + READ_FOR),
         };
         let shared = compared.manifest.clone();
         let compared = compared.run_here();
