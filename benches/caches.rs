@@ -14,10 +14,8 @@
 
 #![allow(dead_code)]
 
-#[path = "../tests/common/caches.rs"]
-mod caches;
-#[path = "../tests/common/fake.rs"]
-mod fake;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -27,27 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use caches::Cache;
+use common::caches::{self, Cache};
+use common::{DEADLINE, wait_until};
 
-pub const DEADLINE: Duration = Duration::from_secs(120);
 const HOST: &str = "www.example.com";
-
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-pub fn unless_busy<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
-    f()
-}
 
 struct Args {
     files: usize,
@@ -234,8 +215,7 @@ fn run(setup: Setup, a: &Args, tmp: &Path) -> Outcome {
 
     // The tool.
     let endpoints: Vec<String> = fleet.iter().map(|c| c.endpoint.clone()).collect();
-    let mut daemon: Option<(Child, String)> = None;
-    let log_lines = Arc::new(std::sync::Mutex::new(String::new()));
+    let mut daemon: Option<common::Daemon> = None;
     let stats_before: Vec<usize> = match setup {
         Setup::Nginx => vec![0],
         _ => fleet.iter().map(|c| varnish_purges(&dir, c.port)).collect(),
@@ -282,43 +262,18 @@ fn run(setup: Setup, a: &Args, tmp: &Path) -> Outcome {
             public.display()
         );
         std::fs::write(dir.join("rules.yaml"), rules).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_purgewatch"))
-            .args(["run", "-c"])
+        let mut cmd = Command::new(common::bin());
+        cmd.args(["run", "-c"])
             .arg(dir.join("rules.yaml"))
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log_path = std::env::var_os("CACHES_BENCH_LOG");
-        let lines = log_lines.clone();
-        std::thread::spawn(move || {
-            let mut log = log_path.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Some(f) = &mut log {
-                    let _ = writeln!(f, "{line}");
-                }
-                lines.lock().unwrap().push_str(&format!("{line}\n"));
-                if let Some(addr) = line.split("serving /metrics and /healthz on http://").nth(1) {
-                    let _ = tx.send(Some(addr.trim().to_string()));
-                }
-                if line.contains(" ready: ") {
-                    let _ = tx.send(None);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(DEADLINE)
-            .ok()
-            .flatten()
-            .expect("the daemon serves /metrics");
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let d = common::Daemon::spawn(cmd);
         // Ready: the baseline is taken (a deploy before it would be the baseline).
-        while rx.recv_timeout(DEADLINE).expect("the daemon is ready").is_some() {}
-        daemon = Some((child, addr));
+        d.wait_ready();
+        daemon = Some(d);
     }
-    let cpu_before = daemon.as_ref().map(|(c, _)| cpu_of(c.id())).unwrap_or_default();
+    let cpu_before = daemon.as_ref().map(|d| cpu_of(d.child.id())).unwrap_or_default();
 
     // The deploy.
     let st = Command::new("rsync")
@@ -340,9 +295,9 @@ fn run(setup: Setup, a: &Args, tmp: &Path) -> Outcome {
     assert!(ok, "{setup:?}: the caches did not serve the new bytes");
     let fresh_after = done.elapsed();
     // Quiet: every purge sent (the tool's requests stop growing for 3 s).
-    let count = |_: &Option<(Child, String)>| -> Vec<usize> {
+    let count = |daemon: &Option<common::Daemon>| -> Vec<usize> {
         match setup {
-            Setup::Nginx => vec![nginx_purges(&log_lines.lock().unwrap())],
+            Setup::Nginx => vec![nginx_purges(&daemon.as_ref().map(|d| d.log()).unwrap_or_default())],
             _ => fleet
                 .iter()
                 .zip(&stats_before)
@@ -360,7 +315,7 @@ fn run(setup: Setup, a: &Args, tmp: &Path) -> Outcome {
             still = Instant::now();
         }
     }
-    let cpu = daemon.as_ref().map(|(c, _)| cpu_of(c.id())).unwrap_or_default() - cpu_before;
+    let cpu = daemon.as_ref().map(|d| cpu_of(d.child.id())).unwrap_or_default() - cpu_before;
     // The collateral: what each cache fetches again when every page is visited (the changed
     // pages were fetched already, by the wait above).
     let mut refetched = Vec::new();
@@ -369,10 +324,7 @@ fn run(setup: Setup, a: &Args, tmp: &Path) -> Outcome {
         visit_all(c, a.files);
         refetched.push(served.load(Ordering::Relaxed) - before);
     }
-    if let Some((mut c, _)) = daemon {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(daemon);
     if let Some(mut w) = watcher {
         let _ = w.kill();
         let _ = w.wait();

@@ -18,20 +18,18 @@
 
 #![allow(dead_code)]
 
-#[path = "../tests/common/cloudfront.rs"]
-mod cloudfront;
-#[path = "../tests/common/fake.rs"]
-mod fake;
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "storm/hugo_gen.rs"]
 mod hugo_gen;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use fake::{BUNNY_KEY, CF_TOKEN, FASTLY_TOKEN, Fake, Route};
+use common::cloudfront;
+use common::fake::{BUNNY_KEY, CF_TOKEN, FASTLY_TOKEN, Fake, Route};
 
 const HOST: &str = "www.example.com";
 
@@ -465,7 +463,7 @@ fn hugo_storm(fake: &Fake, cf: &cloudfront::CloudFront, tmp: &Path, pages: usize
             &tmp.join("hugo-state").display().to_string(),
         );
     std::fs::write(tmp.join("hugo-rules.yaml"), rules).unwrap();
-    let mut child = start(&tmp.join("hugo-rules.yaml"));
+    let daemon = start(&tmp.join("hugo-rules.yaml"));
     let before = hugo_gen::snapshot(&public);
     let counts0 = Counts::now(fake, cf);
     hugo_gen::write_page(&src, 17, 1);
@@ -490,31 +488,21 @@ fn hugo_storm(fake: &Fake, cf: &cloudfront::CloudFront, tmp: &Path, pages: usize
         site.changed.len()
     );
     measure(fake, cf, &counts0, wrote, &site, &title);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
 }
 
-/// Starts `purgewatch run -c rules` and waits for `ready`.
-fn start(rules: &Path) -> std::process::Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_purgewatch"))
-        .args(["run", "-c"])
+/// Starts `purgewatch run -c rules` (the tests' `Daemon`: stopped when dropped) and waits
+/// for `ready`.
+fn start(rules: &Path) -> common::Daemon {
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["run", "-c"])
         .arg(rules)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if line.contains(" ready: ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(300)).expect("ready");
-    child
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let d = common::Daemon::spawn(cmd);
+    d.wait_ready();
+    d
 }
 
 fn main() {
@@ -562,7 +550,7 @@ fn main() {
         root = root.display(),
     );
     std::fs::write(tmp.path().join("rules.yaml"), rules).unwrap();
-    let mut child = start(&tmp.path().join("rules.yaml"));
+    let daemon = start(&tmp.path().join("rules.yaml"));
     println!(
         "site: {files} pages in sections of 100 (each with an index.html); purgewatch: debounce 1 s, rate_limit 200/s, Cloudflare max_urls 30, CloudFront max_paths 100"
     );
@@ -588,6 +576,5 @@ fn main() {
     if let Some(pages) = hugo_pages {
         hugo_storm(&fake, &cf, tmp.path(), pages);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
 }

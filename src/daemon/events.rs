@@ -203,15 +203,21 @@ impl Daemon {
         out
     }
 
-    /// Rebuilds the index of rules by tree and watched path (after rules are added, removed
-    /// or re-pointed).
+    /// Rebuilds the index of rules by tree and watched path (after rules are removed or
+    /// re-pointed: indices move).
     pub(super) fn index_rules(&mut self) {
         self.by_root.clear();
-        for (i, r) in self.rules.iter().enumerate() {
-            self.by_root.entry(r.root.clone()).or_default().push(i);
-            if r.rule.watch != r.root {
-                self.by_root.entry(r.rule.watch.clone()).or_default().push(i);
-            }
+        for i in 0..self.rules.len() {
+            self.index_rule(i);
+        }
+    }
+
+    /// Adds rule `i` to the index (a rule just pushed: nothing else moves).
+    pub(super) fn index_rule(&mut self, i: usize) {
+        let r = &self.rules[i];
+        self.by_root.entry(r.root.clone()).or_default().push(i);
+        if r.rule.watch != r.root {
+            self.by_root.entry(r.rule.watch.clone()).or_default().push(i);
         }
     }
 

@@ -77,7 +77,7 @@ impl Daemon {
             .flatten()
         };
         self.rules.push(rt);
-        self.index_rules();
+        self.index_rule(self.rules.len() - 1);
         match recorded {
             Some(manifest) => {
                 self.manifests.insert(name.clone(), Arc::new(manifest));

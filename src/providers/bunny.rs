@@ -124,10 +124,8 @@ impl Kind for Bunny {
     }
 
     fn describe(&self, req: &Request) -> String {
-        match urls_of(req) {
-            (urls, false, _) => format!("purge pull zone {}: {}", self.pull_zone_id, url_list(urls, false)),
-            _ => format!("purge pull zone {}: everything", self.pull_zone_id),
-        }
+        let (urls, everything, _) = urls_of(req);
+        format!("purge pull zone {}: {}", self.pull_zone_id, url_list(urls, everything))
     }
 
     async fn purge(&self, p: &Provider, req: &Request) -> Result<Accepted, ProviderError> {

@@ -202,10 +202,8 @@ impl Kind for Cloudflare {
     }
 
     fn describe(&self, req: &Request) -> String {
-        match urls_of(req) {
-            (urls, false, _) => format!("purge zone {}: {}", self.zone_id, url_list(urls, false)),
-            _ => format!("purge zone {}: everything", self.zone_id),
-        }
+        let (urls, everything, _) = urls_of(req);
+        format!("purge zone {}: {}", self.zone_id, url_list(urls, everything))
     }
 
     async fn purge(&self, p: &Provider, req: &Request) -> Result<Accepted, ProviderError> {
