@@ -15,7 +15,29 @@ use crate::manifest::{FileMeta, mtime_ns};
 /// The hash recorded for a file purged by its metadata, before its bytes were read: a later
 /// comparison that finds the same size and mtime takes the file as the one that was purged, and
 /// records its real hash without purging it again.
-pub const UNHASHED: [u8; 32] = [0; 32];
+pub const UNHASHED: Digest = [0; DIGEST_LEN];
+
+/// How many bytes of a file's BLAKE3 hash are kept: 128 bits. Two different versions of a
+/// page taking the same 16 bytes by chance is a 1-in-2^128 event (2^64 files before any two
+/// collide at all); half the hash is half the record's memory on a host of a million files.
+pub const DIGEST_LEN: usize = 16;
+
+/// A file's bytes as recorded: the first [`DIGEST_LEN`] bytes of their BLAKE3 hash.
+pub type Digest = [u8; DIGEST_LEN];
+
+/// The [`Digest`] of what `hasher` has read.
+pub fn digest(hasher: &blake3::Hasher) -> Digest {
+    let mut out = [0; DIGEST_LEN];
+    hasher.finalize_xof().fill(&mut out);
+    out
+}
+
+/// The [`Digest`] of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(bytes);
+    digest(&h)
+}
 
 /// Files up to this size are read whole, in one buffer.
 pub(crate) const SMALL_FILE: u64 = 256 * 1024;
@@ -148,8 +170,50 @@ pub fn hash_within(path: &Path, budget: Budget, max_len: Option<u64>) -> io::Res
     Ok(Some(FileMeta {
         size: meta.len(),
         mtime_ns: mtime_ns(&meta),
-        hash: *hasher.finalize().as_bytes(),
+        hash: digest(&hasher),
     }))
+}
+
+/// Lists shorter than this are read on the calling thread alone.
+const SPREAD_FROM: usize = 512;
+
+/// Reads each of `paths` under `root` (a first baseline) on every core, keeping the regular
+/// files that could be read. `None` when a stop was asked for meanwhile.
+pub fn hash_all(root: &Path, mut paths: Vec<String>) -> Option<Vec<(String, FileMeta)>> {
+    let threads = match paths.len() {
+        n if n < SPREAD_FROM => 1,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let share = paths.len().div_ceil(threads).max(1);
+    let hash_part = |part: &mut [String]| -> Option<Vec<(String, FileMeta)>> {
+        let mut out = Vec::with_capacity(part.len());
+        for (i, rel) in part.iter_mut().enumerate() {
+            if i % 1024 == 1023 && crate::shutdown::requested() {
+                return None;
+            }
+            let rel = std::mem::take(rel);
+            if let Ok(Some(meta)) = stat_and_hash(&root.join(&rel)) {
+                out.push((rel, meta));
+            }
+        }
+        Some(out)
+    };
+    if threads == 1 {
+        return hash_part(&mut paths);
+    }
+    let hash_part = &hash_part;
+    let parts: Vec<Option<Vec<(String, FileMeta)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .chunks_mut(share)
+            .map(|part| s.spawn(move || hash_part(part)))
+            .collect();
+        handles.into_iter().map(|h| h.join().ok().flatten()).collect()
+    });
+    let mut all = Vec::with_capacity(paths.len());
+    for part in parts {
+        all.extend(part?);
+    }
+    Some(all)
 }
 
 thread_local! {
@@ -194,7 +258,7 @@ mod tests {
         fs::write(root.join("a.html"), "abc").unwrap();
         let meta = stat_and_hash(&root.join("a.html")).unwrap().unwrap();
         assert_eq!(meta.size, 3);
-        assert_eq!(meta.hash, *blake3::hash(b"abc").as_bytes());
+        assert_eq!(meta.hash, digest_of(b"abc"));
         assert!(stat_and_hash(&root.join("missing")).unwrap().is_none());
         assert!(stat_and_hash(&root.join("a.html/x")).unwrap().is_none());
         assert_eq!(stat_and_hash(root).unwrap_err().kind(), io::ErrorKind::IsADirectory);
@@ -216,7 +280,7 @@ mod tests {
             fs::write(&p, &bytes).unwrap();
             let meta = stat_and_hash(&p).unwrap().unwrap();
             assert_eq!(meta.size, len as u64);
-            assert_eq!(meta.hash, *blake3::hash(&bytes).as_bytes(), "{len} bytes");
+            assert_eq!(meta.hash, digest_of(&bytes), "{len} bytes");
         }
     }
 
@@ -260,6 +324,6 @@ mod tests {
         let m = hash_within(&dir.path().join("a.html"), spent, Some(1)).unwrap_err();
         assert!(Late::of(&m).is_some(), "bigger than max_len");
         let m = hash_within(&dir.path().join("a.html"), spent, None).unwrap().unwrap();
-        assert_eq!(m.hash, *blake3::hash(b"abc").as_bytes());
+        assert_eq!(m.hash, digest_of(b"abc"));
     }
 }

@@ -337,7 +337,7 @@ pub fn url_list<M: Borrow<Manifest>>(
             }
             continue;
         }
-        let tree: Vec<&String> = if whole {
+        let tree: Vec<&str> = if whole {
             manifest.paths().collect()
         } else {
             items

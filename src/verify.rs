@@ -32,8 +32,8 @@ const JOB_FOLLOW: Duration = Duration::from_secs(600);
 /// What a URL should serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Want {
-    /// These bytes (BLAKE3).
-    Bytes([u8; 32]),
+    /// These bytes (their [`crate::hashing::Digest`]).
+    Bytes(crate::hashing::Digest),
     /// 404 or 410: the file was deleted.
     Gone,
 }
@@ -182,15 +182,11 @@ pub async fn check(http: &reqwest::Client, base_url: &str, e: &Expect, mode: Ver
                     Err(err) => return Verdict::Unreachable(format!("GET {url}: reading: {}", err.without_url())),
                 }
             }
-            let got = hasher.finalize();
-            if got.as_bytes() == want {
+            let got = crate::hashing::digest(&hasher);
+            if got == *want {
                 Verdict::Fresh
             } else {
-                Verdict::Stale(format!(
-                    "serves {} where {} is expected{cache}",
-                    &got.to_hex()[..12],
-                    &blake3::Hash::from_bytes(*want).to_hex()[..12]
-                ))
+                Verdict::Stale(format!("serves {} where {} is expected{cache}", hex6(&got), hex6(want)))
             }
         }
         (Want::Bytes(_), VerifyCheck::Status) => Verdict::Stale(format!("HTTP {status}{cache}")),
@@ -413,6 +409,11 @@ pub async fn run(job: Job) -> Report {
     }
 }
 
+/// The first 6 bytes of a digest in hex: enough to tell two versions apart in a message.
+fn hex6(d: &crate::hashing::Digest) -> String {
+    d[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,7 +436,7 @@ mod tests {
         let meta = FileMeta {
             size: 1,
             mtime_ns: 1,
-            hash: [7; 32],
+            hash: [7; 16],
         };
         let paths = ["a/1.html", "a/2.html", "a/3.html", "b/index.html", "c/1.html"];
         let m = Manifest::from_entries(paths.iter().map(|p| (p.to_string(), meta)));
@@ -444,7 +445,7 @@ mod tests {
         let s = sample(&rule(), &files, &m, 4);
         let urls: Vec<&str> = s.iter().map(|e| e.url.as_str()).collect();
         assert_eq!(urls, vec!["/a/1.html", "/b/", "/c/1.html", "/a/2.html"]);
-        assert!(s.iter().all(|e| e.want == Want::Bytes([7; 32])));
+        assert!(s.iter().all(|e| e.want == Want::Bytes([7; 16])));
         let all = sample(&rule(), &files, &m, 100);
         assert_eq!(all.len(), 6);
         assert_eq!(all.last().unwrap().want, Want::Gone);

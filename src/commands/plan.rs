@@ -76,7 +76,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
         let compared = compared.run_here();
         let (diff, filtered) = (compared.diff, compared.filtered);
         manifest = match compared.moved_forward {
-            Some(forward) => forward,
+            Some(forward) => std::sync::Arc::try_unwrap(forward).unwrap_or_else(|m| (*m).clone()),
             None => {
                 let mut m = std::sync::Arc::try_unwrap(shared).unwrap_or_else(|m| (*m).clone());
                 m.apply(&diff.updates);

@@ -193,14 +193,14 @@ impl Manifest {
                         out.extend(walked.files);
                         links.extend(walked.links);
                     }
-                    out.extend(self.under(rel).cloned());
+                    out.extend(self.under(rel).map(str::to_string));
                 }
                 Ok(_) => {
                     out.insert(rel.to_string());
                 }
                 Err(_) => {
                     out.insert(rel.to_string());
-                    out.extend(self.under(rel).cloned());
+                    out.extend(self.under(rel).map(str::to_string));
                 }
             }
         }
@@ -212,7 +212,7 @@ impl Manifest {
     pub fn everything(&self, root: &Path, filter: &Filter) -> (BTreeSet<String>, Vec<(String, Verdict)>, Links) {
         let walked = walk(root, filter, None);
         let mut out: BTreeSet<String> = walked.files.into_iter().collect();
-        out.extend(self.paths().cloned());
+        out.extend(self.paths().map(str::to_string));
         (out, walked.filtered, walked.links)
     }
 

@@ -60,7 +60,7 @@ pub(crate) struct Compared {
     pub diff: Diff,
     /// The rule's manifest with the diff's refreshed metadata and updates applied, when there
     /// were at least [`MOVE_FORWARD_HERE`] of them; else the daemon applies them.
-    pub moved_forward: Option<Manifest>,
+    pub moved_forward: Option<Arc<Manifest>>,
     /// The tree's directory symlinks as this comparison found them.
     pub links: Links,
     /// Files a whole-tree walk met and the rule's filters keep out, with why (only when
@@ -98,7 +98,7 @@ impl Job {
             Scope::Tree { listed: true } => {
                 // Files already found to hold the manifest's bytes are not compared again.
                 let mut c = manifest.expand(&root, record.paths_to_compare(), &filter, &known, &mut links);
-                c.extend(record.tree_lacks(&manifest).cloned());
+                c.extend(record.tree_lacks(&manifest).map(str::to_string));
                 (c, Trust::Metadata)
             }
             Scope::Tree { listed: false } => {
@@ -128,7 +128,7 @@ impl Job {
             m.apply(&diff.refreshed);
             m.apply(&diff.updates);
             m.set_links(links.clone());
-            m
+            Arc::new(m)
         });
         let compared = Compared {
             rule,
@@ -248,9 +248,9 @@ mod tests {
         let mut applied = base;
         applied.apply(&c.diff.refreshed);
         applied.apply(&c.diff.updates);
-        assert_eq!(forward, applied);
+        assert_eq!(*forward, applied);
         assert_eq!(
-            forward,
+            *forward,
             Manifest::baseline(dir.path(), &filter).unwrap(),
             "the manifest is the disk"
         );

@@ -80,6 +80,7 @@ impl Daemon {
             retried_rx,
             by_root: HashMap::new(),
             next_compare: 0,
+            compare_slots: Arc::new(tokio::sync::Semaphore::new(settle::comparing_at_once())),
             comparing_for: BTreeSet::new(),
             rules_target: std::fs::canonicalize(&rules_file).ok().filter(|t| *t != rules_file),
             rules_file,
@@ -122,6 +123,9 @@ impl Daemon {
         let seen = d.read_state(|s| s.seen())?.unwrap_or_default();
         let starting = systemd::Starting::begin("starting: reading the state");
         let n_rules = config.rules.len();
+        // Each rule's first look at its tree runs on every core while the next rules are
+        // watched (see `catchup`).
+        let mut pool = catchup::Pool::new();
         for (n, rule) in config.rules.iter().cloned().enumerate() {
             starting.status(&format!(
                 "starting: comparing rule \"{}\" ({} of {n_rules}) with its record (a first start hashes its whole tree)",
@@ -133,8 +137,19 @@ impl Daemon {
                 .filter(|(r, _, _)| *r == rule.name)
                 .map(|(_, p, _)| p.clone())
                 .collect();
-            d.add_rule(rule, paths)?;
+            if let Some(look) = d.begin_rule(rule, paths)?
+                && let Some(looked) = pool.push(look)
+            {
+                d.took(looked)?;
+            }
+            for looked in pool.ready() {
+                d.took(looked)?;
+            }
         }
+        while let Some(looked) = pool.next() {
+            d.took(looked)?;
+        }
+        drop(pool);
         d.judge_limits();
         // Work left over from the last run goes first.
         let rows = d.read_state(|s| s.pending())?.unwrap_or_default();

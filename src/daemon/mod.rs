@@ -50,6 +50,7 @@ use crate::systemd;
 use crate::verify;
 use crate::watch::{EventQueue, Taken, WatchError, WatchMsg, Watcher};
 
+mod catchup;
 mod dispatch;
 mod events;
 mod gate;
@@ -60,6 +61,7 @@ mod settle;
 mod testing;
 mod writeback;
 
+use catchup::{FirstLook, Looked};
 use dispatch::{Awaiting, JobDone, Sent};
 use writeback::Settled;
 
@@ -211,6 +213,8 @@ struct Daemon {
     retried_tx: mpsc::UnboundedSender<dispatch::Retried>,
     retried_rx: mpsc::UnboundedReceiver<dispatch::Retried>,
     next_compare: u64,
+    /// Comparisons that may run at once (see `settle::comparing_at_once`).
+    compare_slots: Arc<tokio::sync::Semaphore>,
     /// Targets that fell due, sent once every comparison of theirs is in.
     comparing_for: BTreeSet<String>,
 }

@@ -14,6 +14,16 @@ impl Daemon {
     /// `seen` are paths that produced events in the last run but were not compared yet: they are
     /// hashed whatever their size and mtime say.
     pub(super) fn add_rule(&mut self, rule: Rule, seen: BTreeSet<String>) -> Result<(), DaemonError> {
+        if let Some(look) = self.begin_rule(rule, seen)? {
+            self.took(look.run())?;
+        }
+        Ok(())
+    }
+
+    /// Watches a rule's tree and reads its record: what is left of its first look at the tree
+    /// (its baseline, or the comparison of the whole tree with its record) is returned, to run
+    /// on any thread and come back to [`Daemon::took`]. `None`: nothing is left to do.
+    pub(super) fn begin_rule(&mut self, rule: Rule, seen: BTreeSet<String>) -> Result<Option<FirstLook>, DaemonError> {
         let root = std::fs::canonicalize(&rule.watch).map_err(|error| DaemonError::Root {
             rule: rule.name.clone(),
             path: rule.watch.clone(),
@@ -77,23 +87,46 @@ impl Daemon {
             .flatten()
         };
         self.rules.push(rt);
-        self.index_rule(self.rules.len() - 1);
-        match recorded {
-            Some(manifest) => {
-                self.manifests.insert(name.clone(), Arc::new(manifest));
-                let i = self.rules.len() - 1;
-                self.rules[i].record.mark_dirty(seen);
-                let mut found = self.settle(i);
-                self.rules[i].rescan = Some(self.seq);
-                found += self.settle(i);
+        let i = self.rules.len() - 1;
+        self.index_rule(i);
+        let Some(manifest) = recorded else {
+            let rt = &self.rules[i];
+            return Ok(Some(FirstLook::Baseline {
+                rule: i,
+                root: rt.root.clone(),
+                filter: rt.filter.clone(),
+            }));
+        };
+        self.manifests.insert(name, Arc::new(manifest));
+        // Paths with events the last run did not compare: read whatever their metadata says.
+        self.rules[i].record.mark_dirty(seen);
+        let found = self.settle(i);
+        // Then the whole tree, by size and mtime (changes made while stopped).
+        self.rules[i].rescan = Some(self.seq);
+        Ok(self.compare_job(i).map(|job| FirstLook::Compare {
+            rule: i,
+            job: Box::new(job),
+            found,
+        }))
+    }
+
+    /// Takes in what a rule's first look at its tree found.
+    pub(super) fn took(&mut self, looked: Looked) -> Result<(), DaemonError> {
+        match looked {
+            Looked::Compared {
+                rule: i,
+                compared,
+                found,
+            } => {
+                let found = found + self.settled(i, *compared);
                 self.commit_settled();
                 if found > 0 {
-                    tracing::info!(rule = %name, files = found, "found changes made while purgewatch was stopped");
+                    tracing::info!(rule = %self.rules[i].rule.name, files = found, "found changes made while purgewatch was stopped");
                 }
             }
-            None => {
-                let rt = self.rules.last().expect("just pushed");
-                let Some(manifest) = Manifest::baseline(&rt.root, &rt.filter) else {
+            Looked::Baseline { rule: i, manifest } => {
+                let name = self.rules[i].rule.name.clone();
+                let Some(manifest) = manifest else {
                     tracing::info!(rule = %name, "stopping: the first baseline of this rule was not finished and is taken at the next start");
                     return Ok(());
                 };
@@ -105,12 +138,11 @@ impl Daemon {
                 let manifest = Arc::new(manifest);
                 if let Some(w) = &self.writer {
                     let (name, m) = (name.clone(), manifest.clone());
+                    let watch = self.rules[i].rule.watch.display().to_string();
                     w.wait(move |s| s.set_baseline(&name, &watch, &m))?;
                 }
                 metrics::get().manifest(&name, manifest.len());
-                if let Some(rt) = self.rules.last_mut() {
-                    rt.record = Record::with_room(manifest.len());
-                }
+                self.rules[i].record = Record::with_room(manifest.len());
                 self.manifests.insert(name, manifest);
             }
         }

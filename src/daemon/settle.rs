@@ -9,6 +9,14 @@ use crate::hashing::Budget;
 /// due at `max_delay` (changes that never stopped) still reads what it can.
 pub(super) const READ_AT_LEAST: Duration = Duration::from_secs(1);
 
+/// How many comparisons run at once: twice the cores. A rescan of a host's thousand rules (after
+/// an overflow, say) started each on a blocking thread of its own, up to 512 at once, each
+/// holding its tree's candidates and findings while they took turns on two cores; the others
+/// now wait for a slot, holding only their record.
+pub(super) fn comparing_at_once() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl Daemon {
     pub(super) fn target(&self, name: &str) -> Option<&Target> {
         self.config.target(name)
@@ -111,10 +119,16 @@ impl Daemon {
         self.rules[i].comparing = Some(id);
         tracing::debug!(rule = %self.rules[i].rule.name, "comparing");
         let tx = self.compared_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            job.run(|c| {
-                let _ = tx.send((id, c));
+        let slots = self.compare_slots.clone();
+        tokio::spawn(async move {
+            let slot = slots.acquire_owned().await;
+            let _ = tokio::task::spawn_blocking(move || {
+                job.run(|c| {
+                    let _ = tx.send((id, c));
+                });
+                drop(slot);
             })
+            .await;
         });
     }
 
@@ -151,7 +165,7 @@ impl Daemon {
 
     /// What comparing rule `i` takes: its record (the rule starts a new one), its manifest,
     /// what to look at. None while its directory is missing.
-    fn compare_job(&mut self, i: usize) -> Option<compare::Job> {
+    pub(super) fn compare_job(&mut self, i: usize) -> Option<compare::Job> {
         let name = self.rules[i].rule.name.clone();
         let r = &mut self.rules[i];
         if !r.root.is_dir() {
@@ -197,7 +211,7 @@ impl Daemon {
 
     /// Queues what comparing rule `i` found for each of its targets and moves its manifest
     /// forward. Returns the number of changed files.
-    fn settled(&mut self, i: usize, c: Compared) -> usize {
+    pub(super) fn settled(&mut self, i: usize, c: Compared) -> usize {
         let name = c.rule;
         let diff = c.diff;
         // A big comparison (or a big record of changes): once its purge is on its way, the
@@ -239,7 +253,7 @@ impl Daemon {
             // A big comparison moved the manifest forward itself: swapped in, and the old one
             // freed on a blocking thread (100,000 entries take milliseconds to free).
             Some(forward) => {
-                let old = std::mem::replace(entry, Arc::new(forward));
+                let old = std::mem::replace(entry, forward);
                 tokio::task::spawn_blocking(move || drop(old));
             }
             None => {
@@ -374,7 +388,7 @@ mod tests {
         assert_eq!(h.d.sends.len(), 1, "the send started");
         assert!(h.d.comparing_for.is_empty() && h.d.rules[0].comparing.is_none());
         // The manifest moved forward: a.html's new bytes are the record now.
-        let hash = *blake3::hash(b"new").as_bytes();
+        let hash = crate::hashing::digest_of(b"new");
         assert_eq!(h.d.manifests["site"].get("a.html").map(|m| m.hash), Some(hash));
     }
 

@@ -161,11 +161,11 @@ impl Record {
     /// every path a comparison must look at. (A path the manifest gains comes from a comparison,
     /// which starts a new record; one recorded after the listing is compared through its
     /// record.) Read by the comparison, off the daemon's loop: a walk of the whole manifest.
-    pub fn tree_lacks<'a>(&'a self, manifest: &'a Manifest) -> impl Iterator<Item = &'a String> + 'a {
+    pub fn tree_lacks<'a>(&'a self, manifest: &'a Manifest) -> impl Iterator<Item = &'a str> + 'a {
         let seq = self.tree_seq;
         manifest
             .paths()
-            .filter(move |p| seq.is_some_and(|seq| !self.marks.has(p, seq)) && !self.paths.contains_key(p.as_str()))
+            .filter(move |p| seq.is_some_and(|seq| !self.marks.has(p, seq)) && !self.paths.contains_key(*p))
     }
 
     /// Whether a tree listed here was taken after `seq` (so that, with the events since, it
@@ -390,7 +390,7 @@ pub(super) mod tests {
         FileMeta {
             size: n as u64,
             mtime_ns: n as i64,
-            hash: [n; 32],
+            hash: [n; 16],
         }
     }
 
@@ -509,7 +509,7 @@ pub(super) mod tests {
 
     /// What the tree last listed lacks of `m`.
     fn lacks<'a>(c: &'a Record, m: &'a Manifest) -> Vec<&'a str> {
-        c.tree_lacks(m).map(String::as_str).collect()
+        c.tree_lacks(m).collect()
     }
 
     /// A manifest recording `files` (path, `meta(n)`).

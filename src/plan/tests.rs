@@ -47,7 +47,7 @@ fn manifest(paths: &[&str]) -> Manifest {
     let meta = FileMeta {
         size: 1,
         mtime_ns: 1,
-        hash: [0; 32],
+        hash: [0; 16],
     };
     Manifest::from_entries(paths.iter().map(|p| (p.to_string(), meta)))
 }

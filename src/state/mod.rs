@@ -430,9 +430,10 @@ impl Store {
             .prepare("SELECT path, size, mtime_ns, hash FROM manifest WHERE rule = ?1")?;
         let rows = stmt.query_map([rule], |r| {
             let hash: Vec<u8> = r.get(3)?;
-            let mut h = [0u8; 32];
-            if hash.len() == 32 {
-                h.copy_from_slice(&hash);
+            // Earlier versions kept the whole 32-byte hash: its first bytes are the digest.
+            let mut h = crate::hashing::UNHASHED;
+            if let Some(digest) = hash.get(..h.len()) {
+                h.copy_from_slice(digest);
             }
             Ok((
                 r.get::<_, String>(0)?,
@@ -459,8 +460,7 @@ impl Store {
         {
             let mut ins =
                 tx.prepare("INSERT INTO manifest (rule, path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            for path in manifest.paths() {
-                let m = manifest.get(path).expect("listed path");
+            for (path, m) in manifest.iter() {
                 ins.execute(params![rule, path, m.size as i64, m.mtime_ns, &m.hash[..]])?;
             }
         }
@@ -805,7 +805,7 @@ mod tests {
         let meta = FileMeta {
             size: 3,
             mtime_ns: 7,
-            hash: [1; 32],
+            hash: [1; 16],
         };
         {
             let mut s = Store::open(dir.path()).unwrap();

@@ -6,9 +6,11 @@
 //! or an identical rewrite by a site generator sends nothing, while a deletion or a rename is
 //! always purged (the old URL changed too).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+mod table;
 
 use crate::links::Links;
 use crate::route::{Filter, Verdict};
@@ -24,7 +26,7 @@ pub use crate::request::ChangeKind;
 pub struct FileMeta {
     pub size: u64,
     pub mtime_ns: i64,
-    pub hash: [u8; 32],
+    pub hash: crate::hashing::Digest,
 }
 
 impl FileMeta {
@@ -35,18 +37,42 @@ impl FileMeta {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Default)]
 pub struct Manifest {
-    files: BTreeMap<String, FileMeta>,
+    /// Each kept file's metadata, in one compact sorted table (see [`table`]).
+    files: table::Table,
     /// The tree's directory symlinks, as its last whole walk (and the walks of new directories
     /// since) found them: not stored, found again by the walk every start makes.
     links: Links,
 }
 
+impl PartialEq for Manifest {
+    fn eq(&self, other: &Manifest) -> bool {
+        self.len() == other.len() && self.links == other.links && self.iter().eq(other.iter())
+    }
+}
+
+impl std::fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manifest")
+            .field("files", &DebugFiles(self))
+            .field("links", &self.links)
+            .finish()
+    }
+}
+
+struct DebugFiles<'a>(&'a Manifest);
+
+impl std::fmt::Debug for DebugFiles<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
 impl Manifest {
     pub fn from_entries(entries: impl IntoIterator<Item = (String, FileMeta)>) -> Manifest {
         Manifest {
-            files: entries.into_iter().collect(),
+            files: table::Table::from_entries(entries),
             links: Links::default(),
         }
     }
@@ -55,8 +81,8 @@ impl Manifest {
     pub fn directories(&self) -> usize {
         let mut dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
         dirs.insert("");
-        for path in self.files.keys() {
-            let mut p = path.as_str();
+        for path in self.paths() {
+            let mut p = path;
             while let Some(i) = p.rfind('/') {
                 p = &p[..i];
                 if !dirs.insert(p) {
@@ -81,50 +107,48 @@ impl Manifest {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.files.len() == 0
     }
 
     pub fn get(&self, path: &str) -> Option<&FileMeta> {
         self.files.get(path)
     }
 
-    pub fn paths(&self) -> impl Iterator<Item = &String> {
-        self.files.keys()
+    /// Every recorded path, in order.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().map(|(p, _)| p)
+    }
+
+    /// Every recorded path with its metadata, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &FileMeta)> {
+        self.files.iter()
     }
 
     /// Recorded paths below directory `dir` (not `dir` itself).
-    pub fn under<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a String> + 'a {
+    pub fn under<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a str> + 'a {
         let prefix = format!("{dir}/");
         self.files
-            .range(prefix.clone()..)
+            .iter_from(&prefix)
             .map(|(k, _)| k)
             .take_while(move |k| k.starts_with(&prefix))
     }
 
-    /// Records `meta` for `path` (allocating only for a new path).
+    /// Records `meta` for `path`.
     pub fn set(&mut self, path: &str, meta: FileMeta) {
-        match self.files.get_mut(path) {
-            Some(old) => *old = meta,
-            None => {
-                self.files.insert(path.to_string(), meta);
-            }
-        }
+        self.files.set(path, meta);
     }
 
     pub fn apply(&mut self, updates: &[(String, Option<FileMeta>)]) {
         for (path, meta) in updates {
             match meta {
-                Some(m) => self.set(path, *m),
-                None => {
-                    self.files.remove(path);
-                }
+                Some(m) => self.files.set(path, *m),
+                None => self.files.remove(path),
             }
         }
     }
 
     /// Takes the tree under `root` as it is now (a first start): every kept regular file that
-    /// can be read. Built straight into one list, sorted once, so that a first start on 100,000
-    /// files holds no more than the manifest and that list.
+    /// can be read, read on every core.
     /// `None` when the walk was cut short by a stop (a partial baseline would make every file
     /// it missed look new at the next start).
     pub fn baseline(root: &Path, filter: &Filter) -> Option<Manifest> {
@@ -133,17 +157,9 @@ impl Manifest {
             return None;
         }
         let files = std::mem::take(&mut walked.files);
-        let mut entries = Vec::with_capacity(files.len());
-        for (i, rel) in files.into_iter().enumerate() {
-            if i % 1024 == 1023 && crate::shutdown::requested() {
-                return None;
-            }
-            if let Ok(Some(meta)) = stat_and_hash(&root.join(&rel)) {
-                entries.push((rel, meta));
-            }
-        }
+        let entries = crate::hashing::hash_all(root, files)?;
         Some(Manifest {
-            files: entries.into_iter().collect(),
+            files: table::Table::from_entries(entries),
             links: walked.links,
         })
     }
@@ -523,7 +539,7 @@ mod tests {
         let meta = FileMeta {
             size: 0,
             mtime_ns: 0,
-            hash: [0; 32],
+            hash: [0; 16],
         };
         let m = Manifest::from_entries(["a/x", "a/b/y", "z"].map(|p| (p.to_string(), meta)));
         assert_eq!(m.count_under("", usize::MAX), 3);
