@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use globset::GlobBuilder;
 use purgewatch::batch::Batcher;
 use purgewatch::config::Rule;
-use purgewatch::manifest::{Look, Manifest, NothingAhead, Trust};
+use purgewatch::manifest::{Look, Manifest, NothingAhead, Stop, Trust};
 use purgewatch::plan::{Item, patterns};
 use purgewatch::route::{Filter, relative};
 use regex::Regex;
@@ -108,13 +108,13 @@ fn manifest_diff(c: &mut Criterion) {
         }
     }
     let filter = Filter::new(&rule(0).clone_with_no_filters());
-    let manifest = Manifest::baseline(dir.path(), &filter).unwrap();
+    let manifest = Manifest::baseline(dir.path(), &filter, Stop::NEVER).unwrap();
     assert_eq!(manifest.len(), 100_000);
     let mut group = c.benchmark_group("manifest");
     group.sample_size(10);
     group.bench_function("catch-up diff of an unchanged 100,000-file tree", |b| {
         b.iter(|| {
-            let (cands, _, _) = manifest.everything(dir.path(), &filter);
+            let (cands, _, _) = manifest.everything(dir.path(), &filter, Stop::NEVER);
             manifest
                 .diff(
                     dir.path(),

@@ -4,13 +4,16 @@
 //! (`/dev/shm`) when there is room, as a host's page cache would hold them.
 //!
 //! Measured: first start to ready (empty state) and a restart with nothing changed (warm
-//! state), idle RSS and context switches over 10 s, then three deploys — one site redeployed (every
-//! file rewritten, 1% with new bytes, through a temporary file and a rename, as rsync does), 100
-//! sites deployed within the same second (2 changed files each), and every site redeployed at
-//! once — each with the time from the last write to the last purge request, the requests per
-//! target, and the daemon's CPU seconds and peak RSS; `plan` is empty at the end.
+//! state), idle RSS and context switches over 10 s, then four deploys — (a) one site redeployed
+//! by `rsync -a --delete` of a fresh build (every file with a new mtime, 1% with new bytes), (b)
+//! 100 sites deploying 2 changed files each within the same second, (c) every site's tree
+//! swapped by rename (`mv site site.old; mv site.new site`, 1% new bytes), (d) every site
+//! rsync-redeployed at once (8 rsyncs at a time) — each with the time from the last write to
+//! the last purge request, the requests per target, and the daemon's CPU seconds and peak RSS;
+//! `plan` is empty at the end. Then the same deploys beside watchman (`watch-project` per site,
+//! every site's changes asked for after each deploy), its CPU and memory.
 //!
-//! `cargo bench --bench scale [-- --sites N --files M]`
+//! `cargo bench --bench scale [-- --sites N --files M --only a,b,c,d --no-watchman]`
 
 #![allow(dead_code)]
 
@@ -28,6 +31,9 @@ use fake::Fake;
 struct Args {
     sites: usize,
     files: usize,
+    /// The deploys to run (`--only a,d`): all four by default.
+    only: String,
+    watchman: bool,
 }
 
 fn args() -> Args {
@@ -42,6 +48,13 @@ fn args() -> Args {
     Args {
         sites: get("--sites", 1000),
         files: get("--files", 1000),
+        only: argv
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| argv.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| "a,b,c,d".into()),
+        watchman: !argv.iter().any(|a| a == "--no-watchman"),
     }
 }
 
@@ -276,18 +289,23 @@ fn main() {
         proc_field(d.pid(), "VmRSS") / 1024
     );
 
-    let storm = |name: &str, sites: &[usize], changed: &[usize], all: bool, v: u32| {
+    let deploys = Deploys {
+        dir: dir.to_path_buf(),
+        roots: roots.clone(),
+        files: a.files,
+    };
+    let one_percent: Vec<usize> = (0..a.files).filter(|i| i % 100 == 3).collect();
+    let hundred: Vec<usize> = (0..a.sites.min(100)).map(|s| s * a.sites / a.sites.min(100)).collect();
+    let every: Vec<usize> = (0..a.sites).collect();
+    let storm = |name: &str, v: u32, deploy: &dyn Fn(u32) -> Duration| {
         let before = (fake.sitehost_purges().len(), fake.vims_purges().len());
         let c0 = cpu(d.pid());
-        let started = Instant::now();
-        for &s in sites {
-            deploy(&roots[s], s, a.files, changed, all, v);
-        }
+        let took = deploy(v);
         let last_write = Instant::now();
         let last = quiet(&fake, Duration::from_secs(5));
         println!(
             "| {name}: written in {:.2} s; last write → last purge request | {:.2} s |",
-            (last_write - started).as_secs_f64(),
+            took.as_secs_f64(),
             last.saturating_duration_since(last_write).as_secs_f64()
         );
         println!(
@@ -298,24 +316,34 @@ fn main() {
             proc_field(d.pid(), "VmHWM") / 1024
         );
     };
-    let one_percent: Vec<usize> = (0..a.files).filter(|i| i % 100 == 3).collect();
-    storm(
-        "one site redeployed (all rewritten, 1% new)",
-        &[7],
-        &one_percent,
-        true,
-        2,
-    );
-    let hundred: Vec<usize> = (0..a.sites.min(100)).map(|s| s * a.sites / a.sites.min(100)).collect();
-    storm("100 sites deploying 2 files each", &hundred, &[1, 2], false, 3);
-    let every: Vec<usize> = (0..a.sites).collect();
-    storm(
-        "every site redeployed at once (all rewritten, 1% new)",
-        &every,
-        &one_percent,
-        true,
-        4,
-    );
+    let storms: Vec<(&str, Storm)> = vec![
+        (
+            "(a) one site redeployed (rsync of a fresh build, 1% new)",
+            Box::new(|v| deploys.rsync(&[7], &one_percent, v)),
+        ),
+        (
+            "(b) 100 sites deploying 2 files each",
+            Box::new(|v| deploys.files(&hundred, &[1, 2], v)),
+        ),
+        (
+            "(c) every site's tree swapped by rename (1% new)",
+            Box::new(|v| deploys.swap(&every, &one_percent, v)),
+        ),
+        (
+            "(d) every site redeployed at once (rsync of fresh builds, 1% new)",
+            Box::new(|v| deploys.rsync(&every, &one_percent, v)),
+        ),
+    ];
+    let storms: Vec<(&str, Storm)> = storms
+        .into_iter()
+        .filter(|(name, _)| a.only.split(',').any(|o| name.starts_with(&format!("({o})"))))
+        .collect();
+    let mut v = 2;
+    for (name, deploy) in &storms {
+        storm(name, v, deploy.as_ref());
+        deploys.clean();
+        v += 1;
+    }
     // Idle: nothing pending for any target (the state says so), then `plan`.
     let idle = Instant::now();
     loop {
@@ -348,7 +376,293 @@ fn main() {
         "| `plan` after the storms | {} |",
         if empty { "empty" } else { "NOT EMPTY" }
     );
-    let rescans = d.log.lock().unwrap().iter().filter(|l| l.contains("rescan")).count();
-    println!("| log lines about rescans (an overflow) | {rescans} |");
+    let log = d.log.lock().unwrap().clone();
+    let count = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+    println!(
+        "| rescans after an overflow: of the kernel's queue; of the daemon's own | {}; {} |",
+        count("the kernel event queue overflowed"),
+        count("fell behind")
+    );
     d.stop();
+    if !a.watchman || !installed("watchman") {
+        println!("\nwatchman is not installed: no comparison");
+        return;
+    }
+    println!();
+    println!(
+        "watchman {}, `watch-project` per site, the same deploys; after each, every site's changes asked for (`since` a named cursor, as a purging tool built on it would):",
+        version("watchman")
+    );
+    println!();
+    println!("| measure | figure |");
+    println!("|---|---|");
+    let w = Watchman::start(dir, &roots);
+    println!(
+        "| watch-project of every site → all crawled | {:.2} s |",
+        w.ready.as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (s0, c0) = (switches(w.pid()), cpu(w.pid()));
+    std::thread::sleep(Duration::from_secs(10));
+    println!(
+        "| idle: RSS; context switches a second; CPU over 10 s | {} MB; {:.1}; {:.2} s |",
+        proc_field(w.pid(), "VmRSS") / 1024,
+        switches(w.pid()).saturating_sub(s0) as f64 / 10.0,
+        (cpu(w.pid()) - c0).as_secs_f64()
+    );
+    for (name, deploy) in &storms {
+        let c0 = cpu(w.pid());
+        let took = deploy(v);
+        let last_write = Instant::now();
+        let swapped = name.contains("swapped");
+        let changed = w.changes(swapped);
+        println!(
+            "| {name}: written in {:.2} s; last write → every site's changes listed | {:.2} s |",
+            took.as_secs_f64(),
+            last_write.elapsed().as_secs_f64()
+        );
+        println!(
+            "| {name}: files listed; watchman CPU; peak RSS so far | {changed}; {:.2} s; {} MB |",
+            (cpu(w.pid()) - c0).as_secs_f64(),
+            proc_field(w.pid(), "VmHWM") / 1024
+        );
+        deploys.clean();
+        v += 1;
+    }
+    w.stop();
+}
+
+fn installed(cmd: &str) -> bool {
+    Command::new(cmd)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn version(cmd: &str) -> String {
+    Command::new(cmd)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A deploy of version `v`, returning how long its writes took.
+type Storm<'a> = Box<dyn Fn(u32) -> Duration + 'a>;
+
+/// The deploys, the same for purgewatch and watchman.
+struct Deploys {
+    dir: PathBuf,
+    roots: Vec<PathBuf>,
+    files: usize,
+}
+
+impl Deploys {
+    /// A fresh build of `site` at `to`: every file written now, the `changed` ones at version
+    /// `v` (the others hold the bytes they had).
+    fn build(&self, to: &Path, site: usize, changed: &[usize], v: u32) {
+        for i in 0..self.files {
+            let p = to.join(page(i));
+            if i.is_multiple_of(50) {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            }
+            let ver = if changed.contains(&i) { v } else { 1 };
+            std::fs::write(p, body(site, i, ver)).unwrap();
+        }
+    }
+
+    /// `sites` rebuilt elsewhere (untimed), then copied over with `rsync -a --delete`, 8 at a
+    /// time (without rsync: every file written through a temporary name and a rename, as rsync
+    /// does). Returns how long the copies took.
+    fn rsync(&self, sites: &[usize], changed: &[usize], v: u32) -> Duration {
+        if !installed("rsync") {
+            let started = Instant::now();
+            for &s in sites {
+                deploy(&self.roots[s], s, self.files, changed, true, v);
+            }
+            return started.elapsed();
+        }
+        let builds = self.dir.join("builds");
+        for &s in sites {
+            self.build(&builds.join(format!("site{s:04}")), s, changed, v);
+        }
+        let started = Instant::now();
+        let mut running: Vec<Child> = Vec::new();
+        for &s in sites {
+            if running.len() == 8 {
+                let mut first = running.remove(0);
+                assert!(first.wait().unwrap().success(), "rsync");
+            }
+            running.push(
+                Command::new("rsync")
+                    .args(["-a", "--delete"])
+                    .arg(format!("{}/", builds.join(format!("site{s:04}")).display()))
+                    .arg(format!("{}/", self.roots[s].display()))
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        for mut c in running {
+            assert!(c.wait().unwrap().success(), "rsync");
+        }
+        started.elapsed()
+    }
+
+    /// `changed` files of each of `sites` rewritten in place (through a temporary name).
+    fn files(&self, sites: &[usize], changed: &[usize], v: u32) -> Duration {
+        let started = Instant::now();
+        for &s in sites {
+            deploy(&self.roots[s], s, self.files, changed, false, v);
+        }
+        started.elapsed()
+    }
+
+    /// Each of `sites` built anew beside its tree (untimed), then swapped in: `mv site
+    /// site.old; mv site.new site`, every site within the same second or so.
+    fn swap(&self, sites: &[usize], changed: &[usize], v: u32) -> Duration {
+        for &s in sites {
+            self.build(&self.roots[s].with_extension("new"), s, changed, v);
+        }
+        let started = Instant::now();
+        for &s in sites {
+            let root = &self.roots[s];
+            std::fs::rename(root, root.with_extension("old")).unwrap();
+            std::fs::rename(root.with_extension("new"), root).unwrap();
+        }
+        started.elapsed()
+    }
+
+    /// Removes what the deploys left beside the sites (builds, old trees).
+    fn clean(&self) {
+        let _ = std::fs::remove_dir_all(self.dir.join("builds"));
+        for r in &self.roots {
+            let _ = std::fs::remove_dir_all(r.with_extension("old"));
+        }
+    }
+}
+
+/// A private watchman server watching every site (`watch-project`), asked through its socket.
+struct Watchman {
+    child: Child,
+    sock: PathBuf,
+    roots: Vec<PathBuf>,
+    ready: Duration,
+    /// The kernel's inotify instance limit before the bench raised it (watchman takes one
+    /// instance per watched root).
+    instances_were: Option<String>,
+}
+
+impl Watchman {
+    fn start(dir: &Path, roots: &[PathBuf]) -> Watchman {
+        let limit = "/proc/sys/fs/inotify/max_user_instances";
+        let was = std::fs::read_to_string(limit).unwrap_or_default();
+        let need = roots.len() + 128;
+        let instances_were = (was.trim().parse::<usize>().unwrap_or(0) < need)
+            .then(|| {
+                std::fs::write(limit, need.to_string())
+                    .ok()
+                    .map(|_| was.trim().to_string())
+            })
+            .flatten();
+        if let Some(w) = &instances_were {
+            println!(
+                "(fs.inotify.max_user_instances raised from {w} to {need} for watchman: one instance per watched root)\n"
+            );
+        }
+        let w = dir.join("watchman");
+        std::fs::create_dir_all(&w).unwrap();
+        let sock = w.join("sock");
+        let child = Command::new("watchman")
+            .args(["--foreground", "--no-save-state"])
+            .arg(format!("--sockname={}", sock.display()))
+            .arg(format!("--logfile={}", w.join("log").display()))
+            .arg(format!("--pidfile={}", w.join("pid").display()))
+            .arg(format!("--statefile={}", w.join("state").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(60);
+        while !sock.exists() {
+            assert!(Instant::now() < end, "watchman did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut w = Watchman {
+            child,
+            sock,
+            roots: roots.to_vec(),
+            ready: Duration::ZERO,
+            instances_were,
+        };
+        let started = Instant::now();
+        w.watch_all();
+        w.changes(false);
+        w.ready = started.elapsed();
+        w
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn ask(&self, conn: &mut BufReader<std::os::unix::net::UnixStream>, cmd: serde_json::Value) -> serde_json::Value {
+        let v = self.send(conn, cmd.clone());
+        assert!(v.get("error").is_none(), "watchman {cmd}: {v}");
+        v
+    }
+
+    fn send(&self, conn: &mut BufReader<std::os::unix::net::UnixStream>, cmd: serde_json::Value) -> serde_json::Value {
+        use std::io::Write;
+        let mut line = cmd.to_string();
+        line.push('\n');
+        conn.get_mut().write_all(line.as_bytes()).unwrap();
+        let mut reply = String::new();
+        conn.read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply).unwrap_or_default()
+    }
+
+    fn connect(&self) -> BufReader<std::os::unix::net::UnixStream> {
+        BufReader::new(std::os::unix::net::UnixStream::connect(&self.sock).unwrap())
+    }
+
+    fn watch_all(&self) {
+        let mut c = self.connect();
+        for r in &self.roots {
+            self.ask(&mut c, serde_json::json!(["watch-project", r]));
+        }
+    }
+
+    /// Every site's changes since the last call (a named cursor), after a sync with the
+    /// kernel's events; after a swap, every site is watched again first (watchman drops a root
+    /// renamed away). Returns how many files were listed.
+    fn changes(&self, rewatch: bool) -> usize {
+        if rewatch {
+            let mut c = self.connect();
+            for r in &self.roots {
+                // Watchman may have dropped the root itself (it was renamed away).
+                let _ = self.send(&mut c, serde_json::json!(["watch-del", r]));
+            }
+            self.watch_all();
+        }
+        let mut c = self.connect();
+        let mut n = 0;
+        for r in &self.roots {
+            let v = self.ask(
+                &mut c,
+                serde_json::json!(["query", r, {"since": "n:purge", "fields": ["name", "exists"], "sync_timeout": 600000}]),
+            );
+            n += v["files"].as_array().map_or(0, |f| f.len());
+        }
+        n
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = self.child.wait();
+        if let Some(w) = &self.instances_were {
+            let _ = std::fs::write("/proc/sys/fs/inotify/max_user_instances", w);
+        }
+    }
 }

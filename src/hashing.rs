@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::manifest::{FileMeta, mtime_ns};
+use crate::shutdown::Stop;
 
 /// The hash recorded for a file purged by its metadata, before its bytes were read: a later
 /// comparison that finds the same size and mtime takes the file as the one that was purged, and
@@ -49,21 +50,34 @@ const CHUNK: usize = 1024 * 1024;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Budget {
     /// Past this instant, files still to read are judged by their metadata. `None`: no limit
-    /// of its own (a stop still ends it: see [`crate::shutdown::hashing_over`]).
+    /// of its own (a stop still ends it: see [`Stop::hashing_over`]).
     pub until: Option<Instant>,
+    /// A stop asked for ends reading too, once its grace is over.
+    pub stop: Stop,
 }
 
 impl Budget {
     /// No limit but the stop.
-    pub const OPEN: Budget = Budget { until: None };
+    pub const OPEN: Budget = Budget {
+        until: None,
+        stop: Stop::NEVER,
+    };
 
     pub fn until(at: Instant) -> Budget {
-        Budget { until: Some(at) }
+        Budget {
+            until: Some(at),
+            stop: Stop::NEVER,
+        }
+    }
+
+    /// The same budget, ended by `stop` too.
+    pub fn stopped_by(self, stop: Stop) -> Budget {
+        Budget { stop, ..self }
     }
 
     /// Whether reading must end now.
     pub fn over(&self) -> bool {
-        self.until.is_some_and(|u| Instant::now() >= u) || crate::shutdown::hashing_over()
+        self.until.is_some_and(|u| Instant::now() >= u) || self.stop.hashing_over()
     }
 }
 
@@ -178,8 +192,8 @@ pub fn hash_within(path: &Path, budget: Budget, max_len: Option<u64>) -> io::Res
 const SPREAD_FROM: usize = 512;
 
 /// Reads each of `paths` under `root` (a first baseline) on every core, keeping the regular
-/// files that could be read. `None` when a stop was asked for meanwhile.
-pub fn hash_all(root: &Path, mut paths: Vec<String>) -> Option<Vec<(String, FileMeta)>> {
+/// files that could be read. `None` when `stop` was asked for meanwhile.
+pub fn hash_all(root: &Path, mut paths: Vec<String>, stop: Stop) -> Option<Vec<(String, FileMeta)>> {
     let threads = match paths.len() {
         n if n < SPREAD_FROM => 1,
         _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -188,7 +202,7 @@ pub fn hash_all(root: &Path, mut paths: Vec<String>) -> Option<Vec<(String, File
     let hash_part = |part: &mut [String]| -> Option<Vec<(String, FileMeta)>> {
         let mut out = Vec::with_capacity(part.len());
         for (i, rel) in part.iter_mut().enumerate() {
-            if i % 1024 == 1023 && crate::shutdown::requested() {
+            if i % 1024 == 1023 && stop.requested() {
                 return None;
             }
             let rel = std::mem::take(rel);

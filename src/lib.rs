@@ -24,8 +24,10 @@
 //!   debounce; each rule's `Record` keeps its dirty paths and what was found, as a `Known` per
 //!   path (unknown, gone, or a file's hash), so that the comparison is mostly lookups.
 //! * `compare`: a rule's record and [`manifest`] (what the tree looked like at the last purge:
-//!   size, mtime, BLAKE3) → what changed; run on a blocking thread. A path is purged only when
-//!   its content really changed.
+//!   size, mtime, a 128-bit BLAKE3 digest, in one compact sorted table per rule) → what
+//!   changed; run on a blocking thread, at most two per core at once. A path is purged only
+//!   when its content really changed. [`walk`] lists a tree (or a directory of it) and
+//!   [`hashing`] reads a file's bytes, each until it is told to stop.
 //! * [`plan`]: turns changed files into URLs and the fewest provider requests, by the shape of
 //!   purge each target takes (`config::Shape`): the whole target (a SiteHost stack), regex
 //!   patterns (VIMS, Varnish bans), or URL lists (webhook, command, Varnish purges, nginx,
@@ -40,7 +42,7 @@
 //!   `state::Writer` writes the daemon's share of it on a thread of its own, in order.
 //! * `daemon`: `daemon::run(config, options, signals)`: `mod.rs` is the `select!` loop, and
 //!   `lifecycle`, `events`, `settle`, `dispatch`, `writeback` and `rules` each handle one kind of
-//!   reaction. [`cli`] is the command line, [`commands`] one file per subcommand.
+//!   reaction; `catchup` runs each rule's first look at its tree at start-up on every core. [`cli`] is the command line, [`commands`] one file per subcommand.
 //!
 //! [`config`] loads and validates the rules file and the files its `include:` globs take (each
 //! judged on its own at a reload). [`request`] holds the types that pass between
@@ -102,4 +104,5 @@ pub(crate) mod state;
 pub(crate) mod systemd;
 pub(crate) mod threads;
 pub(crate) mod verify;
+pub mod walk;
 pub(crate) mod watch;

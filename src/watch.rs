@@ -3,7 +3,7 @@
 //! The daemon watches each rule's directory recursively, each directory's *parent* without
 //! recursion (a `mv public.new public` or a re-pointed `current` symlink shows up there), and the
 //! rules file's directory (editors save by replacing the file). Reads are not asked for
-//! (`IN_OPEN` is left out of the kernel's watch mask). A kernel queue overflow becomes [`WatchMsg::Rescan`]. Events are handed over in batches
+//! (`IN_OPEN` is left out of the kernel's watch mask). A kernel queue overflow becomes [`WatchMsg::Rescan`] (the daemon's own, [`WatchMsg::Behind`]). Events are handed over in batches
 //! through an [`EventQueue`]: the daemon is woken once when the queue goes from empty to
 //! non-empty, lets events gather for [`GATHER`] and then takes everything queued, so a storm of
 //! 100,000 events costs a few hundred wake-ups, not one each. If the daemon falls so far behind that the queue holds
@@ -18,8 +18,11 @@ use notify::{EventKindMask, RecommendedWatcher, RecursiveMode, Watcher as _};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Events held for the daemon before the rest are dropped for a rescan.
-pub const QUEUE_LIMIT: usize = 262_144;
+/// Events held for the daemon before the rest are dropped for a rescan. Each costs ~230 bytes
+/// (its path, notify's vector): at 262,144, a host's every-site redeploy, whose events came
+/// faster than two cores could take them, held ~80 MB of them at its peak (365 MB in all; 287 MB
+/// at this size, the purge as exact). A 100,000-file tree's storms never fill it.
+pub const QUEUE_LIMIT: usize = 65_536;
 
 /// How long the daemon lets events gather after the first one before taking them: a small delay
 /// next to any debounce, and far fewer wake-ups in a storm.
@@ -62,8 +65,8 @@ impl EventQueue {
         let was_empty = q.msgs.is_empty();
         if q.msgs.len() < QUEUE_LIMIT {
             q.msgs.push_back(msg);
-        } else if !matches!(q.msgs.back(), Some(WatchMsg::Rescan)) {
-            q.msgs.push_back(WatchMsg::Rescan);
+        } else if !matches!(q.msgs.back(), Some(WatchMsg::Behind)) {
+            q.msgs.push_back(WatchMsg::Behind);
         }
         q.newest = Some(std::time::Instant::now());
         drop(q);
@@ -142,6 +145,9 @@ pub enum WatchMsg {
     },
     /// Events were lost (kernel queue overflow): compare every tree with its manifest.
     Rescan,
+    /// The daemon fell [`QUEUE_LIMIT`] events behind and the rest were dropped: as for
+    /// [`WatchMsg::Rescan`].
+    Behind,
     /// The watcher hit a problem it cannot fix by itself.
     Error(WatchError),
 }
@@ -229,8 +235,15 @@ fn message(res: notify::Result<notify::Event>) -> Option<WatchMsg> {
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => return None,
         _ => (true, false, false, false),
     };
+    // Held in the queue until the daemon takes it (up to QUEUE_LIMIT of them in a storm):
+    // notify's vector has room for four paths and each path room to grow.
+    let mut paths = ev.paths;
+    paths.shrink_to_fit();
+    for p in &mut paths {
+        p.shrink_to_fit();
+    }
     Some(WatchMsg::Paths {
-        paths: ev.paths,
+        paths,
         done,
         removed,
         attrib,
@@ -552,7 +565,7 @@ mod tests {
             msgs.extend(taken);
         }
         assert_eq!(msgs.len(), QUEUE_LIMIT + 1);
-        assert!(matches!(msgs.last(), Some(WatchMsg::Rescan)));
+        assert!(matches!(msgs.last(), Some(WatchMsg::Behind)));
         assert!(q.msgs.lock().unwrap().msgs.is_empty());
     }
 

@@ -20,10 +20,15 @@ pub enum CommandError {
     Daemon(#[from] DaemonError),
     #[error("{0}")]
     Failed(String),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// SIGTERM, SIGINT, SIGHUP or SIGUSR1 could not be taken over.
+    #[error("cannot handle the signals")]
+    Signals(#[source] std::io::Error),
     /// Standard output could not be written. A reader that went away (`plan | head -1`) ends
     /// the command quietly with status 0, as ripgrep does; any other write error is status 1.
-    #[error("cannot write to standard output: {0}")]
-    Output(std::io::Error),
+    #[error("cannot write to standard output")]
+    Output(#[source] std::io::Error),
 }
 
 impl CommandError {
@@ -125,7 +130,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
         .on_thread_start(crate::threads::background)
         .enable_all()
         .build()
-        .map_err(|e| CommandError::Failed(format!("cannot start the async runtime: {e}")))
+        .map_err(CommandError::Runtime)
 }
 
 fn run_daemon(cli: &Cli, dry_run: bool) -> Result<ExitCode, CommandError> {
@@ -133,7 +138,7 @@ fn run_daemon(cli: &Cli, dry_run: bool) -> Result<ExitCode, CommandError> {
     crate::memory::limit_arenas();
     let rt = runtime()?;
     rt.block_on(async {
-        let signals = crate::signals::listen().map_err(|e| CommandError::Failed(e.to_string()))?;
+        let signals = crate::signals::listen().map_err(CommandError::Signals)?;
         daemon::run(loaded.config, daemon::Options { dry_run }, signals).await?;
         Ok(ExitCode::SUCCESS)
     })

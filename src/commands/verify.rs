@@ -45,7 +45,7 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode, CommandError> {
             _ => 20,
         };
         let root = std::fs::canonicalize(&rule.watch).unwrap_or_else(|_| rule.watch.clone());
-        let files = walk(&root, &Filter::new(rule), None).files;
+        let files = walk(&root, &Filter::new(rule), None, crate::shutdown::Stop::NEVER).files;
         let chosen = verify::spread(files.into_iter().map(|p| (p.clone(), p)).collect(), n);
         let expects: Vec<Expect> = chosen
             .into_iter()

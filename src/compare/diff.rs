@@ -14,6 +14,7 @@ use crate::links::Links;
 use crate::manifest::{FileMeta, Manifest, mtime_ns, now_ns, walk};
 use crate::request::ChangeKind;
 use crate::route::{Filter, Verdict};
+use crate::shutdown::Stop;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -163,7 +164,8 @@ pub const READ_LAST: u64 = 16 * 1024 * 1024;
 impl Manifest {
     /// The paths to compare after events on `dirty` paths: a file stands for itself; a directory
     /// (new, renamed in, or gone) for every file below it, on disk and in the manifest. The
-    /// directory symlinks met walking new directories go into `links`.
+    /// directory symlinks met walking new directories go into `links`. Walks end early once
+    /// `stop` is asked to.
     pub fn expand<'a>(
         &self,
         root: &Path,
@@ -171,6 +173,7 @@ impl Manifest {
         filter: &Filter,
         known: &(impl Ahead + ?Sized),
         links: &mut Links,
+        stop: Stop,
     ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for rel in dirty {
@@ -189,7 +192,7 @@ impl Manifest {
                 Ok(m) if m.is_dir() && !known.needs_walk(rel) => {}
                 Ok(m) if m.is_dir() => {
                     if !filter.excludes_dir(rel) {
-                        let walked = walk(&abs, filter, Some(rel));
+                        let walked = walk(&abs, filter, Some(rel), stop);
                         out.extend(walked.files);
                         links.extend(walked.links);
                     }
@@ -209,8 +212,13 @@ impl Manifest {
 
     /// Every path on disk and in the manifest: a full rescan. With the paths filtered out,
     /// and the tree's directory symlinks.
-    pub fn everything(&self, root: &Path, filter: &Filter) -> (BTreeSet<String>, Vec<(String, Verdict)>, Links) {
-        let walked = walk(root, filter, None);
+    pub fn everything(
+        &self,
+        root: &Path,
+        filter: &Filter,
+        stop: Stop,
+    ) -> (BTreeSet<String>, Vec<(String, Verdict)>, Links) {
+        let walked = walk(root, filter, None, stop);
         let mut out: BTreeSet<String> = walked.files.into_iter().collect();
         out.extend(self.paths().map(str::to_string));
         (out, walked.filtered, walked.links)

@@ -97,12 +97,19 @@ impl Job {
         let (mut candidates, trust) = match scope {
             Scope::Tree { listed: true } => {
                 // Files already found to hold the manifest's bytes are not compared again.
-                let mut c = manifest.expand(&root, record.paths_to_compare(), &filter, &known, &mut links);
+                let mut c = manifest.expand(
+                    &root,
+                    record.paths_to_compare(),
+                    &filter,
+                    &known,
+                    &mut links,
+                    budget.stop,
+                );
                 c.extend(record.tree_lacks(&manifest).map(str::to_string));
                 (c, Trust::Metadata)
             }
             Scope::Tree { listed: false } => {
-                let (c, walked_out, found) = manifest.everything(&root, &filter);
+                let (c, walked_out, found) = manifest.everything(&root, &filter, budget.stop);
                 links = found;
                 if list_identical {
                     filtered = walked_out;
@@ -110,7 +117,14 @@ impl Job {
                 (c, Trust::Metadata)
             }
             Scope::Dirty => (
-                manifest.expand(&root, record.dirty_to_compare(), &filter, &known, &mut links),
+                manifest.expand(
+                    &root,
+                    record.dirty_to_compare(),
+                    &filter,
+                    &known,
+                    &mut links,
+                    budget.stop,
+                ),
                 Trust::Content,
             ),
         };
@@ -161,6 +175,7 @@ mod tests {
     use super::*;
     use crate::config::Rule;
     use crate::manifest::ChangeKind;
+    use crate::shutdown::Stop;
 
     fn job(dir: &std::path::Path, manifest: Manifest, record: Record, scope: Scope) -> Job {
         Job {
@@ -181,7 +196,7 @@ mod tests {
         std::fs::write(dir.path().join("same.html"), "same").unwrap();
         std::fs::write(dir.path().join("edited.html"), "old").unwrap();
         let filter = job(dir.path(), Manifest::default(), Record::default(), Scope::Dirty).filter;
-        let base = Manifest::baseline(dir.path(), &filter).unwrap();
+        let base = Manifest::baseline(dir.path(), &filter, Stop::NEVER).unwrap();
         std::fs::write(dir.path().join("same.html"), "same").unwrap();
         std::fs::write(dir.path().join("edited.html"), "new").unwrap();
         std::fs::write(dir.path().join("added.html"), "added").unwrap();
@@ -225,7 +240,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("edited.html"), "old").unwrap();
         let filter = job(dir.path(), Manifest::default(), Record::default(), Scope::Dirty).filter;
-        let base = Manifest::baseline(dir.path(), &filter).unwrap();
+        let base = Manifest::baseline(dir.path(), &filter, Stop::NEVER).unwrap();
         // Every file touched (same bytes, new mtime), one edited, one removed.
         let later = std::time::SystemTime::now() + Duration::from_secs(60);
         for i in 0..n {
@@ -251,7 +266,7 @@ mod tests {
         assert_eq!(*forward, applied);
         assert_eq!(
             *forward,
-            Manifest::baseline(dir.path(), &filter).unwrap(),
+            Manifest::baseline(dir.path(), &filter, Stop::NEVER).unwrap(),
             "the manifest is the disk"
         );
         assert_eq!(c.diff.changes.len(), 2);
@@ -264,7 +279,7 @@ mod tests {
         std::fs::write(dir.path().join("blog/a.html"), "a").unwrap();
         std::fs::write(dir.path().join("gone.html"), "g").unwrap();
         let filter = job(dir.path(), Manifest::default(), Record::default(), Scope::Dirty).filter;
-        let base = Manifest::baseline(dir.path(), &filter).unwrap();
+        let base = Manifest::baseline(dir.path(), &filter, Stop::NEVER).unwrap();
         std::fs::remove_file(dir.path().join("gone.html")).unwrap();
         std::fs::write(dir.path().join("blog/b.html"), "b").unwrap();
         // No events at all: only a whole-tree comparison sees these.

@@ -13,11 +13,17 @@ use std::sync::{Arc, Mutex, mpsc};
 use crate::compare::{self, Compared};
 use crate::manifest::Manifest;
 use crate::route::Filter;
+use crate::shutdown::Stop;
 
 /// What is left of a rule's first look at its tree (see [`super::Daemon::begin_rule`]).
 pub(crate) enum FirstLook {
     /// No record of the tree: take it as it is.
-    Baseline { rule: usize, root: PathBuf, filter: Filter },
+    Baseline {
+        rule: usize,
+        root: PathBuf,
+        filter: Filter,
+        stop: Stop,
+    },
     /// Compare the whole tree with its record; `found`: files already found changed (paths the
     /// last run had events for).
     Compare {
@@ -42,9 +48,14 @@ impl FirstLook {
     /// Runs the look (on the calling thread).
     pub(crate) fn run(self) -> Looked {
         match self {
-            FirstLook::Baseline { rule, root, filter } => Looked::Baseline {
+            FirstLook::Baseline {
                 rule,
-                manifest: Manifest::baseline(&root, &filter),
+                root,
+                filter,
+                stop,
+            } => Looked::Baseline {
+                rule,
+                manifest: Manifest::baseline(&root, &filter, stop),
             },
             FirstLook::Compare { rule, job, found } => Looked::Compared {
                 rule,
@@ -160,7 +171,12 @@ mod tests {
                 std::fs::write(root.join(format!("{f}.html")), "x").unwrap();
             }
             let filter = Filter::new(&Rule::new("r", &root));
-            back.extend(pool.push(FirstLook::Baseline { rule: r, root, filter }));
+            back.extend(pool.push(FirstLook::Baseline {
+                rule: r,
+                root,
+                filter,
+                stop: Stop::NEVER,
+            }));
             back.extend(pool.ready());
         }
         while let Some(l) = pool.next() {

@@ -54,9 +54,20 @@ impl Daemon {
                         }
                     }
                 }
+                // Said once per rescan asked for: in a storm the queue may overflow hundreds of
+                // times before the rescan it asked for begins (each is counted in /metrics).
                 WatchMsg::Rescan => {
-                    tracing::warn!("the kernel event queue overflowed: rescanning every tree against its manifest");
-                    self.rescan_all("overflow");
+                    if self.rescan_all("overflow") {
+                        tracing::warn!("the kernel event queue overflowed: rescanning every tree against its manifest");
+                    }
+                }
+                WatchMsg::Behind => {
+                    if self.rescan_all("behind") {
+                        tracing::warn!(
+                            "purgewatch fell behind the events ({} queued, the rest dropped): rescanning every tree against its manifest",
+                            crate::watch::QUEUE_LIMIT
+                        );
+                    }
                 }
                 WatchMsg::Error(e) => self.on_watch_error(e),
             }

@@ -10,6 +10,7 @@ impl Daemon {
         queue: Arc<EventQueue>,
         hasher: hashahead::Worker,
         compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
+        stopping: crate::shutdown::Stop,
     ) -> Result<Daemon, DaemonError> {
         let mut lock = None;
         // A start refused for a port in use leaves nothing behind: where the state directory is
@@ -80,6 +81,7 @@ impl Daemon {
             retried_rx,
             by_root: HashMap::new(),
             next_compare: 0,
+            stopping,
             compare_slots: Arc::new(tokio::sync::Semaphore::new(settle::comparing_at_once())),
             comparing_for: BTreeSet::new(),
             rules_target: std::fs::canonicalize(&rules_file).ok().filter(|t| *t != rules_file),
@@ -273,7 +275,9 @@ impl Daemon {
         }
         self.commit_settled();
         // The stop's time counts from the signal: the comparisons above had half of it.
-        let asked = crate::shutdown::requested_at()
+        let asked = self
+            .stopping
+            .requested_at()
             .map(Instant::from_std)
             .filter(|at| *at <= Instant::now())
             .unwrap_or_else(Instant::now);

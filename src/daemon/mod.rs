@@ -107,10 +107,11 @@ pub enum DaemonError {
     Watch(#[from] WatchError),
     #[error(transparent)]
     Listen(#[from] crate::monitor::ListenError),
-    #[error("rule \"{rule}\": {}: {error}", path.display())]
+    #[error("rule \"{rule}\": {}", path.display())]
     Root {
         rule: String,
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
 }
@@ -215,6 +216,8 @@ struct Daemon {
     next_compare: u64,
     /// Comparisons that may run at once (see `settle::comparing_at_once`).
     compare_slots: Arc<tokio::sync::Semaphore>,
+    /// Asked to stop at SIGTERM or SIGINT (see [`crate::shutdown`]): handed to walks and reads.
+    stopping: crate::shutdown::Stop,
     /// Targets that fell due, sent once every comparison of theirs is in.
     comparing_for: BTreeSet<String>,
 }
@@ -222,21 +225,26 @@ struct Daemon {
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
 pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), DaemonError> {
     let queue = Arc::new(EventQueue::default());
-    let Signals { mut stop, mut asked } = signals;
+    let Signals {
+        mut stop,
+        mut asked,
+        token,
+    } = signals;
     let (hash_tx, mut hash_rx) = mpsc::unbounded_channel::<hashahead::Done>();
     let (compared_tx, mut compared_rx) = mpsc::unbounded_channel();
     // A stop lets comparisons read files for half its time; the rest is for sending.
-    crate::shutdown::set_hashing_grace(config.shutdown_timeout / 2);
+    token.set_hashing_grace(config.shutdown_timeout / 2);
     let mut d = Daemon::start(
         config,
         opts,
         queue.clone(),
-        hashahead::Worker::start(hash_tx),
+        hashahead::Worker::start(hash_tx, token),
         compared_tx,
+        token,
     )?;
     // Healthy from the moment it says it is ready.
     metrics::get().health.turned();
-    if !crate::shutdown::requested() {
+    if !token.requested() {
         let status = d.summary();
         tracing::info!("ready: {status}");
         systemd::ready(&status);
@@ -421,7 +429,7 @@ impl Daemon {
             Wake::Asked(Asked::Reload) => self.reload("SIGHUP"),
             Wake::Asked(Asked::Rescan) => {
                 tracing::info!("SIGUSR1: rescanning every tree against its manifest");
-                self.rescan_all("signal");
+                let _ = self.rescan_all("signal");
             }
             Wake::FlushSeen => self.flush_seen(),
             Wake::Deferred => self.on_deferred_timer(),

@@ -95,6 +95,7 @@ impl Daemon {
                 rule: i,
                 root: rt.root.clone(),
                 filter: rt.filter.clone(),
+                stop: self.stopping,
             }));
         };
         self.manifests.insert(name, Arc::new(manifest));
@@ -163,13 +164,17 @@ impl Daemon {
 
     /// Compares every tree with its manifest at the next batch (events may have been lost);
     /// `reason` is counted in `/metrics`.
-    pub(super) fn rescan_all(&mut self, reason: &str) {
+    /// Returns whether any tree was not already waiting for such a comparison.
+    pub(super) fn rescan_all(&mut self, reason: &str) -> bool {
         let now = Instant::now();
+        let mut new = false;
         for i in 0..self.rules.len() {
             metrics::get().rescan(&self.rules[i].rule.name, reason);
+            new |= self.rules[i].rescan.is_none();
             self.rules[i].rescan = Some(self.seq);
             self.touch_targets(i, now);
         }
+        new
     }
 
     /// The watched path was replaced, re-pointed, or removed and made again: watch the new tree
@@ -389,7 +394,7 @@ impl Daemon {
             metrics_listen: listen,
             ..new.clone()
         };
-        crate::shutdown::set_hashing_grace(self.config.shutdown_timeout / 2);
+        self.stopping.set_hashing_grace(self.config.shutdown_timeout / 2);
         self.set_providers();
         self.watch_includes();
         self.gate.keep_rules(&self.config.rules);
@@ -429,6 +434,19 @@ impl Daemon {
 mod tests {
     use super::super::testing::{Harness, rules_yaml};
     use super::*;
+
+    /// An overflow asks for a rescan of every tree; more overflows before it begins ask for
+    /// nothing new (the daemon says so once, not once per overflow); after it, they do again.
+    #[tokio::test(start_paused = true)]
+    async fn overflows_before_the_rescan_begins_ask_for_nothing_new() {
+        let mut h = Harness::new(&[("a.html", "a")], Options::default());
+        assert!(h.d.rescan_all("overflow"));
+        assert!(!h.d.rescan_all("overflow"));
+        assert!(!h.d.rescan_all("behind"));
+        h.settle_due().await;
+        assert!(h.d.rules[0].rescan.is_none(), "the rescan was taken");
+        assert!(h.d.rescan_all("behind"));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_reload_keeps_a_rule_on_the_same_directory_adds_new_ones_and_survives_errors() {

@@ -195,7 +195,7 @@ impl Daemon {
             },
             None => compare::Scope::Dirty,
         };
-        let budget = hashing_budget(&self.config, &r.rule.targets, r.compared_first_ms);
+        let budget = hashing_budget(&self.config, &r.rule.targets, r.compared_first_ms).stopped_by(self.stopping);
         let manifest = self.manifests.entry(name.clone()).or_default().clone();
         Some(compare::Job {
             budget,

@@ -78,8 +78,9 @@ impl Harness {
             config,
             opts,
             queue.clone(),
-            hashahead::Worker::start(hash_tx),
+            hashahead::Worker::start(hash_tx, crate::shutdown::Stop::NEVER),
             compared_tx,
+            crate::shutdown::Stop::NEVER,
         )
         .unwrap();
         Harness {

@@ -88,7 +88,8 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn start(done: UnboundedSender<Done>) -> Worker {
+    /// `stop` ends a walk of a new tree early (a stop was asked for).
+    pub fn start(done: UnboundedSender<Done>, stop: crate::shutdown::Stop) -> Worker {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("purgewatch-hash".into())
@@ -147,7 +148,7 @@ impl Worker {
                                 }
                             }
                             let started = std::time::Instant::now();
-                            let walked = walk(&root, &filter, None);
+                            let walked = walk(&root, &filter, None, stop);
                             let (paths, links) = (walked.files, walked.links);
                             let n = paths.len();
                             hash_tree(&root, paths, |files| {

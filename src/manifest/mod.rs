@@ -6,14 +6,15 @@
 //! or an identical rewrite by a site generator sends nothing, while a deletion or a rename is
 //! always purged (the old URL changed too).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod table;
 
 use crate::links::Links;
-use crate::route::{Filter, Verdict};
+use crate::route::Filter;
+pub use crate::shutdown::Stop;
+pub use crate::walk::{Walk, walk};
 
 pub use crate::compare::diff::{
     Ahead, Change, Diff, Known, Look, NothingAhead, RACY_WINDOW, READ_LAST, Skip, Trust, passing, still_true,
@@ -151,13 +152,13 @@ impl Manifest {
     /// can be read, read on every core.
     /// `None` when the walk was cut short by a stop (a partial baseline would make every file
     /// it missed look new at the next start).
-    pub fn baseline(root: &Path, filter: &Filter) -> Option<Manifest> {
-        let mut walked = walk(root, filter, None);
+    pub fn baseline(root: &Path, filter: &Filter, stop: Stop) -> Option<Manifest> {
+        let mut walked = walk(root, filter, None, stop);
         if !walked.complete {
             return None;
         }
         let files = std::mem::take(&mut walked.files);
-        let entries = crate::hashing::hash_all(root, files)?;
+        let entries = crate::hashing::hash_all(root, files, stop)?;
         Some(Manifest {
             files: table::Table::from_entries(entries),
             links: walked.links,
@@ -179,112 +180,6 @@ pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     std::iter::once("").chain(path.match_indices('/').map(move |(i, _)| &path[..i]))
 }
 
-/// Files under a directory, split into kept and filtered.
-#[derive(Debug)]
-pub struct Walk {
-    pub files: Vec<String>,
-    pub filtered: Vec<(String, Verdict)>,
-    /// False when the walk ended early because the process is stopping.
-    pub complete: bool,
-    /// Directory symlinks to directories of the same tree, followed.
-    pub links: Links,
-}
-
-impl Default for Walk {
-    fn default() -> Walk {
-        Walk {
-            files: Vec::new(),
-            filtered: Vec::new(),
-            complete: true,
-            links: Links::default(),
-        }
-    }
-}
-
-/// Directory symlinks already warned about (one warning per link).
-static OUTSIDE_WARNED: std::sync::Mutex<BTreeSet<std::path::PathBuf>> = std::sync::Mutex::new(BTreeSet::new());
-
-/// Walks `dir` following symlinks; `prefix` is `dir`'s path relative to the watched root. A
-/// directory symlink that leads out of the watched tree (`etc -> /etc`) is not followed unless
-/// the rule says `follow_symlinks: true`: its files are no part of the site, and may be secret.
-pub fn walk(dir: &Path, filter: &Filter, prefix: Option<&str>) -> Walk {
-    let mut out = Walk::default();
-    let join = |rel: String| match prefix {
-        Some(p) => format!("{p}/{rel}"),
-        None => rel,
-    };
-    let depth = prefix.map_or(0, |p| p.split('/').count());
-    let root = dir.ancestors().nth(depth).unwrap_or(dir);
-    // Resolved only when a directory symlink is met (most walks meet none).
-    let mut real_root: Option<std::path::PathBuf> = None;
-    let mut it = walkdir::WalkDir::new(dir).follow_links(true).into_iter();
-    let mut seen = 0u32;
-    while let Some(entry) = it.next() {
-        seen = seen.wrapping_add(1);
-        if seen.is_multiple_of(1024) && crate::shutdown::requested() {
-            // A stop was asked for: a partial list only misses files (found at the next start),
-            // it never makes one look deleted.
-            out.complete = false;
-            break;
-        }
-        let Ok(entry) = entry else { continue };
-        // A directory symlink: within the tree it is an alias (its files are served at both
-        // paths); out of it, followed only when the rule says so.
-        // The walk's own start counts when it is a directory of the tree (a link made, or
-        // re-pointed, is walked from itself), not when it is the watched root.
-        let below_root = entry.depth() > 0 || prefix.is_some();
-        let within = (entry.path_is_symlink() && entry.file_type().is_dir() && below_root).then(|| {
-            let real_root =
-                real_root.get_or_insert_with(|| std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()));
-            std::fs::canonicalize(entry.path())
-                .ok()
-                .filter(|real| real.starts_with(&*real_root))
-                .map(|real| crate::route::relative(real_root, &real).unwrap_or_default())
-        });
-        if let Some(Some(target)) = &within {
-            let link = match crate::route::relative(dir, entry.path()) {
-                Some(rel) => Some(join(rel)),
-                None => prefix.map(str::to_string),
-            };
-            if let Some(link) = link {
-                out.links.insert(link, target.clone());
-            }
-        }
-        if within.as_ref().is_some_and(|w| w.is_none()) && !filter.follow_symlinks {
-            let mut warned = OUTSIDE_WARNED.lock().unwrap_or_else(|e| e.into_inner());
-            if warned.insert(entry.path().to_path_buf()) {
-                tracing::warn!(
-                    "{}: a symlink to a directory outside the watched tree: not followed (set `follow_symlinks: true` on the rule to follow it)",
-                    entry.path().display()
-                );
-            }
-            it.skip_current_dir();
-            continue;
-        }
-        let Some(rel) = crate::route::relative(dir, entry.path()) else {
-            if entry.depth() > 0 {
-                tracing::warn!("{}: {}", entry.path().display(), crate::route::UNNAMED);
-                if entry.file_type().is_dir() {
-                    it.skip_current_dir();
-                }
-            }
-            continue;
-        };
-        let rel = join(rel);
-        if entry.file_type().is_dir() {
-            if filter.excludes_dir(&rel) {
-                it.skip_current_dir();
-            }
-            continue;
-        }
-        match filter.verdict(&rel) {
-            Verdict::Keep => out.files.push(rel),
-            v => out.filtered.push((rel, v)),
-        }
-    }
-    out
-}
-
 pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     use std::os::unix::fs::MetadataExt;
     meta.mtime()
@@ -304,6 +199,7 @@ mod tests {
     use super::*;
     use crate::config::Rule;
     use crate::hashing::Budget;
+    use std::collections::BTreeSet;
     use std::fs;
     use std::time::Duration;
 
@@ -318,10 +214,24 @@ mod tests {
         let m = Manifest::default();
         let mut c = crate::hashahead::Record::default();
         c.event("d", 1, true);
-        let got = m.expand(root, ["d"], &filter(&[]), &c.known(&m), &mut Links::default());
+        let got = m.expand(
+            root,
+            ["d"],
+            &filter(&[]),
+            &c.known(&m),
+            &mut Links::default(),
+            Stop::NEVER,
+        );
         assert!(got.is_empty(), "{got:?}");
         c.event("d", 2, false);
-        let got = m.expand(root, ["d"], &filter(&[]), &c.known(&m), &mut Links::default());
+        let got = m.expand(
+            root,
+            ["d"],
+            &filter(&[]),
+            &c.known(&m),
+            &mut Links::default(),
+            Stop::NEVER,
+        );
         assert_eq!(got.into_iter().collect::<Vec<_>>(), vec!["d/unseen.html".to_string()]);
     }
 
@@ -347,7 +257,7 @@ mod tests {
         fs::write(root.join("blog/b.html"), "b").unwrap();
         fs::write(root.join(".hidden"), "h").unwrap();
         let f = filter(&["**/.*"]);
-        let mut m = Manifest::baseline(root, &f).unwrap();
+        let mut m = Manifest::baseline(root, &f, Stop::NEVER).unwrap();
         assert_eq!(m.len(), 2);
 
         fs::write(root.join("a.html"), "a").unwrap(); // identical rewrite
@@ -389,6 +299,7 @@ mod tests {
             &f,
             &NothingAhead,
             &mut Links::default(),
+            Stop::NEVER,
         );
         assert_eq!(cands, set(&["blog", "blog/b.html", "blog/c.html"]));
         let d = m.diff(root, &cands, &f, &NothingAhead, Look::new(Trust::Content, false));
@@ -403,7 +314,7 @@ mod tests {
         let root = dir.path();
         fs::write(root.join("a.html"), "a").unwrap();
         let f = filter(&[]);
-        let m = Manifest::baseline(root, &f).unwrap();
+        let m = Manifest::baseline(root, &f, Stop::NEVER).unwrap();
         // Same bytes with a new mtime: no change, new metadata for later.
         let later = SystemTime::now() + Duration::from_secs(5);
         fs::File::options()
@@ -435,7 +346,7 @@ mod tests {
         let root = dir.path();
         fs::write(root.join("a.html"), "a").unwrap();
         let f = filter(&[]);
-        let m = Manifest::baseline(root, &f).unwrap();
+        let m = Manifest::baseline(root, &f, Stop::NEVER).unwrap();
         fs::write(root.join("a.html"), "a2").unwrap();
         fs::File::create(root.join("big.bin"))
             .unwrap()
@@ -492,7 +403,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let f = filter(&[]);
-        let m = Manifest::baseline(root, &f).unwrap();
+        let m = Manifest::baseline(root, &f, Stop::NEVER).unwrap();
         fs::create_dir_all(root.join("a/b/c")).unwrap();
         fs::write(root.join("a/b/c/x.html"), "x").unwrap();
         fs::write(root.join("a/y.html"), "y").unwrap();
@@ -502,7 +413,8 @@ mod tests {
                 set(&["a"]).iter().map(String::as_str),
                 &f,
                 &NothingAhead,
-                &mut Links::default()
+                &mut Links::default(),
+                Stop::NEVER
             ),
             set(&["a/b/c/x.html", "a/y.html"])
         );
@@ -521,7 +433,7 @@ mod tests {
             .set_modified(old)
             .unwrap();
         let f = filter(&[]);
-        let m = Manifest::baseline(root, &f).unwrap();
+        let m = Manifest::baseline(root, &f, Stop::NEVER).unwrap();
         let d = m.diff(
             root,
             &set(&["a.html"]),
