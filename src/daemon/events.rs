@@ -272,9 +272,14 @@ impl Daemon {
                 }
             };
             tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
+            self.rules[i].first_event_ms.get_or_insert_with(now_ms);
+            touched[i] += 1;
+            if self.rules[i].flooded {
+                // The rescan an overflow asked for walks the whole tree.
+                continue;
+            }
             self.seq += 1;
             let seq = self.seq;
-            self.rules[i].first_event_ms.get_or_insert_with(now_ms);
             let first = self.rules[i].record.event(&rel, seq, seen.attrib);
             if first {
                 self.writes.seen(&self.rules[i].rule.name, &rel, now);
@@ -282,7 +287,6 @@ impl Daemon {
             if seen.done {
                 to_hash[i].push((rel, seq));
             }
-            touched[i] += 1;
         }
     }
 }
@@ -292,6 +296,32 @@ mod tests {
     use super::super::testing::Harness;
     use super::*;
     use crate::manifest::{Ahead, Known};
+
+    /// After an overflow, events are not recorded until the rescan begins (it walks the whole
+    /// tree), which still finds every change; events after it are recorded again.
+    #[tokio::test(start_paused = true)]
+    async fn after_an_overflow_events_wait_for_the_rescan_that_walks_everything() {
+        let mut h = Harness::new(&[("a.html", "a"), ("b.html", "b")], Options::default());
+        assert!(h.d.rescan_all("overflow"));
+        h.write("a.html", "a2");
+        h.write("c.html", "c");
+        h.events(&["a.html", "c.html"], true);
+        let r = &h.d.rules[0];
+        assert!(r.flooded);
+        assert!(!r.record.is_dirty("a.html") && !r.record.is_dirty("c.html"));
+        assert!(h.d.batcher.next_deadline().is_some(), "the events still open the batch");
+        h.settle_due().await;
+        let mut pending = h.pending("cdn");
+        pending.sort();
+        assert_eq!(pending, ["a.html", "c.html"]);
+        assert!(!h.d.rules[0].flooded && h.d.rules[0].rescan.is_none());
+        h.write("b.html", "b2");
+        h.events(&["b.html"], true);
+        assert!(h.d.rules[0].record.is_dirty("b.html"), "recorded again");
+        // A rescan asked for by a signal loses no event: they are recorded meanwhile.
+        assert!(h.d.rescan_all("signal"));
+        assert!(!h.d.rules[0].flooded);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn kept_paths_are_dirty_once_skipped_ones_not_at_all_and_finished_files_are_hashed() {

@@ -127,6 +127,10 @@ struct RuleRt {
     record: Record,
     /// The whole tree must be compared: asked for at this sequence number.
     rescan: Option<u64>,
+    /// Events were lost (an overflow): the rescan asked for walks the whole tree, so events
+    /// until it begins are not recorded (in a host's every-site storm, a million paths' records
+    /// only to be walked again).
+    flooded: bool,
     /// Not fully watched (inotify limit): rescanned every [`POLL_EVERY`].
     poll: bool,
     /// The sequence number of a whole-tree hash still running on the worker (after a swap).

@@ -40,6 +40,7 @@ impl Daemon {
             root_id: id,
             record: Record::default(),
             rescan: None,
+            flooded: false,
             poll: false,
             tree_pending: None,
             gone: false,
@@ -164,14 +165,18 @@ impl Daemon {
 
     /// Compares every tree with its manifest at the next batch (events may have been lost);
     /// `reason` is counted in `/metrics`.
-    /// Returns whether any tree was not already waiting for such a comparison.
+    /// Returns whether any tree was not already waiting for such a comparison. After an
+    /// overflow (`reason` "overflow" or "behind"), events are not recorded until the rescan
+    /// begins (see [`RuleRt::flooded`]).
     pub(super) fn rescan_all(&mut self, reason: &str) -> bool {
         let now = Instant::now();
         let mut new = false;
+        let lost = matches!(reason, "overflow" | "behind");
         for i in 0..self.rules.len() {
             metrics::get().rescan(&self.rules[i].rule.name, reason);
             new |= self.rules[i].rescan.is_none();
             self.rules[i].rescan = Some(self.seq);
+            self.rules[i].flooded |= lost;
             self.touch_targets(i, now);
         }
         new

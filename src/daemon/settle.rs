@@ -189,7 +189,10 @@ impl Daemon {
         r.compare_began_ms = now_ms() - 1;
         r.compared_first_ms = r.first_event_ms.take();
         r.tree_pending = None;
+        let flooded = std::mem::take(&mut r.flooded);
         let scope = match r.rescan.take() {
+            // After an overflow the whole tree is walked: the record holds no event since.
+            Some(_) if flooded => compare::Scope::Tree { listed: false },
             Some(asked) => compare::Scope::Tree {
                 listed: r.record.tree_covers(asked),
             },
