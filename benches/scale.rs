@@ -182,7 +182,7 @@ impl Running {
 }
 
 /// Waits for a first new request (at most 10 minutes), then until the fake has had no new
-/// request for `quiet`; returns when the last one came.
+/// request for `quiet`; returns when the last one came (as the fake recorded it).
 fn quiet(fake: &Fake, quiet: Duration) -> Instant {
     let mut last = fake.requests().len();
     let end = Instant::now() + Duration::from_secs(600);
@@ -198,7 +198,7 @@ fn quiet(fake: &Fake, quiet: Duration) -> Instant {
             last = n;
             at = Instant::now();
         } else if at.elapsed() >= quiet {
-            return at;
+            return fake.requests().iter().map(|r| r.at).max().unwrap_or(at);
         }
     }
 }
@@ -297,7 +297,7 @@ fn main() {
     let one_percent: Vec<usize> = (0..a.files).filter(|i| i % 100 == 3).collect();
     let hundred: Vec<usize> = (0..a.sites.min(100)).map(|s| s * a.sites / a.sites.min(100)).collect();
     let every: Vec<usize> = (0..a.sites).collect();
-    let storm = |name: &str, v: u32, deploy: &dyn Fn(u32) -> Duration| {
+    let storm = |name: &str, v: u32, deploy: &dyn Fn(u32) -> Duration, sites: &[usize], changed: &[usize]| {
         let before = (fake.sitehost_purges().len(), fake.vims_purges().len());
         let c0 = cpu(d.pid());
         let took = deploy(v);
@@ -308,74 +308,58 @@ fn main() {
             took.as_secs_f64(),
             last.saturating_duration_since(last_write).as_secs_f64()
         );
+        let cpu_s = (cpu(d.pid()) - c0).as_secs_f64();
+        let vims = fake.vims_purges()[before.1..].to_vec();
         println!(
-            "| {name}: requests SiteHost + VIMS; daemon CPU; peak RSS so far | {} + {}; {:.2} s; {} MB |",
+            "| {name}: requests SiteHost + VIMS; daemon CPU; peak RSS so far | {} + {}; {cpu_s:.2} s; {} MB |",
             fake.sitehost_purges().len() - before.0,
-            fake.vims_purges().len() - before.1,
-            (cpu(d.pid()) - c0).as_secs_f64(),
+            vims.len(),
             proc_field(d.pid(), "VmHWM") / 1024
         );
+        println!(
+            "| {name}: recall of the VIMS patterns (files with new bytes whose URL one matches); `plan` after | {:.3}; {} |",
+            recall(&vims, sites, changed),
+            if plan_empty(&rules) { "empty" } else { "NOT EMPTY" }
+        );
     };
-    let storms: Vec<(&str, Storm)> = vec![
+    let seven = [7];
+    let two = [1, 2];
+    let storms: Vec<(&str, Storm, &[usize], &[usize])> = vec![
         (
             "(a) one site redeployed (rsync of a fresh build, 1% new)",
-            Box::new(|v| deploys.rsync(&[7], &one_percent, v)),
+            Box::new(|v| deploys.rsync(&seven, &one_percent, v)),
+            &seven,
+            &one_percent,
         ),
         (
             "(b) 100 sites deploying 2 files each",
-            Box::new(|v| deploys.files(&hundred, &[1, 2], v)),
+            Box::new(|v| deploys.files(&hundred, &two, v)),
+            &hundred,
+            &two,
         ),
         (
             "(c) every site's tree swapped by rename (1% new)",
             Box::new(|v| deploys.swap(&every, &one_percent, v)),
+            &every,
+            &one_percent,
         ),
         (
             "(d) every site redeployed at once (rsync of fresh builds, 1% new)",
             Box::new(|v| deploys.rsync(&every, &one_percent, v)),
+            &every,
+            &one_percent,
         ),
     ];
-    let storms: Vec<(&str, Storm)> = storms
+    let storms: Vec<_> = storms
         .into_iter()
-        .filter(|(name, _)| a.only.split(',').any(|o| name.starts_with(&format!("({o})"))))
+        .filter(|(name, ..)| a.only.split(',').any(|o| name.starts_with(&format!("({o})"))))
         .collect();
     let mut v = 2;
-    for (name, deploy) in &storms {
-        storm(name, v, deploy.as_ref());
+    for (name, deploy, sites, changed) in &storms {
+        storm(name, v, deploy.as_ref(), sites, changed);
         deploys.clean();
         v += 1;
     }
-    // Idle: nothing pending for any target (the state says so), then `plan`.
-    let idle = Instant::now();
-    loop {
-        let st = Command::new(env!("CARGO_BIN_EXE_purgewatch"))
-            .args(["status", "--json", "-c"])
-            .arg(&rules)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
-        let pending: i64 = v["targets"]
-            .as_object()
-            .map(|t| t.values().map(|t| t["pending_files"].as_i64().unwrap_or(1)).sum())
-            .unwrap_or(1);
-        if pending == 0 || idle.elapsed() > Duration::from_secs(600) {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let plan = Command::new(env!("CARGO_BIN_EXE_purgewatch"))
-        .args(["plan", "-c"])
-        .arg(&rules)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&plan.stdout);
-    let empty = out
-        .lines()
-        .filter(|l| l.starts_with("target "))
-        .all(|l| l.contains(": 0 files, 0 requests"));
-    println!(
-        "| `plan` after the storms | {} |",
-        if empty { "empty" } else { "NOT EMPTY" }
-    );
     let log = d.log.lock().unwrap().clone();
     let count = |what: &str| log.iter().filter(|l| l.contains(what)).count();
     println!(
@@ -410,7 +394,7 @@ fn main() {
         switches(w.pid()).saturating_sub(s0) as f64 / 10.0,
         (cpu(w.pid()) - c0).as_secs_f64()
     );
-    for (name, deploy) in &storms {
+    for (name, deploy, ..) in &storms {
         let c0 = cpu(w.pid());
         let took = deploy(v);
         let last_write = Instant::now();
@@ -430,6 +414,56 @@ fn main() {
         v += 1;
     }
     w.stop();
+}
+
+/// The share of the files with new bytes (`changed` of each of `sites`) whose URL one of the
+/// VIMS `purges` matches.
+fn recall(purges: &[fake::Recorded], sites: &[usize], changed: &[usize]) -> f64 {
+    let patterns: Vec<regex::Regex> = purges
+        .iter()
+        .filter_map(|r| regex::Regex::new(&r.pattern()).ok())
+        .collect();
+    let urls: Vec<String> = sites
+        .iter()
+        .flat_map(|s| {
+            changed
+                .iter()
+                .map(move |&i| format!("https://www.example.com/site{s:04}/{}", page(i)))
+        })
+        .collect();
+    let covered = urls.iter().filter(|u| patterns.iter().any(|p| p.is_match(u))).count();
+    covered as f64 / urls.len().max(1) as f64
+}
+
+/// Waits until `status` shows nothing pending for any target (at most 10 minutes), then asks
+/// `plan` whether anything differs from the record.
+fn plan_empty(rules: &Path) -> bool {
+    let idle = Instant::now();
+    loop {
+        let st = Command::new(env!("CARGO_BIN_EXE_purgewatch"))
+            .args(["status", "--json", "-c"])
+            .arg(rules)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
+        let pending: i64 = v["targets"]
+            .as_object()
+            .map(|t| t.values().map(|t| t["pending_files"].as_i64().unwrap_or(1)).sum())
+            .unwrap_or(1);
+        if pending == 0 || idle.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let plan = Command::new(env!("CARGO_BIN_EXE_purgewatch"))
+        .args(["plan", "-c"])
+        .arg(rules)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&plan.stdout)
+        .lines()
+        .filter(|l| l.starts_with("target "))
+        .all(|l| l.contains(": 0 files, 0 requests"))
 }
 
 fn installed(cmd: &str) -> bool {

@@ -83,6 +83,7 @@ pub(crate) mod compare;
 pub mod config;
 pub(crate) mod daemon;
 pub(crate) mod deliver;
+pub(crate) mod escape;
 pub(crate) mod hashahead;
 pub mod hashing;
 pub(crate) mod hook;

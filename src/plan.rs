@@ -501,24 +501,6 @@ const STRICT: &AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
-/// `encoded` with the hex digits of its `%XX` escapes in lower case.
-pub(crate) fn lower_hex(encoded: &str) -> String {
-    let mut out = String::with_capacity(encoded.len());
-    let mut hex_left = 0;
-    for c in encoded.chars() {
-        if hex_left > 0 {
-            out.push(c.to_ascii_lowercase());
-            hex_left -= 1;
-        } else {
-            out.push(c);
-            if c == '%' {
-                hex_left = 2;
-            }
-        }
-    }
-    out
-}
-
 /// The fewest patterns, each at most `max_bytes` long where one URL allows, that cover `items`
 /// on any host; `*` past [`MAX_VIMS_CALLS`].
 pub fn patterns(items: &BTreeSet<Item>, max_bytes: usize) -> Vec<String> {
@@ -588,7 +570,7 @@ pub fn patterns_on(host: Option<&str>, items: &BTreeSet<Item>, max_bytes: usize)
         for form in [encoded, full] {
             if form != *s {
                 push(&form);
-                let lower = lower_hex(&form);
+                let lower = crate::escape::lower_hex(&form);
                 if lower != form {
                     push(&lower);
                 }

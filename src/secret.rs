@@ -50,7 +50,7 @@ impl Secret {
             .collect();
         let json = serde_json::to_string(raw).unwrap_or_default();
         let json = json.trim_matches('"').to_string();
-        let lower = |s: &str| crate::plan::lower_hex(s);
+        let lower = |s: &str| crate::escape::lower_hex(s);
         let mut forms = vec![raw.to_string(), lower(&percent), lower(&form), json, percent, form];
         forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         forms.dedup();

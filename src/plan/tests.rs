@@ -318,7 +318,7 @@ proptest! {
         for u in &all_urls {
             let want = expected(u);
             let encoded = utf8_percent_encode(u, PATH).to_string();
-            for key in [u.clone(), encoded.clone(), lower_hex(&encoded)] {
+            for key in [u.clone(), encoded.clone(), crate::escape::lower_hex(&encoded)] {
                 for f in forms(&key) {
                     prop_assert_eq!(compiled.is_match(&f), want, "{} (want {}) by {:?}", f, want, pats);
                 }
