@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The start of the calendar month (UTC) that `ms` falls in, in ms since the epoch.
-pub fn month_start_ms(ms: i64) -> i64 {
+pub(crate) fn month_start_ms(ms: i64) -> i64 {
     let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     let day = humantime::format_rfc3339_seconds(t).to_string();
     let start = format!("{}-01T00:00:00Z", &day[..7]);
@@ -14,7 +14,7 @@ pub fn month_start_ms(ms: i64) -> i64 {
 }
 
 /// Milliseconds since the Unix epoch (0 for a clock set before it).
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -19,15 +19,15 @@ use crate::state::PurgeLog;
 /// The longest a provider's `Retry-After` is honoured for (or `retry_backoff_max`, when that is
 /// longer): a provider asking for `Retry-After: 999999` would otherwise hold every purge of the
 /// target for days.
-pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(120);
+pub(crate) const RETRY_AFTER_CAP: Duration = Duration::from_secs(120);
 
 /// How long a `Retry-After` is honoured under `policy`.
-pub fn retry_after_cap(policy: &RetryPolicy) -> Duration {
+pub(crate) fn retry_after_cap(policy: &RetryPolicy) -> Duration {
     RETRY_AFTER_CAP.max(policy.backoff_max)
 }
 
 /// The delay before retry number `attempt` (1 for the first retry).
-pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
+pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
     let exp = policy
         .backoff
         .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
@@ -43,14 +43,14 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>
 /// A request that failed for good.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{error} (after {attempts} attempt{})", if *attempts == 1 { "" } else { "s" })]
-pub struct Failed {
+pub(crate) struct Failed {
     pub error: ProviderError,
     pub attempts: u32,
 }
 
 /// Runs `op` until it succeeds, fails permanently, or `policy.attempts` are used.
 /// `on_retry(attempt, error, delay)` is told about each retry before its delay.
-pub async fn retry<T, F, Fut>(
+pub(crate) async fn retry<T, F, Fut>(
     policy: &RetryPolicy,
     mut op: F,
     mut on_retry: impl FnMut(u32, &ProviderError, Duration),
@@ -81,12 +81,12 @@ where
 
 /// Spaces requests to each account at least `1 / rate` seconds apart.
 #[derive(Debug, Default)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     next: Mutex<HashMap<String, Instant>>,
 }
 
 impl Pacer {
-    pub async fn wait(&self, account: &str, rate: f64) {
+    pub(crate) async fn wait(&self, account: &str, rate: f64) {
         let gap = Duration::from_secs_f64(1.0 / rate.max(0.001));
         let slot = {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,7 +100,7 @@ impl Pacer {
 }
 
 /// Sends `req` through `provider` with pacing and retries.
-pub async fn send(
+pub(crate) async fn send(
     provider: &Provider,
     pacer: &Pacer,
     policy: &RetryPolicy,
@@ -111,10 +111,10 @@ pub async fn send(
 }
 
 /// Who is told of each retry: its number (1 for the first) and the error that caused it.
-pub type OnRetry<'a> = dyn Fn(u32, String) + Send + Sync + 'a;
+pub(crate) type OnRetry<'a> = dyn Fn(u32, String) + Send + Sync + 'a;
 
 /// [`send`], telling `on_retry` of each retry.
-pub async fn send_observed(
+pub(crate) async fn send_observed(
     provider: &Provider,
     pacer: &Pacer,
     policy: &RetryPolicy,
@@ -152,7 +152,7 @@ pub async fn send_observed(
 
 /// How a followed job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
+pub(crate) enum JobOutcome {
     Done(String),
     Failed(String),
     /// Still running when we stopped asking, or the provider could not say.
@@ -160,14 +160,14 @@ pub enum JobOutcome {
 }
 
 impl JobOutcome {
-    pub fn state(&self) -> &str {
+    pub(crate) fn state(&self) -> &str {
         match self {
             JobOutcome::Done(s) | JobOutcome::Failed(s) | JobOutcome::Unknown(s) => s,
         }
     }
 
     /// The provider's word for the end state (`Completed`, `FAILURE`, ...), as `status` shows it.
-    pub fn short_state(&self) -> &str {
+    pub(crate) fn short_state(&self) -> &str {
         match self {
             JobOutcome::Done(s) | JobOutcome::Failed(s) => s.split(':').next().unwrap_or(s).trim(),
             JobOutcome::Unknown(_) => "unknown",
@@ -177,7 +177,7 @@ impl JobOutcome {
 
 /// One request of a purge, sent, and how it ended.
 #[derive(Debug)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// The request as logs and the purge history name it ([`Provider::describe`]).
     pub desc: String,
     pub result: Result<Accepted, Failed>,
@@ -185,7 +185,7 @@ pub struct Delivery {
 
 /// Sends a purge's requests to one target, in order, each paced and retried under `policy`:
 /// the path every purge takes, the daemon's batches and `purgewatch purge` alike.
-pub async fn deliver(
+pub(crate) async fn deliver(
     provider: &Provider,
     pacer: &Pacer,
     policy: &RetryPolicy,
@@ -196,7 +196,7 @@ pub async fn deliver(
 }
 
 /// [`deliver`], telling `on_retry` of each retry (the daemon records it for `status`).
-pub async fn deliver_observed(
+pub(crate) async fn deliver_observed(
     provider: &Provider,
     pacer: &Pacer,
     policy: &RetryPolicy,
@@ -215,13 +215,13 @@ pub async fn deliver_observed(
 
 impl Delivery {
     /// The provider's job to follow, when it accepted the request and named one.
-    pub fn job(&self) -> Option<&str> {
+    pub(crate) fn job(&self) -> Option<&str> {
         self.result.as_ref().ok().and_then(|a| a.job_id.as_deref())
     }
 
     /// What the purge history records of it; `files`: the changed files it covers (0 for a
     /// purge by hand).
-    pub fn record(&self, target: &str, files: usize) -> crate::state::PurgeRecord {
+    pub(crate) fn record(&self, target: &str, files: usize) -> crate::state::PurgeRecord {
         let (result, job_id, message) = match &self.result {
             Ok(acc) => ("accepted", acc.job_id.clone(), acc.message.clone()),
             Err(f) => ("failed", None, f.to_string()),
@@ -240,7 +240,7 @@ impl Delivery {
 
     /// Writes [`Delivery::record`] to the purge history; its id is where the job's end goes
     /// ([`record_job`]). A failure to write is logged: the purge itself went out.
-    pub fn save<L: PurgeLog>(&self, log: Option<&mut L>, target: &str, files: usize) -> Option<L::Id> {
+    pub(crate) fn save<L: PurgeLog>(&self, log: Option<&mut L>, target: &str, files: usize) -> Option<L::Id> {
         log?.record_purge(&self.record(target, files))
             .map_err(|e| tracing::warn!(target = %target, "could not record the purge: {e}"))
             .ok()
@@ -248,7 +248,7 @@ impl Delivery {
 }
 
 /// Writes how the job of the purge recorded as `id` ended.
-pub fn record_job<L: PurgeLog>(log: Option<&mut L>, id: Option<L::Id>, outcome: &JobOutcome) {
+pub(crate) fn record_job<L: PurgeLog>(log: Option<&mut L>, id: Option<L::Id>, outcome: &JobOutcome) {
     if let (Some(s), Some(id)) = (log, id)
         && let Err(e) = s.update_job(id, outcome.short_state(), Some(outcome.state()))
     {
@@ -257,7 +257,13 @@ pub fn record_job<L: PurgeLog>(log: Option<&mut L>, id: Option<L::Id>, outcome: 
 }
 
 /// Polls a provider job until it ends or `max_wait` passes (intervals grow from 0.5 s to 10 s).
-pub async fn follow_job(provider: &Provider, pacer: &Pacer, rate: f64, id: &str, max_wait: Duration) -> JobOutcome {
+pub(crate) async fn follow_job(
+    provider: &Provider,
+    pacer: &Pacer,
+    rate: f64,
+    id: &str,
+    max_wait: Duration,
+) -> JobOutcome {
     let deadline = Instant::now() + max_wait;
     let mut interval = Duration::from_millis(500);
     let mut errors = 0;

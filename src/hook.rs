@@ -18,11 +18,11 @@ use tokio::time::Instant;
 use crate::secret::Secret;
 
 /// A hook runs at most once per target in this time.
-pub const MIN_GAP: Duration = Duration::from_secs(60);
+pub(crate) const MIN_GAP: Duration = Duration::from_secs(60);
 /// A hook still running after this is killed.
-pub const TIME_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const TIME_LIMIT: Duration = Duration::from_secs(10);
 /// URLs passed in `PURGEWATCH_URLS`, at most.
-pub const MAX_URLS: usize = 50;
+pub(crate) const MAX_URLS: usize = 50;
 /// systemd's variables meant for the daemon alone.
 const NOT_INHERITED: &[&str] = &[
     "NOTIFY_SOCKET",
@@ -35,7 +35,7 @@ const NOT_INHERITED: &[&str] = &[
 
 /// The daemon's environment as a hook gets it: without systemd's per-process variables and
 /// without any variable whose value holds one of `secrets`.
-pub fn inherited_env(secrets: &[Secret]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+pub(crate) fn inherited_env(secrets: &[Secret]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     std::env::vars_os()
         .filter(|(k, v)| {
             let key = k.to_string_lossy();
@@ -50,7 +50,7 @@ pub fn inherited_env(secrets: &[Secret]) -> Vec<(std::ffi::OsString, std::ffi::O
 
 /// What failed.
 #[derive(Clone, Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub target: String,
     /// The request, as the log lines describe it.
     pub request: String,
@@ -61,7 +61,7 @@ pub struct Failure {
 
 impl Failure {
     /// The hook's environment (besides what it inherits).
-    pub fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         let urls: Vec<&str> = self.urls.iter().take(MAX_URLS).map(String::as_str).collect();
         vec![
             ("PURGEWATCH_TARGET", self.target.clone()),
@@ -82,7 +82,7 @@ impl Failure {
 
 /// When each target's hook last ran, and how many failures were not told since.
 #[derive(Debug, Default)]
-pub struct Hooks {
+pub(crate) struct Hooks {
     last: HashMap<String, Instant>,
     skipped: HashMap<String, u64>,
 }
@@ -90,7 +90,7 @@ pub struct Hooks {
 impl Hooks {
     /// Runs `argv` for `failure` on a task of its own, unless the target's hook ran less than
     /// [`MIN_GAP`] ago. Returns whether it was started.
-    pub fn fire(&mut self, argv: &[String], failure: Failure, secrets: &[Secret]) -> bool {
+    pub(crate) fn fire(&mut self, argv: &[String], failure: Failure, secrets: &[Secret]) -> bool {
         let now = Instant::now();
         let target = failure.target.clone();
         if self.last.get(&target).is_some_and(|t| now < *t + MIN_GAP) {
@@ -110,7 +110,7 @@ impl Hooks {
 }
 
 /// What is kept of a hook's standard error, at most (the rest is read and thrown away).
-pub const STDERR_LIMIT: usize = 64 * 1024;
+pub(crate) const STDERR_LIMIT: usize = 64 * 1024;
 /// After the hook exits, how long what it wrote is still read: a helper it left running may
 /// hold the pipe open, and is not waited for.
 const STDERR_GRACE: Duration = Duration::from_millis(500);
@@ -118,7 +118,7 @@ const STDERR_GRACE: Duration = Duration::from_millis(500);
 /// Runs the hook to its end (or kills it, and every process it started, at [`TIME_LIMIT`]) and
 /// logs how it went. It runs in a process group of its own; its standard error is read as it
 /// comes, [`STDERR_LIMIT`] kept.
-pub async fn run(argv: &[String], failure: &Failure, env: Vec<(std::ffi::OsString, std::ffi::OsString)>) {
+pub(crate) async fn run(argv: &[String], failure: &Failure, env: Vec<(std::ffi::OsString, std::ffi::OsString)>) {
     let Some((program, args)) = argv.split_first() else {
         return;
     };

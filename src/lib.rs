@@ -56,6 +56,9 @@
 //! `verify` checks what the edge serves once every target of a rule has purged a file (the
 //! daemon's `gate` keeps that count), and re-purges what is still stale through every target.
 
+// Every item that is `pub` is reachable from outside the crate; the rest say `pub(crate)`.
+#![warn(unreachable_pub)]
+
 /// Runs `$body` with `$k` bound to the settings of whichever target type `$kind` holds (each
 /// implements [`providers::Kind`]): the one place that lists the types' variants.
 macro_rules! each_kind {

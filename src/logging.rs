@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-pub use crate::cli::LogFormat;
+pub(crate) use crate::cli::LogFormat;
 
 /// An error and its causes, as one line (`outer: cause: its cause`), each said once: a message
 /// that already quotes its cause does not repeat it.
@@ -70,7 +70,7 @@ pub(crate) fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Installs the global subscriber. Called once, by the command line.
-pub fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

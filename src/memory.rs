@@ -12,7 +12,7 @@
 
 /// Caps glibc's malloc arenas (SQLite's allocations); call once at start-up, before threads are
 /// spawned.
-pub fn limit_arenas() {
+pub(crate) fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; it is called before other threads start.
     unsafe {
@@ -22,7 +22,7 @@ pub fn limit_arenas() {
 
 /// Returns free heap pages to the system: jemalloc's dirty pages of every arena, and glibc's
 /// free pages.
-pub fn trim() {
+pub(crate) fn trim() {
     #[cfg(all(target_os = "linux", not(target_env = "musl")))]
     // SAFETY: `arena.<MALLCTL_ARENAS_ALL>.purge` reads and writes nothing (all four pointers
     // null); it only returns unused dirty pages to the system.

@@ -21,12 +21,12 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::clock::now_ms;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TargetLabels {
+pub(crate) struct TargetLabels {
     pub target: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     pub target: String,
     pub provider: String,
     /// `accepted`, `retried` or `failed`.
@@ -34,33 +34,33 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct JobLabels {
+pub(crate) struct JobLabels {
     pub target: String,
     /// `done`, `failed` or `unknown`.
     pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RetryLabels {
+pub(crate) struct RetryLabels {
     pub target: String,
     /// `5xx`, `429`, `408`, `html`, `timeout`, `network`, `status_false`, `too_large`.
     pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VerifyLabels {
+pub(crate) struct VerifyLabels {
     pub target: String,
     /// `fresh`, `stale` (after every re-purge) or `unreachable`.
     pub result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RuleLabels {
+pub(crate) struct RuleLabels {
     pub rule: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RescanLabels {
+pub(crate) struct RescanLabels {
     pub rule: String,
     /// `overflow`, `watch_limit`, `signal`, `swap`.
     pub reason: String,
@@ -76,7 +76,7 @@ fn latency_histogram() -> Histogram {
 }
 
 /// Every metric the daemon exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub purge_requests: Family<RequestLabels, Counter>,
     pub purged_files: Family<TargetLabels, Counter>,
@@ -98,7 +98,7 @@ pub struct Metrics {
 
 /// What `/healthz` answers from.
 #[derive(Default)]
-pub struct Health {
+pub(crate) struct Health {
     /// When the daemon's loop last turned (ms since the epoch); 0 before it started.
     pub loop_turned_ms: AtomicI64,
     /// Per rule, why it is not fully watched right now.
@@ -109,15 +109,15 @@ pub struct Health {
 
 /// The loop counts as stalled when it has not turned for this long (it turns at least every
 /// second while `/healthz` is served).
-pub const STALLED_AFTER_MS: i64 = 10_000;
+pub(crate) const STALLED_AFTER_MS: i64 = 10_000;
 
 impl Health {
-    pub fn turned(&self) {
+    pub(crate) fn turned(&self) {
         self.loop_turned_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// Records (or, with `None`, clears) why `rule`'s tree is not watched.
-    pub fn set_problem(&self, rule: &str, problem: Option<String>) {
+    pub(crate) fn set_problem(&self, rule: &str, problem: Option<String>) {
         let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
         match problem {
             Some(why) => {
@@ -130,22 +130,22 @@ impl Health {
     }
 
     /// What works but should be fixed (kernel limits too low): shown by `/healthz`, healthy or not.
-    pub fn set_warnings(&self, warnings: Vec<String>) {
+    pub(crate) fn set_warnings(&self, warnings: Vec<String>) {
         *self.warnings.lock().unwrap_or_else(|e| e.into_inner()) = warnings;
     }
 
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         self.warnings.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Forgets every rule's problem but those in `keep` (after a reload).
-    pub fn retain_rules(&self, keep: &[&str]) {
+    pub(crate) fn retain_rules(&self, keep: &[&str]) {
         let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
         p.retain(|rule, _| keep.contains(&rule.as_str()));
     }
 
     /// `Ok(summary)` when healthy, else `Err(reasons)`.
-    pub fn check(&self) -> Result<String, Vec<String>> {
+    pub(crate) fn check(&self) -> Result<String, Vec<String>> {
         let mut reasons: Vec<String> = self
             .problems
             .lock()
@@ -263,7 +263,7 @@ impl Metrics {
     }
 
     /// The Prometheus text format (version 0.0.4).
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         {
             let now = now_ms();
             let seen = self.oldest_seen_ms.lock().unwrap_or_else(|e| e.into_inner());
@@ -286,7 +286,7 @@ impl Metrics {
     }
 
     /// A target's queue: how many files, and when the oldest was first seen.
-    pub fn set_pending(&self, target: &str, files: usize, oldest_ms: Option<i64>) {
+    pub(crate) fn set_pending(&self, target: &str, files: usize, oldest_ms: Option<i64>) {
         let labels = TargetLabels {
             target: target.to_string(),
         };
@@ -298,7 +298,7 @@ impl Metrics {
     }
 
     /// One request's outcome (`accepted`, `retried`, `failed`).
-    pub fn request(&self, target: &str, provider: &str, outcome: &str) {
+    pub(crate) fn request(&self, target: &str, provider: &str, outcome: &str) {
         self.purge_requests
             .get_or_create(&RequestLabels {
                 target: target.into(),
@@ -308,7 +308,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn retry(&self, target: &str, reason: &str) {
+    pub(crate) fn retry(&self, target: &str, reason: &str) {
         self.retries
             .get_or_create(&RetryLabels {
                 target: target.into(),
@@ -318,14 +318,14 @@ impl Metrics {
     }
 
     /// A batch accepted: its files, and how long since its first change.
-    pub fn purged(&self, target: &str, files: usize, latency_s: f64) {
+    pub(crate) fn purged(&self, target: &str, files: usize, latency_s: f64) {
         let labels = TargetLabels { target: target.into() };
         self.purged_files.get_or_create(&labels).inc_by(files as u64);
         self.purge_latency.get_or_create(&labels).observe(latency_s);
         self.last_success.get_or_create(&labels).set(now_ms() as f64 / 1000.0);
     }
 
-    pub fn job(&self, target: &str, state: &str) {
+    pub(crate) fn job(&self, target: &str, state: &str) {
         self.provider_jobs
             .get_or_create(&JobLabels {
                 target: target.into(),
@@ -334,11 +334,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn events(&self, rule: &str, n: u64) {
+    pub(crate) fn events(&self, rule: &str, n: u64) {
         self.events.get_or_create(&RuleLabels { rule: rule.into() }).inc_by(n);
     }
 
-    pub fn rescan(&self, rule: &str, reason: &str) {
+    pub(crate) fn rescan(&self, rule: &str, reason: &str) {
         self.rescans
             .get_or_create(&RescanLabels {
                 rule: rule.into(),
@@ -347,7 +347,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn verified(&self, target: &str, result: &str, n: usize) {
+    pub(crate) fn verified(&self, target: &str, result: &str, n: usize) {
         if n > 0 {
             self.verified
                 .get_or_create(&VerifyLabels {
@@ -358,7 +358,7 @@ impl Metrics {
         }
     }
 
-    pub fn manifest(&self, rule: &str, files: usize) {
+    pub(crate) fn manifest(&self, rule: &str, files: usize) {
         self.manifest_files
             .get_or_create(&RuleLabels { rule: rule.into() })
             .set(files as i64);
@@ -366,7 +366,7 @@ impl Metrics {
 }
 
 /// The process's metrics.
-pub fn get() -> &'static Metrics {
+pub(crate) fn get() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(Metrics::new)
 }

@@ -23,12 +23,12 @@ use tokio::task::JoinHandle;
 use crate::metrics;
 
 /// Connections served at once.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// How long a request's headers may take to arrive, from the connection's start or the end of
 /// the request before it.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one connection is kept, whatever it does.
-pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 #[error("metrics_listen {addr}: cannot listen there: {error} (choose another port, or stop what uses it)")]
@@ -39,7 +39,7 @@ pub struct ListenError {
 
 /// The endpoint, serving until dropped.
 #[derive(Debug)]
-pub struct Server {
+pub(crate) struct Server {
     task: JoinHandle<()>,
 }
 
@@ -51,7 +51,7 @@ impl Drop for Server {
 
 /// Binds `addr` (a port in use is an error naming it) and serves on a task of its own. Must be
 /// called within the runtime.
-pub fn start(addr: SocketAddr) -> Result<Server, ListenError> {
+pub(crate) fn start(addr: SocketAddr) -> Result<Server, ListenError> {
     let listener = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .and_then(tokio::net::TcpListener::from_std)

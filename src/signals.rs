@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What a signal other than a stop asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Asked {
+pub(crate) enum Asked {
     /// SIGHUP.
     Reload,
     /// SIGUSR1.
@@ -16,7 +16,7 @@ pub enum Asked {
 }
 
 /// The daemon's end of the signals.
-pub struct Signals {
+pub(crate) struct Signals {
     /// Completes at the first SIGTERM or SIGINT.
     pub stop: oneshot::Receiver<()>,
     pub asked: mpsc::UnboundedReceiver<Asked>,
@@ -26,7 +26,7 @@ pub struct Signals {
 
 /// Registers the four handlers (from here on, none of these signals ends the process by its
 /// default action) and starts watching them. Must be called within the runtime.
-pub fn listen() -> std::io::Result<Signals> {
+pub(crate) fn listen() -> std::io::Result<Signals> {
     let named = |kind: SignalKind, name: &str| {
         signal(kind).map_err(|e| std::io::Error::new(e.kind(), format!("cannot handle {name}: {e}")))
     };

@@ -128,18 +128,18 @@ fn change(states: &[NotifyState]) {
     }
 }
 
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     change(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => change(&[NotifyState::Reloading, now]),
         Err(_) => change(&[NotifyState::Reloading]),
     }
 }
 
-pub fn stopping() {
+pub(crate) fn stopping() {
     change(&[
         NotifyState::Stopping,
         NotifyState::Status("stopping: sending pending purges"),
@@ -147,18 +147,18 @@ pub fn stopping() {
 }
 
 /// A STATUS= line; dropped if a newer one comes before it could go.
-pub fn status(status: &str) {
+pub(crate) fn status(status: &str) {
     if let Some(n) = notifier() {
         n.set_status(message(&[NotifyState::Status(status)]));
     }
 }
 
-pub fn watchdog() {
+pub(crate) fn watchdog() {
     change(&[NotifyState::Watchdog]);
 }
 
 /// Gives what is queued up to `limit` to reach the socket (at exit).
-pub fn flush(limit: Duration) {
+pub(crate) fn flush(limit: Duration) {
     if let Some(n) = notifier() {
         n.flush(limit);
     }
@@ -176,14 +176,14 @@ const EXTEND_EVERY: Duration = Duration::from_secs(20);
 /// Whether start-up is over, and what it is doing; with the condition that wakes its thread.
 type StartingState = std::sync::Arc<(Mutex<(bool, String)>, Condvar)>;
 
-pub struct Starting {
+pub(crate) struct Starting {
     shared: Option<StartingState>,
     /// When a status was last sent from [`Starting::status`] (at most one a second goes out).
     last: Mutex<Option<Instant>>,
 }
 
 impl Starting {
-    pub fn begin(status: &str) -> Starting {
+    pub(crate) fn begin(status: &str) -> Starting {
         if notifier().is_none() {
             return Starting {
                 shared: None,
@@ -208,7 +208,7 @@ impl Starting {
 
     /// What is being done now: sent with more time, at once unless a status went out less
     /// than a second ago (a host with 1,000 rules starts them in a few seconds).
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         if let Some(shared) = &self.shared {
             shared.0.lock().unwrap_or_else(|e| e.into_inner()).1 = status.to_string();
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -235,6 +235,6 @@ fn extend(status: &str) {
 }
 
 /// How often to ping the watchdog: half of `$WATCHDOG_USEC`, when it is set for this process.
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|d| d / 2)
 }

@@ -25,13 +25,13 @@ use crate::providers::Provider;
 use crate::request::{PendingFile, Request};
 
 /// Edge requests in flight at once, at most.
-pub const CONCURRENCY: usize = 4;
+pub(crate) const CONCURRENCY: usize = 4;
 /// How long a re-purge's job is followed.
 const JOB_FOLLOW: Duration = Duration::from_secs(600);
 
 /// What a URL should serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Want {
+pub(crate) enum Want {
     /// These bytes (their [`crate::hashing::Digest`]).
     Bytes(crate::hashing::Digest),
     /// 404 or 410: the file was deleted.
@@ -40,7 +40,7 @@ pub enum Want {
 
 /// One URL to check.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// The file, relative to the rule's root.
     pub path: String,
     /// The URL path fetched (an index file by its directory URL).
@@ -50,7 +50,7 @@ pub struct Expect {
 
 /// How one URL turned out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Fresh,
     /// The edge serves something else; what it served, for the log.
     Stale(String),
@@ -60,7 +60,7 @@ pub enum Verdict {
 
 /// The URL a file is checked at: an index file by its directory URL (`/blog/`), as visitors ask
 /// for it; any other file by its own.
-pub fn check_url(rule: &Rule, rel: &str) -> String {
+pub(crate) fn check_url(rule: &Rule, rel: &str) -> String {
     let urls = plan::urls_for(rule, rel);
     if urls.len() > 1 {
         urls[1].clone()
@@ -71,7 +71,7 @@ pub fn check_url(rule: &Rule, rel: &str) -> String {
 
 /// At most `n` of `items` (each with its path), taken in turn from each directory so that one
 /// big directory does not fill the sample.
-pub fn spread<T>(items: Vec<(String, T)>, n: usize) -> Vec<T> {
+pub(crate) fn spread<T>(items: Vec<(String, T)>, n: usize) -> Vec<T> {
     let mut by_dir: BTreeMap<String, std::collections::VecDeque<T>> = BTreeMap::new();
     for (path, item) in items {
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
@@ -93,7 +93,7 @@ pub fn spread<T>(items: Vec<(String, T)>, n: usize) -> Vec<T> {
 
 /// The sample of a batch to check: changed and new files first, then deleted ones, spread
 /// across directories.
-pub fn sample(rule: &Rule, files: &[PendingFile], manifest: &Manifest, n: usize) -> Vec<Expect> {
+pub(crate) fn sample(rule: &Rule, files: &[PendingFile], manifest: &Manifest, n: usize) -> Vec<Expect> {
     let (mut present, mut deleted) = (Vec::new(), Vec::new());
     for f in files.iter().filter(|f| f.rule == rule.name) {
         let want = match f.kind {
@@ -122,7 +122,7 @@ pub fn sample(rule: &Rule, files: &[PendingFile], manifest: &Manifest, n: usize)
 
 /// The HTTP client for the edge: follows redirects (`/blog` → `/blog/`), decodes gzip, sends
 /// no cache-busting headers.
-pub fn edge_client() -> reqwest::Client {
+pub(crate) fn edge_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
@@ -137,16 +137,16 @@ const CACHE_HEADERS: &[&str] = &["age", "x-cache", "cf-cache-status", "x-cache-s
 /// `base_url` + the URL path `path`, encoded as a web server expects a path: `?`, `#`, `%`,
 /// spaces, quotes and anything not ASCII percent-encoded (a file `q?x.html` is fetched as
 /// `/q%3Fx.html`, not as `/q` with a query).
-pub fn edge_url(base_url: &str, path: &str) -> String {
+pub(crate) fn edge_url(base_url: &str, path: &str) -> String {
     format!("{base_url}{}", percent_encoding::utf8_percent_encode(path, plan::PATH))
 }
 
 /// How much of a warmed URL's body is read (and thrown away), at most: enough for the edge to
 /// have fetched it, without holding it.
-pub const WARM_READ_LIMIT: u64 = 64 * 1024 * 1024;
+pub(crate) const WARM_READ_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// GETs `base_url` + `e.url` and compares.
-pub async fn check(http: &reqwest::Client, base_url: &str, e: &Expect, mode: VerifyCheck) -> Verdict {
+pub(crate) async fn check(http: &reqwest::Client, base_url: &str, e: &Expect, mode: VerifyCheck) -> Verdict {
     let url = edge_url(base_url, &e.url);
     let mut resp = match http.get(&url).send().await {
         Ok(r) => r,
@@ -214,7 +214,7 @@ async fn drain(mut resp: reqwest::Response, limit: u64) -> bool {
 /// Requests to the edge paced like the target's own: at most `rate` a second (shared by every
 /// check and warm of that `base_url`).
 #[derive(Clone)]
-pub struct Pace {
+pub(crate) struct Pace {
     pub pacer: Arc<Pacer>,
     pub rate: f64,
 }
@@ -228,7 +228,7 @@ impl Pace {
 }
 
 /// Checks every expectation, at most [`CONCURRENCY`] at a time (and `pace`d), in order.
-pub async fn check_all(
+pub(crate) async fn check_all(
     http: &reqwest::Client,
     base_url: &str,
     expects: &[Expect],
@@ -260,7 +260,13 @@ pub async fn check_all(
 
 /// GETs up to `limit` URLs through `base_url` so that the edge fetches the new bytes before
 /// visitors ask; returns how many answered 2xx.
-pub async fn warm(http: &reqwest::Client, base_url: &str, urls: &[String], limit: usize, pace: Option<Pace>) -> usize {
+pub(crate) async fn warm(
+    http: &reqwest::Client,
+    base_url: &str,
+    urls: &[String],
+    limit: usize,
+    pace: Option<Pace>,
+) -> usize {
     let mut set = JoinSet::new();
     let mut ok = 0;
     let mut urls = urls.iter().take(limit);
@@ -288,7 +294,7 @@ pub async fn warm(http: &reqwest::Client, base_url: &str, urls: &[String], limit
 /// Everything a verification of one rule's purged files needs, owned, so that it runs on a
 /// task of its own and never holds up the daemon. A stale URL is purged again through every
 /// target of the rule: the public URL is served through all of them.
-pub struct Job {
+pub(crate) struct Job {
     pub targets: Vec<(Target, Arc<Provider>)>,
     pub rule: Rule,
     pub verify: Verify,
@@ -299,7 +305,7 @@ pub struct Job {
 
 /// How a verification ended.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     /// The rule's targets.
     pub targets: Vec<String>,
     pub rule: String,
@@ -345,7 +351,7 @@ async fn repurge(job: &Job, todo: &[Expect]) {
 
 /// Waits `after`, checks, and re-purges what is stale (with backoff) until it is fresh or
 /// `repurge` re-purges are spent.
-pub async fn run(job: Job) -> Report {
+pub(crate) async fn run(job: Job) -> Report {
     let Job { verify, .. } = &job;
     let mut report = Report {
         targets: job.targets.iter().map(|(t, _)| t.name.clone()).collect(),

@@ -22,18 +22,18 @@ use std::time::Duration;
 /// (its path, notify's vector): at 262,144, a host's every-site redeploy, whose events came
 /// faster than two cores could take them, held ~80 MB of them at its peak (365 MB in all; 287 MB
 /// at this size, the purge as exact). A 100,000-file tree's storms never fill it.
-pub const QUEUE_LIMIT: usize = 65_536;
+pub(crate) const QUEUE_LIMIT: usize = 65_536;
 
 /// How long the daemon lets events gather after the first one before taking them: a small delay
 /// next to any debounce, and far fewer wake-ups in a storm.
-pub const GATHER: Duration = Duration::from_millis(5);
+pub(crate) const GATHER: Duration = Duration::from_millis(5);
 /// Events handled per turn of the daemon's loop: a storm's backlog of 100,000 events is taken a
 /// few milliseconds' work at a time, so that timers, signals and the watchdog are not held up.
-pub const TAKE_LIMIT: usize = 1_024;
+pub(crate) const TAKE_LIMIT: usize = 1_024;
 
 /// Events from the notify thread, taken by the daemon in batches.
 #[derive(Default)]
-pub struct EventQueue {
+pub(crate) struct EventQueue {
     msgs: Mutex<Queued>,
     wake: tokio::sync::Notify,
     /// When the events queued now are taken. Kept here, not in the waiting future, so that a
@@ -51,7 +51,7 @@ struct Queued {
 
 /// Events taken from the queue.
 #[derive(Debug)]
-pub struct Taken {
+pub(crate) struct Taken {
     pub msgs: Vec<WatchMsg>,
     /// When the newest of them was queued by the notify thread. A debounce counts from here,
     /// not from when the daemon got to them: events that queued while the daemon was busy
@@ -76,13 +76,13 @@ impl EventQueue {
     }
 
     /// Whether no event waits to be taken.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.msgs.lock().unwrap_or_else(|e| e.into_inner()).msgs.is_empty()
     }
 
     /// Waits for events, lets more gather for [`GATHER`], and takes what is queued, at most
     /// [`TAKE_LIMIT`] at a time (the rest is there at once for the next call).
-    pub async fn recv(&self) -> Taken {
+    pub(crate) async fn recv(&self) -> Taken {
         loop {
             if !self.msgs.lock().unwrap_or_else(|e| e.into_inner()).msgs.is_empty() {
                 // A deploy writes thousands of files: taking them a few milliseconds' worth at a
@@ -124,7 +124,7 @@ impl EventQueue {
 
 /// What the watcher reports.
 #[derive(Debug)]
-pub enum WatchMsg {
+pub(crate) enum WatchMsg {
     /// Something happened at these paths (created, written, removed, renamed, attributes).
     /// `done` is true when the event leaves a file in its final state (closed after writing,
     /// renamed into place, removed, attributes changed), so that it is worth hashing now.
@@ -196,7 +196,7 @@ fn specialise(err: notify::Error, path: &Path) -> WatchError {
 /// for inside a recursively watched tree is only counted (the outer watch delivers its events,
 /// and every rule is offered every event); it is handed to notify when the last covering watch
 /// goes, and a recursive watch taken over a tree that had its own watches inside replaces them.
-pub struct Watcher {
+pub(crate) struct Watcher {
     inner: RecommendedWatcher,
     /// What was asked for: (path, recursive) → how many asked.
     asked: BTreeMap<(PathBuf, bool), usize>,
@@ -256,7 +256,7 @@ impl Watcher {
     /// directory symlinks (a rule with `follow_symlinks: true`); otherwise a symlink that leads out
     /// of a watched tree is not watched through (the roots themselves are resolved before they are
     /// watched, so a `current -> releases/N` root still works).
-    pub fn new(queue: Arc<EventQueue>, follow_symlinks: bool) -> Result<Watcher, WatchError> {
+    pub(crate) fn new(queue: Arc<EventQueue>, follow_symlinks: bool) -> Result<Watcher, WatchError> {
         let handler = move |res: notify::Result<notify::Event>| {
             // notify's own thread: it does not preempt the loop it feeds.
             crate::threads::background_once();
@@ -283,7 +283,7 @@ impl Watcher {
         })
     }
 
-    pub fn add(&mut self, path: &Path, recursive: bool) -> Result<(), WatchError> {
+    pub(crate) fn add(&mut self, path: &Path, recursive: bool) -> Result<(), WatchError> {
         let key = (path.to_path_buf(), recursive);
         if let Some(n) = self.asked.get_mut(&key) {
             *n += 1;
@@ -317,7 +317,7 @@ impl Watcher {
         }
     }
 
-    pub fn remove(&mut self, path: &Path, recursive: bool) {
+    pub(crate) fn remove(&mut self, path: &Path, recursive: bool) {
         let key = (path.to_path_buf(), recursive);
         match self.asked.get_mut(&key) {
             Some(n) if *n > 1 => *n -= 1,
@@ -338,7 +338,7 @@ impl Watcher {
     /// Drops and re-adds a recursive watch (its directory was replaced in place). A tree inside
     /// another recursively watched tree needs nothing: the outer watch follows the new
     /// directory in.
-    pub fn refresh(&mut self, path: &Path) -> Result<(), WatchError> {
+    pub(crate) fn refresh(&mut self, path: &Path) -> Result<(), WatchError> {
         if !self.active.contains(&(path.to_path_buf(), true)) {
             return Ok(());
         }

@@ -7,7 +7,7 @@ use crate::cli::{CheckArgs, Cli};
 use crate::config::{ConfigError, LoadOptions};
 use crate::providers::{Provider, http_client};
 
-pub fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CommandError> {
+pub(super) fn run(cli: &Cli, args: &CheckArgs) -> Result<ExitCode, CommandError> {
     // With --remote, a target whose secret is missing does not keep the others from being
     // asked: its problem is printed, the others are checked, and the status is still 2.
     let loaded = load_with(

@@ -29,7 +29,7 @@ struct RuleReport {
     changed: Vec<PendingFile>,
 }
 
-pub fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
+pub(super) fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
     let config = load(cli, true)?.config;
     let store = Store::open_read_only(&config.state_dir)?;
     let mut manifests: BTreeMap<String, Manifest> = BTreeMap::new();

@@ -22,7 +22,7 @@ const WAIT_LIMIT: Duration = Duration::from_secs(900);
 const CLI_ATTEMPTS: u32 = 3;
 const CLI_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-pub fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
+pub(super) fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError> {
     // Another target's secret is not needed here: only this target's problems stop the purge.
     let loaded = load_with(
         cli,

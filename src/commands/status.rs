@@ -30,7 +30,7 @@ struct TargetStatus {
     sending: Option<Sending>,
 }
 
-pub fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
+pub(super) fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError> {
     // Only the state is read: no secret is needed, and a missing tree is only a warning.
     let config = load_with(
         cli,

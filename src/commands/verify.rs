@@ -11,7 +11,7 @@ use crate::manifest::{stat_and_hash, walk};
 use crate::route::Filter;
 use crate::verify::{self, Expect, Verdict, Want};
 
-pub fn run(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode, CommandError> {
+pub(super) fn run(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode, CommandError> {
     let config = load(cli, true)?.config;
     let rules: Vec<&Rule> = match &args.rule {
         Some(name) => {

@@ -115,7 +115,7 @@ impl Ahead for NothingAhead {
 }
 
 /// Manifest entries to write: `None` removes the path.
-pub type Updates = Vec<(String, Option<FileMeta>)>;
+pub(crate) type Updates = Vec<(String, Option<FileMeta>)>;
 
 /// The result of comparing candidates with the manifest.
 #[derive(Debug, Default)]

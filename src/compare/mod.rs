@@ -77,7 +77,7 @@ pub(crate) struct Compared {
 
 impl Job {
     /// Compares, hands the result to `done`, then frees the record and the candidate list.
-    pub fn run(self, done: impl FnOnce(Compared)) {
+    pub(crate) fn run(self, done: impl FnOnce(Compared)) {
         let Job {
             rule,
             root,
@@ -163,7 +163,7 @@ impl Job {
     }
 
     /// Runs in place and returns the result.
-    pub fn run_here(self) -> Compared {
+    pub(crate) fn run_here(self) -> Compared {
         let mut out = None;
         self.run(|c| out = Some(c));
         out.expect("Job::run always calls done")

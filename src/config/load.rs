@@ -79,7 +79,7 @@ pub fn rules_keys() -> Vec<&'static str> {
 
 /// The largest rules file read: a rules file is a few kilobytes; past this it is a mistake
 /// (`-c /dev/zero`, a log file) and is refused before parsing.
-pub const MAX_RULES_BYTES: u64 = 1024 * 1024;
+pub(super) const MAX_RULES_BYTES: u64 = 1024 * 1024;
 
 /// Reads and validates the rules file at `path`.
 pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, ConfigError> {
@@ -133,7 +133,7 @@ fn read_rules(path: &Path) -> Result<String, ConfigError> {
 }
 
 /// Where the shipped unit's `LoadCredential=` lines read the secrets from.
-pub const PACKAGED_CREDENTIALS: &str = "/etc/purgewatch/credentials";
+pub(super) const PACKAGED_CREDENTIALS: &str = "/etc/purgewatch/credentials";
 
 /// A variable of the process's environment. `$CREDENTIALS_DIRECTORY` is set by systemd for the
 /// service only: a command typed by hand (`sudo purgewatch purge cdn --all`) reads the same

@@ -94,7 +94,7 @@ const DEFERRED_STEP: Duration = Duration::from_millis(20);
 const DEFERRED_MAX_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Plan and log, send nothing, write no state.
     pub dry_run: bool,
 }
@@ -227,7 +227,7 @@ struct Daemon {
 }
 
 /// Runs the daemon until `shutdown` completes, then sends what is pending and returns.
-pub async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), DaemonError> {
+pub(crate) async fn run(config: Config, opts: Options, signals: Signals) -> Result<(), DaemonError> {
     let queue = Arc::new(EventQueue::default());
     let Signals {
         mut stop,

@@ -46,7 +46,7 @@ rules:
 
 impl Harness {
     /// A site holding `files`, its baseline taken, the daemon started on it.
-    pub fn new(files: &[(&str, &str)], opts: Options) -> Harness {
+    pub(super) fn new(files: &[(&str, &str)], opts: Options) -> Harness {
         let tmp = tempfile::tempdir().unwrap();
         let site = tmp.path().join("public");
         std::fs::create_dir_all(&site).unwrap();
@@ -61,7 +61,7 @@ impl Harness {
     }
 
     /// The daemon started (again) on the site and rules of `tmp`.
-    pub fn start(tmp: tempfile::TempDir, site: PathBuf, rules: PathBuf, opts: Options) -> Harness {
+    pub(super) fn start(tmp: tempfile::TempDir, site: PathBuf, rules: PathBuf, opts: Options) -> Harness {
         let config = config::load(
             &rules,
             LoadOptions {
@@ -94,18 +94,18 @@ impl Harness {
         }
     }
 
-    pub fn write(&self, rel: &str, text: &str) {
+    pub(super) fn write(&self, rel: &str, text: &str) {
         std::fs::write(self.site.join(rel), text).unwrap();
     }
 
     /// An event for `rel` (a file being written), as the watcher reports it.
-    pub fn event(&mut self, rel: &str) {
+    pub(super) fn event(&mut self, rel: &str) {
         self.events(&[rel], false);
     }
 
     /// Events for `rels` in one batch; `done`: each left its file finished (closed after
     /// writing), so it is worth hashing ahead.
-    pub fn events(&mut self, rels: &[&str], done: bool) {
+    pub(super) fn events(&mut self, rels: &[&str], done: bool) {
         let taken = Taken {
             msgs: vec![WatchMsg::Paths {
                 paths: rels.iter().map(|r| self.site.join(r)).collect(),
@@ -121,17 +121,17 @@ impl Harness {
 
     /// The next comparison to come back. (No timeout: on the paused clock a timer would fire
     /// at once. A comparison runs on a blocking thread, which holds the paused clock still.)
-    pub async fn next_compared(&mut self) -> (u64, Compared) {
+    pub(super) async fn next_compared(&mut self) -> (u64, Compared) {
         self.compared.recv().await.expect("the channel is open")
     }
 
     /// The next result of the hashing worker.
-    pub async fn next_hashed(&mut self) -> hashahead::Done {
+    pub(super) async fn next_hashed(&mut self) -> hashahead::Done {
         self.hashed.recv().await.expect("the channel is open")
     }
 
     /// The paths queued for `target`.
-    pub fn pending(&self, target: &str) -> Vec<String> {
+    pub(super) fn pending(&self, target: &str) -> Vec<String> {
         self.d
             .pending
             .get(target)
@@ -141,7 +141,7 @@ impl Harness {
 
     /// Lets the open batches fall due and their one comparison come back and be queued (and
     /// sent).
-    pub async fn settle_due(&mut self) {
+    pub(super) async fn settle_due(&mut self) {
         self.debounce().await;
         self.d.fire_due();
         let (id, c) = self.next_compared().await;
@@ -149,12 +149,12 @@ impl Harness {
     }
 
     /// Waits for every write the daemon asked of its state writer.
-    pub fn synced(&self) {
+    pub(super) fn synced(&self) {
         self.d.writer.as_ref().expect("not a dry run").sync();
     }
 
     /// Lets the debounce of every open batch run out.
-    pub async fn debounce(&self) {
+    pub(super) async fn debounce(&self) {
         tokio::time::advance(Duration::from_millis(1100)).await;
     }
 }

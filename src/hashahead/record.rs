@@ -18,7 +18,7 @@ use crate::manifest::{Ahead, FileMeta, Known, Manifest};
 
 /// What a hash taken ahead found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     #[default]
     Nothing,
     /// Not a regular file any more.
@@ -50,10 +50,10 @@ impl PathState {
 
 /// Trees with at least this many files get a record sized for all of them (see
 /// [`Record::with_room`]).
-pub const ROOM_FROM: usize = 16_384;
+pub(super) const ROOM_FROM: usize = 16_384;
 
 #[derive(Debug, Default)]
-pub struct Record {
+pub(crate) struct Record {
     paths: HashMap<Box<str>, PathState>,
     /// New metadata of files found to differ from the manifest.
     metas: HashMap<Box<str>, FileMeta>,
@@ -72,7 +72,7 @@ pub struct Record {
 
 /// What a finished hash means against the manifest: [`Found::Same`] (and the new metadata to
 /// record for the same bytes, if it moved), [`Found::Differs`] or [`Found::Gone`].
-pub fn judge(manifest: &Manifest, rel: &str, result: Option<FileMeta>) -> (Found, Option<FileMeta>) {
+pub(crate) fn judge(manifest: &Manifest, rel: &str, result: Option<FileMeta>) -> (Found, Option<FileMeta>) {
     match (result, manifest.get(rel)) {
         (None, _) => (Found::Gone, None),
         (Some(new), Some(old)) if old.same_bytes(&new) => (Found::Same, (new != *old).then_some(new)),
@@ -83,7 +83,7 @@ pub fn judge(manifest: &Manifest, rel: &str, result: Option<FileMeta>) -> (Found
 impl Record {
     /// An event for `rel` with sequence number `seq`. Returns true if the path was not dirty yet.
     /// `attrib`: the event changed attributes only.
-    pub fn event(&mut self, rel: &str, seq: u64, attrib: bool) -> bool {
+    pub(crate) fn event(&mut self, rel: &str, seq: u64, attrib: bool) -> bool {
         let state = match self.paths.get_mut(rel) {
             Some(s) => s,
             None => self.paths.entry(rel.into()).or_default(),
@@ -98,7 +98,7 @@ impl Record {
     }
 
     /// Marks paths dirty without an event (seen in the last run, not compared yet).
-    pub fn mark_dirty(&mut self, paths: impl IntoIterator<Item = String>) {
+    pub(crate) fn mark_dirty(&mut self, paths: impl IntoIterator<Item = String>) {
         for p in paths {
             let state = self.paths.entry(p.into_boxed_str()).or_default();
             self.dirty += !state.dirty as usize;
@@ -107,33 +107,33 @@ impl Record {
         }
     }
 
-    pub fn is_dirty(&self, rel: &str) -> bool {
+    pub(crate) fn is_dirty(&self, rel: &str) -> bool {
         self.paths.get(rel).is_some_and(|s| s.dirty)
     }
 
     /// How many paths have a record (dirty, or hashed as part of a tree), counting the tree's
     /// files kept as a mark on the manifest.
-    pub fn recorded(&self) -> usize {
+    pub(crate) fn recorded(&self) -> usize {
         self.paths.len() + self.listed_same
     }
 
-    pub fn has_dirty(&self) -> bool {
+    pub(crate) fn has_dirty(&self) -> bool {
         self.dirty > 0
     }
 
     /// How many paths are dirty (changed since the last comparison).
-    pub fn dirty_count(&self) -> usize {
+    pub(crate) fn dirty_count(&self) -> usize {
         self.dirty
     }
 
     /// Every path recorded (dirty ones and those of a tree hashed ahead) that still needs a
     /// comparison: all but those found to hold the manifest's bytes.
-    pub fn paths_to_compare(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn paths_to_compare(&self) -> impl Iterator<Item = &str> {
         self.paths.iter().filter(|(_, s)| !s.is_same()).map(|(p, _)| &**p)
     }
 
     /// The dirty paths that still need a comparison (see [`Record::paths_to_compare`]).
-    pub fn dirty_to_compare(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn dirty_to_compare(&self) -> impl Iterator<Item = &str> {
         self.paths
             .iter()
             .filter(|(_, s)| s.dirty && !s.is_same())
@@ -143,14 +143,14 @@ impl Record {
     /// Whether `rel` was hashed ahead, found to hold the manifest's bytes, and has had no event
     /// since: nothing to compare. (The daemon asks through [`Record::paths_to_compare`].)
     #[cfg(test)]
-    pub fn is_same(&self, rel: &str) -> bool {
+    pub(crate) fn is_same(&self, rel: &str) -> bool {
         self.paths.get(rel).is_some_and(PathState::is_same)
     }
 
     /// The whole tree, listed by a job queued at `seq`, has been recorded (with [`Record::found_in_tree`]
     /// for each of its files): with the events since, it stands in for walking the tree (see
     /// [`Record::tree_covers`] and [`Record::tree_lacks`]).
-    pub fn tree_listed(&mut self, seq: u64) {
+    pub(crate) fn tree_listed(&mut self, seq: u64) {
         if self.wants_tree(seq) && self.tree_seq < Some(seq) {
             self.tree_seq = Some(seq);
         }
@@ -161,7 +161,7 @@ impl Record {
     /// every path a comparison must look at. (A path the manifest gains comes from a comparison,
     /// which starts a new record; one recorded after the listing is compared through its
     /// record.) Read by the comparison, off the daemon's loop: a walk of the whole manifest.
-    pub fn tree_lacks<'a>(&'a self, manifest: &'a Manifest) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn tree_lacks<'a>(&'a self, manifest: &'a Manifest) -> impl Iterator<Item = &'a str> + 'a {
         let seq = self.tree_seq;
         manifest
             .paths()
@@ -170,25 +170,25 @@ impl Record {
 
     /// Whether a tree listed here was taken after `seq` (so that, with the events since, it
     /// stands in for walking the tree).
-    pub fn tree_covers(&self, seq: u64) -> bool {
+    pub(crate) fn tree_covers(&self, seq: u64) -> bool {
         self.tree_seq.is_some_and(|t| t > seq)
     }
 
     /// Whether a file's hash queued at `seq` is still worth keeping: its job was queued after
     /// the last comparison and no event came for the path since.
-    pub fn wants(&self, rel: &str, seq: u64) -> bool {
+    pub(crate) fn wants(&self, rel: &str, seq: u64) -> bool {
         seq > self.settled_seq && self.paths.get(rel).is_some_and(|s| s.seq == seq)
     }
 
     /// Whether a whole tree hashed from a job queued at `seq` is still worth keeping (per path,
     /// [`Record::found`] also skips paths with later events).
-    pub fn wants_tree(&self, seq: u64) -> bool {
+    pub(crate) fn wants_tree(&self, seq: u64) -> bool {
         seq > self.settled_seq
     }
 
     /// Records what the hash of `rel`, queued at `seq`, found (see [`judge`]); `meta` is the new
     /// metadata when it differs. Ignored if an event came for the path after `seq`.
-    pub fn found(&mut self, rel: String, seq: u64, found: Found, meta: Option<FileMeta>) {
+    pub(crate) fn found(&mut self, rel: String, seq: u64, found: Found, meta: Option<FileMeta>) {
         if seq <= self.settled_seq {
             return;
         }
@@ -210,7 +210,14 @@ impl Record {
     /// Records what the hash of `rel` found as part of the whole tree hashed by job `seq` (see
     /// [`Record::found`]). A file with the manifest's bytes and no record here gets no record:
     /// it is marked instead ([`Marks`]), which [`Record::tree_listed`] and [`Record::known`] read.
-    pub fn found_in_tree(&mut self, manifest: &Manifest, rel: String, seq: u64, found: Found, meta: Option<FileMeta>) {
+    pub(crate) fn found_in_tree(
+        &mut self,
+        manifest: &Manifest,
+        rel: String,
+        seq: u64,
+        found: Found,
+        meta: Option<FileMeta>,
+    ) {
         if !self.wants_tree(seq) {
             return;
         }
@@ -231,7 +238,7 @@ impl Record {
 
     /// A new tree was swapped in under the watched path at `seq`: what any hash taken before
     /// found (in the old tree) no longer holds, though every recorded path stays dirty.
-    pub fn root_replaced(&mut self, seq: u64) {
+    pub(crate) fn root_replaced(&mut self, seq: u64) {
         self.settled_seq = self.settled_seq.max(seq);
         for s in self.paths.values_mut() {
             s.found = Found::Nothing;
@@ -252,7 +259,7 @@ impl Record {
     /// a millisecond, and a host's thousand small trees would otherwise each hold a table the
     /// size of its tree (a first start, whose freed memory the tables reuse, kept ~60 MB more
     /// at 1,000 trees of 1,000 files).
-    pub fn with_room(paths: usize) -> Record {
+    pub(crate) fn with_room(paths: usize) -> Record {
         if paths < ROOM_FROM {
             return Record::default();
         }
@@ -267,7 +274,7 @@ impl Record {
     /// for `room` paths (see [`Record::with_room`]).
     /// Returns the record it replaces, for the caller to drop once the purge is on its way
     /// (after a storm, freeing 100,000 entries takes a while).
-    pub fn settled(&mut self, seq: u64, room: usize) -> Record {
+    pub(crate) fn settled(&mut self, seq: u64, room: usize) -> Record {
         std::mem::replace(
             self,
             Record {
@@ -278,13 +285,13 @@ impl Record {
     }
 
     /// What is known ahead, read together with the manifest (for [`Found::Same`]).
-    pub fn known<'a>(&'a self, manifest: &'a Manifest) -> View<'a> {
+    pub(crate) fn known<'a>(&'a self, manifest: &'a Manifest) -> View<'a> {
         View { record: self, manifest }
     }
 }
 
 /// A [`Record`] and the manifest it was judged against: what a comparison knows ahead.
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     record: &'a Record,
     manifest: &'a Manifest,
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::manifest::{FileMeta, stat_and_hash, walk};
 use crate::route::Filter;
 
-pub enum Job {
+pub(crate) enum Job {
     /// Files that finished changing, each with the sequence number of its last event (one job
     /// per batch of events, so that a storm does not wake the worker once per file).
     Files {
@@ -32,12 +32,12 @@ pub enum Job {
 }
 
 /// A swapped-in tree to watch in place of the old one.
-pub struct Rewatch {
+pub(crate) struct Rewatch {
     pub watcher: Arc<Mutex<crate::watch::Watcher>>,
     pub old_root: PathBuf,
 }
 
-pub enum Done {
+pub(crate) enum Done {
     /// Per file: its path, the job's sequence number, and `None` when the path is not a regular
     /// file (gone). Unreadable files and directories are left out: the comparison looks itself.
     Files {
@@ -70,7 +70,7 @@ pub enum Done {
 
 impl Done {
     /// The rule whose files these are.
-    pub fn rule(&self) -> &str {
+    pub(crate) fn rule(&self) -> &str {
         match self {
             Done::Files { rule, .. }
             | Done::TreePart { rule, .. }
@@ -83,13 +83,13 @@ impl Done {
 /// Files hashed per result sent back (each result is one turn of the daemon's loop: ~5 ms).
 const RESULT_CHUNK: usize = 256;
 
-pub struct Worker {
+pub(crate) struct Worker {
     tx: std::sync::mpsc::Sender<Job>,
 }
 
 impl Worker {
     /// `stop` ends a walk of a new tree early (a stop was asked for).
-    pub fn start(done: UnboundedSender<Done>, stop: crate::shutdown::Stop) -> Worker {
+    pub(crate) fn start(done: UnboundedSender<Done>, stop: crate::shutdown::Stop) -> Worker {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("purgewatch-hash".into())
@@ -182,7 +182,7 @@ impl Worker {
         Worker { tx }
     }
 
-    pub fn send(&self, job: Job) {
+    pub(crate) fn send(&self, job: Job) {
         // The worker only stops with the daemon.
         let _ = self.tx.send(job);
     }

@@ -24,7 +24,7 @@ pub struct Bunny {
 
 const PARALLEL: usize = 4;
 
-pub async fn purge(
+pub(crate) async fn purge(
     http: &reqwest::Client,
     b: &Bunny,
     urls: &[String],
@@ -61,7 +61,7 @@ pub async fn purge(
     })
 }
 
-pub async fn check(http: &reqwest::Client, b: &Bunny) -> Result<String, ProviderError> {
+pub(crate) async fn check(http: &reqwest::Client, b: &Bunny) -> Result<String, ProviderError> {
     let url = format!("{}/pullzone/{}", b.api_url, b.pull_zone_id);
     let what = format!("GET {url}");
     let reply = send_ok(

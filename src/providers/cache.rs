@@ -13,7 +13,7 @@ use super::{Accepted, ProviderError, Reply, for_each, http_error, send};
 
 /// URLs one delivery to a local cache carries (each its own PURGE or GET, sent a few at a time;
 /// a failed delivery is sent again whole, which a cache takes as the same purge).
-pub const CACHE_URLS_PER_REQUEST: usize = 100;
+pub(crate) const CACHE_URLS_PER_REQUEST: usize = 100;
 use crate::secret::Secret;
 
 /// Requests to one cache in flight at once, for one delivery of URLs.
@@ -73,7 +73,7 @@ pub(super) async fn each(
 }
 
 /// `check --remote`: the endpoint answers HTTP at all.
-pub async fn check(http: &reqwest::Client, endpoint: &str) -> Result<String, ProviderError> {
+pub(crate) async fn check(http: &reqwest::Client, endpoint: &str) -> Result<String, ProviderError> {
     let what = format!("GET {endpoint}/");
     let rb = http.get(format!("{endpoint}/")).timeout(Duration::from_secs(10));
     let reply = send(rb, &what, &Secret::default()).await?;

@@ -73,7 +73,7 @@ fn errors(reply: &Reply) -> String {
     }
 }
 
-pub async fn purge(
+pub(crate) async fn purge(
     http: &reqwest::Client,
     c: &Cloudflare,
     entries: &[String],
@@ -129,7 +129,7 @@ pub async fn purge(
     })
 }
 
-pub async fn check(http: &reqwest::Client, c: &Cloudflare) -> Result<String, ProviderError> {
+pub(crate) async fn check(http: &reqwest::Client, c: &Cloudflare) -> Result<String, ProviderError> {
     let url = format!("{}/zones/{}", c.api_url, c.zone_id);
     let what = format!("GET {url}");
     let reply = send(http.get(&url).bearer_auth(c.api_token.expose()), &what, &c.api_token).await?;

@@ -41,16 +41,16 @@ pub struct CloudFront {
 
 const API: &str = "2020-05-31";
 /// The price of a path past the month's free ones, in dollars.
-pub const DOLLARS_PER_PATH: f64 = 0.005;
+pub(crate) const DOLLARS_PER_PATH: f64 = 0.005;
 
 /// CallerReferences given to the batches sent and not yet accepted: a retry of the same batch
 /// takes the same one.
 #[derive(Debug, Default)]
-pub struct References(Mutex<BTreeMap<String, String>>);
+pub(crate) struct References(Mutex<BTreeMap<String, String>>);
 
 /// At most `max` paths covering `paths`: as they are while they fit; else each directory with
 /// more than one changed path becomes `dir/*` (deepest first) until they fit; else `/*`.
-pub fn fit(paths: &[String], max: usize) -> Vec<String> {
+pub(crate) fn fit(paths: &[String], max: usize) -> Vec<String> {
     let mut set: BTreeSet<String> = paths.iter().cloned().collect();
     if set.len() <= max.max(1) {
         return set.into_iter().collect();
@@ -82,7 +82,7 @@ pub fn fit(paths: &[String], max: usize) -> Vec<String> {
 }
 
 /// The InvalidationBatch body.
-pub fn batch_xml(paths: &[String], reference: &str) -> String {
+pub(crate) fn batch_xml(paths: &[String], reference: &str) -> String {
     let items: String = paths
         .iter()
         .map(|p| format!("<Path>{}</Path>", xml_escape(p)))
@@ -120,12 +120,12 @@ fn paths_of(urls: &[String], everything: bool) -> Vec<String> {
 }
 
 /// The paths `urls` become for `c`: what `plan` and `--dry-run` count.
-pub fn planned_paths(c: &CloudFront, urls: &[String], everything: bool) -> Vec<String> {
+pub(crate) fn planned_paths(c: &CloudFront, urls: &[String], everything: bool) -> Vec<String> {
     fit(&paths_of(urls, everything), c.max_paths)
 }
 
 /// The paths a recorded request invalidated (its description says "N paths"), 0 for another.
-pub fn paths_in(request: &str) -> u64 {
+pub(crate) fn paths_in(request: &str) -> u64 {
     let Some(i) = request.find(" path") else { return 0 };
     request[..i]
         .rsplit(' ')
@@ -136,7 +136,7 @@ pub fn paths_in(request: &str) -> u64 {
 
 /// What a batch of `n` paths costs, with `used` paths invalidated this month already: the month's
 /// free paths first, then $0.005 a path.
-pub fn cost_line(c: &CloudFront, used: u64, n: u64) -> String {
+pub(crate) fn cost_line(c: &CloudFront, used: u64, n: u64) -> String {
     let billed = (used + n).saturating_sub(c.free_paths_per_month.max(used));
     format!(
         "{n} path{} this batch; {used} of the {} free paths used this month; cost ${:.3}",
@@ -236,7 +236,7 @@ fn failure(what: &str, reply: &Reply) -> ProviderError {
     }
 }
 
-pub async fn purge(
+pub(crate) async fn purge(
     http: &reqwest::Client,
     c: &CloudFront,
     refs: &References,
@@ -273,7 +273,7 @@ pub async fn purge(
     })
 }
 
-pub async fn job(http: &reqwest::Client, c: &CloudFront, id: &str) -> Result<JobState, ProviderError> {
+pub(crate) async fn job(http: &reqwest::Client, c: &CloudFront, id: &str) -> Result<JobState, ProviderError> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ProviderError::permanent(format!(
             "cloudfront: the invalidation id {id:?} is not a plain id: not followed"
@@ -296,7 +296,7 @@ pub async fn job(http: &reqwest::Client, c: &CloudFront, id: &str) -> Result<Job
     })
 }
 
-pub async fn check(http: &reqwest::Client, c: &CloudFront) -> Result<String, ProviderError> {
+pub(crate) async fn check(http: &reqwest::Client, c: &CloudFront) -> Result<String, ProviderError> {
     let url = format!("{}/{API}/distribution/{}", c.api_url, c.distribution_id);
     let what = format!("GET {url}");
     let rb = send_signed(http, c, reqwest::Method::GET, &url, String::new())?;

@@ -31,14 +31,14 @@ pub struct CommandTarget {
 }
 
 /// The most of a run's output kept (its end).
-pub const OUTPUT_KEPT: usize = 64 * 1024;
+pub(crate) const OUTPUT_KEPT: usize = 64 * 1024;
 /// After the program exits, how long its output is still read.
 const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 /// `EX_TEMPFAIL`: try again later.
-pub const TEMPFAIL: i32 = 75;
+pub(crate) const TEMPFAIL: i32 = 75;
 
 /// The text the program reads: one URL a line, or a lone `*`.
-pub fn stdin_text(urls: &[String], everything: bool) -> String {
+pub(crate) fn stdin_text(urls: &[String], everything: bool) -> String {
     if everything {
         return "*\n".into();
     }
@@ -59,7 +59,7 @@ fn environment() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
         .collect()
 }
 
-pub async fn purge(
+pub(crate) async fn purge(
     c: &CommandTarget,
     target: &str,
     batch: &str,
@@ -183,7 +183,7 @@ async fn read_tail(mut pipe: impl tokio::io::AsyncRead + Unpin, kept: Arc<Mutex<
 }
 
 /// `check --remote`: the program exists and may be run.
-pub fn check(c: &CommandTarget) -> Result<String, ProviderError> {
+pub(crate) fn check(c: &CommandTarget) -> Result<String, ProviderError> {
     let program = c.argv.first().map(String::as_str).unwrap_or_default();
     crate::config::runnable(program)
         .map(|()| format!("{program} is executable"))

@@ -28,7 +28,7 @@ pub struct Fastly {
 /// URL purges in flight at once, for one delivery.
 const PARALLEL: usize = 4;
 
-pub async fn purge(
+pub(crate) async fn purge(
     http: &reqwest::Client,
     f: &Fastly,
     urls: &[String],
@@ -70,7 +70,7 @@ pub async fn purge(
     })
 }
 
-pub async fn check(http: &reqwest::Client, f: &Fastly) -> Result<String, ProviderError> {
+pub(crate) async fn check(http: &reqwest::Client, f: &Fastly) -> Result<String, ProviderError> {
     let url = format!("{}/service/{}", f.api_url, f.service_id);
     let what = format!("GET {url}");
     let reply = send_ok(

@@ -6,17 +6,17 @@
 //! unknown id, VIMS 400 "failed creation"). Messages name the request and quote what the provider
 //! said, with any secret scrubbed out.
 
-pub mod bunny;
-pub mod cache;
-pub mod cloudflare;
-pub mod cloudfront;
-pub mod command;
-pub mod fastly;
-pub mod nginx;
-pub mod sitehost;
-pub mod varnish;
-pub mod vims;
-pub mod webhook;
+pub(crate) mod bunny;
+pub(crate) mod cache;
+pub(crate) mod cloudflare;
+pub(crate) mod cloudfront;
+pub(crate) mod command;
+pub(crate) mod fastly;
+pub(crate) mod nginx;
+pub(crate) mod sitehost;
+pub(crate) mod varnish;
+pub(crate) mod vims;
+pub(crate) mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,7 @@ use crate::secret::Secret;
 
 /// Why a transient failure happened: what the retry is counted under in `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// No connection, or it broke.
     Network,
     Timeout,
@@ -49,7 +49,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::Network => "network",
             Reason::Timeout => "timeout",
@@ -68,7 +68,7 @@ impl Reason {
 /// already quotes its cause. A network failure also keeps its `reqwest::Error` (without the
 /// URL, which may carry the key) as the source, for code that asks what kind of failure it was.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ProviderError {
+pub(crate) enum ProviderError {
     #[error("{message}")]
     Transient {
         message: String,
@@ -95,7 +95,7 @@ impl PartialEq for ProviderError {
 }
 
 impl ProviderError {
-    pub fn transient(reason: Reason, message: impl Into<String>) -> ProviderError {
+    pub(crate) fn transient(reason: Reason, message: impl Into<String>) -> ProviderError {
         ProviderError::Transient {
             message: message.into(),
             retry_after: None,
@@ -134,25 +134,25 @@ impl ProviderError {
     }
 
     /// Why a transient failure happened; `None` for a permanent one.
-    pub fn reason(&self) -> Option<Reason> {
+    pub(crate) fn reason(&self) -> Option<Reason> {
         match self {
             ProviderError::Transient { reason, .. } => Some(*reason),
             ProviderError::Permanent { .. } => None,
         }
     }
 
-    pub fn permanent(message: impl Into<String>) -> ProviderError {
+    pub(crate) fn permanent(message: impl Into<String>) -> ProviderError {
         ProviderError::Permanent {
             message: message.into(),
             cause: None,
         }
     }
 
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, ProviderError::Transient { .. })
     }
 
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             ProviderError::Transient { retry_after, .. } => *retry_after,
             ProviderError::Permanent { .. } => None,
@@ -162,7 +162,7 @@ impl ProviderError {
 
 /// A purge the provider took on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// The SiteHost job id or VIMS task id, when the reply had one.
     pub job_id: Option<String>,
     pub message: String,
@@ -170,7 +170,7 @@ pub struct Accepted {
 
 /// Where a provider job stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobState {
+pub(crate) enum JobState {
     /// Still queued or running; the provider's word for it.
     Running(String),
     Done(String),
@@ -180,7 +180,7 @@ pub enum JobState {
 
 /// A client for one target.
 #[derive(Debug)]
-pub struct Provider {
+pub(crate) struct Provider {
     pub target: String,
     kind: TargetKind,
     http: reqwest::Client,
@@ -297,7 +297,7 @@ pub(crate) fn urls_of(req: &Request) -> (&[String], bool, &[crate::request::Pend
 /// The HTTP client every provider shares: rustls, connect and total timeouts, and no redirects:
 /// a redirected POST would re-send the form (API key included) to another host, or turn into a
 /// GET whose `{"status": true}` looks like a purge. A 3xx is an error that names its `Location`.
-pub fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
@@ -308,7 +308,7 @@ pub fn http_client() -> reqwest::Client {
 }
 
 impl Provider {
-    pub fn new(target: &Target, http: reqwest::Client) -> Provider {
+    pub(crate) fn new(target: &Target, http: reqwest::Client) -> Provider {
         Provider {
             target: target.name.clone(),
             kind: target.kind.clone(),
@@ -319,37 +319,37 @@ impl Provider {
     }
 
     /// Requests to one account share a rate limit: the API URL and a hash of the credential.
-    pub fn account(&self) -> String {
+    pub(crate) fn account(&self) -> String {
         let (url, secret) = self.kind.api();
         format!("{url}#{}", &blake3::hash(secret.expose().as_bytes()).to_hex()[..16])
     }
 
     /// What a request will do, in words, for logs and `--dry-run`.
-    pub fn describe(&self, req: &Request) -> String {
+    pub(crate) fn describe(&self, req: &Request) -> String {
         each_kind!(&self.kind, k => k.describe(req))
     }
 
     /// What `req` costs (a CloudFront target past its free paths; others cost nothing per
     /// request), given what the state directory recorded this calendar month.
-    pub fn cost(&self, req: &Request, store: Option<&crate::state::Store>) -> Option<String> {
+    pub(crate) fn cost(&self, req: &Request, store: Option<&crate::state::Store>) -> Option<String> {
         each_kind!(&self.kind, k => k.cost(self, req, store))
     }
 
     /// `sitehost`, `vims`, ….
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         self.kind.type_name()
     }
 
-    pub async fn purge(&self, req: &Request) -> Result<Accepted, ProviderError> {
+    pub(crate) async fn purge(&self, req: &Request) -> Result<Accepted, ProviderError> {
         each_kind!(&self.kind, k => k.purge(self, req).await)
     }
 
-    pub async fn job(&self, id: &str) -> Result<JobState, ProviderError> {
+    pub(crate) async fn job(&self, id: &str) -> Result<JobState, ProviderError> {
         each_kind!(&self.kind, k => k.job(self, id).await)
     }
 
     /// `check --remote`: do the credentials and ids work?
-    pub async fn check(&self) -> Result<String, ProviderError> {
+    pub(crate) async fn check(&self) -> Result<String, ProviderError> {
         each_kind!(&self.kind, k => k.check(self).await)
     }
 }
@@ -369,7 +369,7 @@ pub(crate) struct Reply {
 }
 
 /// The most of a reply that is read: API replies are a few hundred bytes; more is an error.
-pub const BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Sends a request; a network error or timeout is transient, a request that cannot be built
 /// (a bad URL) is permanent. `what` names the request.
@@ -527,7 +527,7 @@ fn excerpt(text: &str) -> String {
 }
 
 /// `Retry-After` as seconds or an HTTP date, capped at an hour.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     let d = if let Ok(secs) = v.parse::<u64>() {
         Duration::from_secs(secs)

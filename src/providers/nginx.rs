@@ -50,7 +50,7 @@ fn read(k: &mut Keys) -> TargetKind {
     })
 }
 
-pub async fn purge_urls(http: &reqwest::Client, n: &Nginx, paths: &[String]) -> Result<Accepted, ProviderError> {
+pub(crate) async fn purge_urls(http: &reqwest::Client, n: &Nginx, paths: &[String]) -> Result<Accepted, ProviderError> {
     each(http, &n.endpoint, b"GET", &n.purge_location, &n.host, paths, true).await
 }
 

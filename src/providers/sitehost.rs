@@ -46,7 +46,7 @@ fn ok_reply(what: &str, reply: &Reply) -> Result<(), ProviderError> {
     }
 }
 
-pub async fn purge(http: &reqwest::Client, s: &SiteHost) -> Result<Accepted, ProviderError> {
+pub(crate) async fn purge(http: &reqwest::Client, s: &SiteHost) -> Result<Accepted, ProviderError> {
     let what = format!(
         "POST {}/cloud/stack/purge_cache.json (stack {} on {})",
         s.api_url, s.stack, s.server
@@ -73,7 +73,7 @@ pub async fn purge(http: &reqwest::Client, s: &SiteHost) -> Result<Accepted, Pro
     })
 }
 
-pub async fn job(http: &reqwest::Client, s: &SiteHost, id: &str) -> Result<JobState, ProviderError> {
+pub(crate) async fn job(http: &reqwest::Client, s: &SiteHost, id: &str) -> Result<JobState, ProviderError> {
     let what = format!("GET {}/job/get.json (job {id})", s.api_url);
     let rb = http.get(format!("{}/job/get.json", s.api_url)).query(&[
         ("apikey", s.api_key.expose()),
@@ -104,7 +104,7 @@ pub async fn job(http: &reqwest::Client, s: &SiteHost, id: &str) -> Result<JobSt
     })
 }
 
-pub async fn check(http: &reqwest::Client, s: &SiteHost) -> Result<String, ProviderError> {
+pub(crate) async fn check(http: &reqwest::Client, s: &SiteHost) -> Result<String, ProviderError> {
     let what = format!(
         "GET {}/cloud/stack/get.json (stack {} on {})",
         s.api_url, s.stack, s.server

@@ -56,7 +56,7 @@ fn read(k: &mut Keys) -> TargetKind {
 }
 
 /// `BAN /` with the pattern (`*`, everything, as `.*`) in the target's header.
-pub async fn ban(http: &reqwest::Client, v: &Varnish, pattern: &str) -> Result<Accepted, ProviderError> {
+pub(crate) async fn ban(http: &reqwest::Client, v: &Varnish, pattern: &str) -> Result<Accepted, ProviderError> {
     let regex = if pattern == "*" { ".*" } else { pattern };
     let what = format!("BAN {}/ ({}: {regex})", v.endpoint, v.ban_header);
     let method = Method::from_bytes(b"BAN").expect("a valid method name");
@@ -70,7 +70,11 @@ pub async fn ban(http: &reqwest::Client, v: &Varnish, pattern: &str) -> Result<A
     })
 }
 
-pub async fn purge_urls(http: &reqwest::Client, v: &Varnish, paths: &[String]) -> Result<Accepted, ProviderError> {
+pub(crate) async fn purge_urls(
+    http: &reqwest::Client,
+    v: &Varnish,
+    paths: &[String],
+) -> Result<Accepted, ProviderError> {
     each(http, &v.endpoint, b"PURGE", "", &v.host, paths, false).await
 }
 

@@ -31,7 +31,7 @@ pub struct Vims {
 
 /// Which task URL form works: 0 unknown, 1 `tasks/`, 2 `task/`.
 #[derive(Debug, Default)]
-pub struct TaskPath(AtomicU8);
+pub(crate) struct TaskPath(AtomicU8);
 
 fn status_of(reply: &Reply) -> Option<&str> {
     reply.json.as_ref()?.get("status").and_then(Value::as_str)
@@ -54,7 +54,7 @@ fn ok_reply(what: &str, reply: &Reply) -> Result<(), ProviderError> {
     }
 }
 
-pub async fn purge(http: &reqwest::Client, v: &Vims, pattern: &str) -> Result<Accepted, ProviderError> {
+pub(crate) async fn purge(http: &reqwest::Client, v: &Vims, pattern: &str) -> Result<Accepted, ProviderError> {
     let url = format!("{}/services/cdn/{}/purge", v.api_url, v.cdn_id);
     let what = format!("POST {url}");
     let rb = http
@@ -85,7 +85,12 @@ fn safe_task_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-pub async fn task(http: &reqwest::Client, v: &Vims, id: &str, path: &TaskPath) -> Result<JobState, ProviderError> {
+pub(crate) async fn task(
+    http: &reqwest::Client,
+    v: &Vims,
+    id: &str,
+    path: &TaskPath,
+) -> Result<JobState, ProviderError> {
     if !safe_task_id(id) {
         return Err(ProviderError::permanent(format!(
             "the task id {:?} is not a plain id (letters, digits, -_.:): not followed",
@@ -130,7 +135,7 @@ pub async fn task(http: &reqwest::Client, v: &Vims, id: &str, path: &TaskPath) -
     Err(last.unwrap_or_else(|| ProviderError::permanent("no task URL answered")))
 }
 
-pub async fn check(http: &reqwest::Client, v: &Vims) -> Result<String, ProviderError> {
+pub(crate) async fn check(http: &reqwest::Client, v: &Vims) -> Result<String, ProviderError> {
     let url = format!("{}/services/cdn/", v.api_url);
     let what = format!("GET {url}");
     let rb = http.get(&url).header(reqwest::header::AUTHORIZATION, v.token.expose());

@@ -29,10 +29,10 @@ use crate::request::PendingFile;
 use crate::secret::Secret;
 
 /// Of a reply's body, the most that is read (the status decides; the body is only quoted).
-pub const BODY_KEPT: usize = 64 * 1024;
+pub(crate) const BODY_KEPT: usize = 64 * 1024;
 
 /// The JSON body for one request, and its batch id (stable for the same content).
-pub fn body(target: &str, urls: &[String], everything: bool, files: &[PendingFile]) -> (String, String) {
+pub(crate) fn body(target: &str, urls: &[String], everything: bool, files: &[PendingFile]) -> (String, String) {
     let files: Vec<serde_json::Value> = files
         .iter()
         .map(|f| json!({"rule": f.rule, "path": f.path, "change": f.kind.as_str()}))
@@ -44,7 +44,7 @@ pub fn body(target: &str, urls: &[String], everything: bool, files: &[PendingFil
 }
 
 /// `sha256=<hex HMAC-SHA256 of body with secret>`.
-pub fn signature(secret: &Secret, body: &str) -> String {
+pub(crate) fn signature(secret: &Secret, body: &str) -> String {
     let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes())
         .expect("HMAC takes a key of any length");
     mac.update(body.as_bytes());
@@ -53,7 +53,7 @@ pub fn signature(secret: &Secret, body: &str) -> String {
     format!("sha256={hex}")
 }
 
-pub async fn purge(
+pub(crate) async fn purge(
     http: &reqwest::Client,
     w: &Webhook,
     target: &str,
@@ -149,7 +149,7 @@ pub async fn purge(
 }
 
 /// `check --remote`: the URL's host resolves.
-pub async fn check(w: &Webhook) -> Result<String, ProviderError> {
+pub(crate) async fn check(w: &Webhook) -> Result<String, ProviderError> {
     let url = reqwest::Url::parse(&w.url).map_err(|e| ProviderError::permanent(format!("url {}: {e}", w.url)))?;
     let host = url.host_str().unwrap_or_default().to_string();
     let port = url.port_or_known_default().unwrap_or(443);

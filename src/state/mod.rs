@@ -21,8 +21,8 @@ mod writer;
 pub(crate) use writer::{PurgeId, Writer};
 
 /// Bumped on every incompatible schema change.
-pub const SCHEMA_VERSION: i64 = 1;
-pub const DB_FILE: &str = "state.sqlite3";
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const DB_FILE: &str = "state.sqlite3";
 /// Purge results kept per target.
 const HISTORY: i64 = 50;
 
@@ -123,16 +123,16 @@ fn filesystem_state(dir: &Path) -> Option<FsState> {
 /// released when the process ends however it ends. The file holds the pid, for the error a
 /// second daemon prints.
 #[derive(Debug)]
-pub struct DaemonLock {
+pub(crate) struct DaemonLock {
     _file: std::fs::File,
 }
 
 /// The lock file in the state directory.
-pub const LOCK_FILE: &str = "daemon.lock";
+pub(crate) const LOCK_FILE: &str = "daemon.lock";
 
 impl DaemonLock {
     /// Takes the lock, or says which process holds it.
-    pub fn acquire(dir: &Path) -> Result<DaemonLock, StateError> {
+    pub(crate) fn acquire(dir: &Path) -> Result<DaemonLock, StateError> {
         use std::io::{Read, Seek, Write};
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
@@ -172,7 +172,7 @@ impl DaemonLock {
     /// Takes the lock of `dir` for a daemon whose state is in `elsewhere` (its rules now name
     /// `dir`, which takes effect at its next start): no other daemon starts on `dir` meanwhile,
     /// and `status` can say where the state is.
-    pub fn reserve(dir: &Path, elsewhere: &Path) -> Result<DaemonLock, StateError> {
+    pub(crate) fn reserve(dir: &Path, elsewhere: &Path) -> Result<DaemonLock, StateError> {
         use std::io::Write;
         let mut lock = DaemonLock::acquire(dir)?;
         writeln!(lock._file, "state: {}", elsewhere.display()).map_err(|error| StateError::Lock {
@@ -184,7 +184,7 @@ impl DaemonLock {
 
     /// Whether a daemon holds `dir`'s lock now: its pid, and where its state is when that is
     /// another directory (see [`DaemonLock::reserve`]).
-    pub fn holder(dir: &Path) -> Option<(Option<u32>, Option<PathBuf>)> {
+    pub(crate) fn holder(dir: &Path) -> Option<(Option<u32>, Option<PathBuf>)> {
         use std::io::Read;
         use std::os::fd::AsRawFd;
         let mut file = std::fs::File::open(dir.join(LOCK_FILE)).ok()?;
@@ -225,7 +225,7 @@ impl From<rusqlite::Error> for StateError {
 
 /// A pending file with the order it was queued in.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingRow {
+pub(crate) struct PendingRow {
     pub target: String,
     pub file: PendingFile,
     pub first_seen_ms: i64,
@@ -234,7 +234,7 @@ pub struct PendingRow {
 
 /// Where the purge history goes: the state file itself (`purgewatch purge`), or the daemon's
 /// [`Writer`], which writes it on its own thread.
-pub trait PurgeLog {
+pub(crate) trait PurgeLog {
     /// What names a purge recorded, for its job's end.
     type Id;
     fn record_purge(&mut self, rec: &PurgeRecord) -> Result<Self::Id, StateError>;
@@ -255,7 +255,7 @@ impl PurgeLog for Store {
 
 /// One purge sent (or given up on) for a target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PurgeRecord {
+pub(crate) struct PurgeRecord {
     pub id: i64,
     pub target: String,
     pub at_ms: i64,
@@ -271,7 +271,7 @@ pub struct PurgeRecord {
 
 /// How the last check of what the edge serves went, for a target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct VerifyRecord {
+pub(crate) struct VerifyRecord {
     pub target: String,
     pub at_ms: i64,
     pub checked: i64,
@@ -285,7 +285,7 @@ pub struct VerifyRecord {
 /// A purge on its way to a target, as the daemon sending it last said: since when, for how many
 /// files, and the retry it is at (0: the first try) with the error that made it retry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Sending {
+pub(crate) struct Sending {
     pub since_ms: i64,
     pub files: i64,
     pub attempt: i64,
@@ -303,7 +303,7 @@ CREATE TABLE IF NOT EXISTS sending (target TEXT PRIMARY KEY, since_ms INTEGER NO
     files INTEGER NOT NULL, attempt INTEGER NOT NULL, error TEXT);
 ";
 
-pub struct Store {
+pub(crate) struct Store {
     conn: Connection,
     path: PathBuf,
     /// The file's (device, inode) when it was opened, to notice it being deleted or replaced.
@@ -334,7 +334,7 @@ CREATE TABLE seen (rule TEXT NOT NULL, path TEXT NOT NULL, first_seen_ms INTEGER
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StateError> {
+    pub(crate) fn open(dir: &Path) -> Result<Store, StateError> {
         use std::os::unix::fs::OpenOptionsExt;
         create_dir(dir)?;
         let path = dir.join(DB_FILE);
@@ -352,7 +352,7 @@ impl Store {
     }
 
     /// Opens an existing store without writing to it; `None` when there is none yet.
-    pub fn open_read_only(dir: &Path) -> Result<Option<Store>, StateError> {
+    pub(crate) fn open_read_only(dir: &Path) -> Result<Option<Store>, StateError> {
         let path = dir.join(DB_FILE);
         if !path.exists() {
             return Ok(None);
@@ -408,23 +408,23 @@ impl Store {
 
     /// True when the file this store writes to is no longer at its path (deleted, or replaced
     /// by another file): what is written would go to a file nobody will read again.
-    pub fn is_gone(&self) -> bool {
+    pub(crate) fn is_gone(&self) -> bool {
         file_id(&self.path) != self.id
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The watched root recorded for `rule`, if it has a baseline.
-    pub fn rule_root(&self, rule: &str) -> Result<Option<String>, StateError> {
+    pub(crate) fn rule_root(&self, rule: &str) -> Result<Option<String>, StateError> {
         Ok(self
             .conn
             .query_row("SELECT root FROM rules WHERE rule = ?1", [rule], |r| r.get(0))
             .optional()?)
     }
 
-    pub fn load_manifest(&self, rule: &str) -> Result<Manifest, StateError> {
+    pub(crate) fn load_manifest(&self, rule: &str) -> Result<Manifest, StateError> {
         let mut stmt = self
             .conn
             .prepare("SELECT path, size, mtime_ns, hash FROM manifest WHERE rule = ?1")?;
@@ -449,7 +449,7 @@ impl Store {
     }
 
     /// Replaces `rule`'s manifest with `manifest` (a new baseline).
-    pub fn set_baseline(&mut self, rule: &str, root: &str, manifest: &Manifest) -> Result<(), StateError> {
+    pub(crate) fn set_baseline(&mut self, rule: &str, root: &str, manifest: &Manifest) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM manifest WHERE rule = ?1", [rule])?;
         tx.execute(
@@ -471,7 +471,7 @@ impl Store {
     /// Records paths that produced events and are not compared yet (`rule`, `path`), each with
     /// the time of its newest record (the column keeps its first name): a comparison forgets
     /// only the paths recorded before it began ([`Store::forget_seen`]).
-    pub fn record_seen(&mut self, paths: &[(String, String)], now_ms: i64) -> Result<(), StateError> {
+    pub(crate) fn record_seen(&mut self, paths: &[(String, String)], now_ms: i64) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         {
             let mut ins = tx.prepare(
@@ -488,7 +488,7 @@ impl Store {
 
     /// Forgets up to `limit` of `rule`'s seen paths recorded at or before `up_to_ms` (a
     /// comparison that began after that has dealt with them). Returns how many went.
-    pub fn forget_seen(&mut self, rule: &str, up_to_ms: i64, limit: usize) -> Result<usize, StateError> {
+    pub(crate) fn forget_seen(&mut self, rule: &str, up_to_ms: i64, limit: usize) -> Result<usize, StateError> {
         let limit = i64::try_from(limit).unwrap_or(-1);
         Ok(self.conn.execute(
             "DELETE FROM seen WHERE (rule, path) IN
@@ -498,7 +498,7 @@ impl Store {
     }
 
     /// Paths seen but not yet compared: (rule, path, when last recorded).
-    pub fn seen(&self) -> Result<Vec<(String, String, i64)>, StateError> {
+    pub(crate) fn seen(&self) -> Result<Vec<(String, String, i64)>, StateError> {
         let mut stmt = self
             .conn
             .prepare("SELECT rule, path, first_seen_ms FROM seen ORDER BY rule, path")?;
@@ -511,7 +511,7 @@ impl Store {
     /// manifest forward. The rule's seen paths are forgotten later, a chunk at a time
     /// ([`Store::forget_seen`]): after a storm there are 100,000 of them, and a crash before they
     /// are gone only costs hashing them again at the next start.
-    pub fn commit_changes(
+    pub(crate) fn commit_changes(
         &mut self,
         rule: &str,
         updates: &[(String, Option<FileMeta>)],
@@ -541,14 +541,18 @@ impl Store {
     }
 
     /// Writes manifest entries on their own (new metadata for files whose bytes did not change).
-    pub fn update_manifest(&mut self, rule: &str, updates: &[(String, Option<FileMeta>)]) -> Result<(), StateError> {
+    pub(crate) fn update_manifest(
+        &mut self,
+        rule: &str,
+        updates: &[(String, Option<FileMeta>)],
+    ) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         write_manifest(&tx, rule, updates)?;
         tx.commit()?;
         Ok(())
     }
 
-    pub fn pending(&self) -> Result<Vec<PendingRow>, StateError> {
+    pub(crate) fn pending(&self) -> Result<Vec<PendingRow>, StateError> {
         let mut stmt = self
             .conn
             .prepare("SELECT target, rule, path, kind, first_seen_ms, seq FROM pending ORDER BY target, seq")?;
@@ -569,14 +573,14 @@ impl Store {
     }
 
     /// Removes `target`'s pending rows queued at or before `seq` (a newer change stays).
-    pub fn clear_pending(&mut self, target: &str, seq: i64) -> Result<usize, StateError> {
+    pub(crate) fn clear_pending(&mut self, target: &str, seq: i64) -> Result<usize, StateError> {
         Ok(self.conn.execute(
             "DELETE FROM pending WHERE target = ?1 AND seq <= ?2",
             params![target, seq],
         )?)
     }
 
-    pub fn record_purge(&mut self, rec: &PurgeRecord) -> Result<i64, StateError> {
+    pub(crate) fn record_purge(&mut self, rec: &PurgeRecord) -> Result<i64, StateError> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO purges (target, at_ms, files, request, result, job_id, job_state, message)
@@ -601,7 +605,7 @@ impl Store {
         Ok(id)
     }
 
-    pub fn update_job(&mut self, id: i64, state: &str, message: Option<&str>) -> Result<(), StateError> {
+    pub(crate) fn update_job(&mut self, id: i64, state: &str, message: Option<&str>) -> Result<(), StateError> {
         self.conn.execute(
             "UPDATE purges SET job_state = ?2, message = coalesce(?3, message) WHERE id = ?1",
             params![id, state, message],
@@ -610,7 +614,7 @@ impl Store {
     }
 
     /// Records how the last verification for `v.target` went (one row per target).
-    pub fn record_verification(&mut self, v: &VerifyRecord) -> Result<(), StateError> {
+    pub(crate) fn record_verification(&mut self, v: &VerifyRecord) -> Result<(), StateError> {
         self.conn.execute(
             "INSERT OR REPLACE INTO verifications (target, at_ms, checked, fresh, stale, unreachable, detail)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -621,7 +625,7 @@ impl Store {
 
     /// Notes that a purge of `files` files is on its way to `target` since `since_ms` (`attempt`
     /// 0), or is being retried after `error`.
-    pub fn set_sending(&mut self, target: &str, s: &Sending) -> Result<(), StateError> {
+    pub(crate) fn set_sending(&mut self, target: &str, s: &Sending) -> Result<(), StateError> {
         self.conn.execute(
             "INSERT OR REPLACE INTO sending (target, since_ms, files, attempt, error) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![target, s.since_ms, s.files, s.attempt, s.error],
@@ -630,7 +634,7 @@ impl Store {
     }
 
     /// Records the running daemon's warning on `topic` (`None`: there is none now).
-    pub fn set_warning(&mut self, topic: &str, message: Option<&str>) -> Result<(), StateError> {
+    pub(crate) fn set_warning(&mut self, topic: &str, message: Option<&str>) -> Result<(), StateError> {
         match message {
             Some(m) => self.conn.execute(
                 "INSERT OR REPLACE INTO warnings (topic, message) VALUES (?1, ?2)",
@@ -644,7 +648,7 @@ impl Store {
     }
 
     /// The running daemon's warnings (none in a state file from before them).
-    pub fn warnings(&self) -> Result<Vec<String>, StateError> {
+    pub(crate) fn warnings(&self) -> Result<Vec<String>, StateError> {
         let Ok(mut stmt) = self.conn.prepare("SELECT message FROM warnings ORDER BY topic") else {
             return Ok(Vec::new());
         };
@@ -653,7 +657,7 @@ impl Store {
     }
 
     /// The purge on its way to `target` is being retried (retry `attempt`) after `error`.
-    pub fn retrying(&mut self, target: &str, attempt: u32, error: &str) -> Result<(), StateError> {
+    pub(crate) fn retrying(&mut self, target: &str, attempt: u32, error: &str) -> Result<(), StateError> {
         self.conn.execute(
             "UPDATE sending SET attempt = ?2, error = ?3 WHERE target = ?1",
             params![target, attempt, error],
@@ -662,7 +666,7 @@ impl Store {
     }
 
     /// The purge to `target` has ended (`None`: every target, at a daemon's start).
-    pub fn clear_sending(&mut self, target: Option<&str>) -> Result<(), StateError> {
+    pub(crate) fn clear_sending(&mut self, target: Option<&str>) -> Result<(), StateError> {
         match target {
             Some(t) => self.conn.execute("DELETE FROM sending WHERE target = ?1", params![t])?,
             None => self.conn.execute("DELETE FROM sending", [])?,
@@ -671,7 +675,7 @@ impl Store {
     }
 
     /// The purges on their way, per target (none in a state file from before this record).
-    pub fn sending(&self) -> Result<BTreeMap<String, Sending>, StateError> {
+    pub(crate) fn sending(&self) -> Result<BTreeMap<String, Sending>, StateError> {
         let Ok(mut stmt) = self
             .conn
             .prepare("SELECT target, since_ms, files, attempt, error FROM sending")
@@ -693,7 +697,7 @@ impl Store {
     }
 
     /// The last verification of each target (none in a state file from before verification).
-    pub fn last_verifications(&self) -> Result<BTreeMap<String, VerifyRecord>, StateError> {
+    pub(crate) fn last_verifications(&self) -> Result<BTreeMap<String, VerifyRecord>, StateError> {
         let Ok(mut stmt) = self
             .conn
             .prepare("SELECT target, at_ms, checked, fresh, stale, unreachable, detail FROM verifications")
@@ -716,7 +720,7 @@ impl Store {
 
     /// The last purge of each target.
     /// What was asked of `target` in requests the provider accepted since `since_ms`.
-    pub fn accepted_since(&self, target: &str, since_ms: i64) -> Result<Vec<String>, StateError> {
+    pub(crate) fn accepted_since(&self, target: &str, since_ms: i64) -> Result<Vec<String>, StateError> {
         let mut stmt = self
             .conn
             .prepare("SELECT request FROM purges WHERE target = ?1 AND at_ms >= ?2 AND result = 'accepted'")?;
@@ -724,7 +728,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn last_purges(&self) -> Result<BTreeMap<String, PurgeRecord>, StateError> {
+    pub(crate) fn last_purges(&self) -> Result<BTreeMap<String, PurgeRecord>, StateError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, target, at_ms, files, request, result, job_id, job_state, message FROM purges
              WHERE id IN (SELECT max(id) FROM purges GROUP BY target)",

@@ -49,7 +49,10 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the thread that writes `store`; `replaced` is told the path of a state file
     /// written anew.
-    pub fn start(store: Store, replaced: tokio::sync::mpsc::UnboundedSender<PathBuf>) -> Result<Writer, StateError> {
+    pub(crate) fn start(
+        store: Store,
+        replaced: tokio::sync::mpsc::UnboundedSender<PathBuf>,
+    ) -> Result<Writer, StateError> {
         let path = store.path().to_path_buf();
         let (tx, rx) = mpsc::channel::<Work>();
         let mut desk = Desk {
@@ -80,7 +83,7 @@ impl Writer {
     }
 
     /// Queues `work`, to run after everything queued before it.
-    pub fn queue(&self, work: impl FnOnce(&mut Desk) + Send + 'static) {
+    pub(crate) fn queue(&self, work: impl FnOnce(&mut Desk) + Send + 'static) {
         if let Some(tx) = &self.tx {
             // The thread ends only when this queue is dropped; a send fails only if it died,
             // and then there is nobody to write anyway (said by `wait`, which start-up uses).
@@ -90,7 +93,7 @@ impl Writer {
 
     /// Runs `read` on the store after every write queued before it, and returns what it gave.
     /// Blocks the caller: for start-up and reload only.
-    pub fn wait<T: Send + 'static>(
+    pub(crate) fn wait<T: Send + 'static>(
         &self,
         read: impl FnOnce(&mut Store) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, StateError> {
@@ -108,12 +111,12 @@ impl Writer {
 
     /// Waits for every write queued so far.
     #[cfg(test)]
-    pub fn sync(&self) {
+    pub(crate) fn sync(&self) {
         let _ = self.wait(|_| Ok(()));
     }
 
     /// Waits for every write queued, and ends the thread.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.end();
     }
 

@@ -27,26 +27,26 @@ impl<'k> Keys<'k, '_> {
     }
 
     /// Whether the rules set `key`.
-    pub fn has(&self, key: &str) -> bool {
+    pub(crate) fn has(&self, key: &str) -> bool {
         self.field(key).is_some()
     }
 
     /// An error about `key` (at its value, or at the target when it is not set).
-    pub fn error(&mut self, key: &str, problem: impl std::fmt::Display) {
+    pub(crate) fn error(&mut self, key: &str, problem: impl std::fmt::Display) {
         let pos = self.field(key).map_or(self.pos, |v| v.pos);
         let msg = format!("{}: {problem}", self.named(key));
         self.cx.error(pos, msg);
     }
 
     /// An optional text value.
-    pub fn string(&mut self, key: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, key: &str) -> Option<String> {
         let v = self.field(key)?;
         let what = self.named(key);
         self.cx.string(v, &what, false)
     }
 
     /// A text value that must be set; `example` says what it is (`the stack name`).
-    pub fn required(&mut self, key: &str, example: &str) -> Option<String> {
+    pub(crate) fn required(&mut self, key: &str, example: &str) -> Option<String> {
         if !self.has(key) {
             let msg = format!("{}: missing `{key}:` ({example})", self.what);
             self.cx.error(self.pos, msg);
@@ -56,14 +56,14 @@ impl<'k> Keys<'k, '_> {
     }
 
     /// A provider's id that is a whole number (`client_id`, `cdn_id`), `value` as read.
-    pub fn whole_number(&mut self, key: &str, value: String) -> Option<String> {
+    pub(crate) fn whole_number(&mut self, key: &str, value: String) -> Option<String> {
         let v = self.field(key);
         let what = self.what.clone();
         self.cx.id(v, &what, key, value)
     }
 
     /// A provider's id of letters, digits and what `also` allows (`zone_id`, `service_id`).
-    pub fn id(&mut self, key: &str, example: &str, also: &[u8], describe: &str) -> String {
+    pub(crate) fn id(&mut self, key: &str, example: &str, also: &[u8], describe: &str) -> String {
         let id = self.required(key, example).unwrap_or_default();
         if !id.is_empty() && !id.bytes().all(|b| b.is_ascii_alphanumeric() || also.contains(&b)) {
             self.error(key, format!("`{id}` is not {describe}"));
@@ -72,7 +72,7 @@ impl<'k> Keys<'k, '_> {
     }
 
     /// `api_url:`, else `default`; a URL checked as every API URL is (http(s), no password).
-    pub fn api_url(&mut self, default: &str) -> String {
+    pub(crate) fn api_url(&mut self, default: &str) -> String {
         let what = self.named("api_url");
         let url = match self.field("api_url") {
             Some(v) => self.cx.api_url(v, &what),
@@ -82,7 +82,7 @@ impl<'k> Keys<'k, '_> {
     }
 
     /// A URL that must be set (a webhook's `url:`), checked as API URLs are.
-    pub fn url(&mut self, key: &str, example: &str) -> String {
+    pub(crate) fn url(&mut self, key: &str, example: &str) -> String {
         match self.field(key) {
             Some(v) => {
                 let what = self.named(key);
@@ -97,7 +97,7 @@ impl<'k> Keys<'k, '_> {
     }
 
     /// A credential given as `KEY:` or `KEY_file:` (one of them must be set).
-    pub fn secret(&mut self, key: &str) -> Secret {
+    pub(crate) fn secret(&mut self, key: &str) -> Secret {
         let (inline, file) = (self.field(key), self.field(&format!("{key}_file")));
         let what = self.what.clone();
         let pos = self.pos;
@@ -105,13 +105,13 @@ impl<'k> Keys<'k, '_> {
     }
 
     /// A credential that may be left out: `None` unless `KEY:` or `KEY_file:` is set.
-    pub fn optional_secret(&mut self, key: &str) -> Option<Secret> {
+    pub(crate) fn optional_secret(&mut self, key: &str) -> Option<Secret> {
         (self.has(key) || self.has(&format!("{key}_file"))).then(|| self.secret(key))
     }
 
     /// A credential from `KEY:`/`KEY_file:`, else from the environment variable `var` (the
     /// standard AWS variables); `needed`: its absence is a problem.
-    pub fn secret_or_env(&mut self, key: &str, var: &str, needed: bool) -> Option<Secret> {
+    pub(crate) fn secret_or_env(&mut self, key: &str, var: &str, needed: bool) -> Option<Secret> {
         if self.has(key) || self.has(&format!("{key}_file")) {
             return Some(self.secret(key));
         }
@@ -130,38 +130,38 @@ impl<'k> Keys<'k, '_> {
     }
 
     /// A number; `expect` says what it is (`a number of paths`).
-    pub fn number<T: std::str::FromStr>(&mut self, key: &str, expect: &str) -> Option<T> {
+    pub(crate) fn number<T: std::str::FromStr>(&mut self, key: &str, expect: &str) -> Option<T> {
         let v = self.field(key)?;
         let what = self.named(key);
         self.cx.number(v, &what, expect)
     }
 
-    pub fn duration(&mut self, key: &str, default: Duration) -> Duration {
+    pub(crate) fn duration(&mut self, key: &str, default: Duration) -> Duration {
         let Some(v) = self.field(key) else { return default };
         let what = self.named(key);
         self.cx.duration(v, &what).unwrap_or(default)
     }
 
-    pub fn boolean(&mut self, key: &str, default: bool) -> bool {
+    pub(crate) fn boolean(&mut self, key: &str, default: bool) -> bool {
         self.choice(key, BOOLEAN, default)
     }
 
     /// One of a few words.
-    pub fn choice<T: Copy>(&mut self, key: &str, options: &[(&str, T)], default: T) -> T {
+    pub(crate) fn choice<T: Copy>(&mut self, key: &str, options: &[(&str, T)], default: T) -> T {
         let Some(v) = self.field(key) else { return default };
         let what = self.named(key);
         self.cx.choice(v, &what, options).unwrap_or(default)
     }
 
     /// A list of text values (a command's argv).
-    pub fn strings(&mut self, key: &str) -> Vec<String> {
+    pub(crate) fn strings(&mut self, key: &str) -> Vec<String> {
         let Some(v) = self.field(key) else { return vec![] };
         let what = self.named(key);
         self.cx.strings(v, &what).into_iter().map(|(s, _)| s).collect()
     }
 
     /// `max_urls:`, at least 1, else `default`.
-    pub fn max_urls(&mut self, default: usize) -> usize {
+    pub(crate) fn max_urls(&mut self, default: usize) -> usize {
         match self.field("max_urls") {
             Some(v) => {
                 let what = self.what.clone();
@@ -173,7 +173,7 @@ impl<'k> Keys<'k, '_> {
 
     /// A cache fleet's `endpoints:` (each one delivered on its own: see `Config::groups`);
     /// the first, which the settings hold until the fleet is split.
-    pub fn endpoints(&mut self) -> String {
+    pub(crate) fn endpoints(&mut self) -> String {
         let v = self.field("endpoints");
         let what = self.what.clone();
         let endpoints = self.cx.endpoints(v, self.pos, &what);
@@ -182,7 +182,7 @@ impl<'k> Keys<'k, '_> {
     }
 
     /// An HTTP header name, else `default`.
-    pub fn header_name(&mut self, key: &str, default: &str) -> String {
+    pub(crate) fn header_name(&mut self, key: &str, default: &str) -> String {
         let Some(v) = self.field(key) else {
             return default.into();
         };
@@ -191,7 +191,7 @@ impl<'k> Keys<'k, '_> {
     }
 
     /// How patterns are built for this target (`max_pattern_bytes` and the thresholds).
-    pub fn patterns(&self) -> PatternSettings {
+    pub(crate) fn patterns(&self) -> PatternSettings {
         self.tuning.patterns.clone()
     }
 }
