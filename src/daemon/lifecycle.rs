@@ -3,15 +3,18 @@
 
 use super::*;
 
-impl Daemon {
-    pub(super) fn start(
-        config: Config,
-        opts: Options,
-        queue: Arc<EventQueue>,
-        hasher: hashahead::Worker,
-        compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
-        stopping: crate::shutdown::Stop,
-    ) -> Result<Daemon, DaemonError> {
+/// The state directory as a start opens it: its lock, the store's writer (or, in a dry run, the
+/// store read as it is), and the monitoring endpoint where it had to be taken first.
+struct Opened {
+    lock: Option<DaemonLock>,
+    monitor: Option<crate::monitor::Server>,
+    writer: Option<Writer>,
+    seed: Option<Store>,
+    replaced: mpsc::UnboundedReceiver<PathBuf>,
+}
+
+impl Opened {
+    fn open(config: &Config, opts: &Options) -> Result<Opened, DaemonError> {
         let mut lock = None;
         // A start refused for a port in use leaves nothing behind: where the state directory is
         // still to be made, the port is taken first. Where it exists, the lock goes first, so
@@ -44,10 +47,63 @@ impl Daemon {
                 }
             });
         }
+        Ok(Opened {
+            lock,
+            monitor,
+            writer,
+            seed,
+            replaced,
+        })
+    }
+}
+
+impl Daemon {
+    pub(super) fn start(
+        config: Config,
+        opts: Options,
+        queue: Arc<EventQueue>,
+        hasher: hashahead::Worker,
+        compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
+        stopping: crate::shutdown::Stop,
+    ) -> Result<Daemon, DaemonError> {
+        let opened = Opened::open(&config, &opts)?;
+        let mut d = Daemon::new(config, opts, opened, queue, hasher, compared_tx, stopping)?;
+        d.set_providers();
+        if d.monitor.is_none()
+            && let Some(addr) = d.config.metrics_listen
+        {
+            d.monitor = Some(crate::monitor::start(addr)?);
+        }
+        d.watch_rules_file();
+        d.watch_includes();
+        d.first_looks()?;
+        d.judge_limits();
+        d.restore_pending()?;
+        d.publish_pending();
+        Ok(d)
+    }
+
+    /// The daemon with its state opened, its rules not added yet.
+    fn new(
+        config: Config,
+        opts: Options,
+        opened: Opened,
+        queue: Arc<EventQueue>,
+        hasher: hashahead::Worker,
+        compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
+        stopping: crate::shutdown::Stop,
+    ) -> Result<Daemon, DaemonError> {
+        let Opened {
+            lock,
+            monitor,
+            writer,
+            seed,
+            replaced,
+        } = opened;
         let (retried_tx, retried_rx) = mpsc::unbounded_channel();
         let http = providers::http_client();
         let rules_file = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
-        let mut d = Daemon {
+        Ok(Daemon {
             providers: BTreeMap::new(),
             rules: Vec::new(),
             manifests: BTreeMap::new(),
@@ -96,23 +152,20 @@ impl Daemon {
             monitor,
             hooks: Default::default(),
             opts,
-            config: config.clone(),
-        };
-        d.set_providers();
-        if d.monitor.is_none()
-            && let Some(addr) = config.metrics_listen
-        {
-            d.monitor = Some(crate::monitor::start(addr)?);
-        }
-        // The rules file's directory, and, when the file is a symlink, its target's: a save
-        // edits the target.
-        let dirs: Vec<PathBuf> = [Some(d.rules_file.clone()), d.rules_target.clone()]
+            config,
+        })
+    }
+
+    /// Watches the rules file's directory, and, when the file is a symlink, its target's: a
+    /// save edits the target.
+    fn watch_rules_file(&mut self) {
+        let dirs: Vec<PathBuf> = [Some(self.rules_file.clone()), self.rules_target.clone()]
             .into_iter()
             .flatten()
             .filter_map(|f| f.parent().map(Path::to_path_buf))
             .collect();
         for dir in dirs {
-            if let Some(mut w) = d.watch()
+            if let Some(mut w) = self.watch()
                 && let Err(e) = w.add(&dir, false)
             {
                 tracing::warn!(
@@ -121,14 +174,17 @@ impl Daemon {
                 );
             }
         }
-        d.watch_includes();
-        let seen = d.read_state(|s| s.seen())?.unwrap_or_default();
+    }
+
+    /// Adds every rule: its watch, then its first look at its tree (baseline or catch-up), run
+    /// on every core while the next rules are watched (see `catchup`). Paths the last run had
+    /// events for and did not compare are read whatever their size and mtime say.
+    fn first_looks(&mut self) -> Result<(), DaemonError> {
+        let seen = self.read_state(|s| s.seen())?.unwrap_or_default();
         let starting = systemd::Starting::begin("starting: reading the state");
-        let n_rules = config.rules.len();
-        // Each rule's first look at its tree runs on every core while the next rules are
-        // watched (see `catchup`).
+        let n_rules = self.config.rules.len();
         let mut pool = catchup::Pool::new();
-        for (n, rule) in config.rules.iter().cloned().enumerate() {
+        for (n, rule) in self.config.rules.clone().into_iter().enumerate() {
             starting.status(&format!(
                 "starting: comparing rule \"{}\" ({} of {n_rules}) with its record (a first start hashes its whole tree)",
                 rule.name,
@@ -139,41 +195,43 @@ impl Daemon {
                 .filter(|(r, _, _)| *r == rule.name)
                 .map(|(_, p, _)| p.clone())
                 .collect();
-            if let Some(look) = d.begin_rule(rule, paths)?
+            if let Some(look) = self.begin_rule(rule, paths)?
                 && let Some(looked) = pool.push(look)
             {
-                d.took(looked)?;
+                self.took(looked)?;
             }
             for looked in pool.ready() {
-                d.took(looked)?;
+                self.took(looked)?;
             }
         }
         while let Some(looked) = pool.next() {
-            d.took(looked)?;
+            self.took(looked)?;
         }
         drop(pool);
-        d.judge_limits();
-        // Work left over from the last run goes first.
-        let rows = d.read_state(|s| s.pending())?.unwrap_or_default();
+        Ok(())
+    }
+
+    /// Takes up the purges the last run queued and did not send: they go first.
+    fn restore_pending(&mut self) -> Result<(), DaemonError> {
+        let rows = self.read_state(|s| s.pending())?.unwrap_or_default();
         for row in rows {
-            if d.config.target(&row.target).is_none() {
+            if self.config.target(&row.target).is_none() {
                 continue;
             }
-            d.next_seq = d.next_seq.max(row.seq + 1);
-            d.pending
+            self.next_seq = self.next_seq.max(row.seq + 1);
+            self.pending
                 .entry(row.target.clone())
                 .or_default()
                 .insert((row.file.rule.clone(), row.file.path.clone()), row);
         }
         let now = Instant::now();
-        for (target, rows) in &d.pending {
+        for (target, rows) in &self.pending {
             if !rows.is_empty() {
                 tracing::info!(target = %target, files = rows.len(), "queued purges left from the last run");
-                d.batcher.due_now(target, now);
+                self.batcher.due_now(target, now);
             }
         }
-        d.publish_pending();
-        Ok(d)
+        Ok(())
     }
 
     pub(super) fn summary(&self) -> String {

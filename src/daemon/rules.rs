@@ -358,42 +358,12 @@ impl Daemon {
         }
         let new = loaded.config;
         crate::secret::remember(new.secrets().iter());
-        if new.state_dir != self.config.state_dir {
-            tracing::warn!(
-                "state_dir {} takes effect at the next start; until then the state stays in {}",
-                new.state_dir.display(),
-                self.config.state_dir.display()
-            );
-            // Held meanwhile: a second daemon cannot start on it beside this one.
-            if !self.opts.dry_run && self.reserved.as_ref().is_none_or(|(d, _)| *d != new.state_dir) {
-                self.reserved = match DaemonLock::reserve(&new.state_dir, &self.config.state_dir) {
-                    Ok(lock) => Some((new.state_dir.clone(), lock)),
-                    Err(e) => {
-                        tracing::warn!("{e}");
-                        None
-                    }
-                };
-            }
-        } else {
-            self.reserved = None;
-        }
+        self.reserve_state_dir(&new.state_dir);
         let mut listen = new.metrics_listen;
         if new.metrics_listen != self.config.metrics_listen {
             listen = self.move_monitor(new.metrics_listen);
         }
-        // Rules that are gone, or that now watch another directory, are dropped; a rule that
-        // keeps its directory keeps its watch, manifest and dirty paths.
-        let mut i = 0;
-        while i < self.rules.len() {
-            let keep = new
-                .rule(&self.rules[i].rule.name)
-                .is_some_and(|r| r.watch == self.rules[i].rule.watch);
-            if keep {
-                i += 1;
-            } else {
-                self.remove_rule(i);
-            }
-        }
+        self.drop_moved_rules(&new);
         self.config = Config {
             state_dir: self.config.state_dir.clone(),
             metrics_listen: listen,
@@ -410,7 +380,60 @@ impl Daemon {
                 self.batcher.forget(&t);
             }
         }
-        for rule in new.rules {
+        self.take_rules(new.rules);
+        let names: Vec<&str> = self.rules.iter().map(|r| r.rule.name.as_str()).collect();
+        metrics::get().health.retain_rules(&names);
+        self.publish_pending();
+        // More (or fewer) trees: the kernel's limits judged again.
+        self.judge_limits();
+        let status = self.summary();
+        tracing::info!("reloaded {}: {status}", self.config.source.display());
+        systemd::ready(&status);
+    }
+
+    /// A `state_dir` changed by a reload takes effect at the next start; until then it is
+    /// held, so that a second daemon cannot start on it beside this one.
+    fn reserve_state_dir(&mut self, new: &Path) {
+        if new != self.config.state_dir {
+            tracing::warn!(
+                "state_dir {} takes effect at the next start; until then the state stays in {}",
+                new.display(),
+                self.config.state_dir.display()
+            );
+            // Held meanwhile: a second daemon cannot start on it beside this one.
+            if !self.opts.dry_run && self.reserved.as_ref().is_none_or(|(d, _)| *d != new) {
+                self.reserved = match DaemonLock::reserve(new, &self.config.state_dir) {
+                    Ok(lock) => Some((new.to_path_buf(), lock)),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        None
+                    }
+                };
+            }
+        } else {
+            self.reserved = None;
+        }
+    }
+
+    /// Rules that are gone from `new`, or that now watch another directory, are dropped; a rule
+    /// that keeps its directory keeps its watch, manifest and dirty paths.
+    fn drop_moved_rules(&mut self, new: &Config) {
+        let mut i = 0;
+        while i < self.rules.len() {
+            let keep = new
+                .rule(&self.rules[i].rule.name)
+                .is_some_and(|r| r.watch == self.rules[i].rule.watch);
+            if keep {
+                i += 1;
+            } else {
+                self.remove_rule(i);
+            }
+        }
+    }
+
+    /// Takes the reloaded `rules`: a rule kept gets its new settings, a new one is added.
+    fn take_rules(&mut self, rules: Vec<Rule>) {
+        for rule in rules {
             match self.rules.iter_mut().find(|r| r.rule.name == rule.name) {
                 Some(rt) => {
                     rt.filter = Filter::new(&rule);
@@ -424,14 +447,6 @@ impl Daemon {
                 }
             }
         }
-        let names: Vec<&str> = self.rules.iter().map(|r| r.rule.name.as_str()).collect();
-        metrics::get().health.retain_rules(&names);
-        self.publish_pending();
-        // More (or fewer) trees: the kernel's limits judged again.
-        self.judge_limits();
-        let status = self.summary();
-        tracing::info!("reloaded {}: {status}", self.config.source.display());
-        systemd::ready(&status);
     }
 }
 

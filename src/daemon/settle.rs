@@ -220,29 +220,7 @@ impl Daemon {
         // A big comparison (or a big record of changes): once its purge is on its way, the
         // memory it took goes back.
         self.trim_work += c.candidates + c.recorded;
-        for (path, skip) in &diff.skipped {
-            if let Skip::NotYet(_) | Skip::Late = skip {
-                // Read again at the next batch: the path is dirty again (and seen, for a restart).
-                if let Skip::NotYet(_) = skip {
-                    tracing::warn!(rule = %name, path = %path, "{}", skip.describe());
-                } else {
-                    tracing::debug!(rule = %name, path = %path, "{}", skip.describe());
-                }
-                self.seq += 1;
-                if self.rules[i].record.event(path, self.seq, false) {
-                    self.writes.seen(&name, path, Instant::now());
-                }
-                self.touch_targets(i, Instant::now());
-            } else if let Skip::Unreadable(_) = skip {
-                tracing::warn!(rule = %name, path = %path, "skipped: {}", skip.describe());
-            } else if self.opts.dry_run {
-                tracing::info!(rule = %name, path = %path, "dry-run: skip: {}", skip.describe());
-            } else {
-                tracing::debug!(rule = %name, path = %path, "skip: {}", skip.describe());
-            }
-        }
-        // Only the entries of files that changed go into the batch's transaction; new metadata
-        // for identical bytes is written a little later, off the path to the purge.
+        self.skipped(i, &name, &diff.skipped);
         if diff.unhashed > 0 {
             tracing::info!(
                 rule = %name,
@@ -250,25 +228,10 @@ impl Daemon {
                 "not read within max_delay: purged by size and mtime (read at their next change)"
             );
         }
+        // Only the entries of files that changed go into the batch's transaction; new metadata
+        // for identical bytes is written a little later, off the path to the purge.
         let (now_updates, later) = (diff.updates, diff.refreshed);
-        let entry = self.manifests.entry(name.clone()).or_default();
-        match c.moved_forward {
-            // A big comparison moved the manifest forward itself: swapped in, and the old one
-            // freed on a blocking thread (100,000 entries take milliseconds to free).
-            Some(forward) => {
-                let old = std::mem::replace(entry, forward);
-                tokio::task::spawn_blocking(move || drop(old));
-            }
-            None => {
-                let manifest = Arc::make_mut(entry);
-                manifest.apply(&later);
-                manifest.apply(&now_updates);
-                if *manifest.links() != c.links {
-                    manifest.set_links(c.links);
-                }
-            }
-        }
-        let manifest_len = entry.len();
+        let manifest_len = self.move_forward(&name, c.moved_forward, &later, &now_updates, c.links);
         self.writes.refreshed(&name, later.into_iter().map(|(p, _)| p));
         if now_updates.is_empty() {
             self.writes.settled(Settled {
@@ -280,15 +243,104 @@ impl Daemon {
             return 0;
         }
         metrics::get().manifest(&name, manifest_len);
-        let targets: Vec<String> = self.rules[i].rule.targets.clone();
+        let rows = self.queue_changes(i, &name, &diff.changes);
+        let files = diff.changes.len();
+        tracing::debug!(
+            rule = %name,
+            candidates = c.candidates,
+            hashed = diff.hashed,
+            changed = files,
+            expand_ms = c.expand.as_millis() as u64,
+            diff_ms = c.compare.as_millis() as u64,
+            "settled"
+        );
+        // Written once the purges are on their way: see [`Daemon::commit_settled`].
+        self.writes.settled(Settled {
+            rule: name,
+            updates: now_updates,
+            rows,
+            seen_up_to: self.rules[i].compare_began_ms,
+        });
+        // A target whose own timer is not running yet (a rescan, a catch-up) gets one now.
+        let now = Instant::now();
+        for t in self.rules[i].rule.targets.clone().into_iter().filter(|_| files > 0) {
+            if self.batcher.first_change(&t).is_none() && !self.batcher.is_busy(&t) && !self.comparing_for.contains(&t)
+            {
+                self.touch_target(&t, now);
+            }
+        }
+        files
+    }
+
+    /// What a comparison of rule `i` left aside: a file not read yet (still being written, or
+    /// past the batch's time for reading) is dirty again, for the next batch; the rest is said.
+    fn skipped(&mut self, i: usize, name: &str, skipped: &[(String, Skip)]) {
+        for (path, skip) in skipped {
+            if let Skip::NotYet(_) | Skip::Late = skip {
+                // Read again at the next batch: the path is dirty again (and seen, for a restart).
+                if let Skip::NotYet(_) = skip {
+                    tracing::warn!(rule = %name, path = %path, "{}", skip.describe());
+                } else {
+                    tracing::debug!(rule = %name, path = %path, "{}", skip.describe());
+                }
+                self.seq += 1;
+                if self.rules[i].record.event(path, self.seq, false) {
+                    self.writes.seen(name, path, Instant::now());
+                }
+                self.touch_targets(i, Instant::now());
+            } else if let Skip::Unreadable(_) = skip {
+                tracing::warn!(rule = %name, path = %path, "skipped: {}", skip.describe());
+            } else if self.opts.dry_run {
+                tracing::info!(rule = %name, path = %path, "dry-run: skip: {}", skip.describe());
+            } else {
+                tracing::debug!(rule = %name, path = %path, "skip: {}", skip.describe());
+            }
+        }
+    }
+
+    /// Moves rule `name`'s manifest forward by a comparison's findings (`later`: identical
+    /// bytes with new metadata; `now`: changes), or swaps in the one the comparison moved
+    /// forward itself. Returns how many files it records.
+    fn move_forward(
+        &mut self,
+        name: &str,
+        moved_forward: Option<Arc<Manifest>>,
+        later: &[(String, Option<FileMeta>)],
+        now: &[(String, Option<FileMeta>)],
+        links: crate::links::Links,
+    ) -> usize {
+        let entry = self.manifests.entry(name.to_string()).or_default();
+        match moved_forward {
+            // A big comparison moved the manifest forward itself: swapped in, and the old one
+            // freed on a blocking thread (100,000 entries take milliseconds to free).
+            Some(forward) => {
+                let old = std::mem::replace(entry, forward);
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            None => {
+                let manifest = Arc::make_mut(entry);
+                manifest.apply(later);
+                manifest.apply(now);
+                if *manifest.links() != links {
+                    manifest.set_links(links);
+                }
+            }
+        }
+        entry.len()
+    }
+
+    /// Queues `changes` of rule `i` for each of its targets (a file already queued for a target
+    /// keeps its first-seen time), and tells the verification gate to expect them. Returns the
+    /// rows, for the state.
+    fn queue_changes(&mut self, i: usize, name: &str, changes: &[Change]) -> Vec<PendingRow> {
         // A file first queued by this batch counts from the batch's first event.
         let now = self.rules[i].compared_first_ms.take().unwrap_or_else(now_ms);
-        let mut rows = Vec::with_capacity(targets.len() * diff.changes.len());
-        for t in &targets {
+        let targets = &self.rules[i].rule.targets;
+        let mut rows = Vec::with_capacity(targets.len() * changes.len());
+        for t in targets {
             let queued = self.pending.get(t);
-            for Change { path, kind } in &diff.changes {
-                let key = (name.clone(), path.clone());
-                // A file already queued for the target keeps its first-seen time.
+            for Change { path, kind } in changes {
+                let key = (name.to_string(), path.clone());
                 let first = queued.and_then(|p| p.get(&key)).map(|r| r.first_seen_ms);
                 rows.push(PendingRow {
                     target: t.clone(),
@@ -303,23 +355,13 @@ impl Daemon {
                 self.next_seq += 1;
             }
         }
-        let files = diff.changes.len();
         self.gate.expect(
             &self.rules[i].rule,
-            diff.changes.iter().map(|c| PendingFile {
-                rule: name.clone(),
+            changes.iter().map(|c| PendingFile {
+                rule: name.to_string(),
                 path: c.path.clone(),
                 kind: c.kind,
             }),
-        );
-        tracing::debug!(
-            rule = %name,
-            candidates = c.candidates,
-            hashed = diff.hashed,
-            changed = files,
-            expand_ms = c.expand.as_millis() as u64,
-            diff_ms = c.compare.as_millis() as u64,
-            "settled"
         );
         for row in &rows {
             self.pending
@@ -327,22 +369,7 @@ impl Daemon {
                 .or_default()
                 .insert((row.file.rule.clone(), row.file.path.clone()), row.clone());
         }
-        // Written once the purges are on their way: see [`Daemon::commit_settled`].
-        self.writes.settled(Settled {
-            rule: name,
-            updates: now_updates,
-            rows,
-            seen_up_to: self.rules[i].compare_began_ms,
-        });
-        // A target whose own timer is not running yet (a rescan, a catch-up) gets one now.
-        let now = Instant::now();
-        for t in targets.into_iter().filter(|_| files > 0) {
-            if self.batcher.first_change(&t).is_none() && !self.batcher.is_busy(&t) && !self.comparing_for.contains(&t)
-            {
-                self.touch_target(&t, now);
-            }
-        }
-        files
+        rows
     }
 }
 
