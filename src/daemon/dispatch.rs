@@ -409,18 +409,7 @@ impl Daemon {
             });
         }
         let latency = Duration::from_millis((now_ms() - sent.first_seen_ms).max(0) as u64);
-        let provider_type = self.providers.get(&sent.target).map_or("unknown", |p| p.type_name());
-        let m = metrics::get();
-        for d in &sent.results {
-            m.request(
-                &sent.target,
-                provider_type,
-                if d.result.is_ok() { "accepted" } else { "failed" },
-            );
-        }
-        if !sent.results.is_empty() && sent.results.iter().all(|d| d.result.is_ok()) {
-            m.purged(&sent.target, sent.files, latency.as_secs_f64());
-        }
+        self.count_sent(&sent, latency);
         for d in &sent.results {
             if let Err(f) = &d.result {
                 self.tell_failure(&sent.target, &d.desc, &f.to_string(), &sent.batch);
@@ -445,44 +434,8 @@ impl Daemon {
                 }
             }
             let id = d.save(self.writer.as_mut(), &sent.target, sent.files);
-            if let (Some(job_id), Some(provider), Some(t)) = (
-                d.job(),
-                self.providers.get(&sent.target),
-                self.config.target(&sent.target),
-            ) {
-                let (provider, pacer, rate, target, request, batch, job_id) = (
-                    provider.clone(),
-                    self.pacer.clone(),
-                    t.rate_limit,
-                    sent.target.clone(),
-                    d.desc.clone(),
-                    batch.clone(),
-                    job_id.to_string(),
-                );
-                let follow = Followed {
-                    handle: self.jobs.spawn({
-                        let (target, batch, request, job_id) =
-                            (target.clone(), batch.clone(), request.clone(), job_id.clone());
-                        async move {
-                            let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
-                            JobDone {
-                                target,
-                                batch,
-                                awaiting,
-                                request,
-                                record: id,
-                                job_id,
-                                outcome,
-                            }
-                        }
-                    }),
-                    batch,
-                    awaiting,
-                    request,
-                    record: id,
-                    job_id,
-                };
-                self.follow(&target, follow);
+            if let Some(job_id) = d.job() {
+                self.follow_job(&sent.target, &d.desc, job_id, id, &batch, awaiting);
             }
         }
         if let Some(w) = &self.writer {
@@ -501,6 +454,70 @@ impl Daemon {
         }
         self.publish_pending();
         systemd::status(&self.summary());
+    }
+
+    /// Counts a send's requests, and its files as purged when every request was accepted.
+    fn count_sent(&self, sent: &Sent, latency: Duration) {
+        let provider_type = self.providers.get(&sent.target).map_or("unknown", |p| p.type_name());
+        let m = metrics::get();
+        for d in &sent.results {
+            m.request(
+                &sent.target,
+                provider_type,
+                if d.result.is_ok() { "accepted" } else { "failed" },
+            );
+        }
+        if !sent.results.is_empty() && sent.results.iter().all(|d| d.result.is_ok()) {
+            m.purged(&sent.target, sent.files, latency.as_secs_f64());
+        }
+    }
+
+    /// Follows provider job `job_id` of `target`'s request `desc` until it ends (see
+    /// [`Daemon::on_job`]), on a task of its own.
+    fn follow_job(
+        &mut self,
+        target: &str,
+        desc: &str,
+        job_id: &str,
+        id: Option<PurgeId>,
+        batch: &Arc<Vec<PendingFile>>,
+        awaiting: Option<u64>,
+    ) {
+        let (Some(provider), Some(t)) = (self.providers.get(target), self.config.target(target)) else {
+            return;
+        };
+        let (provider, pacer, rate, target, request, batch, job_id) = (
+            provider.clone(),
+            self.pacer.clone(),
+            t.rate_limit,
+            target.to_string(),
+            desc.to_string(),
+            batch.clone(),
+            job_id.to_string(),
+        );
+        let follow = Followed {
+            handle: self.jobs.spawn({
+                let (target, batch, request, job_id) = (target.clone(), batch.clone(), request.clone(), job_id.clone());
+                async move {
+                    let outcome = deliver::follow_job(&provider, &pacer, rate, &job_id, JOB_FOLLOW).await;
+                    JobDone {
+                        target,
+                        batch,
+                        awaiting,
+                        request,
+                        record: id,
+                        job_id,
+                        outcome,
+                    }
+                }
+            }),
+            batch,
+            awaiting,
+            request,
+            record: id,
+            job_id,
+        };
+        self.follow(&target, follow);
     }
 
     /// Follows a job, giving up the target's oldest past [`MAX_FOLLOWED`].

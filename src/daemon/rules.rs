@@ -9,21 +9,9 @@ fn root_id(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
-impl Daemon {
-    /// Watches a rule's tree and brings its manifest up to date (baseline or catch-up).
-    /// `seen` are paths that produced events in the last run but were not compared yet: they are
-    /// hashed whatever their size and mtime say.
-    pub(super) fn add_rule(&mut self, rule: Rule, seen: BTreeSet<String>) -> Result<(), DaemonError> {
-        if let Some(look) = self.begin_rule(rule, seen)? {
-            self.took(look.run())?;
-        }
-        Ok(())
-    }
-
-    /// Watches a rule's tree and reads its record: what is left of its first look at the tree
-    /// (its baseline, or the comparison of the whole tree with its record) is returned, to run
-    /// on any thread and come back to [`Daemon::took`]. `None`: nothing is left to do.
-    pub(super) fn begin_rule(&mut self, rule: Rule, seen: BTreeSet<String>) -> Result<Option<FirstLook>, DaemonError> {
+impl RuleRt {
+    /// Rule `rule` at run time, its tree found (symlinks resolved) and nothing recorded yet.
+    fn new(rule: Rule) -> Result<RuleRt, DaemonError> {
         let root = std::fs::canonicalize(&rule.watch).map_err(|error| DaemonError::Root {
             rule: rule.name.clone(),
             path: rule.watch.clone(),
@@ -34,7 +22,7 @@ impl Daemon {
             path: root.clone(),
             error,
         })?;
-        let mut rt = RuleRt {
+        Ok(RuleRt {
             filter: Filter::new(&rule),
             root,
             root_id: id,
@@ -52,31 +40,27 @@ impl Daemon {
             first_event_ms: None,
             compared_first_ms: None,
             rule,
-        };
-        if let Some(mut w) = self.watch() {
-            if let Some(parent) = rt.rule.watch.parent()
-                && let Err(e) = w.add(parent, false)
-            {
-                tracing::warn!(rule = %rt.rule.name, "a replaced or re-pointed directory will not be noticed: {}", crate::logging::chain(&e));
-            }
-            match w.add(&rt.root, true) {
-                Ok(()) => {}
-                Err(e @ WatchError::WatchLimit { .. }) => {
-                    tracing::error!(rule = %rt.rule.name, "{e}; until then the tree is rescanned every {}s", POLL_EVERY.as_secs());
-                    metrics::get()
-                        .health
-                        .set_problem(&rt.rule.name, Some(WATCH_LIMIT_PROBLEM.into()));
-                    rt.poll = true;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            // No inotify instance (the limit of instances is reached): rescanned instead.
-            metrics::get()
-                .health
-                .set_problem(&rt.rule.name, Some(NO_INOTIFY_PROBLEM.into()));
-            rt.poll = true;
+        })
+    }
+}
+
+impl Daemon {
+    /// Watches a rule's tree and brings its manifest up to date (baseline or catch-up).
+    /// `seen` are paths that produced events in the last run but were not compared yet: they are
+    /// hashed whatever their size and mtime say.
+    pub(super) fn add_rule(&mut self, rule: Rule, seen: BTreeSet<String>) -> Result<(), DaemonError> {
+        if let Some(look) = self.begin_rule(rule, seen)? {
+            self.took(look.run())?;
         }
+        Ok(())
+    }
+
+    /// Watches a rule's tree and reads its record: what is left of its first look at the tree
+    /// (its baseline, or the comparison of the whole tree with its record) is returned, to run
+    /// on any thread and come back to [`Daemon::took`]. `None`: nothing is left to do.
+    pub(super) fn begin_rule(&mut self, rule: Rule, seen: BTreeSet<String>) -> Result<Option<FirstLook>, DaemonError> {
+        let mut rt = RuleRt::new(rule)?;
+        self.watch_tree(&mut rt)?;
         let name = rt.rule.name.clone();
         let watch = rt.rule.watch.display().to_string();
         let recorded = {
@@ -110,6 +94,36 @@ impl Daemon {
             job: Box::new(job),
             found,
         }))
+    }
+
+    /// Watches rule `rt`'s tree (and its parent, where a swap shows); a tree that cannot be
+    /// watched (the kernel's limits) is rescanned every [`POLL_EVERY`] instead.
+    fn watch_tree(&mut self, rt: &mut RuleRt) -> Result<(), DaemonError> {
+        if let Some(mut w) = self.watch() {
+            if let Some(parent) = rt.rule.watch.parent()
+                && let Err(e) = w.add(parent, false)
+            {
+                tracing::warn!(rule = %rt.rule.name, "a replaced or re-pointed directory will not be noticed: {}", crate::logging::chain(&e));
+            }
+            match w.add(&rt.root, true) {
+                Ok(()) => {}
+                Err(e @ WatchError::WatchLimit { .. }) => {
+                    tracing::error!(rule = %rt.rule.name, "{e}; until then the tree is rescanned every {}s", POLL_EVERY.as_secs());
+                    metrics::get()
+                        .health
+                        .set_problem(&rt.rule.name, Some(WATCH_LIMIT_PROBLEM.into()));
+                    rt.poll = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            // No inotify instance (the limit of instances is reached): rescanned instead.
+            metrics::get()
+                .health
+                .set_problem(&rt.rule.name, Some(NO_INOTIFY_PROBLEM.into()));
+            rt.poll = true;
+        }
+        Ok(())
     }
 
     /// Takes in what a rule's first look at its tree found.
