@@ -193,41 +193,61 @@ const SPREAD_FROM: usize = 512;
 
 /// Reads each of `paths` under `root` (a first baseline) on every core, keeping the regular
 /// files that could be read. `None` when `stop` was asked for meanwhile.
-pub fn hash_all(root: &Path, mut paths: Vec<String>, stop: Stop) -> Option<Vec<(String, FileMeta)>> {
+pub fn hash_all(root: &Path, paths: Vec<String>, stop: Stop) -> Option<Vec<(String, FileMeta)>> {
+    let all = std::sync::Mutex::new(Vec::with_capacity(paths.len()));
+    let done = hash_spread(root, paths, usize::MAX, stop, |part| {
+        all.lock().unwrap_or_else(|e| e.into_inner()).extend(part)
+    });
+    done.then(|| all.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Reads each of `paths` under `root` on every core (on the calling thread alone for fewer
+/// than [`SPREAD_FROM`]), handing the regular files read to `send` in parts of at most `part`.
+/// Returns false when `stop` was asked for before every file was read.
+pub(crate) fn hash_spread(
+    root: &Path,
+    mut paths: Vec<String>,
+    part: usize,
+    stop: Stop,
+    send: impl Fn(Vec<(String, FileMeta)>) + Sync,
+) -> bool {
     let threads = match paths.len() {
         n if n < SPREAD_FROM => 1,
         _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let share = paths.len().div_ceil(threads).max(1);
-    let hash_part = |part: &mut [String]| -> Option<Vec<(String, FileMeta)>> {
-        let mut out = Vec::with_capacity(part.len());
-        for (i, rel) in part.iter_mut().enumerate() {
+    // Each thread takes its share's paths out of the list: they move into the results, never
+    // copied (nor is the list).
+    let hash_share = |share: &mut [String]| -> bool {
+        let mut out = Vec::with_capacity(share.len().min(part));
+        for (i, rel) in share.iter_mut().enumerate() {
             if i % 1024 == 1023 && stop.requested() {
-                return None;
+                return false;
             }
             let rel = std::mem::take(rel);
             if let Ok(Some(meta)) = stat_and_hash(&root.join(&rel)) {
                 out.push((rel, meta));
             }
+            if out.len() == part {
+                send(std::mem::replace(&mut out, Vec::with_capacity(part)));
+            }
         }
-        Some(out)
+        if !out.is_empty() {
+            send(out);
+        }
+        true
     };
     if threads == 1 {
-        return hash_part(&mut paths);
+        return hash_share(&mut paths);
     }
-    let hash_part = &hash_part;
-    let parts: Vec<Option<Vec<(String, FileMeta)>>> = std::thread::scope(|s| {
+    let hash_share = &hash_share;
+    std::thread::scope(|s| {
         let handles: Vec<_> = paths
             .chunks_mut(share)
-            .map(|part| s.spawn(move || hash_part(part)))
+            .map(|part| s.spawn(move || hash_share(part)))
             .collect();
-        handles.into_iter().map(|h| h.join().ok().flatten()).collect()
-    });
-    let mut all = Vec::with_capacity(paths.len());
-    for part in parts {
-        all.extend(part?);
-    }
-    Some(all)
+        handles.into_iter().all(|h| h.join().unwrap_or(false))
+    })
 }
 
 thread_local! {

@@ -3,13 +3,14 @@
 //! Before it lists a swapped-in tree it watches it (see [`Rewatch`]): off the daemon's loop,
 //! which adding a watch per directory of a 100,000-file tree would hold for ~90 ms.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::manifest::{FileMeta, stat_and_hash, walk};
 use crate::route::Filter;
+use crate::shutdown::Stop;
 
 pub(crate) enum Job {
     /// Files that finished changing, each with the sequence number of its last event (one job
@@ -151,7 +152,8 @@ impl Worker {
                             let walked = walk(&root, &filter, None, stop);
                             let (paths, links) = (walked.files, walked.links);
                             let n = paths.len();
-                            hash_tree(&root, paths, |files| {
+                            // Read whole, whatever a stop says: the tree's batch waits for it.
+                            crate::hashing::hash_spread(&root, paths, RESULT_CHUNK, Stop::NEVER, |files| {
                                 let _ = done.send(Done::TreePart {
                                     rule: rule.clone(),
                                     root: root.clone(),
@@ -186,36 +188,4 @@ impl Worker {
         // The worker only stops with the daemon.
         let _ = self.tx.send(job);
     }
-}
-
-/// Hashes `paths` under `root` on every core (a swapped-in tree is hashed while the batch waits),
-/// handing the results to `send` in parts of [`RESULT_CHUNK`].
-fn hash_tree(root: &Path, mut paths: Vec<String>, send: impl Fn(Vec<(String, FileMeta)>) + Sync) {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .max(1);
-    let share = paths.len().div_ceil(threads).max(1);
-    let send = &send;
-    std::thread::scope(|s| {
-        // Each thread takes its share's paths out of the list: they move into the results,
-        // never copied (nor is the list).
-        for part in paths.chunks_mut(share) {
-            s.spawn(move || {
-                let mut out = Vec::with_capacity(RESULT_CHUNK);
-                for rel in part {
-                    let rel = std::mem::take(rel);
-                    if let Ok(Some(meta)) = stat_and_hash(&root.join(&rel)) {
-                        out.push((rel, meta));
-                    }
-                    if out.len() == RESULT_CHUNK {
-                        send(std::mem::replace(&mut out, Vec::with_capacity(RESULT_CHUNK)));
-                    }
-                }
-                if !out.is_empty() {
-                    send(out);
-                }
-            });
-        }
-    });
 }
