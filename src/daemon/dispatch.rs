@@ -1,7 +1,16 @@
-//! Sending what is queued: planning a target's batch, the send and its outcome (logs, state,
-//! metrics, `on_failure`), following provider jobs, and verifying or warming the edge after.
+//! Sending what is queued. The [`Dispatcher`] owns each target's queue, its provider, the sends
+//! and provider jobs under way, their pacing and the `on_failure` hooks: it plans a target's
+//! batch, sends it, reports its outcome (logs, state, metrics, `on_failure`) and follows its
+//! jobs, telling the [`Verifier`] what was purged. The daemon hands it the rules, the records
+//! and the state writer, and keeps the batching clock (see [`Daemon::start_send`]).
 
+use std::collections::VecDeque;
+
+use tokio::task::JoinError;
+
+use super::verifier::{Sources, Verifier};
 use super::*;
+use crate::hook::Hooks;
 use crate::state::Sending;
 
 pub(super) struct Sent {
@@ -33,22 +42,13 @@ pub(super) struct JobDone {
     pub(super) target: String,
     /// The files of the batch the job purges.
     pub(super) batch: Arc<Vec<PendingFile>>,
-    /// The batch's entry in [`Daemon::awaiting`], when it is to be verified or warmed.
+    /// The batch's number in the [`Verifier`], when it is to be verified or warmed.
     pub(super) awaiting: Option<u64>,
     /// The request the job came from, as the log lines describe it.
     pub(super) request: String,
     pub(super) record: Option<PurgeId>,
     pub(super) job_id: String,
     pub(super) outcome: JobOutcome,
-}
-
-/// A purged batch waiting for its provider jobs to end before it is verified or warmed.
-pub(super) struct Awaiting {
-    pub(super) target: String,
-    pub(super) batch: Arc<Vec<PendingFile>>,
-    pub(super) jobs_left: usize,
-    /// Every job so far ended in success.
-    pub(super) ok: bool,
 }
 
 fn summarize_files(files: &[PendingFile]) -> String {
@@ -89,206 +89,254 @@ fn urls_of(files: &[PendingFile], rules: &[Rule]) -> String {
     urls.join(" ")
 }
 
-/// A send told of a retry (see [`Daemon::on_retried`]).
+/// A send told of a retry (see [`Dispatcher::retried`]).
 pub(super) struct Retried {
     target: String,
     attempt: u32,
     error: String,
 }
 
-impl Daemon {
-    /// Each target's queue, for `/metrics`: the files queued for it, and those changed since in
-    /// the trees of its rules, not compared yet (while a purge is retried, those can be most).
-    /// A file in both is counted twice: it is purged twice.
-    pub(super) fn publish_pending(&self) {
-        for t in &self.config.targets {
-            let rows = self.pending.get(&t.name);
-            let feeding = self.rules.iter().filter(|r| r.rule.targets.contains(&t.name));
-            let (changed, first) = feeding.fold((0, None::<i64>), |(n, first), r| {
-                let f = match (first, r.first_event_ms) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                (n + r.record.dirty_count(), f)
-            });
-            let n = rows.map_or(0, |r| r.len()) + changed;
-            let oldest = rows
-                .and_then(|r| r.values().map(|r| r.first_seen_ms).min())
-                .into_iter()
-                .chain(first.filter(|_| changed > 0))
-                .min();
-            metrics::get().set_pending(&t.name, n, oldest);
+/// What woke the loop on the dispatcher's side.
+pub(super) enum Dispatched {
+    Sent(Result<Sent, JoinError>),
+    Job(Result<JobDone, JoinError>),
+    Retried(Retried),
+}
+
+impl Dispatched {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Dispatched::Sent(_) => "a purge sent",
+            Dispatched::Job(_) => "a provider job",
+            Dispatched::Retried(_) => "a retry",
         }
     }
+}
 
-    /// Whether a batch just sent counts toward verifying or warming its files, and when: at
-    /// once when no request left a provider job to follow, else once every job has ended (see
-    /// [`Daemon::on_job`]). Returns the batch's entry in `awaiting`, when it has one.
-    pub(super) fn await_batch(
-        &mut self,
-        target: &str,
-        batch: &Arc<Vec<PendingFile>>,
-        results: &[Delivery],
-    ) -> Option<u64> {
-        let wanted = self
-            .config
-            .rules
-            .iter()
-            .any(|r| (r.verify.is_some() || r.warm) && r.targets.iter().any(|t| t == target));
-        if !wanted || results.is_empty() {
-            return None;
-        }
-        if results.iter().any(|d| d.result.is_err()) {
-            self.gate.failed(batch);
-            return None;
-        }
-        let jobs = results.iter().filter(|d| d.job().is_some()).count();
-        if jobs == 0 {
-            self.target_purged(target, batch);
-            return None;
-        }
-        self.next_awaiting += 1;
-        self.awaiting.insert(
-            self.next_awaiting,
-            Awaiting {
-                target: target.to_string(),
-                batch: batch.clone(),
-                jobs_left: jobs,
-                ok: true,
-            },
-        );
-        Some(self.next_awaiting)
-    }
+/// What sending needs of the rest of the daemon.
+pub(super) struct Cx<'a> {
+    pub(super) config: &'a Config,
+    pub(super) manifests: &'a BTreeMap<String, Arc<Manifest>>,
+    /// None in a dry run, which writes nothing.
+    pub(super) writer: Option<&'a mut Writer>,
+    /// In a dry run, the state file read (for what a request would cost this month).
+    pub(super) seed: Option<&'a Store>,
+}
 
-    /// `target`'s purge of `batch` has ended well: the files every target of their rule has now
-    /// purged are verified (and warmed), rule by rule.
-    pub(super) fn target_purged(&mut self, target: &str, batch: &[PendingFile]) {
-        for (rule, files) in self.gate.purged(target, batch) {
-            self.verify_rule(&rule, &files);
+impl Cx<'_> {
+    fn sources<'a>(&'a self, providers: &'a BTreeMap<String, Arc<Provider>>) -> Sources<'a> {
+        Sources {
+            config: self.config,
+            providers,
+            manifests: self.manifests,
         }
     }
+}
 
-    /// Every target of `rule` has purged `files`: check a sample on the edge (and warm it, with
-    /// `warm: true`), on tasks of their own.
-    fn verify_rule(&mut self, rule: &str, files: &[PendingFile]) {
-        let Some(rule) = self.config.rule(rule) else { return };
-        let targets: Vec<(Target, Arc<Provider>)> = rule
-            .targets
-            .iter()
-            .filter_map(|t| Some((self.config.target(t)?.clone(), self.providers.get(t)?.clone())))
-            .collect();
-        let Some(v) = &rule.verify else { return };
-        let rate = targets.iter().map(|(t, _)| t.rate_limit).fold(f64::INFINITY, f64::min);
-        if rule.warm {
-            let urls: Vec<String> = files
-                .iter()
-                .filter(|f| f.kind != crate::manifest::ChangeKind::Deleted)
-                .map(|f| verify::check_url(rule, &f.path))
-                .collect();
-            let (http, base, limit, after, name) = (
-                self.edge.clone(),
-                v.base_url.clone(),
-                rule.warm_limit,
-                v.after,
-                rule.name.clone(),
-            );
-            let pace = verify::Pace {
-                pacer: self.pacer.clone(),
-                rate,
-            };
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                let ok = verify::warm(&http, &base, &urls, limit, Some(pace)).await;
-                tracing::info!(rule = %name, warmed = ok, of = urls.len().min(limit), "warmed the edge");
-            });
-        }
-        let empty = Manifest::default();
-        let manifest = self.manifests.get(&rule.name).map_or(&empty, |m| &**m);
-        let expects = verify::sample(rule, files, manifest, v.sample);
-        if expects.is_empty() || targets.is_empty() {
-            return;
-        }
-        self.verifies.spawn(verify::run(verify::Job {
-            targets,
-            rule: rule.clone(),
-            verify: v.clone(),
-            expects,
-            pacer: self.pacer.clone(),
-            http: self.edge.clone(),
-        }));
-    }
+pub(super) struct Dispatcher {
+    /// target → (rule, path) → row
+    pending: BTreeMap<String, BTreeMap<(String, String), PendingRow>>,
+    next_seq: i64,
+    providers: BTreeMap<String, Arc<Provider>>,
+    pacer: Arc<Pacer>,
+    http: reqwest::Client,
+    hooks: Hooks,
+    sends: JoinSet<Sent>,
+    jobs: JoinSet<JobDone>,
+    /// The provider jobs followed, per target, oldest first (at most [`MAX_FOLLOWED`]).
+    followed: HashMap<String, VecDeque<Followed>>,
+    /// Sends tell of their retries here, for `status`.
+    retried_tx: mpsc::UnboundedSender<Retried>,
+    retried_rx: mpsc::UnboundedReceiver<Retried>,
+    /// Plan and log, send nothing.
+    dry_run: bool,
+}
 
-    pub(super) fn on_verified(&mut self, r: verify::Report) {
-        let m = metrics::get();
-        let targets = r.targets.join(",");
-        for t in &r.targets {
-            m.verified(t, "fresh", r.fresh);
-            m.verified(t, "stale", r.stale.len());
-            m.verified(t, "unreachable", r.unreachable.len());
-        }
-        for (url, why) in &r.unreachable {
-            tracing::warn!(rule = %r.rule, targets = %targets, "could not verify {url}: {why} (is verify.base_url right and up?)");
-        }
-        for (url, why) in &r.stale {
-            tracing::error!(
-                rule = %r.rule,
-                targets = %targets,
-                "still stale after {} re-purge{} through every target of the rule: {url} {why}",
-                r.repurges,
-                if r.repurges == 1 { "" } else { "s" }
-            );
-        }
-        if r.stale.is_empty() && r.fresh == 0 && !r.unreachable.is_empty() {
-            tracing::warn!(rule = %r.rule, targets = %targets, checked = r.checked, unreachable = r.unreachable.len(), "not verified: the edge did not answer for any URL checked");
-        } else if r.stale.is_empty() && r.unreachable.is_empty() {
-            tracing::info!(rule = %r.rule, targets = %targets, checked = r.checked, fresh = r.fresh, repurges = r.repurges, "verified: the edge serves the new bytes");
-        } else if r.stale.is_empty() {
-            tracing::info!(rule = %r.rule, targets = %targets, checked = r.checked, fresh = r.fresh, unreachable = r.unreachable.len(), repurges = r.repurges, "partly verified: the edge serves the new bytes where it answered");
-        }
-        let detail = if !r.stale.is_empty() {
-            Some(format!(
-                "stale: {}",
-                r.stale.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(" ")
-            ))
-        } else if !r.unreachable.is_empty() {
-            Some(format!("could not verify: {}", r.unreachable[0].1))
-        } else {
-            None
+/// How a target's queue was taken up by [`Dispatcher::send`].
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// Nothing queued (or the target is gone).
+    Nothing,
+    /// A dry run: logged and forgotten.
+    Logged,
+    /// A send is under way.
+    Sending,
+}
+
+impl Dispatcher {
+    pub(super) fn new(targets: &[Target], pacer: Arc<Pacer>, dry_run: bool) -> Dispatcher {
+        let (retried_tx, retried_rx) = mpsc::unbounded_channel();
+        let mut d = Dispatcher {
+            pending: BTreeMap::new(),
+            next_seq: 1,
+            providers: BTreeMap::new(),
+            pacer,
+            http: providers::http_client(),
+            hooks: Hooks::default(),
+            sends: JoinSet::new(),
+            jobs: JoinSet::new(),
+            followed: HashMap::new(),
+            retried_tx,
+            retried_rx,
+            dry_run,
         };
-        if let Some(w) = &self.writer {
-            for t in &r.targets {
-                let v = crate::state::VerifyRecord {
+        d.set_providers(targets);
+        d
+    }
+
+    /// A provider for each of `targets` (after a reload: new ones for all).
+    pub(super) fn set_providers(&mut self, targets: &[Target]) {
+        self.providers = targets
+            .iter()
+            .map(|t| (t.name.clone(), Arc::new(Provider::new(t, self.http.clone()))))
+            .collect();
+    }
+
+    /// The next send, job or retry to report; pending while there is none.
+    pub(super) async fn next(&mut self) -> Dispatched {
+        tokio::select! {
+            Some(res) = self.sends.join_next(), if !self.sends.is_empty() => Dispatched::Sent(res),
+            Some(res) = self.jobs.join_next(), if !self.jobs.is_empty() => Dispatched::Job(res),
+            Some(r) = self.retried_rx.recv() => Dispatched::Retried(r),
+        }
+    }
+
+    /// The next send to end (at shutdown, when jobs and retries no longer matter).
+    pub(super) async fn next_sent(&mut self) -> Option<Sent> {
+        self.sends.join_next().await.and_then(Result::ok)
+    }
+
+    /// Whether a send is under way.
+    pub(super) fn sending(&self) -> bool {
+        !self.sends.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(super) fn sends_running(&self) -> usize {
+        self.sends.len()
+    }
+
+    /// Sends under way are given up (their files stay queued in the state directory).
+    pub(super) fn abort_sends(&mut self) {
+        self.sends.abort_all();
+    }
+
+    /// Provider jobs are no longer followed (at shutdown).
+    pub(super) fn abort_jobs(&mut self) {
+        self.jobs.abort_all();
+    }
+
+    /// What is queued for `target`, by (rule, path).
+    pub(super) fn queued(&self, target: &str) -> Option<&BTreeMap<(String, String), PendingRow>> {
+        self.pending.get(target)
+    }
+
+    /// The targets something is queued for.
+    pub(super) fn queued_targets(&self) -> impl Iterator<Item = &str> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(t, _)| t.as_str())
+    }
+
+    /// The rows queued for every target from rule `rule`.
+    pub(super) fn rows_of(&self, rule: &str) -> Vec<PendingRow> {
+        self.pending
+            .values()
+            .flat_map(|p| p.values())
+            .filter(|r| r.file.rule == rule)
+            .cloned()
+            .collect()
+    }
+
+    /// The files queued, for every target.
+    pub(super) fn queued_files(&self) -> usize {
+        self.pending.values().map(|p| p.len()).sum()
+    }
+
+    /// Queues `changes` of rule `rule` for each of `targets` (a file already queued for a target
+    /// keeps its first-seen time; one queued now counts from `now`, ms). Returns the rows, for
+    /// the state.
+    pub(super) fn queue(&mut self, targets: &[String], rule: &str, changes: &[Change], now: i64) -> Vec<PendingRow> {
+        let mut rows = Vec::with_capacity(targets.len() * changes.len());
+        for t in targets {
+            let queued = self.pending.get(t);
+            for Change { path, kind } in changes {
+                let key = (rule.to_string(), path.clone());
+                let first = queued.and_then(|p| p.get(&key)).map(|r| r.first_seen_ms);
+                rows.push(PendingRow {
                     target: t.clone(),
-                    at_ms: now_ms(),
-                    checked: r.checked as i64,
-                    fresh: r.fresh as i64,
-                    stale: r.stale.len() as i64,
-                    unreachable: r.unreachable.len() as i64,
-                    detail: detail.clone(),
-                };
-                w.queue(move |d| {
-                    if let Err(e) = d.store.record_verification(&v) {
-                        tracing::warn!("could not record the verification: {e}");
-                    }
+                    file: PendingFile {
+                        rule: key.0,
+                        path: key.1,
+                        kind: *kind,
+                    },
+                    first_seen_ms: first.unwrap_or(now),
+                    seq: self.next_seq,
                 });
+                self.next_seq += 1;
             }
         }
-        if !r.stale.is_empty() {
-            let error = detail.unwrap_or_default();
-            let request = format!("verify {}", r.rule);
-            for t in &r.targets {
-                self.tell_failure(t, &request, &error, &[]);
-            }
+        for row in &rows {
+            self.pending
+                .entry(row.target.clone())
+                .or_default()
+                .insert((row.file.rule.clone(), row.file.path.clone()), row.clone());
         }
+        rows
+    }
+
+    /// Takes up the purges the last run queued and did not send (for targets still in
+    /// `config`). Returns the targets that have some, each logged.
+    pub(super) fn restore(&mut self, rows: Vec<PendingRow>, config: &Config) -> Vec<String> {
+        for row in rows {
+            if config.target(&row.target).is_none() {
+                continue;
+            }
+            self.next_seq = self.next_seq.max(row.seq + 1);
+            self.pending
+                .entry(row.target.clone())
+                .or_default()
+                .insert((row.file.rule.clone(), row.file.path.clone()), row);
+        }
+        let targets: Vec<String> = self.queued_targets().map(str::to_string).collect();
+        for t in &targets {
+            let files = self.pending.get(t).map_or(0, |p| p.len());
+            tracing::info!(target = %t, files, "queued purges left from the last run");
+        }
+        targets
+    }
+
+    /// Forgets the queues of targets no longer in `config` (they stay in the state directory).
+    /// Returns those targets.
+    pub(super) fn keep_targets(&mut self, config: &Config) -> Vec<String> {
+        let gone: Vec<String> = self
+            .pending
+            .keys()
+            .filter(|t| config.target(t).is_none())
+            .cloned()
+            .collect();
+        for t in &gone {
+            tracing::warn!(target = %t, "target removed: its pending purges are kept in the state directory but not sent");
+            self.pending.remove(t);
+        }
+        gone
     }
 
     /// Tells `on_failure` (when the target has one) that a purge failed.
-    pub(super) fn tell_failure(&mut self, target: &str, request: &str, error: &str, files: &[PendingFile]) {
-        let Some(argv) = self.config.target(target).and_then(|t| t.on_failure.clone()) else {
+    pub(super) fn tell_failure(
+        &mut self,
+        config: &Config,
+        target: &str,
+        request: &str,
+        error: &str,
+        files: &[PendingFile],
+    ) {
+        let Some(argv) = config.target(target).and_then(|t| t.on_failure.clone()) else {
             return;
         };
-        let urls = batch_urls(files, &self.config.rules, crate::hook::MAX_URLS);
-        let secrets = self.config.secrets();
+        let urls = batch_urls(files, &config.rules, crate::hook::MAX_URLS);
+        let secrets = config.secrets();
         self.hooks.fire(
             &argv,
             crate::hook::Failure {
@@ -302,45 +350,31 @@ impl Daemon {
         );
     }
 
-    pub(super) fn start_send(&mut self, target: &str) {
+    /// Sends what is queued for `target`, on a task of its own (in a dry run, logs what it would
+    /// send and forgets it).
+    pub(super) fn send(&mut self, target: &str, cx: &Cx) -> Taken {
         let Some(rows) = self.pending.get(target).filter(|p| !p.is_empty()) else {
-            return;
+            return Taken::Nothing;
         };
-        let Some(t) = self.config.target(target).cloned() else {
-            return;
-        };
-        let Some(provider) = self.providers.get(target).cloned() else {
-            return;
+        let (Some(t), Some(provider)) = (cx.config.target(target).cloned(), self.providers.get(target).cloned()) else {
+            return Taken::Nothing;
         };
         let files: Vec<PendingFile> = rows.values().map(|r| r.file.clone()).collect();
         let max_seq = rows.values().map(|r| r.seq).max().unwrap_or(0);
         let first_seen_ms = rows.values().map(|r| r.first_seen_ms).min().unwrap_or_else(now_ms);
         // The patterns are built by the send's own task, on a blocking thread: for 1,000 files
         // they take ~20 ms, which the loop does not wait for.
-        let draft = plan::draft(&t, &files, &self.config.rules, &self.manifests);
+        let draft = plan::draft(&t, &files, &cx.config.rules, cx.manifests);
         let why = summarize_files(&files);
-        if self.opts.dry_run {
-            let urls = urls_of(&files, &self.config.rules);
-            for req in &draft.requests() {
-                // What it would cost (a CloudFront target), counting the month from the state.
-                match provider.cost(req, self.seed.as_ref()) {
-                    Some(cost) => {
-                        tracing::info!(target = %target, files = files.len(), request = %provider.describe(req), cost = %cost, urls = %urls, why = %why, "dry-run: would purge")
-                    }
-                    None => {
-                        tracing::info!(target = %target, files = files.len(), request = %provider.describe(req), urls = %urls, why = %why, "dry-run: would purge")
-                    }
-                }
-            }
+        if self.dry_run {
+            log_dry_run(target, &provider, draft, &files, cx, &why);
             self.pending.remove(target);
-            return;
+            return Taken::Logged;
         }
         tracing::debug!(target = %target, files = files.len(), why = %why, "sending purge");
-        self.batcher.set_busy(target, true);
-        let pacer = self.pacer.clone();
         let name = target.to_string();
         let n = files.len();
-        if let Some(w) = &self.writer {
+        if let Some(w) = &cx.writer {
             let (name, sending) = (
                 name.clone(),
                 Sending {
@@ -355,7 +389,7 @@ impl Daemon {
                 }
             });
         }
-        let retried = self.retried_tx.clone();
+        let (pacer, retried) = (self.pacer.clone(), self.retried_tx.clone());
         self.sends.spawn(async move {
             let planning = std::time::Instant::now();
             let requests = match tokio::task::spawn_blocking(move || draft.requests()).await {
@@ -384,11 +418,12 @@ impl Daemon {
                 results,
             }
         });
+        Taken::Sending
     }
 
     /// A send is being retried: recorded for `status`.
-    pub(super) fn on_retried(&mut self, r: Retried) {
-        if let Some(w) = &self.writer {
+    pub(super) fn retried(&self, r: Retried, writer: Option<&Writer>) {
+        if let Some(w) = writer {
             let error = crate::secret::scrub(&r.error).into_owned();
             w.queue(move |d| {
                 if let Err(e) = d.store.retrying(&r.target, r.attempt, &error) {
@@ -398,9 +433,11 @@ impl Daemon {
         }
     }
 
-    pub(super) fn on_sent(&mut self, mut sent: Sent) {
-        self.batcher.set_busy(&sent.target, false);
-        if let Some(w) = &self.writer {
+    /// A send ended: its outcome logged, counted and written, its failures told, its jobs
+    /// followed, its files handed to the verifier and taken off the queue. Returns whether the
+    /// target has files queued since.
+    pub(super) fn sent(&mut self, mut sent: Sent, cx: &mut Cx, verifier: &mut Verifier) -> bool {
+        if let Some(w) = &cx.writer {
             let name = sent.target.clone();
             w.queue(move |d| {
                 if let Err(e) = d.store.clear_sending(Some(&name)) {
@@ -412,33 +449,27 @@ impl Daemon {
         self.count_sent(&sent, latency);
         for d in &sent.results {
             if let Err(f) = &d.result {
-                self.tell_failure(&sent.target, &d.desc, &f.to_string(), &sent.batch);
+                self.tell_failure(cx.config, &sent.target, &d.desc, &f.to_string(), &sent.batch);
             }
         }
         let batch = Arc::new(std::mem::take(&mut sent.batch));
-        let awaiting = self.await_batch(&sent.target, &batch, &sent.results);
+        let awaiting = verifier.sent(&sent.target, &batch, &sent.results, &cx.sources(&self.providers));
         for d in &sent.results {
-            match &d.result {
-                Ok(acc) => {
-                    tracing::info!(
-                        target = %sent.target,
-                        files = sent.files,
-                        request = %d.desc,
-                        job = %acc.job_id.as_deref().unwrap_or("-"),
-                        since_first_change = %humantime::format_duration(Duration::from_millis(latency.as_millis() as u64)),
-                        "purged"
-                    );
-                }
-                Err(f) => {
-                    tracing::error!(target = %sent.target, files = sent.files, request = %d.desc, "purge failed for good, dropping it: {f}");
-                }
-            }
-            let id = d.save(self.writer.as_mut(), &sent.target, sent.files);
+            log_result(&sent, d, latency);
+            let id = d.save(cx.writer.as_deref_mut(), &sent.target, sent.files);
             if let Some(job_id) = d.job() {
-                self.follow_job(&sent.target, &d.desc, job_id, id, &batch, awaiting);
+                let job = Job {
+                    target: &sent.target,
+                    desc: &d.desc,
+                    job_id,
+                    record: id,
+                    batch: &batch,
+                    awaiting,
+                };
+                self.follow_job(job, cx, verifier);
             }
         }
-        if let Some(w) = &self.writer {
+        if let Some(w) = &cx.writer {
             let (target, max_seq) = (sent.target.clone(), sent.max_seq);
             w.queue(move |d| {
                 if let Err(e) = d.store.clear_pending(&target, max_seq) {
@@ -446,14 +477,11 @@ impl Daemon {
                 }
             });
         }
-        if let Some(p) = self.pending.get_mut(&sent.target) {
-            p.retain(|_, r| r.seq > sent.max_seq);
-            if !p.is_empty() && self.batcher.first_change(&sent.target).is_none() {
-                self.touch_target(&sent.target, Instant::now());
-            }
-        }
-        self.publish_pending();
-        systemd::status(&self.summary());
+        let Some(p) = self.pending.get_mut(&sent.target) else {
+            return false;
+        };
+        p.retain(|_, r| r.seq > sent.max_seq);
+        !p.is_empty()
     }
 
     /// Counts a send's requests, and its files as purged when every request was accepted.
@@ -472,28 +500,20 @@ impl Daemon {
         }
     }
 
-    /// Follows provider job `job_id` of `target`'s request `desc` until it ends (see
-    /// [`Daemon::on_job`]), on a task of its own.
-    fn follow_job(
-        &mut self,
-        target: &str,
-        desc: &str,
-        job_id: &str,
-        id: Option<PurgeId>,
-        batch: &Arc<Vec<PendingFile>>,
-        awaiting: Option<u64>,
-    ) {
-        let (Some(provider), Some(t)) = (self.providers.get(target), self.config.target(target)) else {
+    /// Follows a provider job until it ends (see [`Dispatcher::job_ended`]), on a task of its
+    /// own.
+    fn follow_job(&mut self, job: Job, cx: &mut Cx, verifier: &mut Verifier) {
+        let (Some(provider), Some(t)) = (self.providers.get(job.target), cx.config.target(job.target)) else {
             return;
         };
-        let (provider, pacer, rate, target, request, batch, job_id) = (
-            provider.clone(),
-            self.pacer.clone(),
-            t.rate_limit,
-            target.to_string(),
-            desc.to_string(),
-            batch.clone(),
-            job_id.to_string(),
+        let (provider, pacer, rate) = (provider.clone(), self.pacer.clone(), t.rate_limit);
+        let (target, request, batch, job_id, record, awaiting) = (
+            job.target.to_string(),
+            job.desc.to_string(),
+            job.batch.clone(),
+            job.job_id.to_string(),
+            job.record,
+            job.awaiting,
         );
         let follow = Followed {
             handle: self.jobs.spawn({
@@ -505,7 +525,7 @@ impl Daemon {
                         batch,
                         awaiting,
                         request,
-                        record: id,
+                        record,
                         job_id,
                         outcome,
                     }
@@ -514,14 +534,14 @@ impl Daemon {
             batch,
             awaiting,
             request,
-            record: id,
+            record,
             job_id,
         };
-        self.follow(&target, follow);
+        self.follow(&target, follow, cx, verifier);
     }
 
     /// Follows a job, giving up the target's oldest past [`MAX_FOLLOWED`].
-    fn follow(&mut self, target: &str, job: Followed) {
+    fn follow(&mut self, target: &str, job: Followed, cx: &mut Cx, verifier: &mut Verifier) {
         let queue = self.followed.entry(target.to_string()).or_default();
         queue.push_back(job);
         if queue.len() <= MAX_FOLLOWED {
@@ -532,8 +552,8 @@ impl Daemon {
         let why = format!(
             "no longer followed: {MAX_FOLLOWED} newer purges of this target are (its jobs do not end; is the provider's queue stuck?)"
         );
-        // on_job logs it: "could not learn how the purge job ended: no longer followed …".
-        self.on_job(JobDone {
+        // job_ended logs it: "could not learn how the purge job ended: no longer followed …".
+        let done = JobDone {
             target: target.to_string(),
             batch: oldest.batch,
             awaiting: oldest.awaiting,
@@ -541,10 +561,13 @@ impl Daemon {
             record: oldest.record,
             job_id: oldest.job_id,
             outcome: JobOutcome::Unknown(why),
-        });
+        };
+        self.job_ended(done, cx, verifier);
     }
 
-    pub(super) fn on_job(&mut self, job: JobDone) {
+    /// A provider job ended (or is no longer followed): logged, counted, written, told to
+    /// `on_failure` when it failed and to the verifier.
+    pub(super) fn job_ended(&mut self, job: JobDone, cx: &mut Cx, verifier: &mut Verifier) {
         if let Some(queue) = self.followed.get_mut(&job.target) {
             queue.retain(|f| f.job_id != job.job_id);
         }
@@ -554,24 +577,9 @@ impl Daemon {
             JobOutcome::Unknown(_) => "unknown",
         };
         metrics::get().job(&job.target, state);
-        if let Some(id) = job.awaiting
-            && let Some(a) = self.awaiting.get_mut(&id)
-        {
-            a.ok &= matches!(job.outcome, JobOutcome::Done(_));
-            a.jobs_left = a.jobs_left.saturating_sub(1);
-            if a.jobs_left == 0 {
-                let a = self.awaiting.remove(&id).expect("just seen");
-                if a.ok {
-                    self.target_purged(&a.target, &a.batch);
-                } else {
-                    tracing::warn!(
-                        target = %a.target,
-                        files = a.batch.len(),
-                        "not verified or warmed: a provider job of the batch did not end in success (see its log line)"
-                    );
-                    self.gate.failed(&a.batch);
-                }
-            }
+        if let Some(id) = job.awaiting {
+            let ok = matches!(job.outcome, JobOutcome::Done(_));
+            verifier.job_ended(id, ok, &cx.sources(&self.providers));
         }
         match &job.outcome {
             JobOutcome::Done(s) => {
@@ -580,13 +588,148 @@ impl Daemon {
             JobOutcome::Failed(s) => {
                 tracing::error!(target = %job.target, job = %job.job_id, state = %s, request = %job.request, "the provider's purge job failed");
                 let error = format!("the provider's job {} failed: {s}", job.job_id);
-                self.tell_failure(&job.target, &job.request, &error, &job.batch);
+                self.tell_failure(cx.config, &job.target, &job.request, &error, &job.batch);
             }
             JobOutcome::Unknown(s) => {
                 tracing::warn!(target = %job.target, job = %job.job_id, request = %job.request, "could not learn how the purge job ended: {s}")
             }
         }
-        deliver::record_job(self.writer.as_mut(), job.record, &job.outcome);
+        deliver::record_job(cx.writer.as_deref_mut(), job.record, &job.outcome);
+    }
+}
+
+/// A provider job to follow: what it came from.
+struct Job<'a> {
+    target: &'a str,
+    /// The request, as the log lines describe it.
+    desc: &'a str,
+    job_id: &'a str,
+    record: Option<PurgeId>,
+    batch: &'a Arc<Vec<PendingFile>>,
+    awaiting: Option<u64>,
+}
+
+/// A dry run's log lines: each request it would send, with what it would cost (a CloudFront
+/// target, counting the month from the state).
+fn log_dry_run(target: &str, provider: &Provider, draft: plan::Draft, files: &[PendingFile], cx: &Cx, why: &str) {
+    let urls = urls_of(files, &cx.config.rules);
+    for req in &draft.requests() {
+        let request = provider.describe(req);
+        match provider.cost(req, cx.seed) {
+            Some(cost) => {
+                tracing::info!(target = %target, files = files.len(), request = %request, cost = %cost, urls = %urls, why = %why, "dry-run: would purge")
+            }
+            None => {
+                tracing::info!(target = %target, files = files.len(), request = %request, urls = %urls, why = %why, "dry-run: would purge")
+            }
+        }
+    }
+}
+
+/// One request's outcome, in the log.
+fn log_result(sent: &Sent, d: &Delivery, latency: Duration) {
+    match &d.result {
+        Ok(acc) => {
+            tracing::info!(
+                target = %sent.target,
+                files = sent.files,
+                request = %d.desc,
+                job = %acc.job_id.as_deref().unwrap_or("-"),
+                since_first_change = %humantime::format_duration(Duration::from_millis(latency.as_millis() as u64)),
+                "purged"
+            );
+        }
+        Err(f) => {
+            tracing::error!(target = %sent.target, files = sent.files, request = %d.desc, "purge failed for good, dropping it: {f}");
+        }
+    }
+}
+
+impl Daemon {
+    /// Sends what is queued for `target`; its batching clock marks it busy until the send is in.
+    pub(super) fn start_send(&mut self, target: &str) {
+        let cx = Cx {
+            config: &self.config,
+            manifests: &self.manifests,
+            writer: self.writer.as_mut(),
+            seed: self.seed.as_ref(),
+        };
+        if self.dispatch.send(target, &cx) == Taken::Sending {
+            self.batcher.set_busy(target, true);
+        }
+    }
+
+    /// Reports what the dispatcher's tasks sent back.
+    pub(super) fn on_dispatched(&mut self, what: Dispatched) {
+        match what {
+            Dispatched::Sent(Ok(sent)) => self.on_sent(sent),
+            Dispatched::Sent(Err(e)) => tracing::error!("a purge task died: {e}"),
+            Dispatched::Job(Ok(job)) => {
+                let mut cx = Cx {
+                    config: &self.config,
+                    manifests: &self.manifests,
+                    writer: self.writer.as_mut(),
+                    seed: self.seed.as_ref(),
+                };
+                self.dispatch.job_ended(job, &mut cx, &mut self.verifier);
+            }
+            // Given up (see `MAX_FOLLOWED`), reported then.
+            Dispatched::Job(Err(_)) => {}
+            Dispatched::Retried(r) => self.dispatch.retried(r, self.writer.as_ref()),
+        }
+    }
+
+    /// A send ended: the target's batching clock runs again, for what was queued meanwhile.
+    pub(super) fn on_sent(&mut self, sent: Sent) {
+        let target = sent.target.clone();
+        self.batcher.set_busy(&target, false);
+        let mut cx = Cx {
+            config: &self.config,
+            manifests: &self.manifests,
+            writer: self.writer.as_mut(),
+            seed: self.seed.as_ref(),
+        };
+        let more = self.dispatch.sent(sent, &mut cx, &mut self.verifier);
+        if more && self.batcher.first_change(&target).is_none() {
+            self.touch_target(&target, Instant::now());
+        }
+        self.publish_pending();
+        systemd::status(&self.summary());
+    }
+
+    /// A verification ended: what it found stale is told to `on_failure` of every target of
+    /// the rule.
+    pub(super) fn on_verified(&mut self, report: verify::Report) {
+        if let Some(stale) = self.verifier.verified(report, self.writer.as_ref()) {
+            for t in &stale.targets {
+                self.dispatch
+                    .tell_failure(&self.config, t, &stale.request, &stale.error, &[]);
+            }
+        }
+    }
+
+    /// Each target's queue, for `/metrics`: the files queued for it, and those changed since in
+    /// the trees of its rules, not compared yet (while a purge is retried, those can be most).
+    /// A file in both is counted twice: it is purged twice.
+    pub(super) fn publish_pending(&self) {
+        for t in &self.config.targets {
+            let rows = self.dispatch.queued(&t.name);
+            let feeding = self.rules.iter().filter(|r| r.rule.targets.contains(&t.name));
+            let (changed, first) = feeding.fold((0, None::<i64>), |(n, first), r| {
+                let f = match (first, r.first_event_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (n + r.record.dirty_count(), f)
+            });
+            let n = rows.map_or(0, |r| r.len()) + changed;
+            let oldest = rows
+                .and_then(|r| r.values().map(|r| r.first_seen_ms).min())
+                .into_iter()
+                .chain(first.filter(|_| changed > 0))
+                .min();
+            metrics::get().set_pending(&t.name, n, oldest);
+        }
     }
 }
 
@@ -601,7 +744,7 @@ mod tests {
         h.write("a.html", "a2");
         h.event("a.html");
         h.settle_due().await;
-        assert!(h.d.sends.is_empty(), "nothing is sent");
+        assert!(!h.d.dispatch.sending(), "nothing is sent");
         assert!(h.pending("cdn").is_empty());
     }
 
@@ -624,5 +767,65 @@ mod tests {
         assert!(urls.iter().any(|u| u.ends_with("/blog/")), "{urls:?}");
         assert!(urls.contains(&"(rule old removed) x.html".to_string()), "{urls:?}");
         assert_eq!(batch_urls(&files, &[rule], 1).len(), 1, "at most `limit`");
+    }
+
+    fn change(path: &str) -> Change {
+        Change {
+            path: path.into(),
+            kind: crate::manifest::ChangeKind::Modified,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_queued_again_keeps_its_first_seen_time_and_a_new_number() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = super::super::testing::rules_yaml(tmp.path(), "");
+        std::fs::create_dir_all(tmp.path().join("public")).unwrap();
+        let config = config::load_str(&tmp.path().join("rules.yaml"), &text, Default::default(), &|_| None)
+            .unwrap()
+            .config;
+        let mut d = Dispatcher::new(&config.targets, Arc::new(Pacer::default()), false);
+        let cdn = ["cdn".to_string()];
+        let first = d.queue(&cdn, "site", &[change("a.html"), change("b.html")], 1_000);
+        assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+        let again = d.queue(&cdn, "site", &[change("a.html")], 5_000);
+        assert_eq!(
+            (again[0].seq, again[0].first_seen_ms),
+            (3, 1_000),
+            "a.html waits since its first change"
+        );
+        assert_eq!(d.queued_files(), 2);
+        assert_eq!(d.rows_of("site").len(), 2);
+        assert_eq!(d.queued_targets().collect::<Vec<_>>(), ["cdn"]);
+
+        // A new dispatcher takes up what the last run left, numbering on after it; rows of
+        // targets no longer configured are left alone.
+        let mut rows = d.rows_of("site");
+        rows.push(PendingRow {
+            target: "gone".into(),
+            ..rows[0].clone()
+        });
+        let mut next = Dispatcher::new(&config.targets, Arc::new(Pacer::default()), false);
+        assert_eq!(next.restore(rows, &config), ["cdn"]);
+        assert_eq!(next.queue(&cdn, "site", &[change("c.html")], 9_000)[0].seq, 4);
+
+        // A reload without the target forgets its queue (the state directory keeps it).
+        let mut without = config.clone();
+        without.targets.clear();
+        assert_eq!(next.keep_targets(&without), ["cdn"]);
+        assert_eq!(next.queued_files(), 0);
+        assert_eq!(
+            next.send(
+                "cdn",
+                &Cx {
+                    config: &config,
+                    manifests: &BTreeMap::new(),
+                    writer: None,
+                    seed: None,
+                }
+            ),
+            Taken::Nothing,
+            "nothing queued, nothing sent"
+        );
     }
 }

@@ -68,7 +68,6 @@ impl Daemon {
     ) -> Result<Daemon, DaemonError> {
         let opened = Opened::open(&config, &opts)?;
         let mut d = Daemon::new(config, opts, opened, queue, hasher, compared_tx, stopping)?;
-        d.set_providers();
         if d.monitor.is_none()
             && let Some(addr) = d.config.metrics_listen
         {
@@ -100,18 +99,14 @@ impl Daemon {
             seed,
             replaced,
         } = opened;
-        let (retried_tx, retried_rx) = mpsc::unbounded_channel();
-        let http = providers::http_client();
+        let pacer = Arc::new(Pacer::default());
         let rules_file = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
         Ok(Daemon {
-            providers: BTreeMap::new(),
             rules: Vec::new(),
             manifests: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            next_seq: 1,
             batcher: Batcher::new(),
-            pacer: Arc::new(Pacer::default()),
-            http,
+            dispatch: Dispatcher::new(&config.targets, pacer.clone(), opts.dry_run),
+            verifier: Verifier::new(pacer),
             watcher: match Watcher::new(queue, config.rules.iter().any(|r| r.follow_symlinks)) {
                 Ok(w) => Some(Arc::new(std::sync::Mutex::new(w))),
                 // No inotify instance to be had: every tree is rescanned instead (said below,
@@ -119,22 +114,12 @@ impl Daemon {
                 Err(WatchError::InstanceLimit) => None,
                 Err(e) => return Err(e.into()),
             },
-            sends: JoinSet::new(),
-            jobs: JoinSet::new(),
-            awaiting: HashMap::new(),
-            followed: HashMap::new(),
-            gate: Default::default(),
-            next_awaiting: 0,
-            verifies: JoinSet::new(),
-            edge: verify::edge_client(),
             reload_at: None,
             seq: 0,
             hasher,
             trim_work: 0,
             writes: writeback::Writes::new(!opts.dry_run),
             compared_tx,
-            retried_tx,
-            retried_rx,
             by_root: HashMap::new(),
             next_compare: 0,
             stopping,
@@ -150,7 +135,6 @@ impl Daemon {
             _lock: lock,
             reserved: None,
             monitor,
-            hooks: Default::default(),
             opts,
             config,
         })
@@ -214,28 +198,15 @@ impl Daemon {
     /// Takes up the purges the last run queued and did not send: they go first.
     fn restore_pending(&mut self) -> Result<(), DaemonError> {
         let rows = self.read_state(|s| s.pending())?.unwrap_or_default();
-        for row in rows {
-            if self.config.target(&row.target).is_none() {
-                continue;
-            }
-            self.next_seq = self.next_seq.max(row.seq + 1);
-            self.pending
-                .entry(row.target.clone())
-                .or_default()
-                .insert((row.file.rule.clone(), row.file.path.clone()), row);
-        }
         let now = Instant::now();
-        for (target, rows) in &self.pending {
-            if !rows.is_empty() {
-                tracing::info!(target = %target, files = rows.len(), "queued purges left from the last run");
-                self.batcher.due_now(target, now);
-            }
+        for target in self.dispatch.restore(rows, &self.config) {
+            self.batcher.due_now(&target, now);
         }
         Ok(())
     }
 
     pub(super) fn summary(&self) -> String {
-        let files: usize = self.pending.values().map(|p| p.len()).sum();
+        let files = self.dispatch.queued_files();
         format!(
             "{} rule{}, {} target{}, {} file{} pending{}",
             self.rules.len(),
@@ -250,15 +221,6 @@ impl Daemon {
                 ""
             }
         )
-    }
-
-    pub(super) fn set_providers(&mut self) {
-        self.providers = self
-            .config
-            .targets
-            .iter()
-            .map(|t| (t.name.clone(), Arc::new(Provider::new(t, self.http.clone()))))
-            .collect();
     }
 
     /// Says which of the kernel's inotify limits are too low for the rules (in the log, at
@@ -345,33 +307,33 @@ impl Daemon {
                 self.start_send(&t);
             }
             let idle: Vec<String> = self
-                .pending
-                .iter()
-                .filter(|(t, p)| !p.is_empty() && !self.batcher.is_busy(t))
-                .map(|(t, _)| t.clone())
+                .dispatch
+                .queued_targets()
+                .filter(|t| !self.batcher.is_busy(t))
+                .map(str::to_string)
                 .collect();
             for t in idle {
                 self.start_send(&t);
             }
-            if self.sends.is_empty() {
+            if !self.dispatch.sending() {
                 break;
             }
             tokio::select! {
-                Some(res) = self.sends.join_next() => if let Ok(sent) = res { self.on_sent(sent) },
+                sent = self.dispatch.next_sent() => if let Some(sent) = sent { self.on_sent(sent) },
                 _ = sleep_until(deadline) => {
-                    let left: usize = self.pending.values().map(|p| p.len()).sum();
+                    let left = self.dispatch.queued_files();
                     tracing::warn!(
                         files = left,
                         "shutdown timeout ({}) reached: what is still pending is kept in the state directory and sent at the next start",
                         humantime::format_duration(self.config.shutdown_timeout)
                     );
-                    self.sends.abort_all();
+                    self.dispatch.abort_sends();
                     break;
                 }
             }
         }
-        self.jobs.abort_all();
-        self.verifies.abort_all();
+        self.dispatch.abort_jobs();
+        self.verifier.abort();
         self.flush_deferred(usize::MAX);
         if let Some(w) = &self.writer {
             w.queue(|d| {
@@ -399,7 +361,7 @@ mod tests {
         h.write("a.html", "a2");
         h.event("a.html");
         h.settle_due().await;
-        assert_eq!(h.d.sends.len(), 1, "sent to a provider that is not there");
+        assert_eq!(h.d.dispatch.sends_running(), 1, "sent to a provider that is not there");
         let Harness {
             d, tmp, site, rules, ..
         } = h;

@@ -17,8 +17,10 @@
 //! * [`settle`]: a batch falling due → each rule's record and manifest to [`crate::compare`] on a
 //!   blocking thread → what changed queued for every target of the rule; the target sent once
 //!   its comparisons are in.
-//! * [`dispatch`]: queued changes → planned requests, [`crate::deliver`], their outcome, provider
-//!   jobs, verification and warming of the edge, `on_failure`.
+//! * [`dispatch`]: the [`Dispatcher`] owns each target's queue and provider: queued changes →
+//!   planned requests, [`crate::deliver`], their outcome, provider jobs, `on_failure`.
+//! * [`verifier`]: the [`Verifier`] owns the checks of the edge after a purge (and its warming):
+//!   which files every target of their rule has purged, and the verifications running.
 //! * [`writeback`]: what is written to the state directory, and when; [`crate::state::Writer`]
 //!   writes it on a thread of its own, in order.
 //! * [`rules`]: rules added, removed, re-attached after a swap, rescanned, reloaded.
@@ -59,10 +61,12 @@ mod rules;
 mod settle;
 #[cfg(test)]
 mod testing;
+mod verifier;
 mod writeback;
 
 use catchup::{FirstLook, Looked};
-use dispatch::{Awaiting, JobDone, Sent};
+use dispatch::{Dispatched, Dispatcher};
+use verifier::Verifier;
 use writeback::Settled;
 
 /// How long a provider job is followed after a purge was accepted.
@@ -176,32 +180,16 @@ struct Daemon {
     reserved: Option<(PathBuf, DaemonLock)>,
     /// `/metrics` and `/healthz`, when `metrics_listen` is set.
     monitor: Option<crate::monitor::Server>,
-    hooks: crate::hook::Hooks,
     rules: Vec<RuleRt>,
     /// Each rule's record of its tree, shared with the comparison running for it (if any).
     manifests: BTreeMap<String, Arc<Manifest>>,
-    /// target → (rule, path) → row
-    pending: BTreeMap<String, BTreeMap<(String, String), PendingRow>>,
-    next_seq: i64,
     batcher: Batcher,
-    providers: BTreeMap<String, Arc<Provider>>,
-    pacer: Arc<Pacer>,
-    http: reqwest::Client,
+    /// Each target's queue, its provider, and the sends and jobs under way.
+    dispatch: Dispatcher,
+    /// The edge checked after a purge.
+    verifier: Verifier,
     /// Shared with the hashing worker, which watches swapped-in trees.
     watcher: Option<Arc<std::sync::Mutex<Watcher>>>,
-    sends: JoinSet<Sent>,
-    jobs: JoinSet<JobDone>,
-    /// Batches to verify or warm once every job of theirs has ended.
-    awaiting: HashMap<u64, Awaiting>,
-    /// The provider jobs followed, per target, oldest first (at most `dispatch::MAX_FOLLOWED`).
-    followed: HashMap<String, std::collections::VecDeque<dispatch::Followed>>,
-    /// Which changes wait for which targets before the edge is checked.
-    gate: gate::Gate,
-    next_awaiting: u64,
-    /// Verifications running (aborted at shutdown: they never hold it up).
-    verifies: JoinSet<verify::Report>,
-    /// The client for the edge (`verify.base_url`).
-    edge: reqwest::Client,
     reload_at: Option<Instant>,
     /// What waits to be written to the state directory, and when.
     writes: writeback::Writes,
@@ -214,9 +202,6 @@ struct Daemon {
     compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
     /// Rule indices by tree root and watched path (see [`Daemon::rules_at`]).
     by_root: HashMap<PathBuf, Vec<usize>>,
-    /// Sends tell of their retries here, for `status` (see [`Daemon::start_send`]).
-    retried_tx: mpsc::UnboundedSender<dispatch::Retried>,
-    retried_rx: mpsc::UnboundedReceiver<dispatch::Retried>,
     next_compare: u64,
     /// Comparisons that may run at once (see `settle::comparing_at_once`).
     compare_slots: Arc<tokio::sync::Semaphore>,
@@ -275,16 +260,14 @@ pub(crate) async fn run(config: Config, opts: Options, signals: Signals) -> Resu
             _ = &mut stop => break,
             taken = queue.recv() => Wake::Watch(taken),
             _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => Wake::Due,
-            Some(res) = d.sends.join_next(), if !d.sends.is_empty() => Wake::Sent(res),
-            Some(res) = d.jobs.join_next(), if !d.jobs.is_empty() => Wake::Job(res),
-            Some(res) = d.verifies.join_next(), if !d.verifies.is_empty() => Wake::Verified(res),
+            what = d.dispatch.next() => Wake::Dispatched(what),
+            Some(report) = d.verifier.next() => Wake::Verified(report),
             Some(a) = asked.recv() => Wake::Asked(a),
             _ = sleep_until(flush_at.unwrap_or_else(far_future)), if flush_at.is_some() => Wake::FlushSeen,
             _ = sleep_until(deferred_at.unwrap_or_else(far_future)), if deferred_at.is_some() => Wake::Deferred,
             Some(done) = hash_rx.recv() => Wake::Hashed(done),
             _ = std::future::ready(()), if d.has_held() => Wake::Held,
             Some((id, compared)) = compared_rx.recv() => Wake::Compared(id, compared),
-            Some(r) = d.retried_rx.recv() => Wake::Retried(r),
             Some(path) = d.replaced.recv() => Wake::StateReplaced(path),
             _ = sleep_until(reload_at.unwrap_or_else(far_future)), if reload_at.is_some() => Wake::RulesSaved,
             _ = tick(&mut watchdog) => Wake::Watchdog,
@@ -306,16 +289,14 @@ pub(crate) async fn run(config: Config, opts: Options, signals: Signals) -> Resu
 enum Wake {
     Watch(Taken),
     Due,
-    Sent(Result<Sent, tokio::task::JoinError>),
-    Job(Result<JobDone, tokio::task::JoinError>),
-    Verified(Result<verify::Report, tokio::task::JoinError>),
+    Dispatched(Dispatched),
+    Verified(verify::Report),
     Asked(Asked),
     FlushSeen,
     Deferred,
     Hashed(hashahead::Done),
     Held,
     Compared(u64, Compared),
-    Retried(dispatch::Retried),
     StateReplaced(PathBuf),
     RulesSaved,
     Watchdog,
@@ -337,8 +318,7 @@ impl Wake {
         match self {
             Wake::Watch(_) => "events",
             Wake::Due => "a batch due",
-            Wake::Sent(_) => "a purge sent",
-            Wake::Job(_) => "a provider job",
+            Wake::Dispatched(what) => what.name(),
             Wake::Verified(_) => "a verification",
             Wake::Asked(Asked::Reload) => "SIGHUP",
             Wake::Asked(Asked::Rescan) => "SIGUSR1",
@@ -347,7 +327,6 @@ impl Wake {
             Wake::Hashed(_) => "hashes taken ahead",
             Wake::Held => "hashes held during a comparison",
             Wake::Compared(..) => "a comparison",
-            Wake::Retried(..) => "a retry",
             Wake::StateReplaced(_) => "a state file written anew",
             Wake::RulesSaved => "the rules file saved",
             Wake::Watchdog => "the watchdog",
@@ -418,18 +397,8 @@ impl Daemon {
         match wake {
             Wake::Watch(taken) => self.on_watch(taken),
             Wake::Due => self.fire_due(),
-            Wake::Sent(Ok(sent)) => self.on_sent(sent),
-            Wake::Sent(Err(e)) => tracing::error!("a purge task died: {e}"),
-            Wake::Job(res) => {
-                if let Ok(job) = res {
-                    self.on_job(job)
-                }
-            }
-            Wake::Verified(res) => {
-                if let Ok(report) = res {
-                    self.on_verified(report)
-                }
-            }
+            Wake::Dispatched(what) => self.on_dispatched(what),
+            Wake::Verified(report) => self.on_verified(report),
             Wake::Asked(Asked::Reload) => self.reload("SIGHUP"),
             Wake::Asked(Asked::Rescan) => {
                 tracing::info!("SIGUSR1: rescanning every tree against its manifest");
@@ -440,7 +409,6 @@ impl Daemon {
             Wake::Hashed(done) => self.on_hashed(done),
             Wake::Held => self.take_held(),
             Wake::Compared(id, compared) => self.on_compared(id, compared),
-            Wake::Retried(r) => self.on_retried(r),
             Wake::StateReplaced(path) => self.rewrite_state(&path),
             Wake::RulesSaved => {
                 self.reload_at = None;

@@ -384,15 +384,11 @@ impl Daemon {
             ..new.clone()
         };
         self.stopping.set_hashing_grace(self.config.shutdown_timeout / 2);
-        self.set_providers();
+        self.dispatch.set_providers(&self.config.targets);
         self.watch_includes();
-        self.gate.keep_rules(&self.config.rules);
-        for t in self.pending.keys().cloned().collect::<Vec<_>>() {
-            if self.config.target(&t).is_none() {
-                tracing::warn!(target = %t, "target removed: its pending purges are kept in the state directory but not sent");
-                self.pending.remove(&t);
-                self.batcher.forget(&t);
-            }
+        self.verifier.keep_rules(&self.config.rules);
+        for t in self.dispatch.keep_targets(&self.config) {
+            self.batcher.forget(&t);
         }
         self.take_rules(new.rules);
         let names: Vec<&str> = self.rules.iter().map(|r| r.rule.name.as_str()).collect();

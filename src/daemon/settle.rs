@@ -335,27 +335,8 @@ impl Daemon {
     fn queue_changes(&mut self, i: usize, name: &str, changes: &[Change]) -> Vec<PendingRow> {
         // A file first queued by this batch counts from the batch's first event.
         let now = self.rules[i].compared_first_ms.take().unwrap_or_else(now_ms);
-        let targets = &self.rules[i].rule.targets;
-        let mut rows = Vec::with_capacity(targets.len() * changes.len());
-        for t in targets {
-            let queued = self.pending.get(t);
-            for Change { path, kind } in changes {
-                let key = (name.to_string(), path.clone());
-                let first = queued.and_then(|p| p.get(&key)).map(|r| r.first_seen_ms);
-                rows.push(PendingRow {
-                    target: t.clone(),
-                    file: PendingFile {
-                        rule: key.0,
-                        path: key.1,
-                        kind: *kind,
-                    },
-                    first_seen_ms: first.unwrap_or(now),
-                    seq: self.next_seq,
-                });
-                self.next_seq += 1;
-            }
-        }
-        self.gate.expect(
+        let rows = self.dispatch.queue(&self.rules[i].rule.targets, name, changes, now);
+        self.verifier.expect(
             &self.rules[i].rule,
             changes.iter().map(|c| PendingFile {
                 rule: name.to_string(),
@@ -363,12 +344,6 @@ impl Daemon {
                 kind: c.kind,
             }),
         );
-        for row in &rows {
-            self.pending
-                .entry(row.target.clone())
-                .or_default()
-                .insert((row.file.rule.clone(), row.file.path.clone()), row.clone());
-        }
         rows
     }
 }
@@ -410,12 +385,12 @@ mod tests {
         // Comparing: the loop is free, nothing is queued or sent yet.
         assert!(h.d.rules[0].comparing.is_some());
         assert!(h.d.comparing_for.contains("cdn"));
-        assert!(h.d.sends.is_empty() && h.pending("cdn").is_empty());
+        assert!(!h.d.dispatch.sending() && h.pending("cdn").is_empty());
         let (id, compared) = h.next_compared().await;
         assert_eq!(compared.candidates, 2);
         h.d.on_compared(id, compared);
         assert_eq!(h.pending("cdn"), ["a.html"], "b.html holds the same bytes");
-        assert_eq!(h.d.sends.len(), 1, "the send started");
+        assert_eq!(h.d.dispatch.sends_running(), 1, "the send started");
         assert!(h.d.comparing_for.is_empty() && h.d.rules[0].comparing.is_none());
         // The manifest moved forward: a.html's new bytes are the record now.
         let hash = crate::hashing::digest_of(b"new");
@@ -442,14 +417,14 @@ mod tests {
         // The second comparison started at once; the target waits for it.
         let second = h.d.rules[0].comparing.expect("compared again");
         assert_ne!(second, first);
-        assert!(h.d.sends.is_empty() && h.d.comparing_for.contains("cdn"));
+        assert!(!h.d.dispatch.sending() && h.d.comparing_for.contains("cdn"));
         let (id, c) = h.next_compared().await;
         assert_eq!(id, second);
         h.d.on_compared(id, c);
         let mut pending = h.pending("cdn");
         pending.sort();
         assert_eq!(pending, ["a.html", "b.html"]);
-        assert_eq!(h.d.sends.len(), 1, "one send for both");
+        assert_eq!(h.d.dispatch.sends_running(), 1, "one send for both");
     }
 
     #[tokio::test(start_paused = true)]

@@ -133,8 +133,8 @@ impl Harness {
     /// The paths queued for `target`.
     pub(super) fn pending(&self, target: &str) -> Vec<String> {
         self.d
-            .pending
-            .get(target)
+            .dispatch
+            .queued(target)
             .map(|p| p.keys().map(|(_, path)| path.clone()).collect())
             .unwrap_or_default()
     }

@@ -120,13 +120,7 @@ impl Daemon {
             .iter()
             .map(|rt| {
                 let name = rt.rule.name.clone();
-                let rows = self
-                    .pending
-                    .values()
-                    .flat_map(|p| p.values())
-                    .filter(|r| r.file.rule == name)
-                    .cloned()
-                    .collect();
+                let rows = self.dispatch.rows_of(&name);
                 let manifest = self.manifests.get(&name).cloned().unwrap_or_default();
                 (name, rt.rule.watch.display().to_string(), manifest, rows)
             })
