@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 
+use super::RuleId;
 use crate::compare::{self, Compared};
 use crate::manifest::Manifest;
 use crate::route::Filter;
@@ -19,7 +20,7 @@ use crate::shutdown::Stop;
 pub(crate) enum FirstLook {
     /// No record of the tree: take it as it is.
     Baseline {
-        rule: usize,
+        rule: RuleId,
         root: PathBuf,
         filter: Filter,
         stop: Stop,
@@ -27,7 +28,7 @@ pub(crate) enum FirstLook {
     /// Compare the whole tree with its record; `found`: files already found changed (paths the
     /// last run had events for).
     Compare {
-        rule: usize,
+        rule: RuleId,
         job: Box<compare::Job>,
         found: usize,
     },
@@ -36,9 +37,9 @@ pub(crate) enum FirstLook {
 /// What a first look found.
 pub(crate) enum Looked {
     /// `None`: cut short by a stop.
-    Baseline { rule: usize, manifest: Option<Manifest> },
+    Baseline { rule: RuleId, manifest: Option<Manifest> },
     Compared {
-        rule: usize,
+        rule: RuleId,
         compared: Box<Compared>,
         found: usize,
     },
@@ -172,7 +173,7 @@ mod tests {
             }
             let filter = Filter::new(&Rule::new("r", &root));
             back.extend(pool.push(FirstLook::Baseline {
-                rule: r,
+                rule: RuleId::numbered(r),
                 root,
                 filter,
                 stop: Stop::NEVER,
@@ -182,7 +183,7 @@ mod tests {
         while let Some(l) = pool.next() {
             back.push(l);
         }
-        let mut got: Vec<(usize, usize)> = back
+        let mut got: Vec<(RuleId, usize)> = back
             .into_iter()
             .map(|l| match l {
                 Looked::Baseline { rule, manifest } => (rule, manifest.unwrap().len()),
@@ -190,7 +191,10 @@ mod tests {
             })
             .collect();
         got.sort();
-        assert_eq!(got, (0..20).map(|r| (r, r)).collect::<Vec<_>>());
+        assert_eq!(
+            got,
+            (0..20).map(|r| (RuleId::numbered(r), r as usize)).collect::<Vec<_>>()
+        );
         drop(pool);
     }
 }

@@ -650,7 +650,7 @@ impl Daemon {
     pub(super) fn start_send(&mut self, target: &str) {
         let cx = Cx {
             config: &self.config,
-            manifests: &self.manifests,
+            manifests: self.rules.manifests(),
             writer: self.writer.as_mut(),
             seed: self.seed.as_ref(),
         };
@@ -667,7 +667,7 @@ impl Daemon {
             Dispatched::Job(Ok(job)) => {
                 let mut cx = Cx {
                     config: &self.config,
-                    manifests: &self.manifests,
+                    manifests: self.rules.manifests(),
                     writer: self.writer.as_mut(),
                     seed: self.seed.as_ref(),
                 };
@@ -685,7 +685,7 @@ impl Daemon {
         self.batcher.set_busy(&target, false);
         let mut cx = Cx {
             config: &self.config,
-            manifests: &self.manifests,
+            manifests: self.rules.manifests(),
             writer: self.writer.as_mut(),
             seed: self.seed.as_ref(),
         };
@@ -714,7 +714,7 @@ impl Daemon {
     pub(super) fn publish_pending(&self) {
         for t in &self.config.targets {
             let rows = self.dispatch.queued(&t.name);
-            let feeding = self.rules.iter().filter(|r| r.rule.targets.contains(&t.name));
+            let feeding = self.rules.values().filter(|r| r.rule.targets.contains(&t.name));
             let (changed, first) = feeding.fold((0, None::<i64>), |(n, first), r| {
                 let f = match (first, r.first_event_ms) {
                     (Some(a), Some(b)) => Some(a.min(b)),

@@ -24,7 +24,7 @@ impl Daemon {
         let Taken { msgs, newest: now } = taken;
         let mut paths: Vec<(PathBuf, Seen)> = Vec::new();
         // Per rule, how many paths it kept (counted into /metrics once per batch).
-        let mut touched = vec![0u64; self.rules.len()];
+        let mut touched: BTreeMap<RuleId, u64> = BTreeMap::new();
         for msg in msgs {
             match msg {
                 WatchMsg::Paths {
@@ -72,13 +72,12 @@ impl Daemon {
                 WatchMsg::Error(e) => self.on_watch_error(e),
             }
         }
-        let mut to_hash: Vec<Vec<(String, u64)>> = vec![Vec::new(); self.rules.len()];
+        let mut to_hash: BTreeMap<RuleId, Vec<(String, u64)>> = BTreeMap::new();
         for (path, seen) in paths {
             self.on_path(&path, now, seen, &mut touched, &mut to_hash);
         }
-        for (i, files) in to_hash.into_iter().enumerate() {
-            if !files.is_empty() {
-                let rt = &self.rules[i];
+        for (i, files) in to_hash {
+            if let Some(rt) = self.rules.get(i) {
                 self.hasher.send(hashahead::Job::Files {
                     rule: rt.rule.name.clone(),
                     root: rt.root.clone(),
@@ -86,9 +85,9 @@ impl Daemon {
                 });
             }
         }
-        for (i, n) in touched.into_iter().enumerate() {
-            if n > 0 && i < self.rules.len() {
-                metrics::get().events(&self.rules[i].rule.name, n);
+        for (i, n) in touched {
+            if let Some(rt) = self.rules.get(i) {
+                metrics::get().events(&rt.rule.name, n);
                 self.touch_targets(i, now);
             }
         }
@@ -101,11 +100,11 @@ impl Daemon {
                     "{e}; the affected trees are rescanned every {}s until then",
                     POLL_EVERY.as_secs()
                 );
-                for r in &mut self.rules {
+                for r in self.rules.values_mut() {
                     metrics::get()
                         .health
                         .set_problem(&r.rule.name, Some(WATCH_LIMIT_PROBLEM.into()));
-                    r.poll = true;
+                    r.coverage = Coverage::Partial;
                 }
             }
             e => tracing::error!("{}", crate::logging::chain(&e)),
@@ -118,13 +117,13 @@ impl Daemon {
         if let hashahead::Done::Rewatched { rule, root, result } = done {
             return self.on_rewatched(&rule, &root, result);
         }
-        let Some(i) = self.rules.iter().position(|r| r.rule.name == done.rule()) else {
+        let Some(i) = self.rules.named(done.rule()) else {
             return;
         };
         // While the rule is being compared its manifest is only read: recorded once that is in,
         // after those held before it (see [`Daemon::take_held`]).
         let rt = &mut self.rules[i];
-        if rt.comparing.is_some() || !rt.held.is_empty() {
+        if rt.comparing().is_some() || !rt.held.is_empty() {
             rt.held.push_back(done);
             return;
         }
@@ -132,10 +131,8 @@ impl Daemon {
     }
 
     /// The first rule with hash results held during its comparison, to take now.
-    fn held_ready(&self) -> Option<usize> {
-        self.rules
-            .iter()
-            .position(|r| r.comparing.is_none() && !r.held.is_empty())
+    fn held_ready(&self) -> Option<RuleId> {
+        self.rules.find(|r| r.comparing().is_none() && !r.held.is_empty())
     }
 
     /// Whether a rule has hash results held during its comparison, to take now.
@@ -154,9 +151,8 @@ impl Daemon {
     }
 
     /// Records a result of the worker in the record of rule `i`, its rule.
-    fn record_hashed(&mut self, i: usize, done: hashahead::Done) {
-        let rt = &mut self.rules[i];
-        let Some(manifest) = self.manifests.get_mut(&rt.rule.name).map(Arc::make_mut) else {
+    fn record_hashed(&mut self, i: RuleId, done: hashahead::Done) {
+        let Some((rt, manifest)) = self.rules.with_manifest(i) else {
             return;
         };
         let taken = rt.record.take(manifest, &rt.root, done);
@@ -175,7 +171,7 @@ impl Daemon {
     /// The worker watched a swapped-in tree (or could not): a tree that is no longer the rule's
     /// is not watched; a failure leaves the rule rescanned every [`POLL_EVERY`].
     fn on_rewatched(&mut self, rule: &str, root: &Path, result: Result<(), WatchError>) {
-        let Some(rt) = self.rules.iter_mut().find(|r| r.rule.name == rule && r.root == root) else {
+        let Some(rt) = self.rules.values_mut().find(|r| r.rule.name == rule && r.root == root) else {
             if result.is_ok()
                 && let Some(mut w) = self.watch()
             {
@@ -185,7 +181,7 @@ impl Daemon {
         };
         if let Err(e) = result {
             tracing::error!(rule = %rule, "{}", crate::logging::chain(&e));
-            rt.poll = true;
+            rt.coverage = Coverage::Partial;
         }
     }
 
@@ -197,41 +193,6 @@ impl Daemon {
             .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The rules an event at `path` may concern: those whose tree holds it, or whose watched
-    /// path it is (a swap). Found by the path's ancestors in [`Daemon::index_rules`]'s index,
-    /// not by asking every rule: a host's thousand rules would cost a thousand checks an event.
-    fn rules_at(&self, path: &Path) -> Vec<usize> {
-        let mut out: Vec<usize> = path
-            .ancestors()
-            .filter_map(|a| self.by_root.get(a))
-            .flatten()
-            .copied()
-            .collect();
-        if out.len() > 1 {
-            out.sort_unstable();
-            out.dedup();
-        }
-        out
-    }
-
-    /// Rebuilds the index of rules by tree and watched path (after rules are removed or
-    /// re-pointed: indices move).
-    pub(super) fn index_rules(&mut self) {
-        self.by_root.clear();
-        for i in 0..self.rules.len() {
-            self.index_rule(i);
-        }
-    }
-
-    /// Adds rule `i` to the index (a rule just pushed: nothing else moves).
-    pub(super) fn index_rule(&mut self, i: usize) {
-        let r = &self.rules[i];
-        self.by_root.entry(r.root.clone()).or_default().push(i);
-        if r.rule.watch != r.root {
-            self.by_root.entry(r.rule.watch.clone()).or_default().push(i);
-        }
-    }
-
     /// One path with events: marks it dirty for every rule the router keeps it for, counts it in
     /// `touched` (per rule) and notes which files are ready `to_hash` (per rule).
     pub(super) fn on_path(
@@ -239,8 +200,8 @@ impl Daemon {
         path: &Path,
         now: Instant,
         seen: Seen,
-        touched: &mut [u64],
-        to_hash: &mut [Vec<(String, u64)>],
+        touched: &mut BTreeMap<RuleId, u64>,
+        to_hash: &mut BTreeMap<RuleId, Vec<(String, u64)>>,
     ) {
         if path == self.rules_file
             || self.rules_target.as_deref() == Some(path)
@@ -250,9 +211,9 @@ impl Daemon {
         {
             self.reload_at = Some(now + RELOAD_SETTLE);
         }
-        for i in self.rules_at(path) {
+        for i in self.rules.at(path) {
             let r = &self.rules[i];
-            let manifest = self.manifests.get(&r.rule.name);
+            let manifest = self.rules.manifest(&r.rule.name);
             let tracked = |rel: &str| {
                 r.record.is_dirty(rel)
                     || manifest.is_some_and(|m| m.get(rel).is_some() || m.under(rel).next().is_some())
@@ -273,8 +234,8 @@ impl Daemon {
             };
             tracing::debug!(rule = %self.rules[i].rule.name, path = %rel, "change seen");
             self.rules[i].first_event_ms.get_or_insert_with(now_ms);
-            touched[i] += 1;
-            if self.rules[i].flooded {
+            *touched.entry(i).or_default() += 1;
+            if self.rules[i].events_lost() {
                 // The rescan an overflow asked for walks the whole tree.
                 continue;
             }
@@ -285,7 +246,7 @@ impl Daemon {
                 self.writes.seen(&self.rules[i].rule.name, &rel, now);
             }
             if seen.done {
-                to_hash[i].push((rel, seq));
+                to_hash.entry(i).or_default().push((rel, seq));
             }
         }
     }
@@ -306,21 +267,21 @@ mod tests {
         h.write("a.html", "a2");
         h.write("c.html", "c");
         h.events(&["a.html", "c.html"], true);
-        let r = &h.d.rules[0];
-        assert!(r.flooded);
+        let r = &h.d.rules[h.id()];
+        assert!(r.events_lost());
         assert!(!r.record.is_dirty("a.html") && !r.record.is_dirty("c.html"));
         assert!(h.d.batcher.next_deadline().is_some(), "the events still open the batch");
         h.settle_due().await;
         let mut pending = h.pending("cdn");
         pending.sort();
         assert_eq!(pending, ["a.html", "c.html"]);
-        assert!(!h.d.rules[0].flooded && h.d.rules[0].rescan.is_none());
+        assert!(!h.d.rules[h.id()].events_lost() && h.d.rules[h.id()].rescan.is_none());
         h.write("b.html", "b2");
         h.events(&["b.html"], true);
-        assert!(h.d.rules[0].record.is_dirty("b.html"), "recorded again");
+        assert!(h.d.rules[h.id()].record.is_dirty("b.html"), "recorded again");
         // A rescan asked for by a signal loses no event: they are recorded meanwhile.
         assert!(h.d.rescan_all("signal"));
-        assert!(!h.d.rules[0].flooded);
+        assert!(!h.d.rules[h.id()].events_lost());
     }
 
     #[tokio::test(start_paused = true)]
@@ -329,7 +290,7 @@ mod tests {
         h.write("a.html", "a2");
         h.write("x.tmp", "scratch");
         h.events(&["a.html", "a.html", "x.tmp"], true);
-        let r = &h.d.rules[0];
+        let r = &h.d.rules[h.id()];
         assert!(r.record.is_dirty("a.html"));
         assert!(!r.record.is_dirty("x.tmp"), "excluded, and not tracked");
         assert_eq!(
@@ -341,8 +302,8 @@ mod tests {
         // The finished file went to the worker, and its hash is recorded when it is back.
         let done = h.next_hashed().await;
         h.d.on_hashed(done);
-        let m = &h.d.manifests["site"];
-        let known = h.d.rules[0].record.known(m).known("a.html");
+        let m = &h.d.rules.manifests()["site"];
+        let known = h.d.rules[h.id()].record.known(m).known("a.html");
         assert!(
             matches!(known, Known::File(f) if f.hash == crate::hashing::digest_of(b"a2")),
             "{known:?}"
@@ -356,22 +317,22 @@ mod tests {
         h.event("a.html");
         h.debounce().await;
         h.d.fire_due();
-        assert!(h.d.rules[0].comparing.is_some());
+        assert!(h.d.rules[h.id()].comparing().is_some());
         // b is written and hashed while a is compared: its hash is held, not judged against a
         // manifest about to move.
         h.write("b.html", "b2");
         h.events(&["b.html"], true);
         let done = h.next_hashed().await;
         h.d.on_hashed(done);
-        assert_eq!(h.d.rules[0].held.len(), 1);
+        assert_eq!(h.d.rules[h.id()].held.len(), 1);
         let (id, c) = h.next_compared().await;
         h.d.on_compared(id, c);
         // Taken a part per turn of the loop, in order; a result that comes meanwhile waits its turn.
         assert!(h.d.has_held());
         h.d.take_held();
-        assert!(h.d.rules[0].held.is_empty() && !h.d.has_held());
-        let m = &h.d.manifests["site"];
-        let known = h.d.rules[0].record.known(m).known("b.html");
+        assert!(h.d.rules[h.id()].held.is_empty() && !h.d.has_held());
+        let m = &h.d.rules.manifests()["site"];
+        let known = h.d.rules[h.id()].record.known(m).known("b.html");
         assert!(
             matches!(known, Known::File(f) if f.hash == crate::hashing::digest_of(b"b2")),
             "{known:?}"

@@ -102,8 +102,7 @@ impl Daemon {
         let pacer = Arc::new(Pacer::default());
         let rules_file = std::path::absolute(&config.source).unwrap_or_else(|_| config.source.clone());
         Ok(Daemon {
-            rules: Vec::new(),
-            manifests: BTreeMap::new(),
+            rules: RuleSet::default(),
             batcher: Batcher::new(),
             dispatch: Dispatcher::new(&config.targets, pacer.clone(), opts.dry_run),
             verifier: Verifier::new(pacer),
@@ -120,7 +119,6 @@ impl Daemon {
             trim_work: 0,
             writes: writeback::Writes::new(!opts.dry_run),
             compared_tx,
-            by_root: HashMap::new(),
             next_compare: 0,
             stopping,
             compare_slots: Arc::new(tokio::sync::Semaphore::new(settle::comparing_at_once())),
@@ -231,14 +229,15 @@ impl Daemon {
         // A tree not fully watched needs a watch per directory it has: estimated from its record.
         let unwatched: u64 = self
             .rules
-            .iter()
-            .filter(|r| r.poll)
-            .map(|r| self.manifests.get(&r.rule.name).map_or(1, |m| m.directories() as u64))
+            .values()
+            .filter(|r| r.polled())
+            .map(|r| self.rules.manifest(&r.rule.name).map_or(1, |m| m.directories() as u64))
             .sum();
         let needs = Needs {
             watches: own.watches + unwatched,
             largest: self
-                .manifests
+                .rules
+                .manifests()
                 .iter()
                 .max_by_key(|(_, m)| m.len())
                 .map(|(name, m)| (name.clone(), m.len() as u64)),
@@ -248,8 +247,8 @@ impl Daemon {
         let short = judge(Kernel::read(), others, &needs);
         let unwatched: Vec<&str> = self
             .rules
-            .iter()
-            .filter(|r| r.poll)
+            .values()
+            .filter(|r| r.polled())
             .map(|r| r.rule.name.as_str())
             .collect();
         let text = warning(&short).map(|w| match unwatched.is_empty() {
@@ -282,14 +281,14 @@ impl Daemon {
         self.watcher = None;
         tracing::info!("stopping: sending pending purges");
         // Comparisons under way are waited for; what is left is compared here.
-        while self.rules.iter().any(|r| r.comparing.is_some()) {
+        while self.rules.values().any(|r| r.comparing().is_some()) {
             match compared.recv().await {
                 Some((id, c)) => self.on_compared(id, c),
                 None => break,
             }
         }
-        for i in 0..self.rules.len() {
-            if self.rules[i].rescan.is_some() || self.rules[i].record.has_dirty() {
+        for i in self.rules.ids() {
+            if self.rules[i].has_work() {
                 self.settle(i);
             }
         }

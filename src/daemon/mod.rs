@@ -58,6 +58,7 @@ mod events;
 mod gate;
 mod lifecycle;
 mod rules;
+mod ruleset;
 mod settle;
 #[cfg(test)]
 mod testing;
@@ -66,6 +67,7 @@ mod writeback;
 
 use catchup::{FirstLook, Looked};
 use dispatch::{Dispatched, Dispatcher};
+use ruleset::{Coverage, RuleId, RuleRt, RuleSet};
 use verifier::Verifier;
 use writeback::Settled;
 
@@ -120,44 +122,6 @@ pub enum DaemonError {
     },
 }
 
-/// A rule at run time.
-struct RuleRt {
-    rule: Rule,
-    filter: Filter,
-    /// The directory actually watched: `rule.watch` with symlinks resolved.
-    root: PathBuf,
-    root_id: (u64, u64),
-    /// Paths with events and hashes taken ahead since the last comparison.
-    record: Record,
-    /// The whole tree must be compared: asked for at this sequence number.
-    rescan: Option<u64>,
-    /// Events were lost (an overflow): the rescan asked for walks the whole tree, so events
-    /// until it begins are not recorded (in a host's every-site storm, a million paths' records
-    /// only to be walked again).
-    flooded: bool,
-    /// Not fully watched (inotify limit): rescanned every [`POLL_EVERY`].
-    poll: bool,
-    /// The sequence number of a whole-tree hash still running on the worker (after a swap).
-    tree_pending: Option<u64>,
-    /// The watched directory was found missing and that was logged (once, until it is back).
-    gone: bool,
-    /// The watched directory was removed since it was last watched: its watch is gone.
-    lost: bool,
-    /// The comparison running for it (see [`compare`]): until it is in, its manifest is only read.
-    comparing: Option<u64>,
-    /// A batch fell due while it was being compared: compare again once that is in.
-    again: bool,
-    /// Hashes taken ahead that came back while it was being compared, recorded once that is in.
-    held: std::collections::VecDeque<hashahead::Done>,
-    /// When its last comparison began (ms since the epoch, less one).
-    compare_began_ms: i64,
-    /// When the first event since the last comparison began was read (ms since the epoch): a
-    /// batch's latency counts from its first change, not from its comparison.
-    first_event_ms: Option<i64>,
-    /// That time for the comparison running now.
-    compared_first_ms: Option<i64>,
-}
-
 struct Daemon {
     config: Config,
     opts: Options,
@@ -180,9 +144,8 @@ struct Daemon {
     reserved: Option<(PathBuf, DaemonLock)>,
     /// `/metrics` and `/healthz`, when `metrics_listen` is set.
     monitor: Option<crate::monitor::Server>,
-    rules: Vec<RuleRt>,
-    /// Each rule's record of its tree, shared with the comparison running for it (if any).
-    manifests: BTreeMap<String, Arc<Manifest>>,
+    /// The rules at run time and their manifests.
+    rules: RuleSet,
     batcher: Batcher,
     /// Each target's queue, its provider, and the sends and jobs under way.
     dispatch: Dispatcher,
@@ -200,8 +163,6 @@ struct Daemon {
     trim_work: usize,
     /// Comparisons come back here (see [`Daemon::start_compare`]).
     compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
-    /// Rule indices by tree root and watched path (see [`Daemon::rules_at`]).
-    by_root: HashMap<PathBuf, Vec<usize>>,
     next_compare: u64,
     /// Comparisons that may run at once (see `settle::comparing_at_once`).
     compare_slots: Arc<tokio::sync::Semaphore>,
@@ -255,7 +216,7 @@ pub(crate) async fn run(config: Config, opts: Options, signals: Signals) -> Resu
         let reload_at = d.reload_at;
         let flush_at = d.writes.seen_at;
         let deferred_at = d.writes.refreshed_at;
-        let polling = d.rules.iter().any(|r| r.poll);
+        let polling = d.rules.values().any(|r| r.polled());
         let wake = tokio::select! {
             _ = &mut stop => break,
             taken = queue.recv() => Wake::Watch(taken),

@@ -1,48 +1,8 @@
 //! Rules at run time: adding one (its watch, its baseline or catch-up), removing one, following
 //! a watched directory that is replaced or re-pointed, rescans, and reloading the rules file.
 
+use super::ruleset::root_id;
 use super::*;
-
-fn root_id(path: &Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path)?;
-    Ok((m.dev(), m.ino()))
-}
-
-impl RuleRt {
-    /// Rule `rule` at run time, its tree found (symlinks resolved) and nothing recorded yet.
-    fn new(rule: Rule) -> Result<RuleRt, DaemonError> {
-        let root = std::fs::canonicalize(&rule.watch).map_err(|error| DaemonError::Root {
-            rule: rule.name.clone(),
-            path: rule.watch.clone(),
-            error,
-        })?;
-        let id = root_id(&root).map_err(|error| DaemonError::Root {
-            rule: rule.name.clone(),
-            path: root.clone(),
-            error,
-        })?;
-        Ok(RuleRt {
-            filter: Filter::new(&rule),
-            root,
-            root_id: id,
-            record: Record::default(),
-            rescan: None,
-            flooded: false,
-            poll: false,
-            tree_pending: None,
-            gone: false,
-            lost: false,
-            comparing: None,
-            again: false,
-            held: Default::default(),
-            compare_began_ms: 0,
-            first_event_ms: None,
-            compared_first_ms: None,
-            rule,
-        })
-    }
-}
 
 impl Daemon {
     /// Watches a rule's tree and brings its manifest up to date (baseline or catch-up).
@@ -71,9 +31,7 @@ impl Daemon {
             })?
             .flatten()
         };
-        self.rules.push(rt);
-        let i = self.rules.len() - 1;
-        self.index_rule(i);
+        let i = self.rules.add(rt);
         let Some(manifest) = recorded else {
             let rt = &self.rules[i];
             return Ok(Some(FirstLook::Baseline {
@@ -83,12 +41,12 @@ impl Daemon {
                 stop: self.stopping,
             }));
         };
-        self.manifests.insert(name, Arc::new(manifest));
+        self.rules.set_manifest(name, Arc::new(manifest));
         // Paths with events the last run did not compare: read whatever their metadata says.
         self.rules[i].record.mark_dirty(seen);
         let found = self.settle(i);
         // Then the whole tree, by size and mtime (changes made while stopped).
-        self.rules[i].rescan = Some(self.seq);
+        self.rules[i].ask_rescan(self.seq, false);
         Ok(self.compare_job(i).map(|job| FirstLook::Compare {
             rule: i,
             job: Box::new(job),
@@ -112,7 +70,7 @@ impl Daemon {
                     metrics::get()
                         .health
                         .set_problem(&rt.rule.name, Some(WATCH_LIMIT_PROBLEM.into()));
-                    rt.poll = true;
+                    rt.coverage = Coverage::Partial;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -121,7 +79,7 @@ impl Daemon {
             metrics::get()
                 .health
                 .set_problem(&rt.rule.name, Some(NO_INOTIFY_PROBLEM.into()));
-            rt.poll = true;
+            rt.coverage = Coverage::Partial;
         }
         Ok(())
     }
@@ -159,38 +117,35 @@ impl Daemon {
                 }
                 metrics::get().manifest(&name, manifest.len());
                 self.rules[i].record = Record::with_room(manifest.len());
-                self.manifests.insert(name, manifest);
+                self.rules.set_manifest(name, manifest);
             }
         }
         Ok(())
     }
 
-    pub(super) fn remove_rule(&mut self, i: usize) {
-        let rt = self.rules.remove(i);
-        self.index_rules();
+    pub(super) fn remove_rule(&mut self, i: RuleId) {
+        let Some(rt) = self.rules.remove(i) else { return };
         if let Some(mut w) = self.watch() {
             w.remove(&rt.root, true);
             if let Some(parent) = rt.rule.watch.parent() {
                 w.remove(parent, false);
             }
         }
-        self.manifests.remove(&rt.rule.name);
     }
 
     /// Compares every tree with its manifest at the next batch (events may have been lost);
     /// `reason` is counted in `/metrics`.
     /// Returns whether any tree was not already waiting for such a comparison. After an
     /// overflow (`reason` "overflow" or "behind"), events are not recorded until the rescan
-    /// begins (see [`RuleRt::flooded`]).
+    /// begins (see [`ruleset::Rescan::events_lost`]).
     pub(super) fn rescan_all(&mut self, reason: &str) -> bool {
         let now = Instant::now();
         let mut new = false;
         let lost = matches!(reason, "overflow" | "behind");
-        for i in 0..self.rules.len() {
+        for i in self.rules.ids() {
             metrics::get().rescan(&self.rules[i].rule.name, reason);
             new |= self.rules[i].rescan.is_none();
-            self.rules[i].rescan = Some(self.seq);
-            self.rules[i].flooded |= lost;
+            self.rules[i].ask_rescan(self.seq, lost);
             self.touch_targets(i, now);
         }
         new
@@ -198,7 +153,7 @@ impl Daemon {
 
     /// The watched path was replaced, re-pointed, or removed and made again: watch the new tree
     /// and compare all of it. `removed`: the event was a removal of the watched path.
-    pub(super) fn reattach(&mut self, i: usize, now: Instant, removed: bool) {
+    pub(super) fn reattach(&mut self, i: RuleId, now: Instant, removed: bool) {
         let r = &mut self.rules[i];
         tracing::debug!(rule = %r.rule.name, removed, "an event for {} itself", r.rule.watch.display());
         // A removed directory took its watch with it: whatever stands there next must be watched
@@ -213,7 +168,7 @@ impl Daemon {
             // directory moved back, is watched anew. The whole tree is compared at the next
             // batch: if it is still missing then, that is logged and `/healthz` says so.
             r.lost = true;
-            r.rescan = Some(self.seq);
+            r.ask_rescan(self.seq, false);
             self.touch_targets(i, now);
             return;
         };
@@ -232,9 +187,9 @@ impl Daemon {
         metrics::get().rescan(&r.rule.name, "swap");
         r.root = new_root;
         r.root_id = id;
-        self.index_rules();
+        self.rules.reindex();
         let r = &mut self.rules[i];
-        r.rescan = Some(self.seq);
+        r.ask_rescan(self.seq, false);
         r.record.root_replaced(self.seq);
         // Hash the new tree while the batch debounces (with a sequence number of its own, so that
         // the result is newer than the last comparison).
@@ -256,10 +211,10 @@ impl Daemon {
 
     pub(super) fn poll(&mut self) {
         let now = Instant::now();
-        for i in 0..self.rules.len() {
-            if self.rules[i].poll {
+        for i in self.rules.ids() {
+            if self.rules[i].polled() {
                 metrics::get().rescan(&self.rules[i].rule.name, "watch_limit");
-                self.rules[i].rescan = Some(self.seq);
+                self.rules[i].ask_rescan(self.seq, false);
                 self.touch_targets(i, now);
             }
         }
@@ -391,7 +346,7 @@ impl Daemon {
             self.batcher.forget(&t);
         }
         self.take_rules(new.rules);
-        let names: Vec<&str> = self.rules.iter().map(|r| r.rule.name.as_str()).collect();
+        let names: Vec<&str> = self.rules.values().map(|r| r.rule.name.as_str()).collect();
         metrics::get().health.retain_rules(&names);
         self.publish_pending();
         // More (or fewer) trees: the kernel's limits judged again.
@@ -428,14 +383,10 @@ impl Daemon {
     /// Rules that are gone from `new`, or that now watch another directory, are dropped; a rule
     /// that keeps its directory keeps its watch, manifest and dirty paths.
     fn drop_moved_rules(&mut self, new: &Config) {
-        let mut i = 0;
-        while i < self.rules.len() {
-            let keep = new
-                .rule(&self.rules[i].rule.name)
-                .is_some_and(|r| r.watch == self.rules[i].rule.watch);
-            if keep {
-                i += 1;
-            } else {
+        for i in self.rules.ids() {
+            let rt = &self.rules[i];
+            let keep = new.rule(&rt.rule.name).is_some_and(|r| r.watch == rt.rule.watch);
+            if !keep {
                 self.remove_rule(i);
             }
         }
@@ -444,8 +395,9 @@ impl Daemon {
     /// Takes the reloaded `rules`: a rule kept gets its new settings, a new one is added.
     fn take_rules(&mut self, rules: Vec<Rule>) {
         for rule in rules {
-            match self.rules.iter_mut().find(|r| r.rule.name == rule.name) {
-                Some(rt) => {
+            match self.rules.named(&rule.name) {
+                Some(i) => {
+                    let rt = &mut self.rules[i];
                     rt.filter = Filter::new(&rule);
                     rt.rule = rule;
                 }
@@ -474,7 +426,7 @@ mod tests {
         assert!(!h.d.rescan_all("overflow"));
         assert!(!h.d.rescan_all("behind"));
         h.settle_due().await;
-        assert!(h.d.rules[0].rescan.is_none(), "the rescan was taken");
+        assert!(h.d.rules[h.id()].rescan.is_none(), "the rescan was taken");
         assert!(h.d.rescan_all("behind"));
     }
 
@@ -489,10 +441,13 @@ mod tests {
         let extra = format!("  - name: blog\n    watch: {}\n    targets: [cdn]\n", blog.display());
         std::fs::write(&h.rules, rules_yaml(h.tmp.path(), &extra)).unwrap();
         h.d.reload("test");
-        let names: Vec<&str> = h.d.rules.iter().map(|r| r.rule.name.as_str()).collect();
+        let names: Vec<&str> = h.d.rules.values().map(|r| r.rule.name.as_str()).collect();
         assert_eq!(names, ["site", "blog"]);
-        assert!(h.d.rules[0].record.is_dirty("a.html"), "the kept rule keeps its record");
-        assert_eq!(h.d.manifests["blog"].len(), 1, "the new rule's baseline");
+        assert!(
+            h.d.rules[h.id()].record.is_dirty("a.html"),
+            "the kept rule keeps its record"
+        );
+        assert_eq!(h.d.rules.manifests()["blog"].len(), 1, "the new rule's baseline");
         // A broken rules file changes nothing.
         std::fs::write(&h.rules, "rules: [").unwrap();
         h.d.reload("test");
@@ -502,8 +457,8 @@ mod tests {
         std::fs::write(&h.rules, moved).unwrap();
         h.d.reload("test");
         assert_eq!(h.d.rules.len(), 1);
-        assert!(!h.d.rules[0].record.is_dirty("a.html"));
-        assert_eq!(h.d.rules[0].root, std::fs::canonicalize(&blog).unwrap());
+        assert!(!h.d.rules[h.id()].record.is_dirty("a.html"));
+        assert_eq!(h.d.rules[h.id()].root, std::fs::canonicalize(&blog).unwrap());
     }
 
     /// A deploy that swaps a new tree in (`mv public.new public`): the rule follows it, the new
@@ -519,9 +474,10 @@ mod tests {
         }
         std::fs::rename(&h.site, h.tmp.path().join("public.old")).unwrap();
         std::fs::rename(&new, &h.site).unwrap();
-        h.d.reattach(0, Instant::now(), false);
-        let seq = h.d.rules[0].tree_pending.expect("the new tree is being hashed");
-        assert!(h.d.rules[0].rescan.is_some());
+        let id = h.id();
+        h.d.reattach(id, Instant::now(), false);
+        let seq = h.d.rules[h.id()].tree_pending.expect("the new tree is being hashed");
+        assert!(h.d.rules[h.id()].rescan.is_some());
         // The batch is held for the hash; once the tree is listed it goes.
         loop {
             let done = h.next_hashed().await;
@@ -531,8 +487,8 @@ mod tests {
                 break;
             }
         }
-        assert!(h.d.rules[0].tree_pending.is_none());
-        assert!(h.d.rules[0].record.tree_covers(seq - 1));
+        assert!(h.d.rules[h.id()].tree_pending.is_none());
+        assert!(h.d.rules[h.id()].record.tree_covers(seq - 1));
         h.settle_due().await;
         let mut pending = h.pending("cdn");
         pending.sort();

@@ -2,6 +2,7 @@
 //! blocking thread: see [`crate::compare`]) and what changed is queued for every target of the
 //! rule; a target is sent once every comparison it waits for is in.
 
+use super::ruleset::{Phase, Rescan};
 use super::*;
 use crate::hashing::Budget;
 
@@ -22,7 +23,7 @@ impl Daemon {
         self.config.target(name)
     }
 
-    pub(super) fn touch_targets(&mut self, i: usize, now: Instant) {
+    pub(super) fn touch_targets(&mut self, i: RuleId, now: Instant) {
         for t in self.rules[i].rule.targets.clone() {
             self.touch_target(&t, now);
         }
@@ -44,21 +45,21 @@ impl Daemon {
             let max_delay = self.target(&target).map(|t| t.max_delay).unwrap_or_default();
             let hashing = self
                 .rules
-                .iter()
+                .values()
                 .any(|r| r.tree_pending.is_some() && r.rule.targets.contains(&target));
             if hashing && now < first + max_delay {
                 self.batcher.hold(&target, first + max_delay);
                 continue;
             }
             self.batcher.close(&target);
-            for i in 0..self.rules.len() {
+            for i in self.rules.ids() {
                 let r = &mut self.rules[i];
-                if !r.rule.targets.contains(&target) || !(r.rescan.is_some() || r.record.has_dirty()) {
+                if !r.rule.targets.contains(&target) || !r.has_work() {
                     continue;
                 }
-                if r.comparing.is_some() {
+                if r.comparing().is_some() {
                     // Events came while it was being compared: once that is in, again.
-                    r.again = true;
+                    r.compare_again();
                 } else {
                     self.start_compare(i);
                 }
@@ -76,8 +77,8 @@ impl Daemon {
             .filter(|t| {
                 !self
                     .rules
-                    .iter()
-                    .any(|r| r.comparing.is_some() && r.rule.targets.contains(t))
+                    .values()
+                    .any(|r| r.comparing().is_some() && r.rule.targets.contains(t))
             })
             .cloned()
             .collect();
@@ -112,11 +113,11 @@ impl Daemon {
 
     /// Starts comparing rule `i` on a blocking thread; the result comes back to
     /// [`Daemon::on_compared`].
-    pub(super) fn start_compare(&mut self, i: usize) {
+    pub(super) fn start_compare(&mut self, i: RuleId) {
         let Some(job) = self.compare_job(i) else { return };
         self.next_compare += 1;
         let id = self.next_compare;
-        self.rules[i].comparing = Some(id);
+        self.rules[i].compare_began(id);
         tracing::debug!(rule = %self.rules[i].rule.name, "comparing");
         let tx = self.compared_tx.clone();
         let slots = self.compare_slots.clone();
@@ -135,20 +136,18 @@ impl Daemon {
     /// A comparison came back: its findings are queued, hashes that came in meanwhile recorded,
     /// and the targets waiting for it sent.
     pub(super) fn on_compared(&mut self, id: u64, compared: Compared) {
-        let Some(i) = self.rules.iter().position(|r| r.comparing == Some(id)) else {
+        let Some(i) = self.rules.find(|r| r.comparing() == Some(id)) else {
             // The rule was removed (or re-made by a reload) meanwhile: its result is dropped,
             // and the targets that waited for it go with what they have.
             self.send_compared();
             return;
         };
-        self.rules[i].comparing = None;
+        let again = self.rules[i].compare_ended();
         let started = std::time::Instant::now();
         self.settled(i, compared);
         tracing::debug!(target: "purgewatch::loop", ms = started.elapsed().as_secs_f64() * 1000.0, "queued what was compared");
         // Hashes that came back meanwhile are recorded a part per turn (see `Daemon::take_held`).
-        if std::mem::take(&mut self.rules[i].again)
-            && (self.rules[i].rescan.is_some() || self.rules[i].record.has_dirty())
-        {
+        if again && self.rules[i].has_work() {
             self.start_compare(i);
         }
         self.send_compared();
@@ -156,7 +155,7 @@ impl Daemon {
 
     /// Compares rule `i`'s dirty paths (or its whole tree) in place (at start-up, and at stop)
     /// and queues what changed. Returns the number of changed files.
-    pub(super) fn settle(&mut self, i: usize) -> usize {
+    pub(super) fn settle(&mut self, i: RuleId) -> usize {
         match self.compare_job(i) {
             Some(job) => self.settled(i, job.run_here()),
             None => 0,
@@ -165,12 +164,13 @@ impl Daemon {
 
     /// What comparing rule `i` takes: its record (the rule starts a new one), its manifest,
     /// what to look at. None while its directory is missing.
-    pub(super) fn compare_job(&mut self, i: usize) -> Option<compare::Job> {
+    pub(super) fn compare_job(&mut self, i: RuleId) -> Option<compare::Job> {
         let name = self.rules[i].rule.name.clone();
+        let manifest = self.rules.manifest_mut(&name).clone();
         let r = &mut self.rules[i];
         if !r.root.is_dir() {
-            if !r.gone {
-                r.gone = true;
+            if r.phase != Phase::Missing {
+                r.phase = Phase::Missing;
                 tracing::warn!(rule = %r.rule.name, "{} is not there right now; waiting for it to come back", r.root.display());
                 metrics::get()
                     .health
@@ -178,10 +178,10 @@ impl Daemon {
             }
             return None;
         }
-        if r.gone {
+        if r.phase == Phase::Missing {
             metrics::get().health.set_problem(&name, None);
+            r.phase = Phase::Idle;
         }
-        r.gone = false;
         // What is about to be compared must not be written as seen after the comparison, and
         // what was written before it is forgotten once it is committed (a millisecond early:
         // a path recorded in the same millisecond is kept, and at worst hashed again).
@@ -189,17 +189,15 @@ impl Daemon {
         r.compare_began_ms = now_ms() - 1;
         r.compared_first_ms = r.first_event_ms.take();
         r.tree_pending = None;
-        let flooded = std::mem::take(&mut r.flooded);
         let scope = match r.rescan.take() {
             // After an overflow the whole tree is walked: the record holds no event since.
-            Some(_) if flooded => compare::Scope::Tree { listed: false },
-            Some(asked) => compare::Scope::Tree {
+            Some(Rescan { events_lost: true, .. }) => compare::Scope::Tree { listed: false },
+            Some(Rescan { asked, .. }) => compare::Scope::Tree {
                 listed: r.record.tree_covers(asked),
             },
             None => compare::Scope::Dirty,
         };
         let budget = hashing_budget(&self.config, &r.rule.targets, r.compared_first_ms).stopped_by(self.stopping);
-        let manifest = self.manifests.entry(name.clone()).or_default().clone();
         Some(compare::Job {
             budget,
             record: r.record.settled(self.seq, manifest.len()),
@@ -214,7 +212,7 @@ impl Daemon {
 
     /// Queues what comparing rule `i` found for each of its targets and moves its manifest
     /// forward. Returns the number of changed files.
-    pub(super) fn settled(&mut self, i: usize, c: Compared) -> usize {
+    pub(super) fn settled(&mut self, i: RuleId, c: Compared) -> usize {
         let name = c.rule;
         let diff = c.diff;
         // A big comparison (or a big record of changes): once its purge is on its way, the
@@ -274,7 +272,7 @@ impl Daemon {
 
     /// What a comparison of rule `i` left aside: a file not read yet (still being written, or
     /// past the batch's time for reading) is dirty again, for the next batch; the rest is said.
-    fn skipped(&mut self, i: usize, name: &str, skipped: &[(String, Skip)]) {
+    fn skipped(&mut self, i: RuleId, name: &str, skipped: &[(String, Skip)]) {
         for (path, skip) in skipped {
             if let Skip::NotYet(_) | Skip::Late = skip {
                 // Read again at the next batch: the path is dirty again (and seen, for a restart).
@@ -309,7 +307,7 @@ impl Daemon {
         now: &[(String, Option<FileMeta>)],
         links: crate::links::Links,
     ) -> usize {
-        let entry = self.manifests.entry(name.to_string()).or_default();
+        let entry = self.rules.manifest_mut(name);
         match moved_forward {
             // A big comparison moved the manifest forward itself: swapped in, and the old one
             // freed on a blocking thread (100,000 entries take milliseconds to free).
@@ -332,7 +330,7 @@ impl Daemon {
     /// Queues `changes` of rule `i` for each of its targets (a file already queued for a target
     /// keeps its first-seen time), and tells the verification gate to expect them. Returns the
     /// rows, for the state.
-    fn queue_changes(&mut self, i: usize, name: &str, changes: &[Change]) -> Vec<PendingRow> {
+    fn queue_changes(&mut self, i: RuleId, name: &str, changes: &[Change]) -> Vec<PendingRow> {
         // A file first queued by this batch counts from the batch's first event.
         let now = self.rules[i].compared_first_ms.take().unwrap_or_else(now_ms);
         let rows = self.dispatch.queue(&self.rules[i].rule.targets, name, changes, now);
@@ -383,7 +381,7 @@ mod tests {
         h.debounce().await;
         h.d.fire_due();
         // Comparing: the loop is free, nothing is queued or sent yet.
-        assert!(h.d.rules[0].comparing.is_some());
+        assert!(h.d.rules[h.id()].comparing().is_some());
         assert!(h.d.comparing_for.contains("cdn"));
         assert!(!h.d.dispatch.sending() && h.pending("cdn").is_empty());
         let (id, compared) = h.next_compared().await;
@@ -391,10 +389,10 @@ mod tests {
         h.d.on_compared(id, compared);
         assert_eq!(h.pending("cdn"), ["a.html"], "b.html holds the same bytes");
         assert_eq!(h.d.dispatch.sends_running(), 1, "the send started");
-        assert!(h.d.comparing_for.is_empty() && h.d.rules[0].comparing.is_none());
+        assert!(h.d.comparing_for.is_empty() && h.d.rules[h.id()].comparing().is_none());
         // The manifest moved forward: a.html's new bytes are the record now.
         let hash = crate::hashing::digest_of(b"new");
-        assert_eq!(h.d.manifests["site"].get("a.html").map(|m| m.hash), Some(hash));
+        assert_eq!(h.d.rules.manifests()["site"].get("a.html").map(|m| m.hash), Some(hash));
     }
 
     #[tokio::test(start_paused = true)]
@@ -404,18 +402,25 @@ mod tests {
         h.event("a.html");
         h.debounce().await;
         h.d.fire_due();
-        let first = h.d.rules[0].comparing.expect("comparing");
+        let first = h.d.rules[h.id()].comparing().expect("comparing");
         // b changes while a is compared, and its batch falls due too.
         h.write("b.html", "b2");
         h.event("b.html");
         h.debounce().await;
         h.d.fire_due();
-        assert!(h.d.rules[0].again, "asked to compare again");
-        assert_eq!(h.d.rules[0].comparing, Some(first), "one comparison at a time per rule");
+        assert!(
+            matches!(h.d.rules[h.id()].phase, Phase::Comparing { again: true, .. }),
+            "asked to compare again"
+        );
+        assert_eq!(
+            h.d.rules[h.id()].comparing(),
+            Some(first),
+            "one comparison at a time per rule"
+        );
         let (id, c) = h.next_compared().await;
         h.d.on_compared(id, c);
         // The second comparison started at once; the target waits for it.
-        let second = h.d.rules[0].comparing.expect("compared again");
+        let second = h.d.rules[h.id()].comparing().expect("compared again");
         assert_ne!(second, first);
         assert!(!h.d.dispatch.sending() && h.d.comparing_for.contains("cdn"));
         let (id, c) = h.next_compared().await;
@@ -434,11 +439,12 @@ mod tests {
         h.event("a.html");
         h.debounce().await;
         h.d.fire_due();
-        h.d.remove_rule(0);
+        let id = h.id();
+        h.d.remove_rule(id);
         let (id, c) = h.next_compared().await;
         h.d.on_compared(id, c);
         assert!(h.pending("cdn").is_empty());
-        assert!(!h.d.manifests.contains_key("site"));
+        assert!(!h.d.rules.manifests().contains_key("site"));
         assert!(h.d.comparing_for.is_empty(), "the target stops waiting");
     }
 }

@@ -130,6 +130,11 @@ impl Harness {
         self.hashed.recv().await.expect("the channel is open")
     }
 
+    /// The id of the rule `site`.
+    pub(super) fn id(&self) -> RuleId {
+        self.d.rules.named("site").expect("the rule is loaded")
+    }
+
     /// The paths queued for `target`.
     pub(super) fn pending(&self, target: &str) -> Vec<String> {
         self.d

@@ -117,11 +117,11 @@ impl Daemon {
         let Some(w) = &self.writer else { return };
         let rules: Vec<(String, String, Arc<Manifest>, Vec<PendingRow>)> = self
             .rules
-            .iter()
+            .values()
             .map(|rt| {
                 let name = rt.rule.name.clone();
                 let rows = self.dispatch.rows_of(&name);
-                let manifest = self.manifests.get(&name).cloned().unwrap_or_default();
+                let manifest = self.rules.manifest(&name).cloned().unwrap_or_default();
                 (name, rt.rule.watch.display().to_string(), manifest, rows)
             })
             .collect();
@@ -165,7 +165,7 @@ impl Daemon {
     pub(super) fn on_deferred_timer(&mut self) {
         let now = Instant::now();
         let since = *self.writes.refreshed_since.get_or_insert(now);
-        let busy = self.rules.iter().any(|r| r.tree_pending.is_some()) || self.batcher.next_deadline().is_some();
+        let busy = self.rules.values().any(|r| r.tree_pending.is_some()) || self.batcher.next_deadline().is_some();
         if busy && now < since + DEFERRED_MAX_WAIT {
             self.writes.refreshed_at = Some(now + DEFERRED_FLUSH);
             return;
@@ -212,7 +212,7 @@ impl Daemon {
                 entry.key().clone()
             };
             left -= chunk.len();
-            let Some(manifest) = self.manifests.get(&rule) else {
+            let Some(manifest) = self.rules.manifest(&rule) else {
                 continue;
             };
             let updates: Vec<(String, Option<FileMeta>)> = chunk
@@ -282,9 +282,9 @@ mod tests {
         let mut h = Harness::new(&[("a.html", "a")], Options::default());
         let newer = FileMeta {
             mtime_ns: 42,
-            ..*h.d.manifests["site"].get("a.html").unwrap()
+            ..*h.d.rules.manifests()["site"].get("a.html").unwrap()
         };
-        Arc::make_mut(h.d.manifests.get_mut("site").unwrap()).set("a.html", newer);
+        Arc::make_mut(h.d.rules.manifest_mut("site")).set("a.html", newer);
         let mut paths: Vec<String> = (0..DEFERRED_CHUNK + 2_000).map(|i| format!("gone/{i}.html")).collect();
         paths.push("a.html".into());
         h.d.writes.refreshed("site", paths);
@@ -364,6 +364,6 @@ mod tests {
         let store = Store::open_read_only(&h.tmp.path().join("state"))
             .unwrap()
             .expect("written anew");
-        assert_eq!(store.load_manifest("site").unwrap(), *h.d.manifests["site"]);
+        assert_eq!(store.load_manifest("site").unwrap(), *h.d.rules.manifests()["site"]);
     }
 }
