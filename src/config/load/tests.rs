@@ -1,3 +1,5 @@
+use super::top::default_state_dir;
+use super::values::interpolate;
 use super::*;
 
 fn env(k: &str) -> Option<String> {
