@@ -228,19 +228,12 @@ fn load_parts(
         return Err(ConfigError::Invalid(cx.errors));
     };
     config.includes = includes;
-    let mut refused = Vec::new();
-    // Names already defined, and where: the main file's, then each part's in turn.
-    let mut defined_targets: BTreeMap<String, PathBuf> = main_declared
-        .targets
-        .iter()
-        .map(|(n, _)| (n.clone(), path.to_path_buf()))
-        .collect();
-    let mut defined_rules: BTreeMap<String, PathBuf> = main_declared
-        .rules
-        .iter()
-        .map(|(n, _)| (n.clone(), path.to_path_buf()))
-        .collect();
-    let mut part_errors = Vec::new();
+    let mut parts = Parts {
+        defined: Defined::of(&main_declared, path),
+        refused: Vec::new(),
+        errors: Vec::new(),
+        previous,
+    };
     for (i, source) in sources.into_iter().enumerate() {
         let mut pcx = Cx::new(&source.file, opts, env);
         (pcx.other_targets, pcx.used_elsewhere) = others(Some(i));
@@ -251,28 +244,7 @@ fn load_parts(
                 None
             }
         };
-        for (name, pos) in &declared[i].targets {
-            if let Some(other) = defined_targets.get(name) {
-                pcx.error(
-                    *pos,
-                    format!(
-                        "target \"{name}\" is defined twice (also in {}): names are unique across every rules file",
-                        other.display()
-                    ),
-                );
-            }
-        }
-        for (name, pos) in &declared[i].rules {
-            if let Some(other) = defined_rules.get(name) {
-                pcx.error(
-                    *pos,
-                    format!(
-                        "rule \"{name}\" is defined twice (also in {}): names are unique across every rules file",
-                        other.display()
-                    ),
-                );
-            }
-        }
+        parts.defined.refuse_twice(&mut pcx, &declared[i]);
         cx.warnings.append(&mut pcx.warnings);
         cx.secret_problems.append(&mut pcx.secret_problems);
         if pcx.errors.is_empty() {
@@ -280,44 +252,7 @@ fn load_parts(
             cx.rule_positions.append(&mut pcx.rule_positions);
         }
         pcx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
-        let part: Option<Built> = match built {
-            Some(built) if pcx.errors.is_empty() => Some(built),
-            _ => match previous {
-                // A reload: the file's previous version stays in force (a new file stays out).
-                Some(prev) => {
-                    refused.append(&mut pcx.errors);
-                    prev.parts.iter().find(|p| p.file == source.file).map(|p| {
-                        (
-                            prev.targets
-                                .iter()
-                                .filter(|t| p.targets.contains(&t.name))
-                                .cloned()
-                                .collect(),
-                            prev.rules
-                                .iter()
-                                .filter(|r| p.rules.contains(&r.name))
-                                .cloned()
-                                .collect(),
-                        )
-                    })
-                }
-                None => {
-                    part_errors.append(&mut pcx.errors);
-                    None
-                }
-            },
-        };
-        if let Some((targets, rules)) = part {
-            for t in &targets {
-                defined_targets
-                    .entry(t.name.clone())
-                    .or_insert_with(|| source.file.clone());
-            }
-            for r in &rules {
-                defined_rules
-                    .entry(r.name.clone())
-                    .or_insert_with(|| source.file.clone());
-            }
+        if let Some((targets, rules)) = parts.take(built, pcx.errors, &source.file) {
             config.parts.push(include::Part {
                 file: source.file.clone(),
                 targets: targets.iter().map(|t| t.name.clone()).collect(),
@@ -327,30 +262,145 @@ fn load_parts(
             config.rules.extend(rules);
         }
     }
-    // A target that purges absolute URLs needs the rule's base_url.
-    for r in config.rules.iter().filter(|r| r.base_url.is_none()) {
-        let needs: Vec<&str> = r
-            .targets
-            .iter()
-            .filter_map(|t| config.target(t))
-            .filter(|t| t.kind.needs_base_url())
-            .map(|t| t.name.as_str())
-            .collect();
-        if let (Some(first), Some((_, file, pos))) =
-            (needs.first(), cx.rule_positions.iter().find(|(n, _, _)| n == &r.name))
-        {
-            cx.errors.push(Diagnostic {
-                file: file.clone(),
-                pos: Some(*pos),
-                message: format!(
-                    "rule \"{}\": target \"{first}\" purges absolute URLs: set the rule's `base_url:` (where the site is served, like https://www.example.com)",
-                    r.name
-                ),
-            });
-        }
-    }
+    cx.base_urls_needed(&config);
     // A rule naming a fleet purges through each of its endpoints.
     config.groups = std::mem::take(&mut cx.groups);
+    expand_fleets(&mut config);
+    drop_orphans(&mut config, path, &mut parts.refused);
+    // Reported file by file, in the order a reader meets them in each (a stable sort keeps the
+    // order of several problems at one position).
+    cx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+    cx.errors.append(&mut parts.errors);
+    cx.warnings
+        .sort_by_key(|d| (d.file.clone(), d.pos.map(|p| (p.line, p.col))));
+    if !cx.errors.is_empty() {
+        return Err(ConfigError::Invalid(cx.errors));
+    }
+    Ok(Loaded {
+        config,
+        warnings: cx.warnings,
+        secret_problems: cx.secret_problems,
+        refused: parts.refused,
+    })
+}
+
+/// Target and rule names defined so far, and in which file: the main file's, then each
+/// included file's in turn.
+struct Defined {
+    targets: BTreeMap<String, PathBuf>,
+    rules: BTreeMap<String, PathBuf>,
+}
+
+impl Defined {
+    fn of(main: &include::Declared, path: &Path) -> Defined {
+        let names = |list: &[(String, Pos)]| list.iter().map(|(n, _)| (n.clone(), path.to_path_buf())).collect();
+        Defined {
+            targets: names(&main.targets),
+            rules: names(&main.rules),
+        }
+    }
+
+    /// An error of the file read by `pcx` for each name it defines that another file did.
+    fn refuse_twice(&self, pcx: &mut Cx, declared: &include::Declared) {
+        let lists = [
+            ("target", &declared.targets, &self.targets),
+            ("rule", &declared.rules, &self.rules),
+        ];
+        for (what, names, defined) in lists {
+            for (name, pos) in names {
+                if let Some(other) = defined.get(name) {
+                    pcx.error(
+                        *pos,
+                        format!(
+                            "{what} \"{name}\" is defined twice (also in {}): names are unique across every rules file",
+                            other.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The included files as they are taken, one by one.
+struct Parts<'p> {
+    defined: Defined,
+    /// On a reload, the problems of files whose previous version stays in force.
+    refused: Vec<Diagnostic>,
+    /// On a first load, every included file's errors.
+    errors: Vec<Diagnostic>,
+    previous: Option<&'p Config>,
+}
+
+impl Parts<'_> {
+    /// What an included file brings: what it `built` when it has no `errors`; else, on a
+    /// reload, its previous version (a new file stays out) and its errors are refused; on a
+    /// first load, nothing, and its errors fail the load.
+    fn take(&mut self, built: Option<Built>, mut errors: Vec<Diagnostic>, file: &Path) -> Option<Built> {
+        let part = match built {
+            Some(built) if errors.is_empty() => Some(built),
+            _ => match self.previous {
+                Some(prev) => {
+                    self.refused.append(&mut errors);
+                    prev.parts.iter().find(|p| p.file == file).map(|p| {
+                        let targets = prev.targets.iter().filter(|t| p.targets.contains(&t.name));
+                        let rules = prev.rules.iter().filter(|r| p.rules.contains(&r.name));
+                        (targets.cloned().collect(), rules.cloned().collect())
+                    })
+                }
+                None => {
+                    self.errors.append(&mut errors);
+                    None
+                }
+            },
+        };
+        if let Some((targets, rules)) = &part {
+            for t in targets {
+                self.defined
+                    .targets
+                    .entry(t.name.clone())
+                    .or_insert_with(|| file.to_path_buf());
+            }
+            for r in rules {
+                self.defined
+                    .rules
+                    .entry(r.name.clone())
+                    .or_insert_with(|| file.to_path_buf());
+            }
+        }
+        part
+    }
+}
+
+impl Cx<'_> {
+    /// An error for each rule without `base_url:` whose targets purge absolute URLs.
+    fn base_urls_needed(&mut self, config: &Config) {
+        for r in config.rules.iter().filter(|r| r.base_url.is_none()) {
+            let needs: Vec<&str> = r
+                .targets
+                .iter()
+                .filter_map(|t| config.target(t))
+                .filter(|t| t.kind.needs_base_url())
+                .map(|t| t.name.as_str())
+                .collect();
+            if let (Some(first), Some((_, file, pos))) =
+                (needs.first(), self.rule_positions.iter().find(|(n, _, _)| n == &r.name))
+            {
+                self.errors.push(Diagnostic {
+                    file: file.clone(),
+                    pos: Some(*pos),
+                    message: format!(
+                        "rule \"{}\": target \"{first}\" purges absolute URLs: set the rule's `base_url:` (where the site is served, like https://www.example.com)",
+                        r.name
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// A rule naming a fleet purges through each of its endpoints.
+fn expand_fleets(config: &mut Config) {
     for r in &mut config.rules {
         r.targets = r
             .targets
@@ -358,7 +408,11 @@ fn load_parts(
             .flat_map(|t| config.groups.get(t).cloned().unwrap_or_else(|| vec![t.clone()]))
             .collect();
     }
-    // A rule that names a target only a refused file defined cannot stand either.
+}
+
+/// A rule that names a target only a refused file defined cannot stand either: it is left out,
+/// and said in `refused`.
+fn drop_orphans(config: &mut Config, path: &Path, refused: &mut Vec<Diagnostic>) {
     let orphans: Vec<String> = config
         .rules
         .iter()
@@ -373,21 +427,6 @@ fn load_parts(
         });
     }
     config.rules.retain(|r| !orphans.contains(&r.name));
-    // Reported file by file, in the order a reader meets them in each (a stable sort keeps the
-    // order of several problems at one position).
-    cx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
-    cx.errors.append(&mut part_errors);
-    cx.warnings
-        .sort_by_key(|d| (d.file.clone(), d.pos.map(|p| (p.line, p.col))));
-    if !cx.errors.is_empty() {
-        return Err(ConfigError::Invalid(cx.errors));
-    }
-    Ok(Loaded {
-        config,
-        warnings: cx.warnings,
-        secret_problems: cx.secret_problems,
-        refused,
-    })
 }
 
 /// Settings every target inherits unless it sets its own.
