@@ -100,154 +100,184 @@ impl Cx<'_> {
         };
         let n_errors = self.errors.len();
         let mut rule = Rule::new(name.unwrap_or_default(), PathBuf::new());
-        let mut warm_pos = None;
-        let mut verify_pos = None;
-        let mut watch_pos = None;
-        let mut has_targets = false;
+        let mut seen = RuleSeen::default();
         for (key, _, v) in self.keys(entries, RULE_KEYS, &what) {
-            let kw = format!("{what}: {key}");
-            match key {
-                "name" => {}
-                "watch" => {
-                    watch_pos = Some(v.pos);
-                    if let Some(p) = self.path(v, &kw, false) {
-                        match std::fs::metadata(&p) {
-                            Ok(m) if m.is_dir() => {
-                                if let Some(fs) = system_tree(&real_path(&p)) {
-                                    self.error(
-                                        v.pos,
-                                        format!(
-                                            "{kw}: {} is {fs}, not a site: watch the directory your site is built into",
-                                            p.display()
-                                        ),
-                                    );
-                                }
-                            }
-                            Ok(_) => self.error(v.pos, format!("{kw}: {} is not a directory", p.display())),
-                            Err(e) => {
-                                let message = format!(
-                                    "{kw}: directory {} does not exist ({e}); create it or fix the path (relative paths are relative to the rules file)",
-                                    p.display()
-                                );
-                                if self.opts.trees_optional {
-                                    self.warn(v.pos, message);
-                                } else {
-                                    self.error(v.pos, message);
-                                }
-                            }
-                        }
-                        rule.watch = p;
+            self.rule_key(&mut rule, &mut seen, &what, key, v, targets);
+        }
+        self.rule_complete(&mut rule, &seen, &what, node.pos);
+        (self.errors.len() == n_errors).then(|| (rule, seen.watch.unwrap_or(node.pos)))
+    }
+
+    /// One key of a rule, read into `rule`.
+    fn rule_key(&mut self, rule: &mut Rule, seen: &mut RuleSeen, what: &str, key: &str, v: &Node, targets: &[&str]) {
+        let kw = format!("{what}: {key}");
+        match key {
+            "watch" => {
+                seen.watch = Some(v.pos);
+                if let Some(p) = self.watch_dir(v, &kw) {
+                    rule.watch = p;
+                }
+            }
+            "targets" => {
+                seen.targets = true;
+                self.rule_targets(rule, what, &kw, v, targets);
+            }
+            "include" | "exclude" => {
+                for (g, pos) in self.strings(v, &kw) {
+                    match GlobBuilder::new(&g).literal_separator(true).build() {
+                        Ok(glob) if key == "include" => rule.include.push(glob),
+                        Ok(glob) => rule.exclude.push(glob),
+                        Err(e) => self.error(pos, format!("{kw}: bad glob `{g}`: {}", glob_reason(&e))),
                     }
                 }
-                "targets" => {
-                    has_targets = true;
-                    let list = match &v.value {
-                        Value::Seq(_) => self.strings(v, &kw),
-                        _ => self.string(v, &kw, false).map(|s| vec![(s, v.pos)]).unwrap_or_default(),
-                    };
-                    for (t, pos) in list {
-                        if targets.contains(&t.as_str()) {
-                            if !rule.targets.contains(&t) {
-                                rule.targets.push(t);
-                            }
-                        } else {
-                            let hint = did_you_mean(&t, targets.iter().copied());
-                            self.error(pos, format!("{what}: unknown target \"{t}\"{hint}"));
+            }
+            "match" => {
+                for (r, pos) in self.strings(v, &kw) {
+                    match Regex::new(&r) {
+                        Ok(re) => rule.matches.push(re),
+                        Err(e) => {
+                            let reason = e.to_string().lines().last().unwrap_or_default().trim().to_string();
+                            self.error(pos, format!("{kw}: bad regex `{r}`: {reason}"));
                         }
                     }
                 }
-                "include" | "exclude" => {
-                    for (g, pos) in self.strings(v, &kw) {
-                        match GlobBuilder::new(&g).literal_separator(true).build() {
-                            Ok(glob) if key == "include" => rule.include.push(glob),
-                            Ok(glob) => rule.exclude.push(glob),
-                            Err(e) => self.error(pos, format!("{kw}: bad glob `{g}`: {}", glob_reason(&e))),
-                        }
-                    }
+            }
+            "url_prefix" => {
+                if let Some(p) = self.url_prefix(v, &kw) {
+                    rule.url_prefix = p;
                 }
-                "match" => {
-                    for (r, pos) in self.strings(v, &kw) {
-                        match Regex::new(&r) {
-                            Ok(re) => rule.matches.push(re),
-                            Err(e) => {
-                                let reason = e.to_string().lines().last().unwrap_or_default().trim().to_string();
-                                self.error(pos, format!("{kw}: bad regex `{r}`: {reason}"));
-                            }
-                        }
-                    }
+            }
+            "index_files" => rule.index_files = self.strings(v, &kw).into_iter().map(|(s, _)| s).collect(),
+            "base_url" => rule.base_url = self.base_url(v, &kw),
+            "verify" => {
+                seen.verify = Some(v.pos);
+                rule.verify = self.verify(v, &kw);
+            }
+            "warm" => {
+                if let Some(b) = self.choice(v, &kw, BOOLEAN) {
+                    rule.warm = b;
+                    seen.warm = b.then_some(v.pos);
                 }
-                "url_prefix" => {
-                    if let Some(p) = self.string(v, &kw, false) {
-                        if p.contains("://") || p.contains('?') || p.contains('#') {
-                            self.error(
-                                v.pos,
-                                format!("{kw}: `{p}` must be a URL path like /blog/, without host or query"),
-                            );
-                        }
-                        let p = p.trim_matches('/');
-                        rule.url_prefix = if p.is_empty() { "/".into() } else { format!("/{p}/") };
-                    }
+            }
+            "follow_symlinks" => {
+                if let Some(b) = self.choice(v, &kw, BOOLEAN) {
+                    rule.follow_symlinks = b
                 }
-                "index_files" => rule.index_files = self.strings(v, &kw).into_iter().map(|(s, _)| s).collect(),
-                "base_url" => rule.base_url = self.base_url(v, &kw),
-                "verify" => {
-                    verify_pos = Some(v.pos);
-                    rule.verify = self.verify(v, &kw);
+            }
+            "warm_limit" => match self.number::<usize>(v, &kw, "a number of URLs") {
+                Some(n) if n > 0 => rule.warm_limit = n,
+                Some(_) => self.error(v.pos, format!("{kw}: must be at least 1 (or set `warm: false`)")),
+                None => {}
+            },
+            "purge" => {
+                if let Some(m) = self.choice(v, &kw, &[("changed", PurgeMode::Changed), ("all", PurgeMode::All)]) {
+                    rule.purge = m
                 }
-                "warm" => {
-                    if let Some(b) = self.choice(v, &kw, BOOLEAN) {
-                        rule.warm = b;
-                        warm_pos = b.then_some(v.pos);
-                    }
+            }
+            _ => {}
+        }
+    }
+
+    /// A rule's `watch:`: a directory that exists (with `trees_optional`, a missing one is a
+    /// warning) and is not a system tree.
+    fn watch_dir(&mut self, v: &Node, kw: &str) -> Option<PathBuf> {
+        let p = self.path(v, kw, false)?;
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                if let Some(fs) = system_tree(&real_path(&p)) {
+                    self.error(
+                        v.pos,
+                        format!(
+                            "{kw}: {} is {fs}, not a site: watch the directory your site is built into",
+                            p.display()
+                        ),
+                    );
                 }
-                "follow_symlinks" => {
-                    if let Some(b) = self.choice(v, &kw, BOOLEAN) {
-                        rule.follow_symlinks = b
-                    }
+            }
+            Ok(_) => self.error(v.pos, format!("{kw}: {} is not a directory", p.display())),
+            Err(e) => {
+                let message = format!(
+                    "{kw}: directory {} does not exist ({e}); create it or fix the path (relative paths are relative to the rules file)",
+                    p.display()
+                );
+                if self.opts.trees_optional {
+                    self.warn(v.pos, message);
+                } else {
+                    self.error(v.pos, message);
                 }
-                "warm_limit" => match self.number::<usize>(v, &kw, "a number of URLs") {
-                    Some(n) if n > 0 => rule.warm_limit = n,
-                    Some(_) => self.error(v.pos, format!("{kw}: must be at least 1 (or set `warm: false`)")),
-                    None => {}
-                },
-                "purge" => {
-                    if let Some(m) = self.choice(v, &kw, &[("changed", PurgeMode::Changed), ("all", PurgeMode::All)]) {
-                        rule.purge = m
-                    }
-                }
-                _ => {}
             }
         }
-        if watch_pos.is_none() {
-            self.error(node.pos, format!("{what}: missing `watch:` (the directory to watch)"));
+        Some(p)
+    }
+
+    /// A rule's `targets:` (one name or a list), each a target some rules file defines.
+    fn rule_targets(&mut self, rule: &mut Rule, what: &str, kw: &str, v: &Node, targets: &[&str]) {
+        let list = match &v.value {
+            Value::Seq(_) => self.strings(v, kw),
+            _ => self.string(v, kw, false).map(|s| vec![(s, v.pos)]).unwrap_or_default(),
+        };
+        for (t, pos) in list {
+            if targets.contains(&t.as_str()) {
+                if !rule.targets.contains(&t) {
+                    rule.targets.push(t);
+                }
+            } else {
+                let hint = did_you_mean(&t, targets.iter().copied());
+                self.error(pos, format!("{what}: unknown target \"{t}\"{hint}"));
+            }
         }
-        // `verify.base_url` defaults to the rule's `base_url`.
+    }
+
+    /// A rule's `url_prefix:`, a URL path (`/blog/`), written with both slashes.
+    fn url_prefix(&mut self, v: &Node, kw: &str) -> Option<String> {
+        let p = self.string(v, kw, false)?;
+        if p.contains("://") || p.contains('?') || p.contains('#') {
+            self.error(
+                v.pos,
+                format!("{kw}: `{p}` must be a URL path like /blog/, without host or query"),
+            );
+        }
+        let p = p.trim_matches('/');
+        Some(if p.is_empty() { "/".into() } else { format!("/{p}/") })
+    }
+
+    /// The checks of a rule read whole: `watch:` and `targets:` given, `verify.base_url` (which
+    /// defaults to the rule's `base_url`), `warm:` with `verify:`.
+    fn rule_complete(&mut self, rule: &mut Rule, seen: &RuleSeen, what: &str, pos: Pos) {
+        if seen.watch.is_none() {
+            self.error(pos, format!("{what}: missing `watch:` (the directory to watch)"));
+        }
         if let Some(v) = rule.verify.as_mut().filter(|v| v.base_url.is_empty()) {
             match &rule.base_url {
                 Some(base) => v.base_url = base.clone(),
                 None => self.error(
-                    verify_pos.unwrap_or(node.pos),
+                    seen.verify.unwrap_or(pos),
                     format!(
                         "{what}: verify: missing `base_url:` (where the watched directory is served, like https://www.example.com; here or as the rule's `base_url:`)"
                     ),
                 ),
             }
         }
-        if let (Some(pos), None) = (warm_pos, &rule.verify) {
+        if let (Some(at), None) = (seen.warm, &rule.verify) {
             self.error(
-                pos,
+                at,
                 format!("{what}: warm: true needs `verify: {{base_url: https://...}}` to know where the site is served (`sample: 0` warms without checking)"),
             );
         }
-        if !has_targets {
-            self.error(node.pos, format!("{what}: missing `targets:` (a list of target names)"));
-        }
-        if self.errors.len() != n_errors {
-            None
-        } else {
-            Some((rule, watch_pos.unwrap_or(node.pos)))
+        if !seen.targets {
+            self.error(pos, format!("{what}: missing `targets:` (a list of target names)"));
         }
     }
+}
+
+/// Where a rule's keys were, for the checks of the rule read whole.
+#[derive(Default)]
+struct RuleSeen {
+    watch: Option<Pos>,
+    verify: Option<Pos>,
+    /// `warm: true`.
+    warm: Option<Pos>,
+    targets: bool,
 }
 
 /// A rule item's `name:` and where its value is.
