@@ -203,25 +203,14 @@ fn load_parts(
     };
     // Every file's tree first, so that each file knows the other files' target names.
     let (includes, sources) = cx.includes(&root);
-    let main_declared = include::declared(&root);
-    let declared: Vec<include::Declared> = sources
-        .iter()
-        .map(|s| s.root.as_ref().map(include::declared).unwrap_or_default())
-        .collect();
-    let others = |skip: Option<usize>| -> (Vec<String>, BTreeSet<String>) {
-        let mut names = Vec::new();
-        let mut used = BTreeSet::new();
-        let all = std::iter::once((None, &main_declared)).chain(declared.iter().enumerate().map(|(i, d)| (Some(i), d)));
-        for (i, d) in all {
-            if i == skip {
-                continue;
-            }
-            names.extend(d.targets.iter().map(|(n, _)| n.clone()));
-            used.extend(d.used.iter().cloned());
-        }
-        (names, used)
+    let declared = Declarations {
+        main: include::declared(&root),
+        parts: sources
+            .iter()
+            .map(|s| s.root.as_ref().map(include::declared).unwrap_or_default())
+            .collect(),
     };
-    (cx.other_targets, cx.used_elsewhere) = others(None);
+    (cx.other_targets, cx.used_elsewhere) = declared.others(None);
     let config = cx.config(&root);
     let (Some(mut config), Some(defaults)) = (config, cx.defaults.clone()) else {
         cx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
@@ -229,14 +218,14 @@ fn load_parts(
     };
     config.includes = includes;
     let mut parts = Parts {
-        defined: Defined::of(&main_declared, path),
+        defined: Defined::of(&declared.main, path),
         refused: Vec::new(),
         errors: Vec::new(),
         previous,
     };
     for (i, source) in sources.into_iter().enumerate() {
         let mut pcx = Cx::new(&source.file, opts, env);
-        (pcx.other_targets, pcx.used_elsewhere) = others(Some(i));
+        (pcx.other_targets, pcx.used_elsewhere) = declared.others(Some(i));
         let built = match &source.root {
             Ok(root) => pcx.part(root, &defaults, &config.state_dir),
             Err(d) => {
@@ -244,14 +233,8 @@ fn load_parts(
                 None
             }
         };
-        parts.defined.refuse_twice(&mut pcx, &declared[i]);
-        cx.warnings.append(&mut pcx.warnings);
-        cx.secret_problems.append(&mut pcx.secret_problems);
-        if pcx.errors.is_empty() {
-            cx.groups.append(&mut pcx.groups);
-            cx.rule_positions.append(&mut pcx.rule_positions);
-        }
-        pcx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+        parts.defined.refuse_twice(&mut pcx, &declared.parts[i]);
+        cx.take_notes(&mut pcx);
         if let Some((targets, rules)) = parts.take(built, pcx.errors, &source.file) {
             config.parts.push(include::Part {
                 file: source.file.clone(),
@@ -267,21 +250,32 @@ fn load_parts(
     config.groups = std::mem::take(&mut cx.groups);
     expand_fleets(&mut config);
     drop_orphans(&mut config, path, &mut parts.refused);
-    // Reported file by file, in the order a reader meets them in each (a stable sort keeps the
-    // order of several problems at one position).
-    cx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
-    cx.errors.append(&mut parts.errors);
-    cx.warnings
-        .sort_by_key(|d| (d.file.clone(), d.pos.map(|p| (p.line, p.col))));
-    if !cx.errors.is_empty() {
-        return Err(ConfigError::Invalid(cx.errors));
+    cx.finish(config, parts)
+}
+
+/// What every file's tree declares, read before any file is built.
+struct Declarations {
+    main: include::Declared,
+    /// Each included file's, in order.
+    parts: Vec<include::Declared>,
+}
+
+impl Declarations {
+    /// The target names every file but `skip` (an included file's index; `None`: the main
+    /// file) declares, and the targets their rules use.
+    fn others(&self, skip: Option<usize>) -> (Vec<String>, BTreeSet<String>) {
+        let mut names = Vec::new();
+        let mut used = BTreeSet::new();
+        let all = std::iter::once((None, &self.main)).chain(self.parts.iter().enumerate().map(|(i, d)| (Some(i), d)));
+        for (i, d) in all {
+            if i == skip {
+                continue;
+            }
+            names.extend(d.targets.iter().map(|(n, _)| n.clone()));
+            used.extend(d.used.iter().cloned());
+        }
+        (names, used)
     }
-    Ok(Loaded {
-        config,
-        warnings: cx.warnings,
-        secret_problems: cx.secret_problems,
-        refused: parts.refused,
-    })
 }
 
 /// Target and rule names defined so far, and in which file: the main file's, then each
@@ -373,6 +367,39 @@ impl Parts<'_> {
 }
 
 impl Cx<'_> {
+    /// The load's outcome: `config`, or every error (the main file's, then each included
+    /// file's).
+    fn finish(mut self, config: Config, mut parts: Parts) -> Result<Loaded, ConfigError> {
+        // Reported file by file, in the order a reader meets them in each (a stable sort keeps
+        // the order of several problems at one position).
+        self.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+        self.errors.append(&mut parts.errors);
+        self.warnings
+            .sort_by_key(|d| (d.file.clone(), d.pos.map(|p| (p.line, p.col))));
+        if !self.errors.is_empty() {
+            return Err(ConfigError::Invalid(self.errors));
+        }
+        Ok(Loaded {
+            config,
+            warnings: self.warnings,
+            secret_problems: self.secret_problems,
+            refused: parts.refused,
+        })
+    }
+
+    /// Takes what reading an included file (`pcx`) noted that is the whole load's: its warnings
+    /// and secret problems, and, when it has no error, its fleets and rule positions. Its
+    /// errors are sorted in the order a reader meets them.
+    fn take_notes(&mut self, pcx: &mut Cx) {
+        self.warnings.append(&mut pcx.warnings);
+        self.secret_problems.append(&mut pcx.secret_problems);
+        if pcx.errors.is_empty() {
+            self.groups.append(&mut pcx.groups);
+            self.rule_positions.append(&mut pcx.rule_positions);
+        }
+        pcx.errors.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+    }
+
     /// An error for each rule without `base_url:` whose targets purge absolute URLs.
     fn base_urls_needed(&mut self, config: &Config) {
         for r in config.rules.iter().filter(|r| r.base_url.is_none()) {

@@ -131,30 +131,7 @@ impl Cx<'_> {
         }
         self.defaults = Some(defaults.clone());
         let includes = top.iter().any(|(k, _, _)| *k == "include");
-        let (targets, declared) = match targets_node {
-            Some(node) => self.targets(node, &defaults),
-            None if includes => (vec![], vec![]),
-            None => {
-                self.error(
-                    root.pos,
-                    "no `targets:` section: name at least one sitehost or vims target",
-                );
-                (vec![], vec![])
-            }
-        };
-        // Rules are checked against every declared name (of every file): a target with errors
-        // of its own is reported once, not again as "unknown" in each rule that names it.
-        let mut names: Vec<&str> = declared.iter().map(String::as_str).collect();
-        let others = self.other_targets.clone();
-        names.extend(others.iter().map(String::as_str));
-        let rules = match rules_node {
-            Some(node) => self.rules(node, &names),
-            None if includes => vec![],
-            None => {
-                self.error(root.pos, "no `rules:` section: add a rule that watches a directory");
-                vec![]
-            }
-        };
+        let (targets, rules) = self.sections(root.pos, targets_node, rules_node, includes, &defaults);
         if !rules.is_empty() || !self.used_elsewhere.is_empty() {
             self.unused_targets(targets_node, &rules);
         }
@@ -182,6 +159,40 @@ impl Cx<'_> {
             parts: vec![],
             groups: BTreeMap::new(),
         })
+    }
+
+    /// The `targets:` and `rules:` sections (a file with `include:` may leave either to the
+    /// files it includes).
+    fn sections(
+        &mut self,
+        pos: Pos,
+        targets_node: Option<&Node>,
+        rules_node: Option<&Node>,
+        includes: bool,
+        defaults: &Tuning,
+    ) -> (Vec<Target>, Vec<(Rule, Pos)>) {
+        let (targets, declared) = match targets_node {
+            Some(node) => self.targets(node, defaults),
+            None if includes => (vec![], vec![]),
+            None => {
+                self.error(pos, "no `targets:` section: name at least one sitehost or vims target");
+                (vec![], vec![])
+            }
+        };
+        // Rules are checked against every declared name (of every file): a target with errors
+        // of its own is reported once, not again as "unknown" in each rule that names it.
+        let mut names: Vec<&str> = declared.iter().map(String::as_str).collect();
+        let others = self.other_targets.clone();
+        names.extend(others.iter().map(String::as_str));
+        let rules = match rules_node {
+            Some(node) => self.rules(node, &names),
+            None if includes => vec![],
+            None => {
+                self.error(pos, "no `rules:` section: add a rule that watches a directory");
+                vec![]
+            }
+        };
+        (targets, rules)
     }
 }
 
