@@ -42,71 +42,106 @@ pub(super) fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError
     )?
     .config;
     let store = Store::open_read_only(&config.state_dir)?;
-    let mut pending: BTreeMap<String, (usize, i64)> = BTreeMap::new();
-    let mut seen: BTreeMap<String, (usize, i64)> = BTreeMap::new();
-    let mut last = BTreeMap::new();
-    let mut verified = BTreeMap::new();
-    let mut sending = BTreeMap::new();
-    let mut warnings = Vec::new();
-    if let Some(store) = &store {
-        verified = store.last_verifications()?;
-        // Only a daemon running now is sending anything (one that was killed left its rows).
-        if DaemonLock::holder(&config.state_dir).is_some() {
-            sending = store.sending()?;
-            warnings = store.warnings()?;
-        }
-        for row in store.pending()? {
-            let e = pending.entry(row.target).or_insert((0, i64::MAX));
-            e.0 += 1;
-            e.1 = e.1.min(row.first_seen_ms);
-        }
-        // Paths that produced events and wait for their debounce count for every target of
-        // their rule.
-        for (rule, _path, first) in store.seen()? {
-            for t in config.rule(&rule).map(|r| r.targets.clone()).unwrap_or_default() {
-                let e = seen.entry(t).or_insert((0, i64::MAX));
-                e.0 += 1;
-                e.1 = e.1.min(first);
-            }
-        }
-        last = store.last_purges()?;
-    }
-    let mut names: Vec<(String, String)> = config
-        .targets
-        .iter()
-        .map(|t| (t.name.clone(), t.kind.type_name().to_string()))
-        .collect();
-    for extra in pending.keys().chain(last.keys()) {
-        if !names.iter().any(|(n, _)| n == extra) {
-            names.push((extra.clone(), "not in the rules file".into()));
-        }
-    }
-    let targets: Vec<TargetStatus> = names
-        .into_iter()
-        .map(|(name, kind)| {
-            let (queued, q_oldest) = pending.get(&name).copied().unwrap_or((0, i64::MAX));
-            let (waiting, w_oldest) = seen.get(&name).copied().unwrap_or((0, i64::MAX));
-            let oldest = q_oldest.min(w_oldest);
-            TargetStatus {
-                last: last.remove(&name),
-                verified: verified.remove(&name),
-                sending: sending.remove(&name),
-                name,
-                kind,
-                queued,
-                waiting,
-                oldest_ms: (oldest != i64::MAX).then_some(oldest),
-            }
-        })
-        .collect();
+    let mut state = match &store {
+        Some(store) => Recorded::read(store, &config)?,
+        None => Recorded::default(),
+    };
+    let targets = state.targets(&config);
     if args.json {
-        let state = store.as_ref().map(|s| s.path().display().to_string());
-        let mut v = as_json(state, &targets);
-        v["warnings"] = warnings.into();
+        let path = store.as_ref().map(|s| s.path().display().to_string());
+        let mut v = as_json(path, &targets);
+        v["warnings"] = state.warnings.into();
         outln!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
-    match &store {
+    print_where(store.as_ref(), &config)?;
+    for w in &state.warnings {
+        outln!("warning: {w}");
+    }
+    let now = now_ms();
+    for t in &targets {
+        print_target(t, now)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the state directory says, per target.
+#[derive(Default)]
+struct Recorded {
+    /// Files queued: how many, and the oldest's first-seen time.
+    pending: BTreeMap<String, (usize, i64)>,
+    /// Paths with events waiting for their debounce, counted for every target of their rule.
+    seen: BTreeMap<String, (usize, i64)>,
+    last: BTreeMap<String, PurgeRecord>,
+    verified: BTreeMap<String, VerifyRecord>,
+    sending: BTreeMap<String, Sending>,
+    warnings: Vec<String>,
+}
+
+impl Recorded {
+    fn read(store: &Store, config: &crate::config::Config) -> Result<Recorded, CommandError> {
+        let mut r = Recorded {
+            verified: store.last_verifications()?,
+            last: store.last_purges()?,
+            ..Default::default()
+        };
+        // Only a daemon running now is sending anything (one that was killed left its rows).
+        if DaemonLock::holder(&config.state_dir).is_some() {
+            r.sending = store.sending()?;
+            r.warnings = store.warnings()?;
+        }
+        let count = |map: &mut BTreeMap<String, (usize, i64)>, target: String, first: i64| {
+            let e = map.entry(target).or_insert((0, i64::MAX));
+            e.0 += 1;
+            e.1 = e.1.min(first);
+        };
+        for row in store.pending()? {
+            count(&mut r.pending, row.target, row.first_seen_ms);
+        }
+        for (rule, _path, first) in store.seen()? {
+            for t in config.rule(&rule).map(|r| r.targets.clone()).unwrap_or_default() {
+                count(&mut r.seen, t, first);
+            }
+        }
+        Ok(r)
+    }
+
+    /// Each target of the rules, then those only the state remembers.
+    fn targets(&mut self, config: &crate::config::Config) -> Vec<TargetStatus> {
+        let mut names: Vec<(String, String)> = config
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), t.kind.type_name().to_string()))
+            .collect();
+        for extra in self.pending.keys().chain(self.last.keys()) {
+            if !names.iter().any(|(n, _)| n == extra) {
+                names.push((extra.clone(), "not in the rules file".into()));
+            }
+        }
+        names
+            .into_iter()
+            .map(|(name, kind)| {
+                let (queued, q_oldest) = self.pending.get(&name).copied().unwrap_or((0, i64::MAX));
+                let (waiting, w_oldest) = self.seen.get(&name).copied().unwrap_or((0, i64::MAX));
+                let oldest = q_oldest.min(w_oldest);
+                TargetStatus {
+                    last: self.last.remove(&name),
+                    verified: self.verified.remove(&name),
+                    sending: self.sending.remove(&name),
+                    name,
+                    kind,
+                    queued,
+                    waiting,
+                    oldest_ms: (oldest != i64::MAX).then_some(oldest),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Where the state is (or why there is none yet).
+fn print_where(store: Option<&Store>, config: &crate::config::Config) -> Result<(), CommandError> {
+    match store {
         Some(s) => outln!("state: {}", s.path().display()),
         None => match crate::state::DaemonLock::holder(&config.state_dir) {
             Some((pid, Some(elsewhere))) => outln!(
@@ -121,79 +156,82 @@ pub(super) fn run(cli: &Cli, args: &StatusArgs) -> Result<ExitCode, CommandError
             ),
         },
     }
-    for w in &warnings {
-        outln!("warning: {w}");
+    Ok(())
+}
+
+/// One target's lines.
+fn print_target(t: &TargetStatus, now: i64) -> Result<(), CommandError> {
+    outln!("target \"{}\" ({})", t.name, t.kind);
+    let n = t.queued + t.waiting;
+    if n == 0 {
+        outln!("  pending: none");
+    } else {
+        let settling = match (t.waiting, &t.sending) {
+            (0, _) => String::new(),
+            (n, None) => format!(" ({n} waiting for the debounce)"),
+            (n, Some(_)) => format!(" ({n} changed, compared once the purge under way has ended)"),
+        };
+        let oldest = age(now - t.oldest_ms.unwrap_or(now));
+        outln!(
+            "  pending: {n} file{}{settling}, oldest {oldest} ago",
+            if n == 1 { "" } else { "s" }
+        );
     }
-    let now = now_ms();
-    for t in &targets {
-        outln!("target \"{}\" ({})", t.name, t.kind);
-        let n = t.queued + t.waiting;
-        if n == 0 {
-            outln!("  pending: none");
-        } else {
-            let settling = match (t.waiting, &t.sending) {
-                (0, _) => String::new(),
-                (n, None) => format!(" ({n} waiting for the debounce)"),
-                (n, Some(_)) => format!(" ({n} changed, compared once the purge under way has ended)"),
-            };
-            let oldest = age(now - t.oldest_ms.unwrap_or(now));
-            outln!(
-                "  pending: {n} file{}{settling}, oldest {oldest} ago",
-                if n == 1 { "" } else { "s" }
-            );
-        }
-        if let Some(sent) = &t.sending {
-            let retry = match (&sent.attempt, &sent.error) {
-                (0, _) => String::new(),
-                (n, Some(e)) => format!(", retry {n} after: {e}"),
-                (n, None) => format!(", retry {n}"),
-            };
-            outln!(
-                "  sending: {} file{} since {} ago{retry}",
-                sent.files,
-                if sent.files == 1 { "" } else { "s" },
-                age(now - sent.since_ms)
-            );
-        }
-        match &t.last {
-            Some(p) => {
-                let job = match (&p.job_id, &p.job_state) {
-                    (Some(id), Some(state)) => format!(", job {id}: {state}"),
-                    (Some(id), None) => format!(", job {id}"),
-                    _ => String::new(),
-                };
-                let msg = match (&p.result[..], &p.message) {
-                    ("failed", Some(m)) => format!(": {m}"),
-                    _ => String::new(),
-                };
-                outln!(
-                    "  last purge: {} ago, {} file{}, {}: {}{job}{msg}",
-                    age(now - p.at_ms),
-                    p.files,
-                    if p.files == 1 { "" } else { "s" },
-                    p.request,
-                    p.result
-                );
+    if let Some(sent) = &t.sending {
+        let retry = match (&sent.attempt, &sent.error) {
+            (0, _) => String::new(),
+            (n, Some(e)) => format!(", retry {n} after: {e}"),
+            (n, None) => format!(", retry {n}"),
+        };
+        outln!(
+            "  sending: {} file{} since {} ago{retry}",
+            sent.files,
+            if sent.files == 1 { "" } else { "s" },
+            age(now - sent.since_ms)
+        );
+    }
+    match &t.last {
+        Some(p) => print_last(p, now)?,
+        None => outln!("  last purge: never"),
+    }
+    if let Some(v) = &t.verified {
+        let detail = v.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+        outln!(
+            "  last verification: {} ago, {} checked, {} fresh, {} stale{}{detail}",
+            age(now - v.at_ms),
+            v.checked,
+            v.fresh,
+            v.stale,
+            if v.unreachable > 0 {
+                format!(", {} unreachable", v.unreachable)
+            } else {
+                String::new()
             }
-            None => outln!("  last purge: never"),
-        }
-        if let Some(v) = &t.verified {
-            let detail = v.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
-            outln!(
-                "  last verification: {} ago, {} checked, {} fresh, {} stale{}{detail}",
-                age(now - v.at_ms),
-                v.checked,
-                v.fresh,
-                v.stale,
-                if v.unreachable > 0 {
-                    format!(", {} unreachable", v.unreachable)
-                } else {
-                    String::new()
-                }
-            );
-        }
+        );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// A target's last purge.
+fn print_last(p: &PurgeRecord, now: i64) -> Result<(), CommandError> {
+    let job = match (&p.job_id, &p.job_state) {
+        (Some(id), Some(state)) => format!(", job {id}: {state}"),
+        (Some(id), None) => format!(", job {id}"),
+        _ => String::new(),
+    };
+    let msg = match (&p.result[..], &p.message) {
+        ("failed", Some(m)) => format!(": {m}"),
+        _ => String::new(),
+    };
+    outln!(
+        "  last purge: {} ago, {} file{}, {}: {}{job}{msg}",
+        age(now - p.at_ms),
+        p.files,
+        if p.files == 1 { "" } else { "s" },
+        p.request,
+        p.result
+    );
+    Ok(())
 }
 
 /// An RFC 3339 time (UTC, seconds) for ms since the epoch.
