@@ -116,38 +116,65 @@ fn tab_error(text: &str, reported: Pos, info: &str) -> SyntaxError {
 
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
-    let mut stack: Vec<Frame> = Vec::new();
-    // Each anchored node with its size, and how many nodes the aliases so far expanded to.
-    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
-    let mut nodes = 0usize;
-    let mut root: Option<Node> = None;
+    let mut tree = Tree::default();
     loop {
         let (event, span) = match parser.next_event() {
             None => break,
             Some(Ok(ev)) => ev,
-            Some(Err(e)) => {
-                let m = e.marker();
-                let pos = Pos {
-                    line: m.line(),
-                    col: m.col() + 1,
-                };
-                if e.info().contains("tab") {
-                    return Err(tab_error(text, pos, e.info()));
-                }
-                return Err(SyntaxError {
-                    pos,
-                    message: e.info().to_string(),
-                });
-            }
+            Some(Err(e)) => return Err(syntax_error(text, &e)),
         };
-        let pos = Pos::from_span(&span);
-        let finished: Option<(Node, usize)> = match event {
-            Event::StreamEnd | Event::DocumentEnd => {
-                if root.is_some() {
-                    break;
-                }
-                None
-            }
+        if matches!(event, Event::StreamEnd | Event::DocumentEnd) && tree.root.is_some() {
+            break;
+        }
+        if let Some((node, anchor)) = tree.event(event, Pos::from_span(&span))? {
+            tree.place(node, anchor);
+        }
+    }
+    Ok(tree.root.unwrap_or(Node {
+        value: Value::Scalar {
+            text: String::new(),
+            quoted: false,
+        },
+        pos: Pos { line: 1, col: 1 },
+    }))
+}
+
+/// The parser's error, with its position (a tab gets its own explanation).
+fn syntax_error(text: &str, e: &saphyr_parser::ScanError) -> SyntaxError {
+    let m = e.marker();
+    let pos = Pos {
+        line: m.line(),
+        col: m.col() + 1,
+    };
+    if e.info().contains("tab") {
+        return tab_error(text, pos, e.info());
+    }
+    SyntaxError {
+        pos,
+        message: e.info().to_string(),
+    }
+}
+
+/// The tree as the parser's events build it.
+#[derive(Default)]
+struct Tree {
+    /// The collections open, innermost last.
+    stack: Vec<Frame>,
+    /// Each anchored node with its size.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// How many nodes the aliases so far expanded to.
+    nodes: usize,
+    root: Option<Node>,
+}
+
+impl Tree {
+    /// One event at `pos`: the node it finished (with its anchor, 0 for none), if any.
+    fn event(&mut self, event: Event, pos: Pos) -> Result<Option<(Node, usize)>, SyntaxError> {
+        let unbalanced = |what: &str| SyntaxError {
+            pos,
+            message: format!("unbalanced {what}"),
+        };
+        Ok(match event {
             Event::Scalar(text, style, anchor, _tag) => Some((
                 Node {
                     value: Value::Scalar {
@@ -158,31 +185,16 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 },
                 anchor,
             )),
-            Event::Alias(id) => {
-                let (node, n) = anchors.get(&id).ok_or_else(|| SyntaxError {
-                    pos,
-                    message: "alias to an unknown anchor".into(),
-                })?;
-                nodes = nodes.saturating_add(*n);
-                if nodes > MAX_NODES {
-                    return Err(SyntaxError {
-                        pos,
-                        message: format!(
-                            "aliases expand past {MAX_NODES} nodes (an alias bomb?): write the values out, or use fewer nested aliases"
-                        ),
-                    });
-                }
-                Some((Node { pos, ..node.clone() }, 0))
-            }
+            Event::Alias(id) => Some((self.alias(id, pos)?, 0)),
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq(pos, anchor, Vec::new()));
+                self.stack.push(Frame::Seq(pos, anchor, Vec::new()));
                 None
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map(pos, anchor, Vec::new(), None));
+                self.stack.push(Frame::Map(pos, anchor, Vec::new(), None));
                 None
             }
-            Event::SequenceEnd => match stack.pop() {
+            Event::SequenceEnd => match self.stack.pop() {
                 Some(Frame::Seq(p, anchor, items)) => Some((
                     Node {
                         value: Value::Seq(items),
@@ -190,14 +202,9 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                     },
                     anchor,
                 )),
-                _ => {
-                    return Err(SyntaxError {
-                        pos,
-                        message: "unbalanced sequence".into(),
-                    });
-                }
+                _ => return Err(unbalanced("sequence")),
             },
-            Event::MappingEnd => match stack.pop() {
+            Event::MappingEnd => match self.stack.pop() {
                 Some(Frame::Map(p, anchor, items, _)) => Some((
                     Node {
                         value: Value::Map(items),
@@ -205,37 +212,45 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                     },
                     anchor,
                 )),
-                _ => {
-                    return Err(SyntaxError {
-                        pos,
-                        message: "unbalanced mapping".into(),
-                    });
-                }
+                _ => return Err(unbalanced("mapping")),
             },
             _ => None,
-        };
-        if let Some((node, anchor)) = finished {
-            if anchor != 0 {
-                let n = size(&node);
-                anchors.insert(anchor, (node.clone(), n));
-            }
-            match stack.last_mut() {
-                None => root = Some(node),
-                Some(Frame::Seq(_, _, items)) => items.push(node),
-                Some(Frame::Map(_, _, items, key)) => match key.take() {
-                    None => *key = Some(node),
-                    Some(k) => items.push((k, node)),
-                },
-            }
+        })
+    }
+
+    /// A copy of the node anchored as `id`, at `pos`; refused past [`MAX_NODES`] in all.
+    fn alias(&mut self, id: usize, pos: Pos) -> Result<Node, SyntaxError> {
+        let (node, n) = self.anchors.get(&id).ok_or_else(|| SyntaxError {
+            pos,
+            message: "alias to an unknown anchor".into(),
+        })?;
+        self.nodes = self.nodes.saturating_add(*n);
+        if self.nodes > MAX_NODES {
+            return Err(SyntaxError {
+                pos,
+                message: format!(
+                    "aliases expand past {MAX_NODES} nodes (an alias bomb?): write the values out, or use fewer nested aliases"
+                ),
+            });
+        }
+        Ok(Node { pos, ..node.clone() })
+    }
+
+    /// A finished node goes into the collection open around it (or is the root).
+    fn place(&mut self, node: Node, anchor: usize) {
+        if anchor != 0 {
+            let n = size(&node);
+            self.anchors.insert(anchor, (node.clone(), n));
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq(_, _, items)) => items.push(node),
+            Some(Frame::Map(_, _, items, key)) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => items.push((k, node)),
+            },
         }
     }
-    Ok(root.unwrap_or(Node {
-        value: Value::Scalar {
-            text: String::new(),
-            quoted: false,
-        },
-        pos: Pos { line: 1, col: 1 },
-    }))
 }
 
 #[cfg(test)]
