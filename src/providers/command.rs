@@ -91,22 +91,7 @@ pub(crate) async fn purge(
         ))
     })?;
     let pgid = child.id();
-    let kept = Arc::new(Mutex::new(Vec::new()));
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(read_tail(out, kept.clone())));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(read_tail(err, kept.clone())));
-    }
-    if let Some(mut stdin) = child.stdin.take() {
-        let text = stdin_text(urls, everything);
-        // A program that does not read its input (or exits early) is judged by its exit.
-        tokio::spawn(async move {
-            let _ = stdin.write_all(text.as_bytes()).await;
-            let _ = stdin.shutdown().await;
-        });
-    }
+    let (readers, kept) = attach(&mut child, stdin_text(urls, everything));
     let status = match tokio::time::timeout(c.timeout, child.wait()).await {
         Ok(Ok(st)) => st,
         Ok(Err(e)) => return Err(ProviderError::permanent(format!("{what}: {e}"))),
@@ -137,7 +122,34 @@ pub(crate) async fn purge(
         }
     }
     let output = std::mem::take(&mut *kept.lock().unwrap_or_else(|e| e.into_inner()));
-    let output = crate::secret::scrub(&String::from_utf8_lossy(&output)).into_owned();
+    judge(&what, status, &output)
+}
+
+/// Feeds `text` to the child's standard input and keeps the tail of what it writes, on tasks
+/// of their own: the readers, and where they keep it.
+fn attach(child: &mut tokio::process::Child, text: String) -> (Vec<tokio::task::JoinHandle<()>>, Arc<Mutex<Vec<u8>>>) {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(read_tail(out, kept.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(read_tail(err, kept.clone())));
+    }
+    if let Some(mut stdin) = child.stdin.take() {
+        // A program that does not read its input (or exits early) is judged by its exit.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(text.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    (readers, kept)
+}
+
+/// What the program's exit `status` and the tail of its `output` say of the purge (75 asks for
+/// a retry; the output is scrubbed of every secret).
+fn judge(what: &str, status: std::process::ExitStatus, output: &[u8]) -> Result<Accepted, ProviderError> {
+    let output = crate::secret::scrub(&String::from_utf8_lossy(output)).into_owned();
     let tail: String = {
         let t = output.trim();
         let chars: Vec<char> = t.chars().collect();

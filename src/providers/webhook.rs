@@ -76,7 +76,7 @@ pub(crate) async fn purge(
         rb = rb.header("X-Purgewatch-Signature", signature(secret, &body));
     }
     let key = w.secret.clone().unwrap_or_default();
-    let mut resp = rb
+    let resp = rb
         .body(body)
         .send()
         .await
@@ -91,24 +91,7 @@ pub(crate) async fn purge(
         .headers()
         .get(reqwest::header::LOCATION)
         .map(|v| key.scrub(&String::from_utf8_lossy(v.as_bytes())));
-    let mut kept = Vec::new();
-    // Read what the message needs; a reply that never ends is not waited for past the client's
-    // timeout, and a large one is not held.
-    while kept.len() < BODY_KEPT {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..chunk.len().min(BODY_KEPT - kept.len())]),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    drop(resp);
-    let said = key.scrub(&String::from_utf8_lossy(&kept));
-    let said: String = said
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(200)
-        .collect();
+    let said = reply_text(resp, &key).await;
     let quoted = if said.is_empty() {
         String::new()
     } else {
@@ -130,6 +113,37 @@ pub(crate) async fn purge(
             location.as_deref().unwrap_or("no Location given")
         )));
     }
+    Err(refused(&what, status, &quoted, retry_after))
+}
+
+/// The start of a reply's body, scrubbed of the target's secret, on one line.
+async fn reply_text(mut resp: reqwest::Response, key: &Secret) -> String {
+    let mut kept = Vec::new();
+    // Read what the message needs; a reply that never ends is not waited for past the client's
+    // timeout, and a large one is not held.
+    while kept.len() < BODY_KEPT {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..chunk.len().min(BODY_KEPT - kept.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    drop(resp);
+    let said = key.scrub(&String::from_utf8_lossy(&kept));
+    said.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect()
+}
+
+/// A refusal by HTTP `status`: 408, 429 and 5xx are retried (after `Retry-After`, when said).
+fn refused(
+    what: &str,
+    status: reqwest::StatusCode,
+    quoted: &str,
+    retry_after: Option<std::time::Duration>,
+) -> ProviderError {
     let reason = match status.as_u16() {
         408 => Some(Reason::RequestTimeout),
         429 => Some(Reason::TooMany),
@@ -137,7 +151,7 @@ pub(crate) async fn purge(
         _ => None,
     };
     let message = format!("{what}: HTTP {status}{quoted}");
-    Err(match reason {
+    match reason {
         Some(reason) => ProviderError::Transient {
             message,
             retry_after,
@@ -145,7 +159,7 @@ pub(crate) async fn purge(
             cause: None,
         },
         None => ProviderError::permanent(message),
-    })
+    }
 }
 
 /// `check --remote`: the URL's host resolves.
