@@ -3,7 +3,7 @@
 //! Before it lists a swapped-in tree it watches it (see [`Rewatch`]): off the daemon's loop,
 //! which adding a watch per directory of a 100,000-file tree would hold for ~90 ms.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -97,29 +97,8 @@ impl Worker {
             .spawn(move || {
                 crate::threads::background();
                 for job in rx {
-                    let msg = match job {
-                        Job::Files { rule, root, files } => {
-                            // Results go back in chunks, so the first are usable before the last
-                            // of a big batch is hashed.
-                            for chunk in files.chunks(RESULT_CHUNK) {
-                                let files = chunk
-                                    .iter()
-                                    .filter_map(|(rel, seq)| {
-                                        stat_and_hash(&root.join(rel)).ok().map(|r| (rel.clone(), *seq, r))
-                                    })
-                                    .collect();
-                                if done
-                                    .send(Done::Files {
-                                        rule: rule.clone(),
-                                        files,
-                                    })
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            continue;
-                        }
+                    let sent = match job {
+                        Job::Files { rule, root, files } => hash_files(&done, rule, &root, &files),
                         Job::Tree {
                             rule,
                             root,
@@ -127,55 +106,12 @@ impl Worker {
                             seq,
                             rewatch,
                         } => {
-                            if let Some(Rewatch { watcher, old_root }) = rewatch {
-                                let started = std::time::Instant::now();
-                                let result = {
-                                    let mut w = watcher.lock().unwrap_or_else(|e| e.into_inner());
-                                    if old_root == root {
-                                        w.refresh(&root)
-                                    } else {
-                                        w.remove(&old_root, true);
-                                        w.add(&root, true)
-                                    }
-                                };
-                                tracing::debug!(rule = %rule, ms = started.elapsed().as_millis() as u64, "watching the new tree");
-                                let msg = Done::Rewatched {
-                                    rule: rule.clone(),
-                                    root: root.clone(),
-                                    result,
-                                };
-                                if done.send(msg).is_err() {
-                                    return;
-                                }
-                            }
-                            let started = std::time::Instant::now();
-                            let walked = walk(&root, &filter, None, stop);
-                            let (paths, links) = (walked.files, walked.links);
-                            let n = paths.len();
-                            // Read whole, whatever a stop says: the tree's batch waits for it.
-                            crate::hashing::hash_spread(&root, paths, RESULT_CHUNK, Stop::NEVER, |files| {
-                                let _ = done.send(Done::TreePart {
-                                    rule: rule.clone(),
-                                    root: root.clone(),
-                                    seq,
-                                    files,
-                                });
-                            });
-                            tracing::debug!(
-                                rule = %rule,
-                                files = n,
-                                ms = started.elapsed().as_millis() as u64,
-                                "hashed the new tree"
-                            );
-                            Done::TreeListed {
-                                rule,
-                                root,
-                                seq,
-                                links,
-                            }
+                            let tree = NewTree { rule, root, seq };
+                            rewatch.is_none_or(|r| tree.rewatch(&done, r)) && tree.hash(&done, &filter, stop)
                         }
                     };
-                    if done.send(msg).is_err() {
+                    // The daemon is gone.
+                    if !sent {
                         return;
                     }
                 }
@@ -187,5 +123,87 @@ impl Worker {
     pub(crate) fn send(&self, job: Job) {
         // The worker only stops with the daemon.
         let _ = self.tx.send(job);
+    }
+}
+
+/// Hashes `files` of `rule` (with their sequence numbers), sending results back in chunks, so
+/// that the first are usable before the last of a big batch is hashed. Returns whether the
+/// daemon took them.
+fn hash_files(done: &UnboundedSender<Done>, rule: String, root: &Path, files: &[(String, u64)]) -> bool {
+    for chunk in files.chunks(RESULT_CHUNK) {
+        let files = chunk
+            .iter()
+            .filter_map(|(rel, seq)| stat_and_hash(&root.join(rel)).ok().map(|r| (rel.clone(), *seq, r)))
+            .collect();
+        let msg = Done::Files {
+            rule: rule.clone(),
+            files,
+        };
+        if done.send(msg).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// A tree swapped in for a rule, hashed whole under sequence number `seq`.
+struct NewTree {
+    rule: String,
+    root: PathBuf,
+    seq: u64,
+}
+
+impl NewTree {
+    /// Watches the new tree instead of the old one (or refreshes the watch of the same
+    /// directory). Returns whether the daemon took the result.
+    fn rewatch(&self, done: &UnboundedSender<Done>, Rewatch { watcher, old_root }: Rewatch) -> bool {
+        let started = std::time::Instant::now();
+        let result = {
+            let mut w = watcher.lock().unwrap_or_else(|e| e.into_inner());
+            if old_root == self.root {
+                w.refresh(&self.root)
+            } else {
+                w.remove(&old_root, true);
+                w.add(&self.root, true)
+            }
+        };
+        tracing::debug!(rule = %self.rule, ms = started.elapsed().as_millis() as u64, "watching the new tree");
+        let msg = Done::Rewatched {
+            rule: self.rule.clone(),
+            root: self.root.clone(),
+            result,
+        };
+        done.send(msg).is_ok()
+    }
+
+    /// Lists and hashes the tree, sending its files in parts and then its listing. Returns
+    /// whether the daemon took it.
+    fn hash(self, done: &UnboundedSender<Done>, filter: &Filter, stop: Stop) -> bool {
+        let started = std::time::Instant::now();
+        let walked = walk(&self.root, filter, None, stop);
+        let (paths, links) = (walked.files, walked.links);
+        let n = paths.len();
+        // Read whole, whatever a stop says: the tree's batch waits for it.
+        crate::hashing::hash_spread(&self.root, paths, RESULT_CHUNK, Stop::NEVER, |files| {
+            let _ = done.send(Done::TreePart {
+                rule: self.rule.clone(),
+                root: self.root.clone(),
+                seq: self.seq,
+                files,
+            });
+        });
+        tracing::debug!(
+            rule = %self.rule,
+            files = n,
+            ms = started.elapsed().as_millis() as u64,
+            "hashed the new tree"
+        );
+        let msg = Done::TreeListed {
+            rule: self.rule,
+            root: self.root,
+            seq: self.seq,
+            links,
+        };
+        done.send(msg).is_ok()
     }
 }
