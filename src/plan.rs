@@ -274,8 +274,12 @@ pub fn url_list<M: Borrow<Manifest>>(
     all_at_once: bool,
     prefixes: bool,
 ) -> (Vec<(String, Option<usize>)>, bool) {
-    let mut out: Vec<(String, Option<usize>)> = Vec::new();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut list = UrlList {
+        out: Vec::new(),
+        seen: BTreeSet::new(),
+        absolute,
+        prefixes,
+    };
     let mut by_rule: BTreeMap<&str, Vec<(usize, &PendingFile)>> = BTreeMap::new();
     for (i, f) in files.iter().enumerate() {
         by_rule.entry(f.rule.as_str()).or_default().push((i, f));
@@ -287,9 +291,7 @@ pub fn url_list<M: Borrow<Manifest>>(
             }
             // A rule gone from the rules: its files' paths are all that is known of it.
             for (i, f) in &rule_files {
-                if seen.insert(format!("/{}", f.path)) {
-                    out.push((format!("/{}", f.path), Some(*i)));
-                }
+                list.push(format!("/{}", f.path), Some(*i));
             }
             continue;
         };
@@ -301,61 +303,89 @@ pub fn url_list<M: Borrow<Manifest>>(
         if whole && all_at_once && rule_space(rule).1 == Item::All {
             return (vec![], true);
         }
-        let absolute = |u: &str| match &rule.base_url {
-            Some(base) if absolute => format!("{base}{u}"),
+        let widened = if whole { Widened::Whole } else { Widened::Items(&items) };
+        list.rule(rule, &rule_files, manifest, widened);
+    }
+    (list.out, false)
+}
+
+/// What a rule's changed files widened to.
+enum Widened<'a> {
+    /// The whole rule.
+    Whole,
+    /// These items (directories among them).
+    Items(&'a BTreeSet<Item>),
+}
+
+/// The URLs of a purge, each once, in order, with the file it is for.
+struct UrlList {
+    out: Vec<(String, Option<usize>)>,
+    seen: BTreeSet<String>,
+    /// With the rule's `base_url` in front.
+    absolute: bool,
+    /// The target purges by prefix (`…/dir/*`).
+    prefixes: bool,
+}
+
+impl UrlList {
+    fn push(&mut self, u: String, file: Option<usize>) {
+        if self.seen.insert(u.clone()) {
+            self.out.push((u, file));
+        }
+    }
+
+    /// The URLs of `rule`'s changed `files` (with their index in the batch), and of the part of
+    /// its tree they widened to.
+    fn rule(&mut self, rule: &Rule, files: &[(usize, &PendingFile)], manifest: &Manifest, widened: Widened) {
+        let base = rule.base_url.as_deref().filter(|_| self.absolute);
+        let absolute = |u: &str| match base {
+            Some(base) => format!("{base}{u}"),
             _ => u.to_string(),
         };
-        let mut push = |u: String, file: Option<usize>| {
-            if seen.insert(u.clone()) {
-                out.push((u, file));
-            }
-        };
-        // A target that purges by prefix: the widened directories, or the whole rule, as one
-        // entry each (`…/dir/*`), and the URLs they do not cover.
-        let dirs: Vec<String> = match (prefixes, whole) {
-            (false, _) => vec![],
-            (true, true) => vec![rule.url_prefix.clone()],
-            (true, false) => items
+        let widened_dirs = |items: &BTreeSet<Item>| -> Vec<String> {
+            items
                 .iter()
                 .filter_map(|it| match it {
                     Item::Prefix(p) => Some(p.clone()),
                     _ => None,
                 })
-                .collect(),
+                .collect()
+        };
+        // A target that purges by prefix: the widened directories, or the whole rule, as one
+        // entry each (`…/dir/*`), and the URLs they do not cover.
+        let dirs: Vec<String> = match (self.prefixes, &widened) {
+            (false, _) => vec![],
+            (true, Widened::Whole) => vec![rule.url_prefix.clone()],
+            (true, Widened::Items(items)) => widened_dirs(items),
         };
         // Each changed file's own URLs first, so that a request names the files it is for.
-        for (i, f) in &rule_files {
+        for (i, f) in files {
             for u in urls_for(rule, &f.path) {
                 if !dirs.iter().any(|d| u.starts_with(d.as_str())) {
-                    push(absolute(&u), Some(*i));
+                    self.push(absolute(&u), Some(*i));
                 }
             }
         }
-        if prefixes {
+        if self.prefixes {
             for dir in dirs {
-                push(absolute(&format!("{dir}*")), None);
+                self.push(absolute(&format!("{dir}*")), None);
             }
-            continue;
+            return;
         }
-        let tree: Vec<&str> = if whole {
-            manifest.paths().collect()
-        } else {
-            items
+        let tree: Vec<&str> = match widened {
+            Widened::Whole => manifest.paths().collect(),
+            Widened::Items(items) => widened_dirs(items)
                 .iter()
-                .filter_map(|it| match it {
-                    Item::Prefix(p) => p.strip_prefix(rule.url_prefix.as_str()),
-                    _ => None,
-                })
+                .filter_map(|p| p.strip_prefix(rule.url_prefix.as_str()))
                 .flat_map(|dir| manifest.under(dir.trim_end_matches('/')))
-                .collect()
+                .collect(),
         };
         for path in tree {
             for u in urls_for(rule, path) {
-                push(absolute(&u), None);
+                self.push(absolute(&u), None);
             }
         }
     }
-    (out, false)
 }
 
 /// The first step of [`plan`].

@@ -428,3 +428,41 @@ fn strictly_encoded_spellings_are_matched() {
     }
     assert!(!matches_any(&pats, "/a%5B2%5D.html"));
 }
+
+/// A target that takes URL lists: a rule with `purge: all` lists every URL of its tree; one
+/// whose changes cover a whole directory lists that directory's URLs; otherwise only the
+/// changed files' own.
+#[test]
+fn a_url_list_covers_the_whole_rule_or_the_widened_directory() {
+    let tree = manifest(&["a.html", "b.html", "c.css", "blog/x.html", "blog/y.html", "d/e.html"]);
+    let manifests = BTreeMap::from([("site".to_string(), tree)]);
+    let urls = |rule: &Rule, files: &[&str], prefixes: bool| -> Vec<String> {
+        let (list, all) = url_list(
+            &pending(files),
+            std::slice::from_ref(rule),
+            &manifests,
+            false,
+            false,
+            prefixes,
+        );
+        assert!(!all);
+        list.into_iter().map(|(u, _)| u).collect()
+    };
+    let all = Rule {
+        purge: PurgeMode::All,
+        ..rule("/")
+    };
+    let listed = urls(&all, &["a.html"], false);
+    for u in ["/a.html", "/c.css", "/blog/x.html", "/d/e.html"] {
+        assert!(listed.iter().any(|l| l == u), "{u} missing from {listed:?}");
+    }
+    assert_eq!(listed[0], "/a.html", "the changed file's own URL first");
+    assert_eq!(urls(&all, &["a.html"], true), ["/*"], "by prefix: the rule's one entry");
+
+    let changed = rule("/");
+    let listed = urls(&changed, &["blog/x.html", "blog/y.html"], false);
+    assert_eq!(listed, ["/blog/x.html", "/blog/y.html"]);
+    let listed = urls(&changed, &["a.html"], false);
+    assert!(listed.iter().all(|u| u.starts_with("/a")), "{listed:?}");
+    assert_eq!(urls(&changed, &["blog/x.html", "blog/y.html"], true), ["/blog/*"]);
+}
