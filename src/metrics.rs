@@ -191,6 +191,13 @@ impl Metrics {
             health: Health::default(),
             registry: Registry::default(),
         };
+        m.register_purges(&mut registry);
+        m.register_trees(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// The build, and what is sent: requests, files, latency, queues, provider jobs.
+    fn register_purges(&self, registry: &mut Registry) {
         registry.register(
             "purgewatch_build",
             "purgewatch's version",
@@ -199,67 +206,70 @@ impl Metrics {
         registry.register(
             "purgewatch_purge_requests",
             "Purge requests sent to providers, by outcome: accepted, retried (an attempt that failed and is tried again), failed (given up)",
-            m.purge_requests.clone(),
+            self.purge_requests.clone(),
         );
         registry.register(
             "purgewatch_purged_files",
             "Changed files whose purge a provider accepted",
-            m.purged_files.clone(),
+            self.purged_files.clone(),
         );
         registry.register_with_unit(
             "purgewatch_purge_latency",
             "From the first change of a batch to the provider accepting its purge",
             Unit::Seconds,
-            m.purge_latency.clone(),
+            self.purge_latency.clone(),
         );
         registry.register(
             "purgewatch_pending_files",
             "Files queued for a target and not purged yet",
-            m.pending_files.clone(),
+            self.pending_files.clone(),
         );
         registry.register_with_unit(
             "purgewatch_oldest_pending",
             "Age of the oldest file queued for a target (0 when nothing is queued)",
             Unit::Seconds,
-            m.oldest_pending.clone(),
+            self.oldest_pending.clone(),
         );
         registry.register_with_unit(
             "purgewatch_last_success_timestamp",
             "When a provider last accepted a purge for the target (Unix time)",
             Unit::Seconds,
-            m.last_success.clone(),
+            self.last_success.clone(),
         );
         registry.register(
             "purgewatch_provider_jobs",
             "Provider jobs/tasks followed to their end, by how they ended: done, failed, unknown",
-            m.provider_jobs.clone(),
+            self.provider_jobs.clone(),
         );
+    }
+
+    /// What is watched and checked: events, rescans, records, retries, verifications.
+    fn register_trees(&self, registry: &mut Registry) {
         registry.register(
             "purgewatch_events",
             "Filesystem events for a rule's tree",
-            m.events.clone(),
+            self.events.clone(),
         );
         registry.register(
             "purgewatch_rescans",
-            "Whole-tree comparisons, by reason: overflow, watch_limit, signal, swap",
-            m.rescans.clone(),
+            "Whole-tree comparisons, by reason: overflow (the kernel's queue), behind (purgewatch's own queue), watch_limit, signal, swap",
+            self.rescans.clone(),
         );
         registry.register(
             "purgewatch_manifest_files",
             "Files in a rule's record of its tree",
-            m.manifest_files.clone(),
+            self.manifest_files.clone(),
         );
         registry.register(
             "purgewatch_retries",
             "Failed attempts that were retried, by reason",
-            m.retries.clone(),
+            self.retries.clone(),
         );
         registry.register(
             "purgewatch_verified_urls",
             "URLs checked on the edge after a purge, by result: fresh, stale (after every re-purge), unreachable",
-            m.verified.clone(),
+            self.verified.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// The Prometheus text format (version 0.0.4).
