@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{CommandError, load_with, runtime};
 use crate::cli::{Cli, PurgeArgs};
-use crate::config::{ConfigError, LoadOptions};
+use crate::config::{Config, ConfigError, Diagnostic, LoadOptions};
 use crate::config::{RetryPolicy, Shape, Target};
 use crate::deliver::{self, JobOutcome, Pacer};
 use crate::plan::{self, Item};
@@ -32,47 +32,9 @@ pub(super) fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError>
             ..Default::default()
         },
     )?;
-    let mut own = Vec::new();
-    for (name, problem) in loaded.secret_problems {
-        if name == args.target {
-            own.push(problem);
-        } else {
-            tracing::warn!("{problem} (target \"{name}\" is not used by this command)");
-        }
-    }
-    if !own.is_empty() {
-        return Err(ConfigError::Invalid(own).into());
-    }
+    own_secret_problems(loaded.secret_problems, &args.target)?;
     let config = loaded.config;
-    // A fleet's name purges each of its endpoints, each on its own.
-    let members: Vec<Target> = config.members(&args.target).into_iter().cloned().collect();
-    if members.is_empty() {
-        let names = config
-            .targets
-            .iter()
-            .map(|t| t.name.as_str())
-            .chain(config.groups.keys().map(String::as_str));
-        let hint = crate::config::did_you_mean(&args.target, names.clone());
-        let known: Vec<&str> = names.filter(|n| !n.contains('@')).collect();
-        return Err(CommandError::Usage(format!(
-            "unknown target \"{}\"{hint}; the rules file defines: {}",
-            args.target,
-            known.join(", ")
-        )));
-    }
-    let mut plans = Vec::new();
-    for target in members {
-        let requests = match target.kind.shape() {
-            // A target that cannot purge everything at once (nginx): everything is every URL
-            // of the trees of the rules that name it, as they are now.
-            Shape::Urls { everything: false, .. } if args.all => {
-                let urls = every_url(&config, &target.name);
-                plan::exact(&target, &urls, None, None)
-            }
-            _ => requests(&target, args)?,
-        };
-        plans.push((target, requests));
-    }
+    let plans = plans(&config, args)?;
     let http = http_client();
     if args.dry_run {
         let store = Store::open_read_only(&config.state_dir).ok().flatten();
@@ -109,6 +71,55 @@ pub(super) fn run(cli: &Cli, args: &PurgeArgs) -> Result<ExitCode, CommandError>
         )));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Only `target`'s own secret problems stop the purge; another target's are warnings.
+fn own_secret_problems(problems: Vec<(String, Diagnostic)>, target: &str) -> Result<(), CommandError> {
+    let mut own = Vec::new();
+    for (name, problem) in problems {
+        if name == target {
+            own.push(problem);
+        } else {
+            tracing::warn!("{problem} (target \"{name}\" is not used by this command)");
+        }
+    }
+    if !own.is_empty() {
+        return Err(ConfigError::Invalid(own).into());
+    }
+    Ok(())
+}
+
+/// The requests for each target `args` names (a fleet's name: each of its endpoints).
+fn plans(config: &Config, args: &PurgeArgs) -> Result<Vec<(Target, Vec<Request>)>, CommandError> {
+    let members: Vec<Target> = config.members(&args.target).into_iter().cloned().collect();
+    if members.is_empty() {
+        let names = config
+            .targets
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(config.groups.keys().map(String::as_str));
+        let hint = crate::config::did_you_mean(&args.target, names.clone());
+        let known: Vec<&str> = names.filter(|n| !n.contains('@')).collect();
+        return Err(CommandError::Usage(format!(
+            "unknown target \"{}\"{hint}; the rules file defines: {}",
+            args.target,
+            known.join(", ")
+        )));
+    }
+    let mut plans = Vec::new();
+    for target in members {
+        let requests = match target.kind.shape() {
+            // A target that cannot purge everything at once (nginx): everything is every URL
+            // of the trees of the rules that name it, as they are now.
+            Shape::Urls { everything: false, .. } if args.all => {
+                let urls = every_url(config, &target.name);
+                plan::exact(&target, &urls, None, None)
+            }
+            _ => requests(&target, args)?,
+        };
+        plans.push((target, requests));
+    }
+    Ok(plans)
 }
 
 /// Sends `requests` to `target` (and, with `wait`, follows their jobs); true when all went well.
