@@ -10,14 +10,15 @@
 
 pub(crate) mod diff;
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::hashahead::Record;
 use crate::hashing::Budget;
 use crate::links::Links;
-use crate::manifest::{Diff, Look, Manifest, Trust};
+use crate::manifest::{Ahead, Diff, Look, Manifest, Trust};
 use crate::route::{Filter, Verdict};
 
 /// What a comparison looks at.
@@ -75,6 +76,54 @@ pub(crate) struct Compared {
     pub compare: Duration,
 }
 
+/// What a comparison looks at.
+struct Tree<'a> {
+    root: &'a Path,
+    filter: &'a Filter,
+    manifest: &'a Manifest,
+    stop: crate::shutdown::Stop,
+}
+
+impl Tree<'_> {
+    /// The paths to compare for `scope`, how far their metadata is trusted, and (a walk of the
+    /// whole tree, when `list_identical`) the files the filters keep out. `links` become the
+    /// tree's directory symlinks as the walks found them.
+    fn candidates(
+        &self,
+        scope: Scope,
+        record: &Record,
+        known: &impl Ahead,
+        links: &mut Links,
+        list_identical: bool,
+    ) -> (BTreeSet<String>, Trust, Vec<(String, Verdict)>) {
+        let Tree {
+            root,
+            filter,
+            manifest,
+            stop,
+        } = *self;
+        match scope {
+            Scope::Tree { listed: true } => {
+                // Files already found to hold the manifest's bytes are not compared again.
+                let mut c = manifest.expand(root, record.paths_to_compare(), filter, known, links, stop);
+                c.extend(record.tree_lacks(manifest).map(str::to_string));
+                (c, Trust::Metadata, Vec::new())
+            }
+            Scope::Tree { listed: false } => {
+                let (c, walked_out, found) = manifest.everything(root, filter, stop);
+                *links = found;
+                let filtered = if list_identical { walked_out } else { Vec::new() };
+                (c, Trust::Metadata, filtered)
+            }
+            Scope::Dirty => (
+                manifest.expand(root, record.dirty_to_compare(), filter, known, links, stop),
+                Trust::Content,
+                Vec::new(),
+            ),
+        }
+    }
+}
+
 impl Job {
     /// Compares, hands the result to `done`, then frees the record and the candidate list.
     pub(crate) fn run(self, done: impl FnOnce(Compared)) {
@@ -92,42 +141,14 @@ impl Job {
         let known = record.known(&manifest);
         // The tree's directory symlinks: those still there, and those its walks meet.
         let mut links = manifest.links().clone();
-        let mut filtered = Vec::new();
         links.retain_valid(&root);
-        let (mut candidates, trust) = match scope {
-            Scope::Tree { listed: true } => {
-                // Files already found to hold the manifest's bytes are not compared again.
-                let mut c = manifest.expand(
-                    &root,
-                    record.paths_to_compare(),
-                    &filter,
-                    &known,
-                    &mut links,
-                    budget.stop,
-                );
-                c.extend(record.tree_lacks(&manifest).map(str::to_string));
-                (c, Trust::Metadata)
-            }
-            Scope::Tree { listed: false } => {
-                let (c, walked_out, found) = manifest.everything(&root, &filter, budget.stop);
-                links = found;
-                if list_identical {
-                    filtered = walked_out;
-                }
-                (c, Trust::Metadata)
-            }
-            Scope::Dirty => (
-                manifest.expand(
-                    &root,
-                    record.dirty_to_compare(),
-                    &filter,
-                    &known,
-                    &mut links,
-                    budget.stop,
-                ),
-                Trust::Content,
-            ),
+        let tree = Tree {
+            root: &root,
+            filter: &filter,
+            manifest: &manifest,
+            stop: budget.stop,
         };
+        let (mut candidates, trust, filtered) = tree.candidates(scope, &record, &known, &mut links, list_identical);
         // A file changed below a linked directory changed at the link's path too.
         links.add_aliases(&mut candidates);
         let expand = started.elapsed();
