@@ -11,11 +11,12 @@ use crate::compare;
 use crate::config::{Config, Rule, Target};
 use crate::hashahead::Record;
 use crate::hashing::Budget;
-use crate::manifest::{Manifest, Skip};
+use crate::manifest::{Diff, Manifest, Skip};
 use crate::plan;
 use crate::providers::{Provider, http_client};
 use crate::request::PendingFile;
 use crate::route::Filter;
+use crate::route::Verdict;
 use crate::state::Store;
 
 /// How long `plan` reads files per rule before it judges the rest by size and mtime.
@@ -111,6 +112,28 @@ fn compare_rule(rule: &Rule, store: Option<&Store>) -> Result<(RuleReport, Optio
             m
         }
     };
+    let lines = report_lines(rule, &watch, at_last_purge, &diff, &filtered);
+    let changed = diff
+        .changes
+        .iter()
+        .map(|c| PendingFile {
+            rule: rule.name.clone(),
+            path: c.path.clone(),
+            kind: c.kind,
+        })
+        .collect();
+    Ok((RuleReport { lines, changed }, Some(manifest)))
+}
+
+/// What a rule's comparison found, as `plan` prints it: each file to purge, each skipped (the
+/// first [`LIST_LIMIT`]), and why.
+fn report_lines(
+    rule: &Rule,
+    watch: &str,
+    at_last_purge: usize,
+    diff: &Diff,
+    filtered: &[(String, Verdict)],
+) -> Vec<String> {
     let mut lines = vec![format!(
         "rule \"{}\": {watch} ({} file{} at the last purge)",
         rule.name,
@@ -141,16 +164,7 @@ fn compare_rule(rule: &Rule, store: Option<&Store>) -> Result<(RuleReport, Optio
     if diff.changes.is_empty() {
         lines.push("  nothing changed since the last purge".into());
     }
-    let changed = diff
-        .changes
-        .iter()
-        .map(|c| PendingFile {
-            rule: rule.name.clone(),
-            path: c.path.clone(),
-            kind: c.kind,
-        })
-        .collect();
-    Ok((RuleReport { lines, changed }, Some(manifest)))
+    lines
 }
 
 /// What printing a target's plan reads.
