@@ -8,10 +8,12 @@ use std::time::{Duration, SystemTime};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use globset::GlobBuilder;
 use purgewatch::batch::Batcher;
+use purgewatch::compare::diff::{Look, NothingAhead, Trust};
 use purgewatch::config::Rule;
-use purgewatch::manifest::{Look, Manifest, NothingAhead, Stop, Trust};
+use purgewatch::manifest::Manifest;
 use purgewatch::plan::{Item, patterns};
 use purgewatch::route::{Filter, relative};
+use purgewatch::shutdown::Stop;
 use regex::Regex;
 
 fn rule(i: usize) -> Rule {

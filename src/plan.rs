@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::config::{PatternSettings, PurgeMode, Rule, Shape, Target};
-use crate::manifest::{ChangeKind, Manifest, ancestors};
+use crate::manifest::{Manifest, ancestors};
+use crate::request::ChangeKind;
 use crate::request::{PendingFile, Request};
 
 mod urls;

@@ -19,9 +19,10 @@ use tokio::task::JoinSet;
 
 use crate::config::{Rule, Target, Verify, VerifyCheck};
 use crate::deliver::{self, JobOutcome, Pacer};
-use crate::manifest::{ChangeKind, Manifest};
+use crate::manifest::Manifest;
 use crate::plan;
 use crate::providers::Provider;
+use crate::request::ChangeKind;
 use crate::request::{PendingFile, Request};
 
 /// Edge requests in flight at once, at most.

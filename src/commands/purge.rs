@@ -192,7 +192,7 @@ fn every_url(config: &crate::config::Config, target: &str) -> Vec<String> {
     let mut urls = BTreeSet::new();
     for rule in config.rules.iter().filter(|r| r.targets.iter().any(|t| t == target)) {
         let filter = crate::route::Filter::new(rule);
-        for path in crate::manifest::walk(&rule.watch, &filter, None, crate::shutdown::Stop::NEVER).files {
+        for path in crate::walk::walk(&rule.watch, &filter, None, crate::shutdown::Stop::NEVER).files {
             urls.extend(plan::urls_for(rule, &path));
         }
     }

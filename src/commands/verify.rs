@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use super::{CommandError, load, runtime};
 use crate::cli::{Cli, VerifyArgs};
 use crate::config::{Config, Rule};
-use crate::manifest::{stat_and_hash, walk};
+use crate::hashing::stat_and_hash;
 use crate::route::Filter;
 use crate::verify::{self, Expect, Verdict, Want};
+use crate::walk::walk;
 
 pub(super) fn run(cli: &Cli, args: &VerifyArgs) -> Result<ExitCode, CommandError> {
     let config = load(cli, true)?.config;

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use crate::hashing::{Budget, Late, hash_within};
 use crate::links::Links;
-use crate::manifest::{FileMeta, Manifest, mtime_ns, now_ns, walk};
+use crate::manifest::{FileMeta, Manifest, mtime_ns, now_ns};
 use crate::request::ChangeKind;
 use crate::route::{Filter, Verdict};
 use crate::shutdown::Stop;
+use crate::walk::walk;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {

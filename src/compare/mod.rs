@@ -8,7 +8,7 @@
 //! what the comparison needed (after a 100,000-file storm that takes a while, and nobody needs
 //! to wait for it).
 
-pub(crate) mod diff;
+pub mod diff;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use crate::hashahead::Record;
 use crate::hashing::Budget;
 use crate::links::Links;
-use crate::manifest::{Ahead, Diff, Look, Manifest, Trust};
+use crate::manifest::Manifest;
 use crate::route::{Filter, Verdict};
+use diff::{Ahead, Diff, Look, Trust};
 
 /// What a comparison looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,7 +196,7 @@ impl Job {
 mod tests {
     use super::*;
     use crate::config::Rule;
-    use crate::manifest::ChangeKind;
+    use crate::request::ChangeKind;
     use crate::shutdown::Stop;
 
     fn job(dir: &std::path::Path, manifest: Manifest, record: Record, scope: Scope) -> Job {

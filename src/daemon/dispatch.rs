@@ -623,12 +623,12 @@ mod tests {
             PendingFile {
                 rule: "site".into(),
                 path: "blog/index.html".into(),
-                kind: crate::manifest::ChangeKind::Modified,
+                kind: crate::request::ChangeKind::Modified,
             },
             PendingFile {
                 rule: "old".into(),
                 path: "x.html".into(),
-                kind: crate::manifest::ChangeKind::Deleted,
+                kind: crate::request::ChangeKind::Deleted,
             },
         ];
         let urls = batch_urls(&files, std::slice::from_ref(&rule), 10);
@@ -640,7 +640,7 @@ mod tests {
     fn change(path: &str) -> Change {
         Change {
             path: path.into(),
-            kind: crate::manifest::ChangeKind::Modified,
+            kind: crate::request::ChangeKind::Modified,
         }
     }
 

@@ -81,7 +81,7 @@ impl Gate {
 mod tests {
     use super::*;
     use crate::config::{Verify, VerifyCheck};
-    use crate::manifest::ChangeKind;
+    use crate::request::ChangeKind;
 
     fn rule() -> Rule {
         let mut r = Rule::new("site", "/w");

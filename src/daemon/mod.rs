@@ -36,11 +36,12 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::batch::Batcher;
 use crate::clock::now_ms;
+use crate::compare::diff::{Change, Skip};
 use crate::compare::{self, Compared};
 use crate::config::{self, Config, LoadOptions, Rule, Target};
 use crate::deliver::{self, Delivery, JobOutcome, Pacer};
 use crate::hashahead::{self, Record};
-use crate::manifest::{Change, FileMeta, Manifest, Skip};
+use crate::manifest::{FileMeta, Manifest};
 use crate::metrics;
 use crate::plan;
 use crate::providers::{self, Provider};

@@ -14,7 +14,8 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
-use crate::manifest::{Ahead, FileMeta, Known, Manifest};
+use crate::compare::diff::{Ahead, Known};
+use crate::manifest::{FileMeta, Manifest};
 
 /// What a hash taken ahead found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::manifest::{FileMeta, stat_and_hash, walk};
+use crate::hashing::stat_and_hash;
+use crate::manifest::FileMeta;
 use crate::route::Filter;
 use crate::shutdown::Stop;
+use crate::walk::walk;
 
 pub(crate) enum Job {
     /// Files that finished changing, each with the sequence number of its last event (one job

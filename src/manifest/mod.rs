@@ -11,17 +11,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 mod table;
 
+use crate::hashing::UNHASHED;
 use crate::links::Links;
 use crate::route::Filter;
-pub use crate::shutdown::Stop;
-pub use crate::walk::{Walk, walk};
-
-pub use crate::compare::diff::{
-    Ahead, Change, Diff, Known, Look, NothingAhead, RACY_WINDOW, READ_LAST, Skip, Trust, passing, still_true,
-};
-use crate::hashing::UNHASHED;
-pub use crate::hashing::stat_and_hash;
-pub use crate::request::ChangeKind;
+use crate::shutdown::Stop;
+use crate::walk::walk;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileMeta {
@@ -197,8 +191,10 @@ pub(crate) fn now_ns() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::diff::{Change, Look, NothingAhead, READ_LAST, Skip, Trust};
     use crate::config::Rule;
     use crate::hashing::Budget;
+    use crate::request::ChangeKind;
     use std::collections::BTreeSet;
     use std::fs;
     use std::time::Duration;

@@ -232,7 +232,7 @@ impl Kind for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::ChangeKind;
+    use crate::request::ChangeKind;
 
     #[test]
     fn the_batch_id_is_the_same_for_the_same_content_and_the_body_is_signed() {

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::clock::now_ms;
-use crate::manifest::{ChangeKind, FileMeta, Manifest};
+use crate::manifest::{FileMeta, Manifest};
+use crate::request::ChangeKind;
 use crate::request::PendingFile;
 
 mod history;
