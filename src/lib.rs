@@ -23,9 +23,9 @@
 //! * `hashahead`: a worker thread hashes finished files (and swapped-in trees) during the
 //!   debounce; each rule's `Record` keeps its dirty paths and what was found, as a `Known` per
 //!   path (unknown, gone, or a file's hash), so that the comparison is mostly lookups.
-//! * `compare`: a rule's record and [`manifest`] (what the tree looked like at the last purge:
+//! * [`compare`]: a rule's record and [`manifest`] (what the tree looked like at the last purge:
 //!   size, mtime, a 128-bit BLAKE3 digest, in one compact sorted table per rule) → what
-//!   changed; run on a blocking thread, at most two per core at once. A path is purged only
+//!   changed (`compare::diff`: which paths to look at, and each one's verdict); run on a blocking thread, at most two per core at once. A path is purged only
 //!   when its content really changed. [`walk`] lists a tree (or a directory of it) and
 //!   [`hashing`] reads a file's bytes, each until it is told to stop.
 //! * [`plan`]: turns changed files into URLs and the fewest provider requests, by the shape of
@@ -40,15 +40,21 @@
 //!   `bunny`. A cache fleet is one target per endpoint (`Config::groups`).
 //! * `state`: the durable store (manifests, pending purges, results) in the state directory;
 //!   `state::Writer` writes the daemon's share of it on a thread of its own, in order.
-//! * `daemon`: `daemon::run(config, options, signals)`: `mod.rs` is the `select!` loop, and
-//!   `lifecycle`, `events`, `settle`, `dispatch`, `writeback` and `rules` each handle one kind of
-//!   reaction; `catchup` runs each rule's first look at its tree at start-up on every core. [`cli`] is the command line, [`commands`] one file per subcommand.
+//! * `daemon`: `daemon::run(config, options, signals)`. Its parts each own their state and are
+//!   tested alone: the `RuleSet` (the rules at run time, addressed by a `RuleId`, each with its
+//!   `Phase` — idle, comparing, missing — and the manifests), the `Dispatcher` (each target's
+//!   queue, its provider, sends, provider jobs, pacing, `on_failure`) and the `Verifier` (which
+//!   files every target of their rule has purged, and the checks of the edge). `mod.rs` is the
+//!   `select!` loop that routes each wake-up between them; `lifecycle`, `events`, `settle`,
+//!   `writeback` and `rules` each handle one kind of reaction; `catchup` runs each rule's first
+//!   look at its tree at start-up on every core. [`cli`] is the command line, [`commands`] one
+//!   file per subcommand.
 //!
 //! [`config`] loads and validates the rules file and the files its `include:` globs take (each
 //! judged on its own at a reload). [`request`] holds the types that pass between
 //! stages (a pending file, a provider request); `clock` the time the state records; `signals`
-//! the four signals the daemon answers (in one place); `shutdown` whether a stop was asked for
-//! (long walks look at it); `memory` the allocator and giving memory back after a storm;
+//! the four signals the daemon answers (in one place); [`shutdown`] the token that says a stop
+//! was asked for (handed to long walks and reads); `memory` the allocator and giving memory back after a storm;
 //! `threads` which threads may preempt the loop.
 //!
 //! Around the pipeline: `metrics` counts what each stage does and `monitor` serves it
@@ -59,21 +65,41 @@
 // Every item that is `pub` is reachable from outside the crate; the rest say `pub(crate)`.
 #![warn(unreachable_pub)]
 
+/// Every target type: its variant of `config::TargetKind` and its file in `src/providers/` with
+/// the type of its settings. The one list a new provider is added to: the enum of target kinds,
+/// the list of types whose keys the loader reads (`providers::TYPES`) and [`each_kind!`] are
+/// made from it. Hands the list to the macro `$then` (after `[$args]`, when given).
+macro_rules! with_target_types {
+    ($then:ident $([$($args:tt)*])?) => {
+        $then! {
+            [$($($args)*)?]
+            SiteHost => sitehost::SiteHost,
+            Vims => vims::Vims,
+            Webhook => webhook::Webhook,
+            Command => command::CommandTarget,
+            Varnish => varnish::Varnish,
+            Nginx => nginx::Nginx,
+            Cloudflare => cloudflare::Cloudflare,
+            Fastly => fastly::Fastly,
+            Bunny => bunny::Bunny,
+            CloudFront => cloudfront::CloudFront,
+        }
+    };
+}
+
 /// Runs `$body` with `$k` bound to the settings of whichever target type `$kind` holds (each
-/// implements [`providers::Kind`]): the one place that lists the types' variants.
+/// implements [`providers::Kind`]).
 macro_rules! each_kind {
     ($kind:expr, $k:ident => $body:expr) => {
+        with_target_types!(each_kind_match [$kind, $k, $body])
+    };
+}
+
+/// [`each_kind!`]'s `match`, over the list of [`with_target_types!`].
+macro_rules! each_kind_match {
+    ([$kind:expr, $k:ident, $body:expr] $($variant:ident => $file:ident::$settings:ident,)*) => {
         match $kind {
-            $crate::config::TargetKind::SiteHost($k) => $body,
-            $crate::config::TargetKind::Vims($k) => $body,
-            $crate::config::TargetKind::Webhook($k) => $body,
-            $crate::config::TargetKind::Command($k) => $body,
-            $crate::config::TargetKind::Varnish($k) => $body,
-            $crate::config::TargetKind::Nginx($k) => $body,
-            $crate::config::TargetKind::Cloudflare($k) => $body,
-            $crate::config::TargetKind::Fastly($k) => $body,
-            $crate::config::TargetKind::Bunny($k) => $body,
-            $crate::config::TargetKind::CloudFront($k) => $body,
+            $($crate::config::TargetKind::$variant($k) => $body,)*
         }
     };
 }

@@ -110,19 +110,17 @@ pub struct Target {
     pub kind: TargetKind,
 }
 
-#[derive(Debug, Clone)]
-pub enum TargetKind {
-    SiteHost(SiteHost),
-    Vims(Vims),
-    Webhook(Webhook),
-    Command(CommandTarget),
-    Varnish(Varnish),
-    Nginx(Nginx),
-    Cloudflare(Cloudflare),
-    Fastly(Fastly),
-    Bunny(Bunny),
-    CloudFront(CloudFront),
+/// The target kinds, one per type in the list of `with_target_types!` (src/lib.rs).
+macro_rules! target_kind_enum {
+    ([] $($variant:ident => $file:ident::$settings:ident,)*) => {
+        /// A target's type and its settings.
+        #[derive(Debug, Clone)]
+        pub enum TargetKind {
+            $($variant($settings),)*
+        }
+    };
 }
+with_target_types!(target_kind_enum);
 
 /// What purges a target type takes: the planner asks this instead of the type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -196,20 +196,14 @@ pub(crate) struct TargetType {
     pub read: fn(&mut Keys) -> TargetKind,
 }
 
-/// Every target type. Adding one: its file (settings, [`TargetType`], [`Kind`]), a line here,
-/// a variant of [`TargetKind`] and a line of `each_kind!` (src/lib.rs).
-pub(crate) const TYPES: &[TargetType] = &[
-    sitehost::TYPE,
-    vims::TYPE,
-    webhook::TYPE,
-    command::TYPE,
-    varnish::TYPE,
-    nginx::TYPE,
-    cloudflare::TYPE,
-    fastly::TYPE,
-    bunny::TYPE,
-    cloudfront::TYPE,
-];
+/// Every target type, from the list of `with_target_types!` (src/lib.rs). Adding one: its file
+/// (settings, [`TargetType`], [`Kind`]) and a line in that list.
+macro_rules! types_list {
+    ([] $($variant:ident => $file:ident::$settings:ident,)*) => {
+        pub(crate) const TYPES: &[TargetType] = &[$($file::TYPE,)*];
+    };
+}
+with_target_types!(types_list);
 
 /// What each target type's file provides besides its keys: where it sends, what purges it
 /// takes, its requests and replies.
