@@ -34,7 +34,7 @@ fn route(c: &mut Criterion) {
     let rules: Vec<(Rule, Filter)> = (0..100)
         .map(rule)
         .map(|r| {
-            let f = Filter::new(&r);
+            let f = r.filter();
             (r, f)
         })
         .collect();
@@ -109,7 +109,7 @@ fn manifest_diff(c: &mut Criterion) {
             }
         }
     }
-    let filter = Filter::new(&rule(0).clone_with_no_filters());
+    let filter = rule(0).clone_with_no_filters().filter();
     let manifest = Manifest::baseline(dir.path(), &filter, Stop::NEVER).unwrap();
     assert_eq!(manifest.len(), 100_000);
     let mut group = c.benchmark_group("manifest");

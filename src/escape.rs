@@ -1,6 +1,22 @@
-//! Percent-encoding details that the planner (URL forms a cache may have keyed) and the
-//! scrubber (a secret in every form it may be logged in) share; a module of its own so that
-//! neither depends on the other (`config` → `secret` → `plan` → `config` was a cycle).
+//! Percent-encoding details that the planner (URL forms a cache may have keyed), the providers
+//! (URLs in requests), the verifier and the scrubber (a secret in every form it may be logged
+//! in) share; a module of its own so that none depends on another for it (`config` → `secret` →
+//! `plan` → `config`, and `config` → `providers` → `plan` → `config`, were cycles).
+
+use percent_encoding::{AsciiSet, CONTROLS};
+
+/// Characters that a URL path carries percent-encoded.
+pub(crate) const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'%');
 
 /// `encoded` with the hex digits of its `%XX` escapes in lower case.
 pub(crate) fn lower_hex(encoded: &str) -> String {

@@ -10,8 +10,32 @@ use std::io;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::manifest::{FileMeta, mtime_ns};
 use crate::shutdown::Stop;
+
+/// What reading a file yields, and what a rule's record keeps of it: its size, mtime and the
+/// [`Digest`] of its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub hash: crate::hashing::Digest,
+}
+
+impl FileMeta {
+    /// Whether `new` holds the bytes this entry stands for: the same hash, or, for an entry
+    /// recorded [`UNHASHED`] (purged by its metadata), the same size and mtime.
+    pub fn same_bytes(&self, new: &FileMeta) -> bool {
+        self.hash == new.hash || (self.hash == UNHASHED && self.size == new.size && self.mtime_ns == new.mtime_ns)
+    }
+}
+
+/// A file's mtime in nanoseconds since the epoch.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
 
 /// The hash recorded for a file purged by its metadata, before its bytes were read: a later
 /// comparison that finds the same size and mtime takes the file as the one that was purged, and

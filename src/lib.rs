@@ -99,7 +99,7 @@ macro_rules! each_kind {
 macro_rules! each_kind_match {
     ([$kind:expr, $k:ident, $body:expr] $($variant:ident => $file:ident::$settings:ident,)*) => {
         match $kind {
-            $($crate::config::TargetKind::$variant($k) => $body,)*
+            $($crate::providers::target::TargetKind::$variant($k) => $body,)*
         }
     };
 }

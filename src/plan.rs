@@ -14,9 +14,10 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use percent_encoding::{AsciiSet, utf8_percent_encode};
 
 use crate::config::{PatternSettings, PurgeMode, Rule, Shape, Target};
+use crate::escape::PATH;
 use crate::manifest::{Manifest, ancestors};
 use crate::request::ChangeKind;
 use crate::request::{PendingFile, Request};
@@ -379,19 +380,6 @@ impl Draft {
         }
     }
 }
-
-/// Characters that a URL path carries percent-encoded.
-pub(crate) const PATH: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'%');
 
 /// What the strictest common URL encoders escape in a path: everything but letters, digits,
 /// `-._~` and `/`.

@@ -5,8 +5,6 @@ use std::path::Path;
 use globset::{GlobSet, GlobSetBuilder};
 use regex::Regex;
 
-use crate::config::Rule;
-
 /// Why a rule keeps or skips a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -46,7 +44,14 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn new(rule: &Rule) -> Filter {
+    /// The filters of a rule (see `config::Rule::filter`): its `include`, `exclude` and `match`,
+    /// and whether symlinks that lead out of its tree are followed.
+    pub fn new(
+        include: &[globset::Glob],
+        exclude: &[globset::Glob],
+        matches: &[Regex],
+        follow_symlinks: bool,
+    ) -> Filter {
         let set = |globs: &[globset::Glob]| {
             let mut b = GlobSetBuilder::new();
             for g in globs {
@@ -56,11 +61,11 @@ impl Filter {
             b.build().unwrap_or_else(|_| GlobSet::empty())
         };
         Filter {
-            include: (!rule.include.is_empty()).then(|| set(&rule.include)),
-            exclude: set(&rule.exclude),
-            exclude_globs: rule.exclude.iter().map(|g| g.glob().to_string()).collect(),
-            matches: rule.matches.clone(),
-            follow_symlinks: rule.follow_symlinks,
+            include: (!include.is_empty()).then(|| set(include)),
+            exclude: set(exclude),
+            exclude_globs: exclude.iter().map(|g| g.glob().to_string()).collect(),
+            matches: matches.to_vec(),
+            follow_symlinks,
         }
     }
 
@@ -167,6 +172,7 @@ pub fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Rule;
     use globset::GlobBuilder;
 
     #[test]
@@ -176,7 +182,7 @@ mod tests {
         let root = tmp.path();
         std::fs::create_dir_all(root.join("blog")).unwrap();
         std::fs::create_dir_all(root.join(".git/objects")).unwrap();
-        let f = Filter::new(&rule(&["**/*.html"], &[".git/**"], &[]));
+        let f = Rule::filter(&rule(&["**/*.html"], &[".git/**"], &[]));
         let none = |_: &str| false;
         let watch = Path::new("/srv/current");
         assert_eq!(route(root, watch, &f, watch, true, none), Route::Root);
@@ -240,7 +246,7 @@ mod tests {
 
     #[test]
     fn include_exclude_match() {
-        let f = Filter::new(&rule(
+        let f = Rule::filter(&rule(
             &["**/*.html", "**/*.css"],
             &["**/*.tmp", "**/.*", ".git/**"],
             &["^blog/", "^news/"],
@@ -256,17 +262,17 @@ mod tests {
 
     #[test]
     fn star_stays_within_a_directory() {
-        let f = Filter::new(&rule(&["*.html"], &[], &[]));
+        let f = Rule::filter(&rule(&["*.html"], &[], &[]));
         assert!(f.verdict("a.html").is_keep());
         assert_eq!(f.verdict("blog/a.html"), Verdict::NotIncluded);
     }
 
     #[test]
     fn no_filters_keeps_everything() {
-        let f = Filter::new(&rule(&[], &[], &[]));
+        let f = Rule::filter(&rule(&[], &[], &[]));
         assert!(f.verdict("any/thing.bin").is_keep());
         assert!(!f.excludes_dir("any"));
-        let f = Filter::new(&rule(&[], &[".git/**", "**/.*"], &[]));
+        let f = Rule::filter(&rule(&[], &[".git/**", "**/.*"], &[]));
         assert!(f.excludes_dir(".git"));
         assert!(!f.excludes_dir("blog"));
     }

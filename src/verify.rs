@@ -139,7 +139,10 @@ const CACHE_HEADERS: &[&str] = &["age", "x-cache", "cf-cache-status", "x-cache-s
 /// spaces, quotes and anything not ASCII percent-encoded (a file `q?x.html` is fetched as
 /// `/q%3Fx.html`, not as `/q` with a query).
 pub(crate) fn edge_url(base_url: &str, path: &str) -> String {
-    format!("{base_url}{}", percent_encoding::utf8_percent_encode(path, plan::PATH))
+    format!(
+        "{base_url}{}",
+        percent_encoding::utf8_percent_encode(path, crate::escape::PATH)
+    )
 }
 
 /// How much of a warmed URL's body is read (and thrown away), at most: enough for the edge to

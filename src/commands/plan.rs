@@ -16,7 +16,6 @@ use crate::manifest::Manifest;
 use crate::plan;
 use crate::providers::{Provider, http_client};
 use crate::request::PendingFile;
-use crate::route::Filter;
 use crate::route::Verdict;
 use crate::state::Store;
 
@@ -93,7 +92,7 @@ fn compare_rule(rule: &Rule, store: Option<&Store>) -> Result<(RuleReport, Optio
     let compared = compare::Job {
         rule: rule.name.clone(),
         root: std::fs::canonicalize(&rule.watch).unwrap_or_else(|_| rule.watch.clone()),
-        filter: Filter::new(rule),
+        filter: rule.filter(),
         manifest: std::sync::Arc::new(manifest),
         record: Record::default(),
         scope: compare::Scope::Tree { listed: false },

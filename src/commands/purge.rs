@@ -191,7 +191,7 @@ fn purge_one(
 fn every_url(config: &crate::config::Config, target: &str) -> Vec<String> {
     let mut urls = BTreeSet::new();
     for rule in config.rules.iter().filter(|r| r.targets.iter().any(|t| t == target)) {
-        let filter = crate::route::Filter::new(rule);
+        let filter = rule.filter();
         for path in crate::walk::walk(&rule.watch, &filter, None, crate::shutdown::Stop::NEVER).files {
             urls.extend(plan::urls_for(rule, &path));
         }

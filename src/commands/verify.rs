@@ -8,7 +8,6 @@ use super::{CommandError, load, runtime};
 use crate::cli::{Cli, VerifyArgs};
 use crate::config::{Config, Rule};
 use crate::hashing::stat_and_hash;
-use crate::route::Filter;
 use crate::verify::{self, Expect, Verdict, Want};
 use crate::walk::walk;
 
@@ -96,7 +95,7 @@ fn chosen_rules<'c>(config: &'c Config, name: Option<&str>) -> Result<Vec<&'c Ru
 /// `n` files of `rule`'s tree spread over it, each expected with the bytes it has now.
 fn sample_tree(rule: &Rule, n: usize) -> Vec<Expect> {
     let root = std::fs::canonicalize(&rule.watch).unwrap_or_else(|_| rule.watch.clone());
-    let files = walk(&root, &Filter::new(rule), None, crate::shutdown::Stop::NEVER).files;
+    let files = walk(&root, &rule.filter(), None, crate::shutdown::Stop::NEVER).files;
     let chosen = verify::spread(files.into_iter().map(|p| (p.clone(), p)).collect(), n);
     chosen
         .into_iter()

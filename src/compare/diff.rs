@@ -9,9 +9,10 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::hashing::{Budget, Late, hash_within};
+pub use crate::hashahead::{Ahead, Known, NothingAhead};
+use crate::hashing::{Budget, Late, hash_within, mtime_ns};
 use crate::links::Links;
-use crate::manifest::{FileMeta, Manifest, mtime_ns, now_ns};
+use crate::manifest::{FileMeta, Manifest, now_ns};
 use crate::request::ChangeKind;
 use crate::route::{Filter, Verdict};
 use crate::shutdown::Stop;
@@ -82,38 +83,6 @@ pub enum Trust {
 
 /// Files modified this recently are hashed even when size and mtime match.
 pub const RACY_WINDOW: Duration = Duration::from_secs(10);
-
-/// What is known of a path ahead of its comparison (hashed while the batch was debouncing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Known {
-    /// Nothing: look at the disk.
-    Unknown,
-    /// The path is not a regular file any more.
-    Gone,
-    /// The file's metadata and hash.
-    File(FileMeta),
-}
-
-/// Where a comparison learns what is [`Known`] ahead.
-pub trait Ahead {
-    fn known(&self, rel: &str) -> Known;
-
-    /// Whether a directory at `rel` must be walked for files no event named. False only for a
-    /// directory whose events all changed its attributes (rsync setting every directory's mtime
-    /// after a deploy): the files in it had events of their own.
-    fn needs_walk(&self, _rel: &str) -> bool {
-        true
-    }
-}
-
-/// Nothing known ahead: every candidate is looked at on disk (`plan`, catch-up).
-pub struct NothingAhead;
-
-impl Ahead for NothingAhead {
-    fn known(&self, _rel: &str) -> Known {
-        Known::Unknown
-    }
-}
 
 /// Manifest entries to write: `None` removes the path.
 pub(crate) type Updates = Vec<(String, Option<FileMeta>)>;

@@ -203,7 +203,7 @@ mod tests {
         Job {
             rule: "site".into(),
             root: dir.to_path_buf(),
-            filter: Filter::new(&Rule::new("site", dir)),
+            filter: Rule::new("site", dir).filter(),
             manifest: Arc::new(manifest),
             record,
             scope,

@@ -5,7 +5,7 @@
 //!
 //! * [`top`]: the main file's own keys and the `defaults` every target inherits.
 //! * [`targets`]: the `targets:` section (each type's keys are read by its provider's file,
-//!   through [`keys::Keys`]).
+//!   through `keys::KeyReader`, the loader's side of [`crate::providers::Keys`]).
 //! * [`rules`]: the `rules:` section.
 //! * [`values`]: one value of any of them (strings, durations, paths, URLs, secrets).
 //! * [`paths`]: what the loader asks of the filesystem.
@@ -19,7 +19,6 @@ use regex::Regex;
 
 use super::yaml::{self, Node, Pos, Value};
 use super::*;
-pub(crate) use paths::runnable;
 use paths::{real_path, system_tree};
 use values::{glob_reason, trim_url};
 
@@ -644,7 +643,7 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -
     }
 }
 
-pub(crate) mod keys;
+mod keys;
 mod paths;
 mod rules;
 mod targets;

@@ -171,7 +171,7 @@ mod tests {
             for f in 0..r {
                 std::fs::write(root.join(format!("{f}.html")), "x").unwrap();
             }
-            let filter = Filter::new(&Rule::new("r", &root));
+            let filter = Rule::new("r", &root).filter();
             back.extend(pool.push(FirstLook::Baseline {
                 rule: RuleId::numbered(r),
                 root,

@@ -256,7 +256,7 @@ impl Daemon {
 mod tests {
     use super::super::testing::Harness;
     use super::*;
-    use crate::compare::diff::{Ahead, Known};
+    use crate::hashahead::{Ahead, Known};
 
     /// After an overflow, events are not recorded until the rescan begins (it walks the whole
     /// tree), which still finds every change; events after it are recorded again.

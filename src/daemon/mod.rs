@@ -46,7 +46,7 @@ use crate::metrics;
 use crate::plan;
 use crate::providers::{self, Provider};
 use crate::request::PendingFile;
-use crate::route::{self, Filter, Route, route};
+use crate::route::{self, Route, route};
 use crate::signals::{Asked, Signals};
 use crate::state::{DaemonLock, PendingRow, PurgeId, StateError, Store, Writer};
 use crate::systemd;

@@ -398,7 +398,7 @@ impl Daemon {
             match self.rules.named(&rule.name) {
                 Some(i) => {
                     let rt = &mut self.rules[i];
-                    rt.filter = Filter::new(&rule);
+                    rt.filter = rule.filter();
                     rt.rule = rule;
                 }
                 None => {

@@ -254,7 +254,7 @@ impl RuleRt {
             error,
         })?;
         Ok(RuleRt {
-            filter: Filter::new(&rule),
+            filter: rule.filter(),
             root,
             root_id: id,
             record: Record::default(),

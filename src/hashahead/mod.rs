@@ -5,15 +5,18 @@
 //!
 //! A result is only as good as the moment it was taken: every event bumps a sequence number, and
 //! a result counts only if no event came for that path after its job was queued (nor a
-//! comparison, nor a new tree swapped in). What a comparison reads is a [`crate::compare::diff::Known`]
+//! comparison, nor a new tree swapped in). What a comparison reads is a [`Known`]
 //! per path: unknown (look at the disk), gone, or a file's metadata and hash.
 
 use std::path::Path;
 
 use crate::manifest::{FileMeta, Manifest};
 
+mod ahead;
 mod record;
 mod worker;
+
+pub use ahead::{Ahead, Known, NothingAhead};
 
 pub(crate) use record::{Found, Record, judge};
 pub(crate) use worker::{Done, Job, Rewatch, Worker};
@@ -102,7 +105,7 @@ mod tests {
 
     use super::record::tests::meta;
     use super::*;
-    use crate::compare::diff::{Ahead, Known};
+    use super::{Ahead, Known};
 
     #[test]
     fn same_bytes_move_the_manifest_forward_and_a_stale_hash_is_dropped() {

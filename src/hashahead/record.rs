@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
-use crate::compare::diff::{Ahead, Known};
+use super::{Ahead, Known};
 use crate::manifest::{FileMeta, Manifest};
 
 /// What a hash taken ahead found.

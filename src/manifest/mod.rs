@@ -1,5 +1,5 @@
-//! What a rule's tree looked like when it was last purged: the record, its first baseline, and
-//! the walk of a tree. What differs now is [`crate::compare`]'s (its types are re-exported here).
+//! What a rule's tree looked like when it was last purged: the record and its first baseline.
+//! What differs now is [`crate::compare`]'s.
 //!
 //! A [`Manifest`] maps each kept file (relative path) to its size, mtime and BLAKE3 hash. Events
 //! only say *where* to look; a file is purged when its bytes differ from the manifest, so a `touch`
@@ -11,26 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 mod table;
 
-use crate::hashing::UNHASHED;
+/// A file as recorded: its size, mtime and digest (what [`crate::hashing`] reads).
+pub use crate::hashing::FileMeta;
 use crate::links::Links;
 use crate::route::Filter;
 use crate::shutdown::Stop;
 use crate::walk::walk;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileMeta {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub hash: crate::hashing::Digest,
-}
-
-impl FileMeta {
-    /// Whether `new` holds the bytes this entry stands for: the same hash, or, for an entry
-    /// recorded [`UNHASHED`] (purged by its metadata), the same size and mtime.
-    pub fn same_bytes(&self, new: &FileMeta) -> bool {
-        self.hash == new.hash || (self.hash == UNHASHED && self.size == new.size && self.mtime_ns == new.mtime_ns)
-    }
-}
 
 #[derive(Clone, Default)]
 pub struct Manifest {
@@ -174,13 +160,6 @@ pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     std::iter::once("").chain(path.match_indices('/').map(move |(i, _)| &path[..i]))
 }
 
-pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
-    use std::os::unix::fs::MetadataExt;
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
-}
-
 pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -193,7 +172,7 @@ mod tests {
     use super::*;
     use crate::compare::diff::{Change, Look, NothingAhead, READ_LAST, Skip, Trust};
     use crate::config::Rule;
-    use crate::hashing::Budget;
+    use crate::hashing::{Budget, UNHASHED};
     use crate::request::ChangeKind;
     use std::collections::BTreeSet;
     use std::fs;
@@ -233,7 +212,7 @@ mod tests {
 
     fn filter(exclude: &[&str]) -> Filter {
         let g = |s: &&str| globset::GlobBuilder::new(s).literal_separator(true).build().unwrap();
-        Filter::new(&Rule {
+        Rule::filter(&Rule {
             exclude: exclude.iter().map(g).collect(),
             index_files: vec![],
             ..Rule::new("r", "/")

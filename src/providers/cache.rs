@@ -28,7 +28,7 @@ pub(super) fn host_header(rb: reqwest::RequestBuilder, host: &Option<String>) ->
 
 /// A path as a cache keys it: percent-encoded as a visitor's request would be.
 fn encoded(path: &str) -> String {
-    utf8_percent_encode(path, crate::plan::PATH).to_string()
+    utf8_percent_encode(path, crate::escape::PATH).to_string()
 }
 
 /// Success for a cache: 2xx, and for ngx_cache_purge also 404 (the URL was not cached).

@@ -10,8 +10,8 @@
 use serde_json::{Value, json};
 
 use super::{Accepted, ProviderError, Reply, http_error, send, unsuccessful};
+use super::{Keys, Shape, TargetKind};
 use super::{Kind, Provider, TargetType, url_list, urls_of};
-use crate::config::{Keys, Shape, TargetKind};
 use crate::request::Request;
 use crate::secret::Secret;
 
@@ -161,7 +161,7 @@ pub(crate) const TYPE: TargetType = TargetType {
     read,
 };
 
-fn read(k: &mut Keys) -> TargetKind {
+fn read(k: &mut dyn Keys) -> TargetKind {
     let api_url = k.api_url("https://api.cloudflare.com/client/v4");
     let api_token = k.secret("api_token");
     let zone_id = k.id(

@@ -20,8 +20,8 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 
 use super::{Accepted, JobState, ProviderError, Reason, Reply, send};
+use super::{Keys, Shape, TargetKind};
 use super::{Kind, Provider, TargetType, urls_of};
-use crate::config::{Keys, Shape, TargetKind};
 use crate::request::Request;
 use crate::secret::Secret;
 
@@ -113,8 +113,8 @@ fn paths_of(urls: &[String], everything: bool) -> Vec<String> {
     }
     urls.iter()
         .map(|u| match u.strip_suffix('*') {
-            Some(dir) => format!("{}*", percent_encoding::utf8_percent_encode(dir, crate::plan::PATH)),
-            None => percent_encoding::utf8_percent_encode(u, crate::plan::PATH).to_string(),
+            Some(dir) => format!("{}*", percent_encoding::utf8_percent_encode(dir, crate::escape::PATH)),
+            None => percent_encoding::utf8_percent_encode(u, crate::escape::PATH).to_string(),
         })
         .collect()
 }
@@ -328,7 +328,7 @@ pub(crate) const TYPE: TargetType = TargetType {
     read,
 };
 
-fn read(k: &mut Keys) -> TargetKind {
+fn read(k: &mut dyn Keys) -> TargetKind {
     let api_url = k.api_url("https://cloudfront.amazonaws.com");
     // A key from the rules, else from the standard AWS variables.
     let access_key_id = k

@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Accepted, ProviderError, Reason};
+use super::{Keys, NO_SECRET, Shape, TargetKind};
 use super::{Kind, Provider, TargetType, url_list, urls_of};
-use crate::config::{Keys, NO_SECRET, Shape, TargetKind};
 use crate::request::Request;
 use crate::secret::Secret;
 
@@ -197,9 +197,25 @@ async fn read_tail(mut pipe: impl tokio::io::AsyncRead + Unpin, kept: Arc<Mutex<
 /// `check --remote`: the program exists and may be run.
 pub(crate) fn check(c: &CommandTarget) -> Result<String, ProviderError> {
     let program = c.argv.first().map(String::as_str).unwrap_or_default();
-    crate::config::runnable(program)
+    runnable(program)
         .map(|()| format!("{program} is executable"))
         .map_err(|why| ProviderError::permanent(format!("command {program}: {why}")))
+}
+
+/// Whether `program` can be run as a hook: an absolute path (no shell, no `$PATH` search: the
+/// daemon's environment under systemd is not a login shell's) to an executable file.
+pub(crate) fn runnable(program: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::path::Path::new(program);
+    if !path.is_absolute() {
+        return Err("not an absolute path: name the program by its full path, like /usr/local/bin/notify-ops (no shell runs it)".into());
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err("not a file".into()),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err("not executable (chmod +x it)".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("cannot be run: {e}")),
+    }
 }
 
 pub(crate) const TYPE: TargetType = TargetType {
@@ -208,7 +224,7 @@ pub(crate) const TYPE: TargetType = TargetType {
     read,
 };
 
-fn read(k: &mut Keys) -> TargetKind {
+fn read(k: &mut dyn Keys) -> TargetKind {
     let argv = k.strings("command");
     match argv.first() {
         None => k.error(

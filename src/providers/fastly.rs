@@ -9,8 +9,8 @@
 use serde_json::Value;
 
 use super::{Accepted, ProviderError, for_each, send_ok};
+use super::{Keys, Shape, TargetKind};
 use super::{Kind, Provider, TargetType, url_list, urls_of};
-use crate::config::{Keys, Shape, TargetKind};
 use crate::providers::cache::CACHE_URLS_PER_REQUEST;
 use crate::request::Request;
 use crate::secret::Secret;
@@ -94,7 +94,7 @@ pub(crate) const TYPE: TargetType = TargetType {
     read,
 };
 
-fn read(k: &mut Keys) -> TargetKind {
+fn read(k: &mut dyn Keys) -> TargetKind {
     let api_url = k.api_url("https://api.fastly.com");
     let api_token = k.secret("api_token");
     let service_id = k.id(

@@ -12,8 +12,10 @@ pub(crate) mod cloudflare;
 pub(crate) mod cloudfront;
 pub(crate) mod command;
 pub(crate) mod fastly;
+mod keys;
 pub(crate) mod nginx;
 pub(crate) mod sitehost;
+pub(crate) mod target;
 pub(crate) mod varnish;
 pub(crate) mod vims;
 pub(crate) mod webhook;
@@ -24,9 +26,11 @@ use std::time::Duration;
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
 
-use crate::config::{Keys, PatternSettings, Shape, Target, TargetKind};
 use crate::request::Request;
 use crate::secret::Secret;
+pub(crate) use keys::Keys;
+pub(crate) use target::NO_SECRET;
+use target::{PatternSettings, Shape, Target, TargetKind};
 
 /// Why a transient failure happened: what the retry is counted under in `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +197,7 @@ pub(crate) struct Provider {
 pub(crate) struct TargetType {
     pub name: &'static str,
     pub keys: &'static [&'static str],
-    pub read: fn(&mut Keys) -> TargetKind,
+    pub read: fn(&mut dyn Keys) -> TargetKind,
 }
 
 /// Every target type, from the list of `with_target_types!` (src/lib.rs). Adding one: its file

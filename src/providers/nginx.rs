@@ -6,7 +6,7 @@
 
 use super::cache::{CACHE_URLS_PER_REQUEST, each};
 use super::{Accepted, Kind, Provider, ProviderError, TargetType, url_list, urls_of};
-use crate::config::{Keys, NO_SECRET, Shape, TargetKind};
+use super::{Keys, NO_SECRET, Shape, TargetKind};
 use crate::request::Request;
 use crate::secret::Secret;
 
@@ -25,7 +25,7 @@ pub(crate) const TYPE: TargetType = TargetType {
     read,
 };
 
-fn read(k: &mut Keys) -> TargetKind {
+fn read(k: &mut dyn Keys) -> TargetKind {
     let endpoint = k.endpoints();
     let host = k.string("host");
     let purge_location = match k.string("purge_location") {

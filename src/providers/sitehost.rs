@@ -9,8 +9,8 @@
 use serde_json::Value;
 
 use super::{Accepted, JobState, ProviderError, Reply, http_error, id_text, provider_message, send, unsuccessful};
+use super::{Keys, Shape, TargetKind};
 use super::{Kind, Provider, TargetType};
-use crate::config::{Keys, Shape, TargetKind};
 use crate::request::Request;
 use crate::secret::Secret;
 
@@ -140,7 +140,7 @@ pub(crate) const TYPE: TargetType = TargetType {
     read,
 };
 
-fn read(k: &mut Keys) -> TargetKind {
+fn read(k: &mut dyn Keys) -> TargetKind {
     let api_url = k.api_url(SITEHOST_API_URL);
     let api_key = k.secret("api_key");
     let client_id = k

@@ -7,7 +7,7 @@ use reqwest::Method;
 
 use super::cache::{CACHE_URLS_PER_REQUEST, each, host_header, judge};
 use super::{Accepted, Kind, Provider, ProviderError, TargetType, send, url_list};
-use crate::config::{Keys, NO_SECRET, PatternSettings, Shape, TargetKind};
+use super::{Keys, NO_SECRET, PatternSettings, Shape, TargetKind};
 use crate::request::Request;
 use crate::secret::Secret;
 
@@ -37,7 +37,7 @@ pub(crate) const TYPE: TargetType = TargetType {
     read,
 };
 
-fn read(k: &mut Keys) -> TargetKind {
+fn read(k: &mut dyn Keys) -> TargetKind {
     let endpoint = k.endpoints();
     let host = k.string("host");
     let mode = k.choice(

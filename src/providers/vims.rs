@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use serde_json::{Value, json};
 
 use super::{Accepted, JobState, ProviderError, Reply, http_error, id_text, provider_message, send, unsuccessful};
+use super::{Keys, PatternSettings, Shape, TargetKind};
 use super::{Kind, Provider, TargetType};
-use crate::config::{Keys, PatternSettings, Shape, TargetKind};
 use crate::request::Request;
 use crate::secret::Secret;
 
@@ -213,7 +213,7 @@ pub(crate) const TYPE: TargetType = TargetType {
     read,
 };
 
-fn read(k: &mut Keys) -> TargetKind {
+fn read(k: &mut dyn Keys) -> TargetKind {
     let api_url = k.api_url(VIMS_API_URL);
     let token = k.secret("token");
     let cdn_id = k

@@ -13,8 +13,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
 
 use super::{Accepted, ProviderError, Reason, parse_retry_after};
+use super::{Keys, NO_SECRET, Shape, TargetKind};
 use super::{Kind, Provider, TargetType, url_list, urls_of};
-use crate::config::{Keys, NO_SECRET, Shape, TargetKind};
 use crate::request::Request;
 
 /// A webhook target: `POST url` with the batch as JSON.
@@ -189,7 +189,7 @@ pub(crate) const TYPE: TargetType = TargetType {
     read,
 };
 
-fn read(k: &mut Keys) -> TargetKind {
+fn read(k: &mut dyn Keys) -> TargetKind {
     let url = k.url("url", "where to POST, like https://ops.example.com/purge");
     let secret = k.optional_secret("secret");
     let max_urls = k.max_urls(1000);

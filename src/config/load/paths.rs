@@ -22,22 +22,6 @@ pub(super) fn real_path(path: &Path) -> PathBuf {
     }
 }
 
-/// Whether `program` can be run as a hook: an absolute path (no shell, no `$PATH` search: the
-/// daemon's environment under systemd is not a login shell's) to an executable file.
-pub(crate) fn runnable(program: &str) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = Path::new(program);
-    if !path.is_absolute() {
-        return Err("not an absolute path: name the program by its full path, like /usr/local/bin/notify-ops (no shell runs it)".into());
-    }
-    match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() => Err("not a file".into()),
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err("not executable (chmod +x it)".into()),
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("cannot be run: {e}")),
-    }
-}
-
 /// What a directory that is no site is, when it is one: the root, or on a kernel
 /// pseudo-filesystem (walking `/proc` never ends: it holds every process's view of the whole
 /// tree). Judged by the filesystem's type, not by its path: a tmpfs (`/dev/shm`, `/run`) is a

@@ -103,7 +103,7 @@ impl Cx<'_> {
             }
         }
         let n_errors = self.errors.len();
-        let kind = (def.read)(&mut keys::Keys {
+        let kind = (def.read)(&mut keys::KeyReader {
             cx: self,
             fields,
             pos,

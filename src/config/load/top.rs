@@ -2,6 +2,7 @@
 //! `defaults` (and a target's own tuning keys) every target inherits.
 
 use super::*;
+use crate::providers::command::runnable;
 
 impl Cx<'_> {
     /// An error for each rule whose watched tree holds the state directory.
