@@ -37,7 +37,9 @@
 //!   `purgewatch purge`.
 //! * `providers`: one file per target type, each its requests and how its replies are judged:
 //!   `sitehost`, `vims`, `webhook`, `command`, `cache` (varnish, nginx), `cloudflare`, `fastly`,
-//!   `bunny`. A cache fleet is one target per endpoint (`Config::groups`).
+//!   `bunny`. A cache fleet is one target per endpoint (`Config::groups`). `providers::target`
+//!   is a target as the rules define it (its kind, the shape of purge it takes) and
+//!   `providers::Keys` what a type's file reads its keys with (the loader implements it).
 //! * `state`: the durable store (manifests, pending purges, results) in the state directory;
 //!   `state::Writer` writes the daemon's share of it on a thread of its own, in order.
 //! * `daemon`: `daemon::run(config, options, signals)`. Its parts each own their state and are
@@ -60,7 +62,7 @@
 //! Around the pipeline: `metrics` counts what each stage does and `monitor` serves it
 //! (`/metrics`, `/healthz`) on `metrics_listen`; `hook` runs `on_failure` when a purge fails;
 //! `verify` checks what the edge serves once every target of a rule has purged a file (the
-//! daemon's `gate` keeps that count), and re-purges what is still stale through every target.
+//! daemon's `Verifier` keeps that count), and re-purges what is still stale through every target.
 
 // Every item that is `pub` is reachable from outside the crate; the rest say `pub(crate)`.
 #![warn(unreachable_pub)]
