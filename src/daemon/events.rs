@@ -57,12 +57,12 @@ impl Daemon {
                 // Said once per rescan asked for: in a storm the queue may overflow hundreds of
                 // times before the rescan it asked for begins (each is counted in /metrics).
                 WatchMsg::Rescan => {
-                    if self.rescan_all("overflow") {
+                    if self.rescan_all(RescanReason::Overflow) {
                         tracing::warn!("the kernel event queue overflowed: rescanning every tree against its manifest");
                     }
                 }
                 WatchMsg::Behind => {
-                    if self.rescan_all("behind") {
+                    if self.rescan_all(RescanReason::Behind) {
                         tracing::warn!(
                             "purgewatch fell behind the events ({} queued, the rest dropped): rescanning every tree against its manifest",
                             crate::watch::QUEUE_LIMIT
@@ -263,7 +263,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_an_overflow_events_wait_for_the_rescan_that_walks_everything() {
         let mut h = Harness::new(&[("a.html", "a"), ("b.html", "b")], Options::default());
-        assert!(h.d.rescan_all("overflow"));
+        assert!(h.d.rescan_all(RescanReason::Overflow));
         h.write("a.html", "a2");
         h.write("c.html", "c");
         h.events(&["a.html", "c.html"], true);
@@ -280,7 +280,7 @@ mod tests {
         h.events(&["b.html"], true);
         assert!(h.d.rules[h.id()].record.is_dirty("b.html"), "recorded again");
         // A rescan asked for by a signal loses no event: they are recorded meanwhile.
-        assert!(h.d.rescan_all("signal"));
+        assert!(h.d.rescan_all(RescanReason::Signal));
         assert!(!h.d.rules[h.id()].events_lost());
     }
 

@@ -68,7 +68,7 @@ mod writeback;
 
 use catchup::{FirstLook, Looked};
 use dispatch::{Dispatched, Dispatcher};
-use ruleset::{Coverage, RuleId, RuleRt, RuleSet};
+use ruleset::{Coverage, RescanReason, RuleId, RuleRt, RuleSet};
 use verifier::Verifier;
 use writeback::Settled;
 
@@ -364,7 +364,7 @@ impl Daemon {
             Wake::Asked(Asked::Reload) => self.reload("SIGHUP"),
             Wake::Asked(Asked::Rescan) => {
                 tracing::info!("SIGUSR1: rescanning every tree against its manifest");
-                let _ = self.rescan_all("signal");
+                let _ = self.rescan_all(RescanReason::Signal);
             }
             Wake::FlushSeen => self.flush_seen(),
             Wake::Deferred => self.on_deferred_timer(),

@@ -136,14 +136,14 @@ impl Daemon {
     /// Compares every tree with its manifest at the next batch (events may have been lost);
     /// `reason` is counted in `/metrics`.
     /// Returns whether any tree was not already waiting for such a comparison. After an
-    /// overflow (`reason` "overflow" or "behind"), events are not recorded until the rescan
-    /// begins (see [`ruleset::Rescan::events_lost`]).
-    pub(super) fn rescan_all(&mut self, reason: &str) -> bool {
+    /// overflow, events are not recorded until the rescan begins (see
+    /// [`ruleset::Rescan::events_lost`]).
+    pub(super) fn rescan_all(&mut self, reason: RescanReason) -> bool {
         let now = Instant::now();
         let mut new = false;
-        let lost = matches!(reason, "overflow" | "behind");
+        let lost = reason.events_lost();
         for i in self.rules.ids() {
-            metrics::get().rescan(&self.rules[i].rule.name, reason);
+            metrics::get().rescan(&self.rules[i].rule.name, reason.label());
             new |= self.rules[i].rescan.is_none();
             self.rules[i].ask_rescan(self.seq, lost);
             self.touch_targets(i, now);
@@ -184,7 +184,7 @@ impl Daemon {
             new_root.display()
         );
         let r = &mut self.rules[i];
-        metrics::get().rescan(&r.rule.name, "swap");
+        metrics::get().rescan(&r.rule.name, RescanReason::Swap.label());
         r.root = new_root;
         r.root_id = id;
         self.rules.reindex();
@@ -213,7 +213,7 @@ impl Daemon {
         let now = Instant::now();
         for i in self.rules.ids() {
             if self.rules[i].polled() {
-                metrics::get().rescan(&self.rules[i].rule.name, "watch_limit");
+                metrics::get().rescan(&self.rules[i].rule.name, RescanReason::WatchLimit.label());
                 self.rules[i].ask_rescan(self.seq, false);
                 self.touch_targets(i, now);
             }
@@ -422,12 +422,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn overflows_before_the_rescan_begins_ask_for_nothing_new() {
         let mut h = Harness::new(&[("a.html", "a")], Options::default());
-        assert!(h.d.rescan_all("overflow"));
-        assert!(!h.d.rescan_all("overflow"));
-        assert!(!h.d.rescan_all("behind"));
+        assert!(h.d.rescan_all(RescanReason::Overflow));
+        assert!(!h.d.rescan_all(RescanReason::Overflow));
+        assert!(!h.d.rescan_all(RescanReason::Behind));
         h.settle_due().await;
         assert!(h.d.rules[h.id()].rescan.is_none(), "the rescan was taken");
-        assert!(h.d.rescan_all("behind"));
+        assert!(h.d.rescan_all(RescanReason::Behind));
     }
 
     #[tokio::test(start_paused = true)]

@@ -226,6 +226,39 @@ pub(super) struct Rescan {
     pub(super) events_lost: bool,
 }
 
+/// Why every tree (or one) is compared whole: the `reason` of `purgewatch_rescans_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RescanReason {
+    /// The kernel's event queue overflowed: events were lost.
+    Overflow,
+    /// The daemon's own event queue was full: events were dropped.
+    Behind,
+    /// SIGUSR1.
+    Signal,
+    /// The watched directory was replaced or re-pointed.
+    Swap,
+    /// The tree is not fully watched (the kernel's limits): rescanned every `POLL_EVERY`.
+    WatchLimit,
+}
+
+impl RescanReason {
+    /// Its label in `/metrics`.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            RescanReason::Overflow => "overflow",
+            RescanReason::Behind => "behind",
+            RescanReason::Signal => "signal",
+            RescanReason::Swap => "swap",
+            RescanReason::WatchLimit => "watch_limit",
+        }
+    }
+
+    /// Events were lost: until the rescan begins, a tree's events only time its batch.
+    pub(super) fn events_lost(self) -> bool {
+        matches!(self, RescanReason::Overflow | RescanReason::Behind)
+    }
+}
+
 /// How much of a rule's tree inotify watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Coverage {
@@ -399,5 +432,19 @@ mod tests {
         assert!(!rt.polled());
         rt.coverage = Coverage::Partial;
         assert!(rt.polled());
+    }
+
+    #[test]
+    fn rescan_reasons_are_the_labels_the_readme_lists_and_only_overflows_lose_events() {
+        use RescanReason::*;
+        let all = [Overflow, Behind, Signal, Swap, WatchLimit];
+        let labels: Vec<&str> = all.iter().map(|r| r.label()).collect();
+        assert_eq!(labels, ["overflow", "behind", "signal", "swap", "watch_limit"]);
+        let readme = include_str!("../../README.md");
+        for l in &labels {
+            assert!(readme.contains(&format!("`{l}`")), "README does not name {l}");
+        }
+        let lost: Vec<RescanReason> = all.into_iter().filter(|r| r.events_lost()).collect();
+        assert_eq!(lost, [Overflow, Behind]);
     }
 }
