@@ -57,17 +57,19 @@ impl Opened {
     }
 }
 
+/// What the daemon is started with besides its rules: where the watcher queues events, the
+/// hashing worker, where comparisons come back, and the stop token.
+pub(super) struct Wiring {
+    pub(super) queue: Arc<EventQueue>,
+    pub(super) hasher: hashahead::Worker,
+    pub(super) compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
+    pub(super) stopping: crate::shutdown::Stop,
+}
+
 impl Daemon {
-    pub(super) fn start(
-        config: Config,
-        opts: Options,
-        queue: Arc<EventQueue>,
-        hasher: hashahead::Worker,
-        compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
-        stopping: crate::shutdown::Stop,
-    ) -> Result<Daemon, DaemonError> {
+    pub(super) fn start(config: Config, opts: Options, wiring: Wiring) -> Result<Daemon, DaemonError> {
         let opened = Opened::open(&config, &opts)?;
-        let mut d = Daemon::new(config, opts, opened, queue, hasher, compared_tx, stopping)?;
+        let mut d = Daemon::new(config, opts, opened, wiring)?;
         if d.monitor.is_none()
             && let Some(addr) = d.config.metrics_listen
         {
@@ -83,15 +85,13 @@ impl Daemon {
     }
 
     /// The daemon with its state opened, its rules not added yet.
-    fn new(
-        config: Config,
-        opts: Options,
-        opened: Opened,
-        queue: Arc<EventQueue>,
-        hasher: hashahead::Worker,
-        compared_tx: mpsc::UnboundedSender<(u64, Compared)>,
-        stopping: crate::shutdown::Stop,
-    ) -> Result<Daemon, DaemonError> {
+    fn new(config: Config, opts: Options, opened: Opened, wiring: Wiring) -> Result<Daemon, DaemonError> {
+        let Wiring {
+            queue,
+            hasher,
+            compared_tx,
+            stopping,
+        } = wiring;
         let Opened {
             lock,
             monitor,

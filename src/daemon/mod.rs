@@ -185,14 +185,13 @@ pub(crate) async fn run(config: Config, opts: Options, signals: Signals) -> Resu
     let (compared_tx, mut compared_rx) = mpsc::unbounded_channel();
     // A stop lets comparisons read files for half its time; the rest is for sending.
     token.set_hashing_grace(config.shutdown_timeout / 2);
-    let mut d = Daemon::start(
-        config,
-        opts,
-        queue.clone(),
-        hashahead::Worker::start(hash_tx, token),
+    let wiring = lifecycle::Wiring {
+        queue: queue.clone(),
+        hasher: hashahead::Worker::start(hash_tx, token),
         compared_tx,
-        token,
-    )?;
+        stopping: token,
+    };
+    let mut d = Daemon::start(config, opts, wiring)?;
     // Healthy from the moment it says it is ready.
     metrics::get().health.turned();
     if !token.requested() {

@@ -74,15 +74,13 @@ impl Harness {
         let (hash_tx, hashed) = mpsc::unbounded_channel();
         let (compared_tx, compared) = mpsc::unbounded_channel();
         let queue = Arc::new(EventQueue::default());
-        let d = Daemon::start(
-            config,
-            opts,
-            queue.clone(),
-            hashahead::Worker::start(hash_tx, crate::shutdown::Stop::NEVER),
+        let wiring = lifecycle::Wiring {
+            queue: queue.clone(),
+            hasher: hashahead::Worker::start(hash_tx, crate::shutdown::Stop::NEVER),
             compared_tx,
-            crate::shutdown::Stop::NEVER,
-        )
-        .unwrap();
+            stopping: crate::shutdown::Stop::NEVER,
+        };
+        let d = Daemon::start(config, opts, wiring).unwrap();
         Harness {
             d,
             queue,
