@@ -365,3 +365,6 @@ impl Diff {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
