@@ -19,6 +19,7 @@ use regex::Regex;
 
 use super::yaml::{self, Node, Pos, Value};
 use super::*;
+use crate::providers::BOOLEAN;
 use paths::{real_path, system_tree};
 use values::{glob_reason, trim_url};
 
@@ -76,7 +77,6 @@ const RULE_KEYS: &[&str] = &[
     "warm_limit",
     "follow_symlinks",
 ];
-const BOOLEAN: &[(&str, bool)] = &[("true", true), ("false", false)];
 const VERIFY_KEYS: &[&str] = &["base_url", "sample", "after", "repurge", "check"];
 
 /// Every key the rules file accepts, wherever it goes (the manual page is checked against it).

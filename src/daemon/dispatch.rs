@@ -514,15 +514,21 @@ fn log_result(sent: &Sent, d: &Delivery, latency: Duration) {
 }
 
 impl Daemon {
-    /// Sends what is queued for `target`; its batching clock marks it busy until the send is in.
-    pub(super) fn start_send(&mut self, target: &str) {
+    /// The dispatcher and the verifier, with what sending reads of the rest of the daemon.
+    fn sending_parts(&mut self) -> (Cx<'_>, &mut Dispatcher, &mut Verifier) {
         let cx = Cx {
             config: &self.config,
             manifests: self.rules.manifests(),
             writer: self.writer.as_mut(),
             seed: self.seed.as_ref(),
         };
-        if self.dispatch.send(target, &cx) == Taken::Sending {
+        (cx, &mut self.dispatch, &mut self.verifier)
+    }
+
+    /// Sends what is queued for `target`; its batching clock marks it busy until the send is in.
+    pub(super) fn start_send(&mut self, target: &str) {
+        let (cx, dispatch, _) = self.sending_parts();
+        if dispatch.send(target, &cx) == Taken::Sending {
             self.batcher.set_busy(target, true);
         }
     }
@@ -533,13 +539,8 @@ impl Daemon {
             Dispatched::Sent(Ok(sent)) => self.on_sent(sent),
             Dispatched::Sent(Err(e)) => tracing::error!("a purge task died: {e}"),
             Dispatched::Job(Ok(job)) => {
-                let mut cx = Cx {
-                    config: &self.config,
-                    manifests: self.rules.manifests(),
-                    writer: self.writer.as_mut(),
-                    seed: self.seed.as_ref(),
-                };
-                self.dispatch.job_ended(job, &mut cx, &mut self.verifier);
+                let (mut cx, dispatch, verifier) = self.sending_parts();
+                dispatch.job_ended(job, &mut cx, verifier);
             }
             // Given up (see `MAX_FOLLOWED`), reported then.
             Dispatched::Job(Err(_)) => {}
@@ -551,13 +552,8 @@ impl Daemon {
     pub(super) fn on_sent(&mut self, sent: Sent) {
         let target = sent.target.clone();
         self.batcher.set_busy(&target, false);
-        let mut cx = Cx {
-            config: &self.config,
-            manifests: self.rules.manifests(),
-            writer: self.writer.as_mut(),
-            seed: self.seed.as_ref(),
-        };
-        let more = self.dispatch.sent(sent, &mut cx, &mut self.verifier);
+        let (mut cx, dispatch, verifier) = self.sending_parts();
+        let more = dispatch.sent(sent, &mut cx, verifier);
         if more && self.batcher.first_change(&target).is_none() {
             self.touch_target(&target, Instant::now());
         }

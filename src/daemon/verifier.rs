@@ -343,8 +343,8 @@ rules:
         }
     }
 
-    #[tokio::test]
-    async fn a_file_is_verified_once_every_target_has_purged_it_and_its_jobs_ended() {
+    /// Runs `test` on a new verifier of the rules of [`config`], with no provider and no record.
+    fn with_verifier(test: impl FnOnce(&mut Verifier, &Sources, &Rule)) {
         let tmp = tempfile::tempdir().unwrap();
         let config = config(tmp.path());
         let (providers, manifests) = (BTreeMap::new(), BTreeMap::new());
@@ -353,58 +353,56 @@ rules:
             providers: &providers,
             manifests: &manifests,
         };
-        let mut v = Verifier::new(Arc::new(Pacer::default()));
-        let rule = config.rule("site").unwrap().clone();
-        v.expect(&rule, files(&["a.html", "b.html"]));
-        let batch = Arc::new(files(&["a.html", "b.html"]));
-        // The origin purged with no job to follow: the edge has not purged yet.
-        assert_eq!(v.sent("origin", &batch, &[accepted(None)], &from), None);
-        assert_eq!(v.gate.len(), 2, "both still wait for the edge");
-        // The edge's purge left two jobs: nothing is ready until both have ended.
-        let id = v
-            .sent("edge", &batch, &[accepted(Some("j1")), accepted(Some("j2"))], &from)
-            .expect("the batch waits for its jobs");
-        v.job_ended(id, true, &from);
-        assert_eq!(v.gate.len(), 2);
-        v.job_ended(id, true, &from);
-        assert_eq!(v.gate.len(), 0, "purged by every target: handed on to be checked");
-        assert!(v.awaiting.is_empty());
+        let rule = config.rule("site").unwrap();
+        test(&mut Verifier::new(Arc::new(Pacer::default())), &from, rule);
+    }
+
+    #[tokio::test]
+    async fn a_file_is_verified_once_every_target_has_purged_it_and_its_jobs_ended() {
+        with_verifier(|v, from, rule| {
+            v.expect(rule, files(&["a.html", "b.html"]));
+            let batch = Arc::new(files(&["a.html", "b.html"]));
+            // The origin purged with no job to follow: the edge has not purged yet.
+            assert_eq!(v.sent("origin", &batch, &[accepted(None)], from), None);
+            assert_eq!(v.gate.len(), 2, "both still wait for the edge");
+            // The edge's purge left two jobs: nothing is ready until both have ended.
+            let id = v
+                .sent("edge", &batch, &[accepted(Some("j1")), accepted(Some("j2"))], from)
+                .expect("the batch waits for its jobs");
+            v.job_ended(id, true, from);
+            assert_eq!(v.gate.len(), 2);
+            v.job_ended(id, true, from);
+            assert_eq!(v.gate.len(), 0, "purged by every target: handed on to be checked");
+            assert!(v.awaiting.is_empty());
+        });
     }
 
     #[tokio::test]
     async fn a_failed_purge_or_job_is_not_verified() {
-        let tmp = tempfile::tempdir().unwrap();
-        let config = config(tmp.path());
-        let (providers, manifests) = (BTreeMap::new(), BTreeMap::new());
-        let from = Sources {
-            config: &config,
-            providers: &providers,
-            manifests: &manifests,
-        };
-        let mut v = Verifier::new(Arc::new(Pacer::default()));
-        let rule = config.rule("site").unwrap().clone();
-        v.expect(&rule, files(&["a.html"]));
-        let failed = Delivery {
-            desc: "purge".into(),
-            result: Err(Failed {
-                error: ProviderError::Permanent {
-                    message: "400 Bad Request".into(),
-                    cause: None,
-                },
-                attempts: 1,
-            }),
-        };
-        assert_eq!(v.sent("origin", &Arc::new(files(&["a.html"])), &[failed], &from), None);
-        assert_eq!(v.gate.len(), 0, "a failure is reported on its own, not verified");
-        v.expect(&rule, files(&["b.html"]));
-        let batch = Arc::new(files(&["b.html"]));
-        let id = v.sent("origin", &batch, &[accepted(Some("j"))], &from).unwrap();
-        v.job_ended(id, false, &from);
-        assert_eq!(v.gate.len(), 0);
-        assert!(v.awaiting.is_empty());
-        // Nobody verifies a rule without `verify:` or `warm:`: nothing waits.
-        let plain = Rule::new("other", tmp.path());
-        v.expect(&plain, files(&["c.html"]));
-        assert_eq!(v.gate.len(), 0);
+        with_verifier(|v, from, rule| {
+            v.expect(rule, files(&["a.html"]));
+            let failed = Delivery {
+                desc: "purge".into(),
+                result: Err(Failed {
+                    error: ProviderError::Permanent {
+                        message: "400 Bad Request".into(),
+                        cause: None,
+                    },
+                    attempts: 1,
+                }),
+            };
+            assert_eq!(v.sent("origin", &Arc::new(files(&["a.html"])), &[failed], from), None);
+            assert_eq!(v.gate.len(), 0, "a failure is reported on its own, not verified");
+            v.expect(rule, files(&["b.html"]));
+            let batch = Arc::new(files(&["b.html"]));
+            let id = v.sent("origin", &batch, &[accepted(Some("j"))], from).unwrap();
+            v.job_ended(id, false, from);
+            assert_eq!(v.gate.len(), 0);
+            assert!(v.awaiting.is_empty());
+            // Nobody verifies a rule without `verify:` or `warm:`: nothing waits.
+            let plain = Rule::new("other", "/w");
+            v.expect(&plain, files(&["c.html"]));
+            assert_eq!(v.gate.len(), 0);
+        });
     }
 }

@@ -9,6 +9,9 @@ use std::time::Duration;
 use super::target::PatternSettings;
 use crate::secret::Secret;
 
+/// The words of a yes-or-no key.
+pub(crate) const BOOLEAN: &[(&str, bool)] = &[("true", true), ("false", false)];
+
 /// One target's keys, as its type's file reads them.
 pub(crate) trait Keys {
     /// Whether the rules set `key`.
@@ -75,7 +78,7 @@ impl dyn Keys + '_ {
     }
 
     pub(crate) fn boolean(&mut self, key: &str, default: bool) -> bool {
-        self.choice(key, &[("true", true), ("false", false)], default)
+        self.choice(key, BOOLEAN, default)
     }
 
     /// One of a few words.

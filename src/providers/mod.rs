@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::request::Request;
 use crate::secret::Secret;
-pub(crate) use keys::Keys;
+pub(crate) use keys::{BOOLEAN, Keys};
 pub(crate) use target::NO_SECRET;
 use target::{PatternSettings, Shape, Target, TargetKind};
 

@@ -155,7 +155,6 @@ impl Store {
         by_target(rows, |r| &r.target)
     }
 
-    /// The last purge of each target.
     /// What was asked of `target` in requests the provider accepted since `since_ms`.
     pub(crate) fn accepted_since(&self, target: &str, since_ms: i64) -> Result<Vec<String>, StateError> {
         let mut stmt = self
@@ -165,6 +164,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The last purge of each target.
     pub(crate) fn last_purges(&self) -> Result<BTreeMap<String, PurgeRecord>, StateError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, target, at_ms, files, request, result, job_id, job_state, message FROM purges

@@ -110,13 +110,7 @@ impl Keys for KeyReader<'_, '_> {
     fn number_text(&mut self, key: &str, expect: &str, parses: &dyn Fn(&str) -> bool) -> Option<String> {
         let v = self.field(key)?;
         let what = self.named(key);
-        let s = self.cx.string(v, &what, false)?;
-        if parses(s.trim()) {
-            Some(s.trim().to_string())
-        } else {
-            self.cx.error(v.pos, format!("{what}: `{s}` is not {expect}"));
-            None
-        }
+        self.cx.number_text(v, &what, expect, parses)
     }
 
     fn duration(&mut self, key: &str, default: Duration) -> Duration {

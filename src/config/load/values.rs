@@ -128,13 +128,26 @@ impl Cx<'_> {
     }
 
     pub(super) fn number<T: std::str::FromStr>(&mut self, node: &Node, what: &str, expect: &str) -> Option<T> {
+        self.number_text(node, what, expect, &|s| s.parse::<T>().is_ok())?
+            .parse()
+            .ok()
+    }
+
+    /// A number's text (trimmed), when `parses` takes it; else an error saying it is not
+    /// `expect` (`a number of paths`).
+    pub(super) fn number_text(
+        &mut self,
+        node: &Node,
+        what: &str,
+        expect: &str,
+        parses: &dyn Fn(&str) -> bool,
+    ) -> Option<String> {
         let s = self.string(node, what, false)?;
-        match s.trim().parse::<T>() {
-            Ok(v) => Some(v),
-            Err(_) => {
-                self.error(node.pos, format!("{what}: `{s}` is not {expect}"));
-                None
-            }
+        if parses(s.trim()) {
+            Some(s.trim().to_string())
+        } else {
+            self.error(node.pos, format!("{what}: `{s}` is not {expect}"));
+            None
         }
     }
 
